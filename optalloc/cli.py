@@ -1,0 +1,180 @@
+"""The `optalloc` command line.
+
+  optalloc validate INSTANCE
+  optalloc solve    INSTANCE -o OUT           baseline + every round + settlement
+  optalloc allocate INSTANCE -o OUT           baseline limits only
+  optalloc clear    INSTANCE -o OUT [--round R] [--previous DIR]
+  optalloc settle   INSTANCE -o OUT [--previous DIR]
+
+Exit codes: 0 ok, 2 invalid input, 3 infeasible model, 4 solver stopped without an optimal answer.
+Every command that writes does so atomically: on any error nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+from .baseline import BaselineResult, allocate
+from .clearing import clear_round, initial_pool
+from .errors import InputError, OptallocError, Problem
+from .instance import Instance
+from .io import load_instance, read_result_table, write_tables
+from .period import ClearingResult, build_summary, clear_rounds, run_period
+from .period import settle as settle_period
+from .progress import set_quiet, stage
+
+
+def _add_solver_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("solver")
+    g.add_argument("--time-limit", type=float, help="seconds per solve (default: none)")
+    g.add_argument("--backend", choices=["auto", "pyomo", "highspy"], help="model build path (default: auto, by size)")
+    g.add_argument("--lp-method", choices=["auto", "ipm", "primal_simplex", "dual_simplex"])
+    g.add_argument("--allow-nonoptimal", action="store_true", help="publish a result stopped at a limit")
+    g.add_argument("--solver-log", action="store_true", help="show the solver's own log")
+
+
+def _options(args, instance: Instance):
+    changes = {}
+    for arg, key in [("time_limit", "time_limit"), ("backend", "backend"), ("lp_method", "lp_method")]:
+        if getattr(args, arg, None) is not None:
+            changes[key] = getattr(args, arg)
+    if getattr(args, "allow_nonoptimal", False):
+        changes["allow_nonoptimal"] = True
+    if getattr(args, "solver_log", False):
+        changes["log"] = True
+    return instance.settings.solver.model_copy(update=changes)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optalloc", description="Fulfillment-center capacity allocation and reservation clearing.")
+    parser.add_argument("--version", action="version", version=f"optalloc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def cmd(name: str, help_: str, writes: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("instance", help="instance JSON file or folder of tables")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+        if writes:
+            p.add_argument("-o", "--out", required=True, help="output folder (written atomically, replaced if it exists)")
+            p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv)")
+            _add_solver_args(p)
+        return p
+
+    cmd("validate", "check an instance and print its summary", writes=False)
+    cmd("solve", "baseline allocation, every round, settlement")
+    cmd("allocate", "baseline allocation only")
+    p = cmd("clear", "clear rounds: all, through --round, or one more round after --previous")
+    p.add_argument("--round", type=int, help="clear through this round (with --previous: exactly this round)")
+    p.add_argument("--previous", help="output folder of an earlier allocate/clear: continue from it")
+    p = cmd("settle", "price protection, fees and credits")
+    p.add_argument("--previous", help="output folder of an earlier clear: settle its grants instead of re-clearing")
+    return parser
+
+
+def _baseline_from(folder: Path) -> BaselineResult:
+    limits = read_result_table(folder, "limits")
+    return BaselineResult(limits, pd.DataFrame(), pd.DataFrame(), float("nan"), "read", "file")
+
+
+def _previous_clearing(folder: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
+    return (
+        read_result_table(folder, "grants", required=False),
+        read_result_table(folder, "pools", required=False),
+        read_result_table(folder, "round_prices", required=False),
+        read_result_table(folder, "grant_placements", required=False),
+    )
+
+
+def _clear_next(instance: Instance, args, options) -> tuple[dict, dict]:
+    """Clear exactly one more round on top of an earlier output folder."""
+    prev = Path(args.previous)
+    baseline = _baseline_from(prev)
+    grants, pools, prices, placements = _previous_clearing(prev)
+    cleared = [] if prices is None else prices.index.tolist()
+    rounds = instance.period.rounds
+    todo = [r for r in rounds if r not in cleared]
+    r = args.round if args.round is not None else (todo[0] if todo else None)
+    if r is None:
+        raise InputError(Problem("every round of the period is already cleared", str(prev / "round_prices.csv")))
+    if r in cleared:
+        raise InputError(Problem(f"round {r} was already cleared", str(prev / "round_prices.csv"), cleared.index(r) + 1, "round"))
+    if r != todo[0]:
+        raise InputError(Problem(f"round {r} cannot be cleared before round {todo[0]}", "--round"))
+    pool = initial_pool(instance) if pools is None else pools.xs(cleared[-1], level="round")["pool_after"]
+    res = clear_round(instance, r, limits=baseline.limits["limit_cube"], pool=pool, options=options)
+    tables = {
+        "limits": baseline.limits,
+        "grants": pd.concat([t for t in (grants, res.grants) if t is not None]).sort_index(),
+        "grant_placements": pd.concat([t for t in (placements, res.placements) if t is not None]).sort_index(),
+        "pools": pd.concat([t for t in (pools, res.pools) if t is not None]).sort_index(),
+        "round_prices": pd.concat([t for t in (prices, pd.DataFrame([res.price]).set_index("round")) if t is not None]).sort_index(),
+    }
+    summary = build_summary(instance, None, None, None)
+    summary["rounds"] = json.loads(tables["round_prices"].reset_index().to_json(orient="records"))
+    return tables, summary
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    set_quiet(args.quiet)
+    with stage("load and validate"):
+        instance = load_instance(args.instance)
+    if args.command == "validate":
+        print(json.dumps(instance.summary(), indent=2, sort_keys=True))
+        return 0
+    options = _options(args, instance)
+    if args.command == "solve":
+        result = run_period(instance, options)
+        tables, summary = result.tables(), result.summary()
+    elif args.command == "allocate":
+        baseline = allocate(instance, options)
+        tables, summary = baseline.tables(), build_summary(instance, baseline, None, None)
+    elif args.command == "clear":
+        if args.previous:
+            tables, summary = _clear_next(instance, args, options)
+        else:
+            baseline = allocate(instance, options)
+            clearing = clear_rounds(instance, baseline, options, through=args.round)
+            tables = {"limits": baseline.limits, **clearing.tables()}
+            summary = build_summary(instance, baseline, clearing, None)
+    else:  # settle
+        if args.previous:
+            prev = Path(args.previous)
+            baseline = _baseline_from(prev)
+            grants, _, prices, _ = _previous_clearing(prev)
+            if grants is None or prices is None:
+                raise InputError(Problem("no cleared rounds to settle (grants.csv / round_prices.csv missing)", str(prev)))
+            from .settlement import settle as settle_grants  # noqa: PLC0415
+
+            settlement = settle_grants(grants, prices, baseline.limits["limit_cube"], instance.sales, instance.grant_sales, instance.settings)
+            summary = build_summary(instance, None, None, settlement)
+            tables = {"round_prices": prices, "settlement": settlement}
+        else:
+            result = run_period(instance, options)
+            tables = {"round_prices": result.clearing.round_prices, "settlement": result.settlement}
+            summary = build_summary(instance, None, result.clearing, result.settlement)
+    with stage(f"write {args.out}"):
+        write_tables(args.out, tables, summary, fmt=args.format)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(argv)
+    except OptallocError as e:
+        print(f"optalloc: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        print("optalloc: interrupted; nothing was written", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

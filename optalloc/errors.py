@@ -1,0 +1,71 @@
+"""Errors optalloc raises on purpose.
+
+Every error a user can cause names where it comes from: the file, the row and the
+field for bad input; the FC, storage type and month for an infeasible model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class OptallocError(Exception):
+    """Base class: the CLI turns these into a one-line message and a non-zero exit."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input, located as precisely as we can."""
+
+    message: str
+    file: str | None = None
+    row: int | None = None  # 1-based data row (CSV: the header is row 0) or JSON list index
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file)
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.field:
+            where.append(f"field '{self.field}'")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class InputError(OptallocError):
+    """The instance is malformed or inconsistent. Carries every problem found."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | Problem):
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        shown = self.problems[:20]
+        more = len(self.problems) - len(shown)
+        text = "\n".join(f"  - {p}" for p in shown)
+        if more:
+            text += f"\n  ... and {more} more"
+        super().__init__(f"invalid input ({len(self.problems)} problem(s)):\n{text}")
+
+
+class InfeasibleError(OptallocError):
+    """The model has no solution; `where` names the FC/storage type/month that breaks."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, where: list[dict] | None = None):
+        self.where = where or []
+        super().__init__(message)
+
+
+class SolveError(OptallocError):
+    """The solver stopped without an optimal answer (time limit, numerical trouble)."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, status: str):
+        self.status = status
+        super().__init__(message)

@@ -1,0 +1,113 @@
+"""The in-memory instance: validated tables plus the period and settings.
+
+Build one with `Instance.from_tables` (DataFrames or lists of row dicts, e.g. from a notebook)
+or with the loaders in `optalloc.io`. Either way the same checks run, so an `Instance` that
+exists is valid: every id it references exists, every month is in the period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+from pydantic import ValidationError
+
+from .errors import InputError, Problem
+from .schemas import TABLES, Period, Settings
+from .validate import check_instance, raise_if, validate_table
+
+
+def pydantic_problems(err: ValidationError, source: str, prefix: str = "") -> list[Problem]:
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        problems.append(Problem(e["msg"], source, None, f"{prefix}{loc}" if loc else prefix.rstrip(".") or None))
+    return problems
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    period: Period
+    settings: Settings
+    fcs: pd.DataFrame
+    sellers: pd.DataFrame
+    needs: pd.DataFrame
+    requests: pd.DataFrame
+    sales: pd.DataFrame
+    grant_sales: pd.DataFrame
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_tables(
+        cls,
+        *,
+        period: Period | dict,
+        tables: dict[str, pd.DataFrame | list[dict]],
+        settings: Settings | dict | None = None,
+        name: str = "instance",
+        sources: dict[str, str] | None = None,
+    ) -> "Instance":
+        """Validate tables (column-wise) and cross-references; raise InputError listing every problem."""
+        sources = {t: (sources or {}).get(t, t) for t in TABLES}
+        problems: list[Problem] = []
+        try:
+            period = period if isinstance(period, Period) else Period.model_validate(period)
+        except ValidationError as e:
+            problems += pydantic_problems(e, sources.get("meta", "instance"), "period.")
+        try:
+            settings = settings if isinstance(settings, Settings) else Settings.model_validate(settings or {})
+        except ValidationError as e:
+            problems += pydantic_problems(e, sources.get("meta", "instance"), "settings.")
+        for t in tables:
+            if t not in TABLES:
+                problems.append(Problem(f"unknown table (expected: {', '.join(TABLES)})", sources.get(t, t)))
+        typed: dict[str, pd.DataFrame] = {}
+        for t, (_, required) in TABLES.items():
+            raw = tables.get(t)
+            if raw is None:
+                if required:
+                    problems.append(Problem("required table is missing", sources[t]))
+                    continue
+                raw = pd.DataFrame(columns=[c for c in TABLES[t][0].model_fields if TABLES[t][0].model_fields[c].is_required()])
+            frame = raw if isinstance(raw, pd.DataFrame) else pd.DataFrame(list(raw))
+            table, found = validate_table(t, frame, sources[t])
+            problems += found
+            typed[t] = table
+        raise_if(problems)
+        raise_if(check_instance(typed, period, sources))
+        fcs = typed["fcs"].copy()
+        missing_pool = fcs["pool_cube"].isna()
+        fcs.loc[missing_pool, "pool_cube"] = fcs.loc[missing_pool, "capacity_cube"] * settings.pool_share
+        return cls(
+            name=name,
+            period=period,
+            settings=settings,
+            fcs=fcs,
+            sellers=typed["sellers"],
+            needs=typed["needs"],
+            requests=typed["requests"],
+            sales=typed["sales"],
+            grant_sales=typed["grant_sales"],
+            sources=sources,
+        )
+
+    def with_settings(self, **changes) -> "Instance":
+        """A copy with some settings replaced (validated)."""
+        try:
+            settings = Settings.model_validate({**self.settings.model_dump(), **changes})
+        except ValidationError as e:
+            raise InputError(pydantic_problems(e, "settings", "settings.")) from None
+        return Instance(**{**self.__dict__, "settings": settings})
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "period_id": self.period.period_id,
+            "months": list(self.period.months),
+            "rounds": list(self.period.rounds),
+            "fcs": int(self.fcs["fc_id"].nunique()),
+            "storage_types": sorted(self.fcs["storage_type"].unique().tolist()),
+            "sellers": len(self.sellers),
+            "requests": len(self.requests),
+        }

@@ -1,0 +1,186 @@
+"""Loading instances from files and writing results atomically.
+
+Loaders read and validate; they never build or solve. Writers never leave half a result: they
+write into a temporary sibling folder and rename it into place only when everything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import InputError, Problem
+from .instance import Instance
+from .schemas import TABLES
+
+META_FILE = "instance.json"
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(Problem(f"cannot read file: {e.strerror}", str(path))) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(Problem(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", str(path))) from None
+    if not isinstance(doc, dict):
+        raise InputError(Problem("must hold a JSON object", str(path)))
+    return doc
+
+
+def load_instance(path: str | os.PathLike) -> Instance:
+    """Load an instance from a JSON file or from a folder of tables (CSV or Parquet)."""
+    path = Path(path)
+    if path.is_dir():
+        return _load_folder(path)
+    if not path.exists():
+        raise InputError(Problem("no such file or folder", str(path)))
+    doc = _read_json(path)
+    allowed = {"name", "period", "settings", *TABLES}
+    problems = [Problem("unknown key", str(path), None, k) for k in doc if k not in allowed]
+    if "period" not in doc:
+        problems.append(Problem("required key is missing", str(path), None, "period"))
+    if problems:
+        raise InputError(problems)
+    tables = {}
+    for t in TABLES:
+        if t in doc:
+            rows = doc[t]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise InputError(Problem("must be a list of objects (one per row)", str(path), None, t))
+            tables[t] = pd.DataFrame(rows)
+    return Instance.from_tables(
+        name=str(doc.get("name", path.stem)),
+        period=doc["period"],
+        settings=doc.get("settings"),
+        tables=tables,
+        sources={"meta": str(path), **{t: f"{path}: {t}" for t in TABLES}},
+    )
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        # Read as text so ids keep their spelling ("007"); the validator converts numbers.
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise InputError(Problem(f"cannot read table: {e}", str(path))) from None
+
+
+def _load_folder(folder: Path) -> Instance:
+    meta_path = folder / META_FILE
+    if not meta_path.exists():
+        raise InputError(Problem(f"a table folder needs {META_FILE} with the period (and optional settings)", str(meta_path)))
+    meta = _read_json(meta_path)
+    problems = [Problem("unknown key", str(meta_path), None, k) for k in meta if k not in {"name", "period", "settings"}]
+    if "period" not in meta:
+        problems.append(Problem("required key is missing", str(meta_path), None, "period"))
+    tables, sources = {}, {"meta": str(meta_path)}
+    for t in TABLES:
+        found = [folder / f"{t}{s}" for s in TABLE_SUFFIXES if (folder / f"{t}{s}").exists()]
+        if len(found) > 1:
+            problems.append(Problem(f"both {found[0].name} and {found[1].name} exist; keep one", str(folder)))
+            continue
+        if found:
+            tables[t] = _read_table(found[0])
+            sources[t] = str(found[0])
+        else:
+            sources[t] = str(folder / f"{t}.csv")
+    if problems:
+        raise InputError(problems)
+    return Instance.from_tables(
+        name=str(meta.get("name", folder.name)), period=meta["period"], settings=meta.get("settings"), tables=tables, sources=sources
+    )
+
+
+def _format_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Lists as ';'-joined text and times as ISO 8601, so CSV output reads back as input."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object and len(out) and isinstance(out[col].iloc[0], tuple):
+            out[col] = out[col].map(";".join)
+        elif isinstance(out[col].dtype, pd.DatetimeTZDtype):
+            out[col] = out[col].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return out
+
+
+def write_tables(out_dir: str | os.PathLike, tables: dict[str, pd.DataFrame], summary: dict, fmt: str = "csv") -> Path:
+    """Write tables and summary.json into out_dir atomically (all or nothing).
+
+    An existing out_dir is replaced only after the new one is complete.
+    """
+    out_dir = Path(out_dir)
+    parent = out_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
+    try:
+        for name, frame in tables.items():
+            frame = _format_frame(frame.reset_index())
+            if fmt == "parquet":
+                frame.to_parquet(tmp / f"{name}.parquet", index=False)
+            else:
+                frame.to_csv(tmp / f"{name}.csv", index=False, lineterminator="\n")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if out_dir.exists():
+            old = parent / f".{out_dir.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def write_instance(instance: Instance, out_dir: str | os.PathLike, fmt: str = "parquet") -> Path:
+    """Write an instance as a table folder (used by `optalloc generate`)."""
+    meta = {"name": instance.name, "period": instance.period.model_dump(), "settings": instance.settings.model_dump()}
+    tables = {t: getattr(instance, t) for t in TABLES if len(getattr(instance, t)) or TABLES[t][1]}
+    out = write_tables(out_dir, {t: f.set_index(f.columns[0]) for t, f in tables.items()}, meta, fmt)
+    (out / "summary.json").rename(out / META_FILE)
+    return out
+
+
+# Result tables read back by `clear --previous` and `settle --previous`: name -> index columns.
+RESULT_TABLES = {
+    "limits": ["seller_id", "storage_type", "month"],
+    "grants": ["round", "request_id"],
+    "pools": ["round", "fc_id", "storage_type", "month"],
+    "round_prices": ["round"],
+    "grant_placements": ["round", "request_id", "fc_id"],
+}
+
+
+def read_result_table(folder: str | os.PathLike, name: str, required: bool = True) -> pd.DataFrame | None:
+    """Read one table written by `write_tables` (CSV or Parquet), indexed as it was written."""
+    folder = Path(folder)
+    for suffix in TABLE_SUFFIXES:
+        path = folder / f"{name}{suffix}"
+        if path.exists():
+            if suffix == ".csv":
+                frame = pd.read_csv(path, dtype={"seller_id": str, "request_id": str, "fc_id": str, "storage_type": str, "month": str, "months": str})
+            else:
+                frame = pd.read_parquet(path)
+            missing = [c for c in RESULT_TABLES[name] if c not in frame.columns]
+            if missing:
+                raise InputError(Problem(f"not an optalloc result table (missing {missing})", str(path)))
+            if "months" in frame.columns:
+                frame["months"] = frame["months"].map(lambda v: tuple(str(v).split(";")))
+            if "submitted_at" in frame.columns:
+                frame["submitted_at"] = pd.to_datetime(frame["submitted_at"], utc=True, format="ISO8601")
+            return frame.set_index(RESULT_TABLES[name]).sort_index()
+    if required:
+        raise InputError(Problem(f"missing result table {name}.csv (was this folder written by 'optalloc allocate/clear'?)", str(folder)))
+    return None

@@ -1,0 +1,193 @@
+"""Schemas: what an instance is made of, in one place.
+
+Row models (`FcRow`, `SellerRow`, `NeedRow`, `RequestRow`, `MonthSalesRow`, `GrantSalesRow`) are the
+single source of truth for every table's columns, types, units and bounds. Small inputs may be
+validated object by object; tables of any size are validated column-wise by `optalloc.validate`,
+which reads these same field definitions, so the two can never disagree.
+
+Units: cube = cubic feet of storage for one month; fees in $ per cube; sales in $.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+Month = Annotated[str, Field(pattern=MONTH_PATTERN, description="calendar month, YYYY-MM")]
+Cube = Annotated[float, Field(ge=0, description="cubic feet", json_schema_extra={"unit": "cube"})]
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FcRow(_Row):
+    """Capacity of one FC for one storage type and month (table `fcs`)."""
+
+    fc_id: Id
+    region: Id
+    storage_type: Id
+    month: Month
+    capacity_cube: Cube
+    pool_cube: Cube | None = Field(
+        default=None, description="cube set aside for reservations; default pool_share x capacity"
+    )
+
+
+class SellerRow(_Row):
+    """A seller (table `sellers`)."""
+
+    seller_id: Id
+    performance_score: float = Field(ge=0, le=1000, description="0-1000, efficient use of space scores high")
+    productivity: float = Field(ge=0, description="projected sales $ per cube-month", json_schema_extra={"unit": "$/cube-month"})
+    regions: list[Id] = Field(min_length=1, description="eligible regions; ';'-separated in tables")
+    floor_cube: Cube = Field(default=0.0, description="guaranteed minimum limit per storage type and month it has need in")
+
+
+class NeedRow(_Row):
+    """Projected need of a seller for one storage type and month (table `needs`)."""
+
+    seller_id: Id
+    storage_type: Id
+    month: Month
+    p50_cube: Cube
+    p90_cube: Cube | None = None
+    floor_cube: Cube | None = Field(default=None, description="overrides the seller's floor_cube")
+
+
+class RequestRow(_Row):
+    """A capacity reservation request (table `requests`)."""
+
+    request_id: Id
+    seller_id: Id
+    storage_type: Id
+    months: list[Month] = Field(min_length=1, description="months the grant must hold; ';'-separated in tables")
+    max_fee_per_cube: float = Field(ge=0, json_schema_extra={"unit": "$/cube"})
+    max_cube: float = Field(gt=0, json_schema_extra={"unit": "cube"})
+    min_cube: Cube = Field(default=0.0, description="0 = any partial fill")
+    round: int = Field(ge=1)
+    submitted_at: datetime
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> "RequestRow":
+        if self.min_cube > self.max_cube:
+            raise ValueError("min_cube must not exceed max_cube")
+        return self
+
+
+class MonthSalesRow(_Row):
+    """A seller's sales and average daily cube used in one storage type and month (table `sales`)."""
+
+    seller_id: Id
+    storage_type: Id
+    month: Month
+    sales: float = Field(ge=0, json_schema_extra={"unit": "$"})
+    used_cube: Cube
+
+
+class GrantSalesRow(_Row):
+    """Incremental sales attributed directly to one granted request (table `grant_sales`)."""
+
+    request_id: Id
+    incremental_sales: float = Field(ge=0, json_schema_extra={"unit": "$"})
+
+
+# Tables of an instance: name -> (row model, required?)
+TABLES: dict[str, tuple[type[_Row], bool]] = {
+    "fcs": (FcRow, True),
+    "sellers": (SellerRow, True),
+    "needs": (NeedRow, True),
+    "requests": (RequestRow, False),
+    "sales": (MonthSalesRow, False),
+    "grant_sales": (GrantSalesRow, False),
+}
+
+# Primary keys: duplicates are bad input.
+TABLE_KEYS: dict[str, list[str]] = {
+    "fcs": ["fc_id", "storage_type", "month"],
+    "sellers": ["seller_id"],
+    "needs": ["seller_id", "storage_type", "month"],
+    "requests": ["request_id"],
+    "sales": ["seller_id", "storage_type", "month"],
+    "grant_sales": ["request_id"],
+}
+
+
+class SolverOptions(BaseModel):
+    """How models are solved. One object, shared by the API, the CLI and the batch job.
+
+    `lp_method` picks HiGHS's LP algorithm: on these transport-like shapes dual simplex was
+    measured 10-100x slower than interior point or primal simplex (see benchmarks/).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    time_limit: float | None = Field(default=None, gt=0, description="seconds per solve; None = no limit")
+    mip_rel_gap: float = Field(default=1e-9, ge=0, description="relative MIP gap at which a solve counts as optimal")
+    lp_method: Literal["auto", "ipm", "primal_simplex", "dual_simplex"] = "auto"
+    presolve: bool = True
+    threads: int = Field(default=1, ge=1, description="1 keeps results byte-identical run to run")
+    backend: Literal["auto", "pyomo", "highspy"] = Field(
+        default="auto", description="pyomo = reference model; highspy = vectorized arrays; auto picks by size"
+    )
+    auto_pyomo_max_rows: int = Field(default=20_000, ge=0, description="auto uses Pyomo up to this many rows/requests")
+    allow_nonoptimal: bool = Field(default=False, description="publish a result stopped at a limit instead of raising")
+    log: bool = False
+
+
+class Settings(BaseModel):
+    """Policy parameters of the programme (defaults as the real programme publishes them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool_share: float = Field(default=0.10, ge=0, le=1, description="share of FC capacity set aside as the pool")
+    headroom: float = Field(default=0.10, ge=0, description="limit <= (1+headroom) x max(P50, P90)")
+    need_tiers: list[float] = Field(
+        default=[0.5, 1.0], description="tier breakpoints as fractions of P50 need; the last tier runs to the cap"
+    )
+    tier_weights: list[float] = Field(
+        default=[1.0, 0.1, 0.01], description="value weight per tier, one more than need_tiers, decreasing"
+    )
+    value_floor: float = Field(
+        default=0.2, gt=0, le=1, description="seller value is compressed into [value_floor, 1]"
+    )
+    credit_rate: float = Field(default=0.15, ge=0, le=1)
+    credit_cap_share: float = Field(default=1.0, ge=0, le=1, description="credits are capped at this share of the fee")
+    request_cap_share: float = Field(default=0.20, ge=0)
+    request_cap_cube: float = Field(default=2000.0, ge=0)
+    reserve_price: float | None = Field(default=None, ge=0, description="$ per cube; requests below it are not granted")
+    tie_rule: Literal["time_priority", "pro_rata"] = "time_priority"
+    solver: SolverOptions = SolverOptions()
+
+    @model_validator(mode="after")
+    def _tiers(self) -> "Settings":
+        t, w = self.need_tiers, self.tier_weights
+        if any(b <= 0 for b in t) or any(b2 <= b1 for b1, b2 in zip(t, t[1:])):
+            raise ValueError("need_tiers must be positive and strictly increasing")
+        if len(w) != len(t) + 1:
+            raise ValueError("tier_weights needs exactly one weight more than need_tiers")
+        if any(x <= 0 for x in w) or any(b >= a for a, b in zip(w, w[1:])):
+            raise ValueError("tier_weights must be positive and strictly decreasing (diminishing returns)")
+        return self
+
+
+class Period(BaseModel):
+    """An allocation period: its months and its rounds, in order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    period_id: Id
+    months: list[Month] = Field(min_length=1)
+    rounds: list[int] = Field(min_length=1, description="round numbers, cleared in this order")
+
+    @field_validator("months", "rounds")
+    @classmethod
+    def _sorted_unique(cls, v: list):
+        if list(v) != sorted(set(v)):
+            raise ValueError("must be strictly increasing with no duplicates")
+        return v

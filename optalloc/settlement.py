@@ -1,0 +1,86 @@
+"""Settlement — price protection, reservation fees, performance credits. See models/settlement.md.
+
+Pure post-processing of the grants (no solver):
+- protected price of round i = min over rounds j >= i of the clearing price of j (rounds that granted nothing have none);
+- final fee per cube = min(max_fee_per_cube, protected price of the grant's round);
+- fee = final fee per cube x granted cube;
+- attributed sales: given per grant (`grant_sales`), else derived from the seller's months (`sales`):
+  sales x min(granted, max(0, used_cube - baseline_limit)) / used_cube, shared among the seller's grants
+  holding that storage type and month in proportion to their cube;
+- credit = min(credit_rate x attributed sales, credit_cap_share x fee); net = fee - credit >= 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .schemas import Settings
+
+SETTLEMENT_INDEX = ["round", "request_id"]
+
+
+def protected_prices(round_prices: pd.DataFrame) -> pd.Series:
+    """Lowest clearing price of rounds i..last, for each round i (index: round, in period order)."""
+    p = round_prices.sort_index()["clearing_price"]
+    # cummin skips rounds that granted nothing (NaN) and carries the running minimum past them.
+    return p[::-1].cummin()[::-1]
+
+
+def attributed_sales(grants: pd.DataFrame, limits: pd.Series, sales: pd.DataFrame, grant_sales: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Incremental sales per grant (index round, request_id) and where each figure came from."""
+    g = grants[grants["granted_cube"] > 0]
+    out = pd.Series(0.0, index=g.index)
+    source = pd.Series("none", index=g.index, dtype=object)
+    if len(g) == 0:
+        return out, source
+    direct = grant_sales.set_index("request_id")["incremental_sales"]
+    req_ids = g.index.get_level_values("request_id")
+    has_direct = req_ids.isin(direct.index)
+    out[has_direct] = direct.reindex(req_ids[has_direct]).to_numpy()
+    source[has_direct] = "grant_sales"
+    if len(sales) and (~has_direct).any():
+        # One row per (grant, month) it holds.
+        rows = g[~has_direct][["seller_id", "storage_type", "months", "granted_cube"]].explode("months").rename(columns={"months": "month"})
+        rows = rows.reset_index()
+        key = ["seller_id", "storage_type", "month"]
+        total_granted = rows.groupby(key)["granted_cube"].transform("sum")
+        s = sales.set_index(key)
+        idx = pd.MultiIndex.from_frame(rows[key])
+        month_sales = s["sales"].reindex(idx).to_numpy()
+        used = s["used_cube"].reindex(idx).to_numpy()
+        base = limits.reindex(idx).fillna(0.0).to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            extra_used = np.minimum(total_granted.to_numpy(), np.maximum(0.0, used - base))
+            seller_month = np.where(used > 0, month_sales * extra_used / used, 0.0)
+            share = np.where(total_granted > 0, rows["granted_cube"].to_numpy() / total_granted.to_numpy(), 0.0)
+        rows["attributed"] = np.nan_to_num(seller_month * share)
+        rows["reported"] = ~np.isnan(month_sales)
+        per = rows.groupby(SETTLEMENT_INDEX).agg(attributed=("attributed", "sum"), reported=("reported", "any"))
+        idx2 = per.index
+        out.loc[idx2] = per["attributed"].to_numpy()
+        source.loc[idx2[per["reported"].to_numpy()]] = "seller_months"
+    return out, source
+
+
+def settle(grants: pd.DataFrame, round_prices: pd.DataFrame, limits: pd.Series, sales: pd.DataFrame, grant_sales: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """Settlement per granted request, indexed (round, request_id)."""
+    g = grants[grants["granted_cube"] > 0].copy()
+    protected = protected_prices(round_prices)
+    g["round_clearing_price"] = round_prices["clearing_price"].reindex(g.index.get_level_values("round")).to_numpy()
+    g["protected_price"] = protected.reindex(g.index.get_level_values("round")).to_numpy()
+    g["fee_per_cube"] = np.minimum(g["max_fee_per_cube"].to_numpy(), g["protected_price"].to_numpy())
+    g["reservation_fee"] = _money(g["fee_per_cube"] * g["granted_cube"])
+    sales_amt, source = attributed_sales(g, limits, sales, grant_sales)
+    g["attributed_sales"] = _money(sales_amt)
+    g["sales_source"] = source
+    g["credit"] = _money(np.minimum(settings.credit_rate * g["attributed_sales"], settings.credit_cap_share * g["reservation_fee"]))
+    g["net"] = _money(np.maximum(g["reservation_fee"] - g["credit"], 0.0))
+    cols = ["seller_id", "storage_type", "months", "granted_cube", "max_fee_per_cube", "round_clearing_price", "protected_price",
+            "fee_per_cube", "reservation_fee", "attributed_sales", "sales_source", "credit", "net"]
+    return g[cols].sort_index()
+
+
+def _money(x) -> pd.Series | np.ndarray:
+    """Money to 1e-6 $: removes float noise, keeps cents exact."""
+    return np.round(x, 6) + 0.0

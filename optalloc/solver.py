@@ -1,0 +1,217 @@
+"""Solving: the one place that knows solver options, codes and statuses.
+
+Two entry points, one vocabulary:
+- `solve_pyomo(model, options)` for the Pyomo reference models;
+- `solve_arrays(lp, options)` for the vectorized fast path (`LinearProgram`, passed whole to highspy).
+Both return a `SolveOutcome` whose `status` is one of STATUSES, and both raise `SolveError` for any
+status but optimal unless `options.allow_nonoptimal` is set. A time-limited answer is never silently
+passed on as optimal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import highspy
+import numpy as np
+import pyomo.environ as pyo
+from pyomo.contrib.solver.common.factory import SolverFactory
+from pyomo.contrib.solver.common.results import TerminationCondition
+
+from .errors import SolveError
+from .schemas import SolverOptions
+
+OPTIMAL, STOPPED, INFEASIBLE, UNBOUNDED, ERROR = "optimal", "stopped_at_limit", "infeasible", "unbounded", "error"
+STATUSES = (OPTIMAL, STOPPED, INFEASIBLE, UNBOUNDED, ERROR)
+
+# The LP algorithm used when lp_method = "auto". Measured in benchmarks/bench.py on the shapes
+# optalloc builds (transport-like baseline, bounded-knapsack clearing): see README "Performance".
+AUTO_LP_METHOD = "ipm"
+
+
+def highs_options(options: SolverOptions, *, is_mip: bool = False) -> dict:
+    """Translate our options into HiGHS option names. The only place solver option names appear."""
+    method = AUTO_LP_METHOD if options.lp_method == "auto" else options.lp_method
+    opts: dict = {
+        "output_flag": bool(options.log),
+        "presolve": "on" if options.presolve else "off",
+        "threads": int(options.threads),
+        "random_seed": 0,
+        "mip_rel_gap": float(options.mip_rel_gap),
+        "mip_abs_gap": 1e-6,
+        "primal_feasibility_tolerance": 1e-9,
+        "dual_feasibility_tolerance": 1e-9,
+        "mip_feasibility_tolerance": 1e-9,
+    }
+    if options.time_limit is not None:
+        opts["time_limit"] = float(options.time_limit)
+    if not is_mip:
+        if method == "ipm":
+            # Crossover gives a vertex: grants at their bounds, exact ties, duals of a basis.
+            opts.update(solver="ipm", run_crossover="on")
+        elif method == "primal_simplex":
+            opts.update(solver="simplex", simplex_strategy=4)
+        else:
+            opts.update(solver="simplex", simplex_strategy=1)
+    return opts
+
+
+@dataclass
+class SolveOutcome:
+    status: str
+    objective: float | None
+    message: str = ""
+    x: np.ndarray | None = None  # column values (array path)
+    row_duals: np.ndarray | None = None  # row duals (array path)
+    duals: dict = field(default_factory=dict)  # constraint data -> dual (Pyomo path)
+    mip_gap: float | None = None
+
+
+def check_outcome(outcome: SolveOutcome, options: SolverOptions, what: str) -> SolveOutcome:
+    if outcome.status == OPTIMAL:
+        return outcome
+    if outcome.status == STOPPED and options.allow_nonoptimal and outcome.objective is not None:
+        return outcome
+    hint = ""
+    if outcome.status == STOPPED:
+        hint = " (raise --time-limit, or pass allow_nonoptimal to publish the best answer found)"
+    raise SolveError(f"{what}: solver {outcome.status}{': ' + outcome.message if outcome.message else ''}{hint}", outcome.status)
+
+
+_TC = TerminationCondition
+_PYOMO_STATUS = {
+    _TC.convergenceCriteriaSatisfied: OPTIMAL,
+    _TC.maxTimeLimit: STOPPED,
+    _TC.iterationLimit: STOPPED,
+    _TC.objectiveLimit: STOPPED,
+    _TC.interrupted: STOPPED,
+    _TC.provenInfeasible: INFEASIBLE,
+    _TC.locallyInfeasible: INFEASIBLE,
+    _TC.infeasibleOrUnbounded: INFEASIBLE,
+    _TC.unbounded: UNBOUNDED,
+}
+
+
+def solve_pyomo(model: pyo.ConcreteModel, options: SolverOptions, *, what: str, duals: bool = True, check: bool = True) -> SolveOutcome:
+    """Solve a Pyomo model with HiGHS; load the primal values, and the duals for an LP."""
+    is_mip = any(v.is_integer() and not v.fixed for v in model.component_data_objects(pyo.Var, active=True))
+    opt = SolverFactory("highs")
+    res = opt.solve(
+        model,
+        load_solutions=False,
+        raise_exception_on_nonoptimal_result=False,
+        time_limit=options.time_limit,
+        solver_options={k: v for k, v in highs_options(options, is_mip=is_mip).items() if k != "time_limit"},
+    )
+    status = _PYOMO_STATUS.get(res.termination_condition, ERROR)
+    outcome = SolveOutcome(status=status, objective=res.incumbent_objective, message=str(res.termination_condition.name))
+    if status in (OPTIMAL, STOPPED) and res.incumbent_objective is not None:
+        res.solution_loader.load_vars()
+        if duals and not is_mip and status == OPTIMAL:
+            outcome.duals = dict(res.solution_loader.get_duals())
+    return check_outcome(outcome, options, what) if check else outcome
+
+
+@dataclass
+class LinearProgram:
+    """An LP/MIP as arrays: max or min c'x s.t. row_lower <= A x <= row_upper, col_lower <= x <= col_upper.
+
+    A is given in compressed sparse row form (row_start, col_index, value).
+    """
+
+    col_cost: np.ndarray
+    col_lower: np.ndarray
+    col_upper: np.ndarray
+    row_lower: np.ndarray
+    row_upper: np.ndarray
+    row_start: np.ndarray
+    col_index: np.ndarray
+    value: np.ndarray
+    maximize: bool = True
+    integrality: np.ndarray | None = None  # 1 = integer column
+
+    @property
+    def is_mip(self) -> bool:
+        return self.integrality is not None and bool(np.any(self.integrality))
+
+
+HIGHS_STATUS = {
+    highspy.HighsModelStatus.kOptimal: OPTIMAL,
+    highspy.HighsModelStatus.kModelEmpty: OPTIMAL,
+    highspy.HighsModelStatus.kTimeLimit: STOPPED,
+    highspy.HighsModelStatus.kIterationLimit: STOPPED,
+    highspy.HighsModelStatus.kSolutionLimit: STOPPED,
+    highspy.HighsModelStatus.kInterrupt: STOPPED,
+    highspy.HighsModelStatus.kObjectiveBound: STOPPED,
+    highspy.HighsModelStatus.kObjectiveTarget: STOPPED,
+    highspy.HighsModelStatus.kInfeasible: INFEASIBLE,
+    highspy.HighsModelStatus.kUnboundedOrInfeasible: INFEASIBLE,
+    highspy.HighsModelStatus.kUnbounded: UNBOUNDED,
+}
+
+
+def new_highs(options: SolverOptions, *, is_mip: bool) -> highspy.Highs:
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    for k, v in highs_options(options, is_mip=is_mip).items():
+        h.setOptionValue(k, v)
+    return h
+
+
+def pass_model(h: highspy.Highs, lp: LinearProgram) -> None:
+    """Hand a whole LinearProgram to HiGHS in one call."""
+    model = highspy.HighsLp()
+    n, m = len(lp.col_cost), len(lp.row_lower)
+    model.num_col_, model.num_row_ = n, m
+    model.sense_ = highspy.ObjSense.kMaximize if lp.maximize else highspy.ObjSense.kMinimize
+    model.col_cost_ = np.asarray(lp.col_cost, dtype=np.float64)
+    model.col_lower_ = np.asarray(lp.col_lower, dtype=np.float64)
+    model.col_upper_ = np.asarray(lp.col_upper, dtype=np.float64)
+    model.row_lower_ = np.asarray(lp.row_lower, dtype=np.float64)
+    model.row_upper_ = np.asarray(lp.row_upper, dtype=np.float64)
+    model.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    model.a_matrix_.num_col_, model.a_matrix_.num_row_ = n, m
+    model.a_matrix_.start_ = np.asarray(lp.row_start, dtype=np.int32)
+    model.a_matrix_.index_ = np.asarray(lp.col_index, dtype=np.int32)
+    model.a_matrix_.value_ = np.asarray(lp.value, dtype=np.float64)
+    if lp.is_mip:
+        model.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous for i in lp.integrality]
+    h.passModel(model)
+
+
+def run_highs(h: highspy.Highs, *, is_mip: bool) -> SolveOutcome:
+    """Run a loaded Highs object and translate its status; values and duals when it has them."""
+    h.run()
+    raw = h.getModelStatus()
+    info = h.getInfo()
+    has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    outcome = SolveOutcome(
+        status=HIGHS_STATUS.get(raw, ERROR),
+        objective=h.getObjectiveValue() if has_solution else None,
+        message=h.modelStatusToString(raw),
+    )
+    if has_solution:
+        sol = h.getSolution()
+        outcome.x = np.asarray(sol.col_value)
+        if not is_mip and sol.dual_valid:
+            outcome.row_duals = np.asarray(sol.row_dual)
+        if is_mip:
+            outcome.mip_gap = info.mip_gap
+    return outcome
+
+
+def solve_arrays(lp: LinearProgram, options: SolverOptions, *, what: str, check: bool = True) -> SolveOutcome:
+    """Solve an array LP/MIP with highspy in one bulk call (no per-variable Python work)."""
+    h = new_highs(options, is_mip=lp.is_mip)
+    pass_model(h, lp)
+    outcome = run_highs(h, is_mip=lp.is_mip)
+    return check_outcome(outcome, options, what) if check else outcome
+
+
+def csr_from_triplets(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row-compressed (start, index, value) from coordinate triplets; entries keep column order within a row."""
+    order = np.lexsort((cols, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    start = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=start[1:])
+    return start, cols, vals
