@@ -35,7 +35,6 @@ from .solver import (
     new_highs,
     pass_model,
     run_highs,
-    solve_arrays,
     solve_pyomo,
 )
 
@@ -43,12 +42,13 @@ POOL_INDEX = ["fc_id", "storage_type", "month"]
 
 # Audit vocabulary: every request ends its round with one status and, unless fully granted, a reason.
 GRANTED, PARTIAL, REJECTED = "granted", "partially_granted", "rejected"
-OUTBID, BELOW_RESERVE, MIN_CUBE, OVER_CAP, NO_POOL = (
+OUTBID, BELOW_RESERVE, MIN_CUBE, OVER_CAP, NO_POOL, EXHAUSTED = (
     "outbid",
     "below_reserve",
     "min_cube_did_not_fit",
     "over_request_cap",
-    "no_eligible_pool",
+    "no_eligible_pool",  # no FC in the seller's regions has pool of that type in all its months
+    "pool_exhausted",  # there was such pool, but earlier rounds used it up
 )
 EPS = 1e-6  # cube: grants below this are zero
 
@@ -124,16 +124,25 @@ def prepare_clearing(instance: Instance, round_: int, pool: pd.Series, limits: p
     regions = instance.sellers[["seller_id", "regions"]].explode("regions").rename(columns={"regions": "region"})
     fc_region = instance.fcs[["fc_id", "region"]].drop_duplicates()
     prow = pools.assign(prow=np.arange(len(pools))).merge(fc_region, on="fc_id")
-    prow = prow[prow["pool_before"] > EPS]
-    j = ex.merge(regions, on="seller_id").merge(prow[["fc_id", "region", "storage_type", "month", "prow"]], on=["region", "storage_type", "month"])
+    j = ex.merge(regions, on="seller_id").merge(
+        prow[["fc_id", "region", "storage_type", "month", "prow", "pool_before"]], on=["region", "storage_type", "month"]
+    )
     j = j.drop_duplicates(["q0", "fc_id", "month"])
     n_months = live.set_index("q0")["months"].map(len)
-    cover = j.groupby(["q0", "fc_id"]).size()
-    ok = cover[cover.to_numpy() == n_months.reindex(cover.index.get_level_values(0)).to_numpy()].index
-    j = j.set_index(["q0", "fc_id"]).loc[ok].reset_index() if len(ok) else j.iloc[0:0]
-    no_pool = ~live["q0"].isin(j["q0"])
+
+    def covering(j: pd.DataFrame) -> pd.DataFrame:
+        """Keep (request, FC) pairs where the FC has a pool row in every month the request names."""
+        cover = j.groupby(["q0", "fc_id"]).size()
+        ok = cover[cover.to_numpy() == n_months.reindex(cover.index.get_level_values(0)).to_numpy()].index
+        return j.set_index(["q0", "fc_id"]).loc[ok].reset_index() if len(ok) else j.iloc[0:0]
+
+    structural = covering(j)
+    j = covering(j[j["pool_before"] > EPS])
+    no_pool = ~live["q0"].isin(structural["q0"])
+    exhausted = ~no_pool & ~live["q0"].isin(j["q0"])
     audit.loc[live.loc[no_pool, "q0"], "reason"] = NO_POOL
-    live = live[~no_pool]
+    audit.loc[live.loc[exhausted, "q0"], "reason"] = EXHAUSTED
+    live = live[~(no_pool | exhausted)]
 
     # Priority order: fee desc, then submitted_at, then request_id.
     live = live.sort_values(["max_fee_per_cube", "submitted_at", "request_id"], ascending=[False, True, True], kind="stable")
@@ -287,17 +296,21 @@ def declare_revenue(m: pyo.ConcreteModel, d: ClearingData) -> None:
     m.revenue = pyo.Objective(expr=sum(float(d.fee[q]) * m.grant[q] for q in m.REQUESTS), sense=pyo.maximize)
 
 
-def declare_time_priority(m: pyo.ConcreteModel, d: ClearingData, revenue: float) -> None:
-    r"""Stage 2: revenue_floor: \sum fee grant >= revenue*;  max \sum_q time_weight[q] grant[q]."""
+def declare_time_priority(m: pyo.ConcreteModel, d: ClearingData) -> None:
+    r"""Stage 2 objective: max \sum_q time_weight[q] grant[q] (over the optimal set of stage 1)."""
     m.revenue.deactivate()
-    m.revenue_floor = pyo.Constraint(expr=m.revenue.expr >= revenue_floor(revenue))
     m.time_priority = pyo.Objective(expr=sum(float(d.time_weight[q]) * m.grant[q] for q in m.REQUESTS), sense=pyo.maximize)
 
 
-def revenue_floor(revenue: float) -> float:
-    """Stage 2 may not give up revenue: any slack here would let time priority buy cube from a
-    higher fee. The solver's feasibility tolerance (1e-9) is the only slack."""
-    return revenue
+def declare_revenue_floor(m: pyo.ConcreteModel, revenue: float) -> None:
+    r"""MIP stage 2: revenue_floor: \sum_q fee[q] grant[q] >= revenue* - delta (delta: the MIP's own tolerance)."""
+    m.revenue_floor = pyo.Constraint(expr=m.revenue.expr >= revenue - mip_slack(revenue))
+
+
+def mip_slack(revenue: float) -> float:
+    """How much revenue the MIP's time-priority stage may give up: the MIP tolerances, nothing more.
+    Only the choice of binaries is kept from that stage; the cube is then re-optimised exactly."""
+    return 1e-9 * abs(revenue) + 1e-6
 
 
 def build_clearing_model(d: ClearingData) -> pyo.ConcreteModel:
@@ -311,26 +324,53 @@ def build_clearing_model(d: ClearingData) -> pyo.ConcreteModel:
     return m
 
 
+FACE_TOL = 1e-7  # a reduced cost or dual above this is "nonzero": fees are cents apart, far above it
+
+
+def _snap(value: float, lb: float | None, ub: float | None) -> float:
+    """The bound a nonbasic value sits at (removes solver noise)."""
+    if lb is not None and (ub is None or abs(value - lb) <= abs(value - ub)):
+        return lb
+    return ub if ub is not None else value
+
+
+def _pyomo_restrict_to_optimal_face(m: pyo.ConcreteModel, outcome: SolveOutcome) -> None:
+    """Complementary slackness with the stage-1 dual: variables with a nonzero reduced cost stay at
+    their bound and constraints with a nonzero dual stay tight. What remains is exactly the set of
+    stage-1 optima, so stage 2 can pick among them without any revenue constraint (and its slack)."""
+    for var, rc in outcome.reduced_costs.items():
+        if abs(rc) > FACE_TOL and not var.fixed:
+            var.fix(_snap(var.value, var.lb, var.ub))
+    for con, dual in outcome.duals.items():
+        if abs(dual) > FACE_TOL and not con.equality:
+            body = pyo.value(con.body)
+            bound = _snap(body, pyo.value(con.lower) if con.has_lb() else None, pyo.value(con.upper) if con.has_ub() else None)
+            con.set_value(con.body == bound)
+
+
 def _solve_pyomo(d: ClearingData, options: SolverOptions) -> Solution:
     m = build_clearing_model(d)
     what = f"clearing round {d.round}"
-    first = solve_pyomo(m, options, what=what + " (revenue)")
-    declare_time_priority(m, d, first.objective)
-    second = solve_pyomo(m, options, what=what + " (time priority)")
     is_mip = len(m.MIN_REQUESTS) > 0
-    grant = np.array([m.grant[q].value or 0.0 for q in range(d.n)])
-    place = np.array([m.place[a].value or 0.0 for a in range(len(d.arc_req))])
-    # Prices: the stage-1 LP (with the integer choices fixed, for a MIP).
-    m.time_priority.deactivate()
-    m.revenue_floor.deactivate()
-    m.revenue.activate()
     if is_mip:
+        first = solve_pyomo(m, options, what=what + " (revenue, MIP)")
+        declare_revenue_floor(m, first.objective)
+        declare_time_priority(m, d)
+        solve_pyomo(m, options, what=what + " (time priority, MIP)")
+        # Keep the integer choices; re-optimise the cube as an LP (this also gives the prices).
+        on = {q: 1.0 if (m.grant[q].value or 0.0) > EPS else 0.0 for q in m.MIN_REQUESTS}
+        m.del_component(m.time_priority)
+        m.revenue_floor.deactivate()
+        m.revenue.activate()
         for q in m.MIN_REQUESTS:
             m.filled[q].domain = pyo.Reals
-            m.filled[q].fix(1.0 if grant[q] > EPS else 0.0)
-        priced = solve_pyomo(m, options, what=what + " (prices)")
-    else:
-        priced = first  # stage-1 duals; stage 2 only chose among stage-1 optima
+            m.filled[q].fix(on[q])
+    priced = solve_pyomo(m, options, what=what + " (revenue)")
+    _pyomo_restrict_to_optimal_face(m, priced)
+    declare_time_priority(m, d)
+    solve_pyomo(m, options, what=what + " (time priority)", duals=False)
+    grant = np.array([m.grant[q].value or 0.0 for q in range(d.n)])
+    place = np.array([m.place[a].value or 0.0 for a in range(len(d.arc_req))])
     dual = np.zeros(len(d.pools))
     for r in m.POOLS:
         dual[r] = priced.duals.get(m.pool_capacity[r], 0.0)
@@ -378,34 +418,59 @@ def _run(h: highspy.Highs, options: SolverOptions, what: str, is_mip: bool) -> S
     return check_outcome(run_highs(h, is_mip=is_mip), options, what)
 
 
+def _highs_restrict_to_optimal_face(h: highspy.Highs, lp: LinearProgram, first: SolveOutcome) -> None:
+    """As `_pyomo_restrict_to_optimal_face`, on a loaded Highs object."""
+    x, rc = first.x, first.col_duals
+    cols = np.flatnonzero(np.abs(rc) > FACE_TOL)
+    if len(cols):
+        at_lower = np.abs(x[cols] - lp.col_lower[cols]) <= np.abs(x[cols] - lp.col_upper[cols])
+        v = np.where(at_lower, lp.col_lower[cols], lp.col_upper[cols])
+        h.changeColsBounds(len(cols), cols.astype(np.int32), v, v)
+    rows = np.flatnonzero(np.abs(first.row_duals) > FACE_TOL)
+    rows = rows[lp.row_lower[rows] != lp.row_upper[rows]]
+    if len(rows):
+        activity = np.asarray(h.getSolution().row_value)[rows]
+        lo, up = lp.row_lower[rows], lp.row_upper[rows]
+        at_lower = np.isfinite(lo) & (~np.isfinite(up) | (np.abs(activity - lo) <= np.abs(activity - up)))
+        v = np.where(at_lower, lo, up)
+        h.changeRowsBounds(len(rows), rows.astype(np.int32), v, v)
+
+
+def _lexicographic_lp(lp: LinearProgram, d: ClearingData, options: SolverOptions, what: str) -> tuple[np.ndarray, SolveOutcome]:
+    """Stage 1 (revenue) then stage 2 (time priority on the optimal face); returns x and the stage-1 outcome."""
+    h = new_highs(options, is_mip=False)
+    pass_model(h, lp)
+    first = _run(h, options, what + " (revenue)", False)
+    _highs_restrict_to_optimal_face(h, lp, first)
+    n_cols = len(lp.col_cost)
+    h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), np.concatenate([d.time_weight, np.zeros(n_cols - d.n)]))
+    second = _run(h, options, what + " (time priority)", False)
+    return second.x, first
+
+
 def _solve_arrays(d: ClearingData, options: SolverOptions) -> Solution:
-    """Same lexicographic solve as the Pyomo path, on one highspy object (stage 2 warm-starts)."""
+    """The same procedure as the Pyomo path, on highspy arrays."""
     lp, fam = build_clearing_arrays(d)
     what = f"clearing round {d.round}"
     is_mip = lp.is_mip
-    h = new_highs(options, is_mip=is_mip)
-    pass_model(h, lp)
-    first = _run(h, options, what + " (revenue)", is_mip)
-    n_cols = len(lp.col_cost)
-    idx = np.arange(d.n, dtype=np.int32)
-    h.addRow(revenue_floor(first.objective), highspy.kHighsInf, d.n, idx, d.fee.astype(np.float64))
-    h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), np.concatenate([d.time_weight, np.zeros(n_cols - d.n)]))
-    second = _run(h, options, what + " (time priority)", is_mip)
-    x = second.x
-    grant, place = x[: d.n], x[d.n : d.n + len(d.arc_req)]
     if is_mip:
-        fixed = LinearProgram(**{**lp.__dict__, "integrality": None})
+        h = new_highs(options, is_mip=True)
+        pass_model(h, lp)
+        first = _run(h, options, what + " (revenue, MIP)", True)
+        n_cols = len(lp.col_cost)
+        h.addRow(first.objective - mip_slack(first.objective), highspy.kHighsInf, d.n, np.arange(d.n, dtype=np.int32), d.fee.astype(np.float64))
+        h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), np.concatenate([d.time_weight, np.zeros(n_cols - d.n)]))
+        second = _run(h, options, what + " (time priority, MIP)", True)
         nb = n_cols - d.n - len(d.arc_req)
-        on = (grant[d.min_cube > EPS] > EPS).astype(float)
-        fixed.col_lower = np.concatenate([lp.col_lower[: n_cols - nb], on])
-        fixed.col_upper = np.concatenate([lp.col_upper[: n_cols - nb], on])
-        priced = solve_arrays(fixed, options, what=what + " (prices)")
-        row_duals = priced.row_duals
-    else:
-        row_duals = first.row_duals
+        on = (second.x[: d.n][d.min_cube > EPS] > EPS).astype(float)
+        lp = LinearProgram(**{**lp.__dict__, "integrality": None})
+        lp.col_lower = np.concatenate([lp.col_lower[: n_cols - nb], on])
+        lp.col_upper = np.concatenate([lp.col_upper[: n_cols - nb], on])
+    x, priced = _lexicographic_lp(lp, d, options, what)
+    grant, place = x[: d.n], x[d.n : d.n + len(d.arc_req)]
     dual = np.zeros(len(d.pools))
-    if row_duals is not None:
-        dual[np.unique(d.entry_pool)] = row_duals[fam["pool_capacity"]]
+    if priced.row_duals is not None:
+        dual[np.unique(d.entry_pool)] = priced.row_duals[fam["pool_capacity"]]
     return Solution(grant, place, np.abs(dual), float(d.fee @ grant), "mip" if is_mip else "lp", "highspy")
 
 
@@ -415,13 +480,13 @@ def _solve_arrays(d: ClearingData, options: SolverOptions) -> Solution:
 @dataclass
 class RoundResult:
     """grants: (round, request_id); placements: (round, request_id, fc_id); pools: (round, fc_id, storage_type, month);
-    price: one row of the round summary (clearing price = lowest granted fee; pool dual beside it)."""
+    prices: (round, storage_type): clearing price = lowest granted fee of that type; pool dual beside it."""
 
     round: int
     grants: pd.DataFrame
     placements: pd.DataFrame
     pools: pd.DataFrame
-    price: dict
+    prices: pd.DataFrame
     pool_after: pd.Series = field(repr=False)
 
 
@@ -440,8 +505,10 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     mx = audit["max_cube"].to_numpy()
     status = np.where(g >= mx - EPS, GRANTED, np.where(g > 0, PARTIAL, REJECTED))
     audit["status"] = status
-    granted_fees = audit.loc[g > 0, "max_fee_per_cube"]
-    clearing_price = float(granted_fees.min()) if len(granted_fees) else np.nan
+    # Clearing price per storage type: types are separate markets (capacity never moves between them).
+    types = sorted(d.pools["storage_type"].unique())
+    type_price = audit[g > 0].groupby("storage_type")["max_fee_per_cube"].min().reindex(types)
+    clearing_price = type_price.reindex(audit["storage_type"]).to_numpy()
 
     # Reasons for requests that took part but did not get all they asked.
     pool_after = d.pools["pool_before"].to_numpy() - np.bincount(d.entry_pool, weights=place[d.entry_arc], minlength=len(d.pools))
@@ -460,12 +527,14 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     mincube = audit["min_cube"].to_numpy()
     fee = audit["max_fee_per_cube"].to_numpy()
     short = took_part & (status != GRANTED)
-    min_blocked = short & (status == REJECTED) & (mincube > EPS) & ((room_all > EPS) | (fee > clearing_price))
+    with np.errstate(invalid="ignore"):
+        above_price = fee > clearing_price  # False where the type granted nothing (NaN)
+    min_blocked = short & (status == REJECTED) & (mincube > EPS) & ((room_all > EPS) | above_price)
     reason[short] = OUTBID
     reason[min_blocked] = MIN_CUBE
     reason[status == GRANTED] = ""
     audit["reason"] = reason
-    audit["paradoxically_rejected"] = took_part & (status == REJECTED) & (fee > clearing_price)
+    audit["paradoxically_rejected"] = took_part & (status == REJECTED) & above_price
 
     audit["round"] = d.round
     cols = ["round", "request_id", "seller_id", "storage_type", "months", "max_fee_per_cube", "max_cube", "min_cube",
@@ -484,17 +553,22 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     pools.insert(0, "round", d.round)
     pools = pools.set_index(["round"] + POOL_INDEX).sort_index()
 
-    price = {
-        "round": d.round,
-        "requests": int(len(audit)),
-        "granted_requests": int((g > 0).sum()),
-        "granted_cube": float(_clean(np.array([g.sum()]))[0]),
-        "clearing_price": clearing_price,
-        "pool_dual_max": float(_clean(np.array([sol.pool_dual.max() if len(sol.pool_dual) else 0.0]))[0]),
-        "objective": float(_clean(np.array([float(fee @ g)]))[0]),
-        "paradoxically_rejected": int(audit["paradoxically_rejected"].sum()),
-        "method": sol.method,
-    }
+    dual_max = pools.groupby("storage_type")["dual_price"].max().reindex(types).fillna(0.0)
+    by_type = audit.groupby("storage_type")
+    price = pd.DataFrame(
+        {
+            "round": d.round,
+            "storage_type": types,
+            "requests": by_type.size().reindex(types).fillna(0).astype("int64").to_numpy(),
+            "granted_requests": by_type["granted_cube"].apply(lambda x: int((x > 0).sum())).reindex(types).fillna(0).astype("int64").to_numpy(),
+            "granted_cube": _clean(by_type["granted_cube"].sum().reindex(types).fillna(0.0).to_numpy()),
+            "clearing_price": type_price.to_numpy(),
+            "pool_dual_max": dual_max.to_numpy(),
+            "objective": _clean((audit["max_fee_per_cube"] * audit["granted_cube"]).groupby(audit["storage_type"]).sum().reindex(types).fillna(0.0).to_numpy()),
+            "paradoxically_rejected": by_type["paradoxically_rejected"].sum().reindex(types).fillna(0).astype("int64").to_numpy(),
+            "method": sol.method,
+        }
+    ).set_index(["round", "storage_type"])
     return RoundResult(d.round, grants, placements, pools, price, pd.Series(pool_after, index=pd.MultiIndex.from_frame(d.pools[POOL_INDEX])))
 
 

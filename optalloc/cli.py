@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import __version__
@@ -25,8 +26,8 @@ from .clearing import clear_round, initial_pool
 from .errors import InputError, OptallocError, Problem
 from .instance import Instance
 from .io import load_instance, read_result_table, write_tables
-from .period import ClearingResult, build_summary, clear_rounds, run_period
-from .period import settle as settle_period
+from .period import build_summary, clear_rounds, round_records, run_period
+from .settlement import settle as settle_grants
 from .progress import set_quiet, stage
 
 
@@ -96,14 +97,15 @@ def _clear_next(instance: Instance, args, options) -> tuple[dict, dict]:
     prev = Path(args.previous)
     baseline = _baseline_from(prev)
     grants, pools, prices, placements = _previous_clearing(prev)
-    cleared = [] if prices is None else prices.index.tolist()
+    cleared = [] if prices is None else sorted(set(prices.index.get_level_values("round")))
     rounds = instance.period.rounds
     todo = [r for r in rounds if r not in cleared]
     r = args.round if args.round is not None else (todo[0] if todo else None)
     if r is None:
         raise InputError(Problem("every round of the period is already cleared", str(prev / "round_prices.csv")))
     if r in cleared:
-        raise InputError(Problem(f"round {r} was already cleared", str(prev / "round_prices.csv"), cleared.index(r) + 1, "round"))
+        row = int(np.flatnonzero(prices.index.get_level_values("round") == r)[0]) + 1
+        raise InputError(Problem(f"round {r} was already cleared", str(prev / "round_prices.csv"), row, "round"))
     if r != todo[0]:
         raise InputError(Problem(f"round {r} cannot be cleared before round {todo[0]}", "--round"))
     pool = initial_pool(instance) if pools is None else pools.xs(cleared[-1], level="round")["pool_after"]
@@ -113,10 +115,10 @@ def _clear_next(instance: Instance, args, options) -> tuple[dict, dict]:
         "grants": pd.concat([t for t in (grants, res.grants) if t is not None]).sort_index(),
         "grant_placements": pd.concat([t for t in (placements, res.placements) if t is not None]).sort_index(),
         "pools": pd.concat([t for t in (pools, res.pools) if t is not None]).sort_index(),
-        "round_prices": pd.concat([t for t in (prices, pd.DataFrame([res.price]).set_index("round")) if t is not None]).sort_index(),
+        "round_prices": pd.concat([t for t in (prices, res.prices) if t is not None]).sort_index(),
     }
     summary = build_summary(instance, None, None, None)
-    summary["rounds"] = json.loads(tables["round_prices"].reset_index().to_json(orient="records"))
+    summary["rounds"] = round_records(tables["round_prices"])
     return tables, summary
 
 
@@ -150,8 +152,6 @@ def run(argv: list[str] | None = None) -> int:
             grants, _, prices, _ = _previous_clearing(prev)
             if grants is None or prices is None:
                 raise InputError(Problem("no cleared rounds to settle (grants.csv / round_prices.csv missing)", str(prev)))
-            from .settlement import settle as settle_grants  # noqa: PLC0415
-
             settlement = settle_grants(grants, prices, baseline.limits["limit_cube"], instance.sales, instance.grant_sales, instance.settings)
             summary = build_summary(instance, None, None, settlement)
             tables = {"round_prices": prices, "settlement": settlement}

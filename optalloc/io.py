@@ -109,7 +109,8 @@ def _format_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if out[col].dtype == object and len(out) and isinstance(out[col].iloc[0], tuple):
             out[col] = out[col].map(";".join)
         elif isinstance(out[col].dtype, pd.DatetimeTZDtype):
-            out[col] = out[col].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            whole = bool((out[col].dt.microsecond == 0).all())
+            out[col] = out[col].dt.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ")
     return out
 
 
@@ -158,7 +159,7 @@ RESULT_TABLES = {
     "limits": ["seller_id", "storage_type", "month"],
     "grants": ["round", "request_id"],
     "pools": ["round", "fc_id", "storage_type", "month"],
-    "round_prices": ["round"],
+    "round_prices": ["round", "storage_type"],
     "grant_placements": ["round", "request_id", "fc_id"],
 }
 

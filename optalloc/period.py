@@ -34,7 +34,7 @@ class ClearingResult:
 
     @property
     def round_prices(self) -> pd.DataFrame:
-        return pd.DataFrame([r.price for r in self.rounds]).set_index("round").sort_index()
+        return _concat([r.prices for r in self.rounds])
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {"grants": self.grants, "grant_placements": self.placements, "pools": self.pools, "round_prices": self.round_prices}
@@ -84,6 +84,13 @@ def _num(x) -> float | None:
     return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), 6)
 
 
+def round_records(round_prices: pd.DataFrame) -> list[dict]:
+    return [
+        {k: (_num(v) if isinstance(v, float) else (int(v) if isinstance(v, (np.integer,)) else v)) for k, v in row.items()}
+        for row in round_prices.reset_index().to_dict("records")
+    ]
+
+
 def build_summary(instance: Instance, baseline: BaselineResult | None, clearing: ClearingResult | None, settlement: pd.DataFrame | None) -> dict:
     """The JSON summary. Deterministic: no timings, no dates, sorted keys."""
     out: dict = {"optalloc_version": __version__, "instance": instance.summary(), "settings": instance.settings.model_dump(mode="json")}
@@ -98,7 +105,7 @@ def build_summary(instance: Instance, baseline: BaselineResult | None, clearing:
         }
     if clearing is not None:
         rp = clearing.round_prices
-        out["rounds"] = [{k: (_num(v) if isinstance(v, float) else v) for k, v in row.items()} for row in rp.reset_index().to_dict("records")]
+        out["rounds"] = round_records(rp)
     if settlement is not None:
         out["settlement"] = {
             "grants": int(len(settlement)),

@@ -1,7 +1,8 @@
 """Settlement — price protection, reservation fees, performance credits. See models/settlement.md.
 
 Pure post-processing of the grants (no solver):
-- protected price of round i = min over rounds j >= i of the clearing price of j (rounds that granted nothing have none);
+- protected price of (round i, type k) = min over rounds j >= i of the clearing price of (j, k) (rounds that granted
+  nothing of type k have none);
 - final fee per cube = min(max_fee_per_cube, protected price of the grant's round);
 - fee = final fee per cube x granted cube;
 - attributed sales: given per grant (`grant_sales`), else derived from the seller's months (`sales`):
@@ -21,10 +22,10 @@ SETTLEMENT_INDEX = ["round", "request_id"]
 
 
 def protected_prices(round_prices: pd.DataFrame) -> pd.Series:
-    """Lowest clearing price of rounds i..last, for each round i (index: round, in period order)."""
+    """Lowest clearing price of rounds i..last of the same storage type, for each (round, storage_type)."""
     p = round_prices.sort_index()["clearing_price"]
     # cummin skips rounds that granted nothing (NaN) and carries the running minimum past them.
-    return p[::-1].cummin()[::-1]
+    return p.iloc[::-1].groupby(level="storage_type", sort=False).cummin().iloc[::-1].sort_index()
 
 
 def attributed_sales(grants: pd.DataFrame, limits: pd.Series, sales: pd.DataFrame, grant_sales: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -67,8 +68,9 @@ def settle(grants: pd.DataFrame, round_prices: pd.DataFrame, limits: pd.Series, 
     """Settlement per granted request, indexed (round, request_id)."""
     g = grants[grants["granted_cube"] > 0].copy()
     protected = protected_prices(round_prices)
-    g["round_clearing_price"] = round_prices["clearing_price"].reindex(g.index.get_level_values("round")).to_numpy()
-    g["protected_price"] = protected.reindex(g.index.get_level_values("round")).to_numpy()
+    key = pd.MultiIndex.from_arrays([g.index.get_level_values("round"), g["storage_type"]])
+    g["round_clearing_price"] = round_prices["clearing_price"].reindex(key).to_numpy()
+    g["protected_price"] = protected.reindex(key).to_numpy()
     g["fee_per_cube"] = np.minimum(g["max_fee_per_cube"].to_numpy(), g["protected_price"].to_numpy())
     g["reservation_fee"] = _money(g["fee_per_cube"] * g["granted_cube"])
     sales_amt, source = attributed_sales(g, limits, sales, grant_sales)

@@ -10,6 +10,7 @@ passed on as optimal.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import highspy
@@ -63,7 +64,9 @@ class SolveOutcome:
     message: str = ""
     x: np.ndarray | None = None  # column values (array path)
     row_duals: np.ndarray | None = None  # row duals (array path)
+    col_duals: np.ndarray | None = None  # reduced costs (array path)
     duals: dict = field(default_factory=dict)  # constraint data -> dual (Pyomo path)
+    reduced_costs: Mapping = field(default_factory=dict)  # variable data -> reduced cost (Pyomo path)
     mip_gap: float | None = None
 
 
@@ -109,6 +112,7 @@ def solve_pyomo(model: pyo.ConcreteModel, options: SolverOptions, *, what: str, 
         res.solution_loader.load_vars()
         if duals and not is_mip and status == OPTIMAL:
             outcome.duals = dict(res.solution_loader.get_duals())
+            outcome.reduced_costs = res.solution_loader.get_reduced_costs()  # a ComponentMap
     return check_outcome(outcome, options, what) if check else outcome
 
 
@@ -195,6 +199,7 @@ def run_highs(h: highspy.Highs, *, is_mip: bool) -> SolveOutcome:
         outcome.x = np.asarray(sol.col_value)
         if not is_mip and sol.dual_valid:
             outcome.row_duals = np.asarray(sol.row_dual)
+            outcome.col_duals = np.asarray(sol.col_dual)
         if is_mip:
             outcome.mip_gap = info.mip_gap
     return outcome

@@ -126,9 +126,9 @@ class _Collector:
 def _is_blank(series: pd.Series) -> np.ndarray:
     if series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
         s = series.astype(object)
-        blank = s.isna().to_numpy() | s.map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy()
+        blank = s.isna().to_numpy(dtype=bool) | s.map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy(dtype=bool)
         return blank
-    return series.isna().to_numpy()
+    return series.isna().to_numpy(dtype=bool)
 
 
 def _split_list(value) -> tuple[str, ...] | None:
@@ -214,15 +214,15 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
         return parsed.reset_index(drop=True)
     if spec.kind == "list":
         items = col.map(_split_list)
-        bad_type = items.isna().to_numpy() & ~blank
+        bad_type = items.isna().to_numpy(dtype=bool) & ~blank
         out.rows(bad_type, rows, name, "must be a list (';'-separated in tables)")
-        empty = items.map(lambda v: v is not None and len(v) == 0).to_numpy() & ~blank
+        empty = items.map(lambda v: v is not None and len(v) == 0).to_numpy(dtype=bool) & ~blank
         out.rows(empty, rows, name, "must name at least one item")
         if spec.pattern:
             rx = re.compile(spec.pattern)
-            badp = items.map(lambda v: v is not None and any(not rx.match(x) for x in v)).to_numpy()
+            badp = items.map(lambda v: v is not None and any(not rx.match(x) for x in v)).to_numpy(dtype=bool)
             out.rows(badp, rows, name, lambda i: f"items must match {spec.pattern}: {_fmt(col.iloc[i])}")
-        dup = items.map(lambda v: v is not None and len(set(v)) != len(v)).to_numpy()
+        dup = items.map(lambda v: v is not None and len(set(v)) != len(v)).to_numpy(dtype=bool)
         out.rows(dup, rows, name, "lists an item twice")
         return items.map(lambda v: tuple(sorted(v)) if v is not None else ()).reset_index(drop=True)
     # str
@@ -231,7 +231,7 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
         as_str = col.map(lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
     as_str = as_str.map(lambda v: v.strip() if isinstance(v, str) else v)
     if spec.max_length:
-        long_ = as_str.map(lambda v: isinstance(v, str) and len(v) > spec.max_length).to_numpy()
+        long_ = as_str.map(lambda v: isinstance(v, str) and len(v) > spec.max_length).to_numpy(dtype=bool)
         out.rows(long_, rows, name, f"longer than {spec.max_length} characters")
     if spec.pattern:
         ok = as_str.str.match(spec.pattern).fillna(True).to_numpy(dtype=bool)

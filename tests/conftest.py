@@ -1,0 +1,64 @@
+"""Helpers to write tiny instances inline: only the fields a test is about need spelling out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from optalloc.instance import Instance
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCES = ROOT / "instances"
+EMPTY_LIMITS = pd.Series(dtype=float, index=pd.MultiIndex.from_tuples([], names=["seller_id", "storage_type", "month"]))
+
+
+def fc(fc_id="F1", region="east", storage_type="standard", month="2026-10", capacity_cube=1000.0, pool_cube=None):
+    row = dict(fc_id=fc_id, region=region, storage_type=storage_type, month=month, capacity_cube=capacity_cube)
+    if pool_cube is not None:
+        row["pool_cube"] = pool_cube
+    return row
+
+
+def seller(seller_id="S1", performance_score=500.0, productivity=10.0, regions="east", floor_cube=0.0):
+    return dict(seller_id=seller_id, performance_score=performance_score, productivity=productivity, regions=regions, floor_cube=floor_cube)
+
+
+def need(seller_id="S1", storage_type="standard", month="2026-10", p50_cube=100.0, **kw):
+    return dict(seller_id=seller_id, storage_type=storage_type, month=month, p50_cube=p50_cube, **kw)
+
+
+def request(request_id, fee, max_cube, seller_id="S1", round=1, minute=0, months="2026-10", min_cube=0.0, storage_type="standard"):
+    return dict(
+        request_id=request_id,
+        seller_id=seller_id,
+        storage_type=storage_type,
+        months=months,
+        max_fee_per_cube=fee,
+        max_cube=max_cube,
+        min_cube=min_cube,
+        round=round,
+        submitted_at=f"2026-09-01T00:{minute // 60:02d}:{minute % 60:02d}Z",
+    )
+
+
+def make(fcs=None, sellers=None, needs=None, requests=None, months=("2026-10",), rounds=(1,), settings=None, **tables) -> Instance:
+    fcs = fcs if fcs is not None else [fc()]
+    sellers = sellers if sellers is not None else [seller()]
+    needs = needs if needs is not None else [need(s["seller_id"], month=m) for s in sellers for m in months]
+    t = {"fcs": fcs, "sellers": sellers, "needs": needs, **tables}
+    if requests is not None:
+        t["requests"] = requests
+    return Instance.from_tables(
+        period={"period_id": "P", "months": list(months), "rounds": list(rounds)},
+        tables=t,
+        settings={"request_cap_cube": 1e9, **(settings or {})},
+    )
+
+
+@pytest.fixture
+def worked_example() -> Instance:
+    from optalloc.io import load_instance
+
+    return load_instance(INSTANCES / "worked_example.json")
