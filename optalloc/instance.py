@@ -49,7 +49,7 @@ class Instance:
         sources: dict[str, str] | None = None,
     ) -> "Instance":
         """Validate tables (column-wise) and cross-references; raise InputError listing every problem."""
-        sources = {t: (sources or {}).get(t, t) for t in TABLES}
+        sources = {"meta": "instance", **{t: t for t in TABLES}, **(sources or {})}
         problems: list[Problem] = []
         try:
             period = period if isinstance(period, Period) else Period.model_validate(period)
@@ -74,8 +74,10 @@ class Instance:
             table, found = validate_table(t, frame, sources[t])
             problems += found
             typed[t] = table
+        table_level = any(p.row is None for p in problems) or not isinstance(period, Period) or len(typed) < len(TABLES)
+        if not table_level:  # rows with bad cells still allow the cross-table checks: report everything at once
+            problems += check_instance(typed, period, sources)
         raise_if(problems)
-        raise_if(check_instance(typed, period, sources))
         fcs = typed["fcs"].copy()
         missing_pool = fcs["pool_cube"].isna()
         fcs.loc[missing_pool, "pool_cube"] = fcs.loc[missing_pool, "capacity_cube"] * settings.pool_share

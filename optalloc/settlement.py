@@ -35,11 +35,11 @@ def attributed_sales(grants: pd.DataFrame, limits: pd.Series, sales: pd.DataFram
     source = pd.Series("none", index=g.index, dtype=object)
     if len(g) == 0:
         return out, source
-    direct = grant_sales.set_index("request_id")["incremental_sales"]
-    req_ids = g.index.get_level_values("request_id")
-    has_direct = req_ids.isin(direct.index)
-    out[has_direct] = direct.reindex(req_ids[has_direct]).to_numpy()
-    source[has_direct] = "grant_sales"
+    direct = grant_sales.set_index("request_id")["incremental_sales"].astype(float)
+    values = direct.reindex(g.index.get_level_values("request_id")).to_numpy(dtype=float)
+    has_direct = ~np.isnan(values)
+    out[:] = np.where(has_direct, values, 0.0)
+    source[:] = np.where(has_direct, "grant_sales", "none")
     if len(sales) and (~has_direct).any():
         # One row per (grant, month) it holds.
         rows = g[~has_direct][["seller_id", "storage_type", "months", "granted_cube"]].explode("months").rename(columns={"months": "month"})

@@ -142,7 +142,7 @@ def _split_list(value) -> tuple[str, ...] | None:
 
 
 def _fmt(v) -> str:
-    return repr(v) if isinstance(v, str) else f"{v}"
+    return repr(v) if isinstance(v, str) else (f"{v:g}" if isinstance(v, (float, np.floating)) else f"{v}")
 
 
 def validate_table(name: str, frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[Problem]]:
@@ -173,9 +173,9 @@ def validate_table(name: str, frame: pd.DataFrame, source: str) -> tuple[pd.Data
         if spec.required:
             out.rows(blank, row_numbers, spec.name, "value is missing")
         typed[spec.name] = _typed_column(spec, col, blank, row_numbers, out)
-    if out.problems:
+    if any(p.row is None for p in out.problems):  # a missing or unknown column: no typed table
         return frame, out.problems
-    return pd.DataFrame(typed, columns=[s.name for s in specs]), []
+    return pd.DataFrame(typed, columns=[s.name for s in specs]), out.problems
 
 
 def _default_column(spec: ColumnSpec, n: int) -> pd.Series:
@@ -245,15 +245,15 @@ def check_keys(name: str, table: pd.DataFrame, source: str) -> list[Problem]:
     dup = table.duplicated(subset=keys, keep="first").to_numpy()
     rows = np.arange(1, len(table) + 1)
     field = keys[0] if len(keys) == 1 else "+".join(keys)
-    out.rows(dup, rows, field, lambda i: f"duplicate id {tuple(table.loc[i, keys])!r} (each must appear once)")
+    out.rows(dup, rows, field, lambda i: f"duplicate id {', '.join(_fmt(v) for v in table.loc[i, keys])} (each must appear once)")
     return out.problems
 
 
 def _membership(table: pd.DataFrame, column: str, allowed, source: str, what: str) -> list[Problem]:
     out = _Collector(source)
     allowed = pd.Index(allowed)
-    bad = ~table[column].isin(allowed).to_numpy()
-    out.rows(bad, np.arange(1, len(table) + 1), column, lambda i: f"unknown {what} {table[column].iloc[i]!r}")
+    bad = ~table[column].isin(allowed).to_numpy() & table[column].notna().to_numpy()  # blanks are reported already
+    out.rows(bad, np.arange(1, len(table) + 1), column, lambda i: f"unknown {what} {_fmt(table[column].iloc[i])}")
     return out.problems
 
 
