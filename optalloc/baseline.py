@@ -199,6 +199,116 @@ def build_baseline_arrays(d: BaselineData) -> tuple[LinearProgram, dict[str, sli
     return lp, families
 
 
+# ---------------------------------------------------------------- the fast path: placement by eligibility class
+
+
+@dataclass
+class ClassLayout:
+    """Cells grouped by eligibility class (storage type, month, the seller's regions): sellers in one
+    class can use exactly the same FCs, so where each one's cube sits does not change the LP."""
+
+    cell_class: np.ndarray  # CELLS -> class
+    arc_class: np.ndarray  # CLASS_ARCS -> class
+    arc_cap: np.ndarray  # CLASS_ARCS -> capacity row
+    n_classes: int
+
+
+def class_layout(d: BaselineData, regions_of_seller: pd.Series) -> ClassLayout:
+    keys = pd.DataFrame(
+        {
+            "storage_type": d.cells["storage_type"].to_numpy(),
+            "month": d.cells["month"].to_numpy(),
+            "regions": regions_of_seller.reindex(d.cells["seller_id"]).map(";".join).to_numpy(),
+        }
+    )
+    cell_class = keys.groupby(["storage_type", "month", "regions"], sort=True).ngroup().to_numpy()
+    pairs = np.unique(np.stack([cell_class[d.arc_cell], d.arc_cap], axis=1), axis=0) if d.n_arcs else np.zeros((0, 2), dtype=np.int64)
+    return ClassLayout(cell_class, pairs[:, 0], pairs[:, 1], int(cell_class.max()) + 1 if len(cell_class) else 0)
+
+
+def tier_lower_bounds(d: BaselineData) -> np.ndarray:
+    """A floor as lower bounds on the tiers, filled in tier order. Exact: a seller's tier coefficients
+    strictly decrease, so every optimum fills its tiers in order, and then sum(tier) >= floor is this."""
+    floor = d.cells["floor_cube"].to_numpy()[:, None]
+    before = np.cumsum(d.tier_width, axis=1) - d.tier_width
+    return np.clip(floor - before, 0.0, d.tier_width)
+
+
+def build_baseline_class_arrays(d: BaselineData, layout: ClassLayout) -> tuple[LinearProgram, dict[str, slice]]:
+    r"""The baseline LP with placement aggregated by eligibility class (models/baseline.md, "Fast path").
+
+    Columns: tier (CELLS x TIERS, cell-major), then place_class (CLASS_ARCS).
+    Rows: fc_capacity[f,k,t]: \sum_{class arcs at f,k,t} place_class <= net capacity;
+          class_balance[class]: \sum_f place_class - \sum_{c in class, j} tier[c,j] = 0.
+    seller_floor becomes lower bounds on tier (see `tier_lower_bounds`).
+    """
+    n_cells, J = len(d.cells), d.n_tiers
+    n_tier, n_ca = n_cells * J, len(layout.arc_class)
+    cap_rows = np.unique(layout.arc_cap)
+    cap_pos = np.full(len(d.capacity), -1)
+    cap_pos[cap_rows] = np.arange(len(cap_rows))
+    r_bal = len(cap_rows)
+    n_rows = r_bal + layout.n_classes
+    ca = np.arange(n_ca)
+    rows = np.concatenate([cap_pos[layout.arc_cap], r_bal + layout.arc_class, r_bal + np.repeat(layout.cell_class, J)])
+    cols = np.concatenate([n_tier + ca, n_tier + ca, np.arange(n_tier)])
+    vals = np.concatenate([np.ones(n_ca), np.ones(n_ca), -np.ones(n_tier)])
+    start, index, value = csr_from_triplets(rows, cols, vals, n_rows)
+    lp = LinearProgram(
+        col_cost=np.concatenate([np.where(d.tier_width > 0, d.tier_coef, 0.0).ravel(), np.zeros(n_ca)]),
+        col_lower=np.concatenate([tier_lower_bounds(d).ravel(), np.zeros(n_ca)]),
+        col_upper=np.concatenate([d.tier_width.ravel(), np.full(n_ca, np.inf)]),
+        row_lower=np.concatenate([np.full(len(cap_rows), -np.inf), np.zeros(layout.n_classes)]),
+        row_upper=np.concatenate([d.capacity["net_cube"].to_numpy()[cap_rows], np.zeros(layout.n_classes)]),
+        row_start=start,
+        col_index=index,
+        value=value,
+        maximize=True,
+    )
+    return lp, {"fc_capacity": slice(0, r_bal), "class_balance": slice(r_bal, n_rows)}
+
+
+def split_class_placement(d: BaselineData, layout: ClassLayout, limit: np.ndarray, class_place: np.ndarray) -> np.ndarray:
+    """Place each seller's limit at its class's FCs (north-west corner rule): cells and FCs of a class
+    are laid end to end on one axis each and matched where they overlap. Always feasible, because every
+    cell of a class may use every FC of the class and both sides add up to the class total.
+    Returns cube per ARC (d.arc_cell, d.arc_cap)."""
+    place = np.zeros(d.n_arcs)
+    if d.n_arcs == 0:
+        return place
+    # Cells ordered by (class, cell); class arcs ordered by (class, cap) already.
+    c_order = np.lexsort((np.arange(len(limit)), layout.cell_class))
+    c_class = layout.cell_class[c_order]
+    total = np.bincount(c_class, weights=limit[c_order], minlength=layout.n_classes)
+    offset = np.concatenate([[0.0], np.cumsum(total)[:-1]])
+    # Cell intervals on the class axis.
+    c_end = np.cumsum(limit[c_order])
+    c_end -= np.concatenate([[0.0], c_end])[np.searchsorted(c_class, c_class)]  # restart per class
+    c_end += offset[c_class]
+    # FC intervals: scaled so each class's FC side sums exactly to its cells' side.
+    fc_tot = np.bincount(layout.arc_class, weights=class_place, minlength=layout.n_classes)
+    scale = np.divide(total, fc_tot, out=np.zeros_like(total), where=fc_tot > 0)
+    amount = class_place * scale[layout.arc_class]
+    f_end = np.cumsum(amount)
+    f_end -= np.concatenate([[0.0], f_end])[np.searchsorted(layout.arc_class, layout.arc_class)]
+    f_end += offset[layout.arc_class]
+    points = np.unique(np.concatenate([[0.0], c_end, f_end]))
+    seg_lo, seg_hi = points[:-1], points[1:]
+    mid = (seg_lo + seg_hi) / 2
+    ci = np.minimum(np.searchsorted(c_end, mid, side="right"), len(c_end) - 1)
+    fi = np.minimum(np.searchsorted(f_end, mid, side="right"), len(f_end) - 1)
+    cell = c_order[ci]
+    cap = layout.arc_cap[fi]
+    ok = layout.cell_class[cell] == layout.arc_class[fi]
+    # Map (cell, cap) to the arc index.
+    arc_key = d.arc_cell * len(d.capacity) + d.arc_cap
+    key = cell[ok] * len(d.capacity) + cap[ok]
+    order = np.argsort(arc_key)
+    pos = order[np.searchsorted(arc_key, key, sorter=order)]
+    np.add.at(place, pos, (seg_hi - seg_lo)[ok])
+    return place
+
+
 # ---------------------------------------------------------------- results
 
 
@@ -270,20 +380,22 @@ def _solve_pyomo(d: BaselineData, options: SolverOptions) -> BaselineResult:
     return extract_baseline(d, place, tier, cap_dual, outcome.objective, outcome.status, "pyomo")
 
 
-def _solve_arrays(d: BaselineData, options: SolverOptions) -> BaselineResult:
+def _solve_arrays(d: BaselineData, options: SolverOptions, regions_of_seller: pd.Series) -> BaselineResult:
     with stage("baseline: build arrays"):
-        lp, fam = build_baseline_arrays(d)
-    with stage("baseline: solve"):
+        layout = class_layout(d, regions_of_seller)
+        lp, fam = build_baseline_class_arrays(d, layout)
+    with stage(f"baseline: solve ({len(lp.row_lower)} rows x {len(lp.col_cost)} columns)"):
         outcome = solve_arrays(lp, options, what="baseline allocation", check=False)
     if outcome.status == INFEASIBLE:
         raise diagnose_infeasible(d, options)
     check_outcome(outcome, options, "baseline allocation")
-    x = outcome.x
-    place = x[: d.n_arcs]
-    tier = x[d.n_arcs :].reshape(len(d.cells), d.n_tiers)
+    n_tier = len(d.cells) * d.n_tiers
+    tier = outcome.x[:n_tier].reshape(len(d.cells), d.n_tiers)
+    with stage("baseline: place sellers at FCs"):
+        place = split_class_placement(d, layout, tier.sum(axis=1), outcome.x[n_tier:])
     cap_dual = np.zeros(len(d.capacity))
     if outcome.row_duals is not None:
-        cap_dual[np.unique(d.arc_cap)] = outcome.row_duals[fam["fc_capacity"]]
+        cap_dual[np.unique(layout.arc_cap)] = outcome.row_duals[fam["fc_capacity"]]
     return extract_baseline(d, place, tier, cap_dual, outcome.objective, outcome.status, "highspy")
 
 
@@ -355,4 +467,6 @@ def allocate(instance: Instance, options: SolverOptions | None = None) -> Baseli
     backend = options.backend
     if backend == "auto":
         backend = "pyomo" if len(d.cells) <= options.auto_pyomo_max_rows else "highspy"
-    return _solve_pyomo(d, options) if backend == "pyomo" else _solve_arrays(d, options)
+    if backend == "pyomo":
+        return _solve_pyomo(d, options)
+    return _solve_arrays(d, options, instance.sellers.set_index("seller_id")["regions"])

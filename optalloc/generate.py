@@ -27,7 +27,7 @@ class GenerateSpec:
     months: int = 3
     rounds: int = 3
     requests: int = 300
-    eligible_fcs: int | None = None  # FCs per region = fcs / regions unless set; sellers see 1-2 regions
+    second_region_share: float = 0.2  # sellers that may also use a second region
     min_cube_share: float = 0.05
     multi_month_share: float = 0.3
     tightness: float = 0.9
@@ -57,7 +57,7 @@ def generate(spec: GenerateSpec) -> Instance:
     # Sellers: size (total monthly P50 cube) log-normal; 1 region (80%) or 2.
     size = np.exp(rng.normal(7.0, 1.4, S)).clip(50, 5e6)
     home = rng.integers(0, spec.regions, S)
-    second = np.where(rng.random(S) < 0.2, (home + 1 + rng.integers(0, max(spec.regions - 1, 1), S)) % spec.regions, home)
+    second = np.where(rng.random(S) < spec.second_region_share, (home + 1 + rng.integers(0, max(spec.regions - 1, 1), S)) % spec.regions, home)
     region_str = np.where(home == second, np.array(regions)[home], np.char.add(np.char.add(np.array(regions)[home], ";"), np.array(regions)[second]))
     seller_ids = _ids("S", S)
     sellers = pd.DataFrame(

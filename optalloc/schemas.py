@@ -130,7 +130,10 @@ class SolverOptions(BaseModel):
     time_limit: float | None = Field(default=None, gt=0, description="seconds per solve; None = no limit")
     mip_rel_gap: float = Field(default=1e-9, ge=0, description="relative MIP gap at which a solve counts as optimal")
     lp_method: Literal["auto", "ipm", "primal_simplex", "dual_simplex"] = "auto"
-    presolve: bool = True
+    presolve: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto = off for LPs (HiGHS presolve measured quadratic on these shapes), on for MIPs"
+    )
+    feasibility_tolerance: float = Field(default=1e-7, gt=0, le=1e-4, description="primal/dual feasibility tolerance (HiGHS default)")
     threads: int = Field(default=1, ge=1, description="1 keeps results byte-identical run to run")
     backend: Literal["auto", "pyomo", "highspy"] = Field(
         default="auto", description="pyomo = reference model; highspy = vectorized arrays; auto picks by size"

@@ -35,14 +35,14 @@ def highs_options(options: SolverOptions, *, is_mip: bool = False) -> dict:
     method = AUTO_LP_METHOD if options.lp_method == "auto" else options.lp_method
     opts: dict = {
         "output_flag": bool(options.log),
-        "presolve": "on" if options.presolve else "off",
+        "presolve": ("on" if is_mip else "off") if options.presolve == "auto" else options.presolve,
         "threads": int(options.threads),
         "random_seed": 0,
         "mip_rel_gap": float(options.mip_rel_gap),
         "mip_abs_gap": 1e-6,
-        "primal_feasibility_tolerance": 1e-9,
-        "dual_feasibility_tolerance": 1e-9,
-        "mip_feasibility_tolerance": 1e-9,
+        "primal_feasibility_tolerance": float(options.feasibility_tolerance),
+        "dual_feasibility_tolerance": float(options.feasibility_tolerance),
+        "mip_feasibility_tolerance": float(options.feasibility_tolerance),
     }
     if options.time_limit is not None:
         opts["time_limit"] = float(options.time_limit)
