@@ -18,6 +18,7 @@ import pyomo.environ as pyo
 
 from .errors import InfeasibleError
 from .instance import Instance
+from .placement import split_by_class
 from .progress import stage
 from .schemas import SolverOptions
 from .solver import INFEASIBLE, LinearProgram, check_outcome, csr_from_triplets, solve_arrays, solve_pyomo
@@ -269,43 +270,13 @@ def build_baseline_class_arrays(d: BaselineData, layout: ClassLayout) -> tuple[L
 
 
 def split_class_placement(d: BaselineData, layout: ClassLayout, limit: np.ndarray, class_place: np.ndarray) -> np.ndarray:
-    """Place each seller's limit at its class's FCs (north-west corner rule): cells and FCs of a class
-    are laid end to end on one axis each and matched where they overlap. Always feasible, because every
-    cell of a class may use every FC of the class and both sides add up to the class total.
-    Returns cube per ARC (d.arc_cell, d.arc_cap)."""
+    """Place each seller's limit at its class's FCs (`optalloc.placement.split_by_class`); cube per ARC."""
     place = np.zeros(d.n_arcs)
-    if d.n_arcs == 0:
-        return place
-    # Cells ordered by (class, cell); class arcs ordered by (class, cap) already.
-    c_order = np.lexsort((np.arange(len(limit)), layout.cell_class))
-    c_class = layout.cell_class[c_order]
-    total = np.bincount(c_class, weights=limit[c_order], minlength=layout.n_classes)
-    offset = np.concatenate([[0.0], np.cumsum(total)[:-1]])
-    # Cell intervals on the class axis.
-    c_end = np.cumsum(limit[c_order])
-    c_end -= np.concatenate([[0.0], c_end])[np.searchsorted(c_class, c_class)]  # restart per class
-    c_end += offset[c_class]
-    # FC intervals: scaled so each class's FC side sums exactly to its cells' side.
-    fc_tot = np.bincount(layout.arc_class, weights=class_place, minlength=layout.n_classes)
-    scale = np.divide(total, fc_tot, out=np.zeros_like(total), where=fc_tot > 0)
-    amount = class_place * scale[layout.arc_class]
-    f_end = np.cumsum(amount)
-    f_end -= np.concatenate([[0.0], f_end])[np.searchsorted(layout.arc_class, layout.arc_class)]
-    f_end += offset[layout.arc_class]
-    points = np.unique(np.concatenate([[0.0], c_end, f_end]))
-    seg_lo, seg_hi = points[:-1], points[1:]
-    mid = (seg_lo + seg_hi) / 2
-    ci = np.minimum(np.searchsorted(c_end, mid, side="right"), len(c_end) - 1)
-    fi = np.minimum(np.searchsorted(f_end, mid, side="right"), len(f_end) - 1)
-    cell = c_order[ci]
-    cap = layout.arc_cap[fi]
-    ok = layout.cell_class[cell] == layout.arc_class[fi]
-    # Map (cell, cap) to the arc index.
+    cell, ca, amount = split_by_class(layout.cell_class, limit, layout.arc_class, class_place, layout.n_classes)
     arc_key = d.arc_cell * len(d.capacity) + d.arc_cap
-    key = cell[ok] * len(d.capacity) + cap[ok]
+    key = cell * len(d.capacity) + layout.arc_cap[ca]
     order = np.argsort(arc_key)
-    pos = order[np.searchsorted(arc_key, key, sorter=order)]
-    np.add.at(place, pos, (seg_hi - seg_lo)[ok])
+    np.add.at(place, order[np.searchsorted(arc_key, key, sorter=order)], amount)
     return place
 
 

@@ -17,6 +17,7 @@ with the integer choices fixed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -25,9 +26,11 @@ import pyomo.environ as pyo
 
 from .errors import InputError, Problem
 from .instance import Instance
+from .placement import split_by_class
 from .progress import stage
 from .schemas import Settings, SolverOptions
 from .solver import (
+    SEMI_CONTINUOUS,
     LinearProgram,
     SolveOutcome,
     check_outcome,
@@ -72,19 +75,26 @@ def request_caps(requests: pd.DataFrame, limits: pd.Series, settings: Settings) 
 
 @dataclass
 class ClearingData:
-    """One round's candidates (priority order) and the arrays of its model."""
+    """One round's requests that take part, and the sets of its model.
+
+    Requests are kept in input order. Requests with the same storage type, months and seller regions
+    form an eligibility *class*: they may use exactly the same FCs. CLASS_ARCS are (class, FC) pairs;
+    each touches one pool row per month of the class (`centry_*`). The Pyomo reference model works on
+    per-request arcs (`request_arcs`), the fast path on class arcs; both describe the same LP.
+    """
 
     round: int
-    audit: pd.DataFrame  # every request of the round, with pre-filter reasons (in input order)
-    req: pd.DataFrame  # REQUESTS that take part, in priority order (fee desc, time asc)
+    audit: pd.DataFrame  # every request of the round, with pre-filter reasons (input order)
+    req: pd.DataFrame  # REQUESTS that take part; column q0 = row in audit
     fee: np.ndarray
     max_cube: np.ndarray
     min_cube: np.ndarray
-    time_weight: np.ndarray  # stage-2 weight: 1 for the earliest request, falling with time rank
-    arc_req: np.ndarray  # ARCS (request, FC) -> request position
-    arc_fc: np.ndarray  # ARCS -> fc_id
-    entry_pool: np.ndarray  # pool_capacity entries: pool row ...
-    entry_arc: np.ndarray  # ... x arc (one per month the request names)
+    req_class: np.ndarray  # REQUESTS -> class
+    n_classes: int
+    carc_class: np.ndarray  # CLASS_ARCS -> class (sorted)
+    carc_fc: np.ndarray  # CLASS_ARCS -> fc_id
+    centry_pool: np.ndarray  # (pool row, class arc) incidences: pool row ...
+    centry_carc: np.ndarray  # ... and class arc
     pools: pd.DataFrame  # POOLS: fc_id, storage_type, month, pool_before (every pool row)
     settings: Settings
 
@@ -92,14 +102,41 @@ class ClearingData:
     def n(self) -> int:
         return len(self.req)
 
+    @cached_property
+    def time_weight(self) -> np.ndarray:
+        """Stage-2 weight: 1 for the earliest (submitted_at, request_id), falling by 1/n per rank."""
+        rank = np.empty(self.n)
+        order = self.req.reset_index(drop=True).sort_values(["submitted_at", "request_id"], kind="stable").index.to_numpy()
+        rank[order] = np.arange(self.n)
+        return 1.0 - rank / max(self.n, 1)
+
+    @cached_property
+    def request_arcs(self) -> tuple[np.ndarray, np.ndarray]:
+        """ARCS of the reference model: (request, class arc) for every class arc of the request's class."""
+        per_class = np.bincount(self.carc_class, minlength=self.n_classes)
+        first = np.concatenate([[0], np.cumsum(per_class)[:-1]])
+        k = per_class[self.req_class]
+        arc_req = np.repeat(np.arange(self.n), k)
+        within = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
+        return arc_req, first[self.req_class][arc_req] + within
+
     @property
     def single_pool(self) -> bool:
-        """True when each request can draw from exactly one pool row: the LP splits into knapsacks."""
-        return bool(self.n == 0 or (np.bincount(self.arc_req, minlength=self.n).max() == 1 and len(self.entry_arc) == len(self.arc_req)))
+        """True when every class has one class arc touching one pool row: the LP splits into knapsacks."""
+        if self.n == 0:
+            return True
+        return bool(np.bincount(self.carc_class, minlength=self.n_classes).max() == 1 and len(self.centry_carc) == len(self.carc_class))
 
     @property
     def divisible(self) -> bool:
         return bool(np.all(self.min_cube <= EPS))
+
+    def price_faced(self, pool_dual: np.ndarray) -> np.ndarray:
+        """Per request: the cheapest, over the FCs it may use, of the sum over its months of the pool dual.
+        In an LP optimum no request is rejected with a fee above this (complementary slackness)."""
+        carc_price = np.bincount(self.centry_carc, weights=pool_dual[self.centry_pool], minlength=len(self.carc_class))
+        class_price = pd.Series(carc_price).groupby(self.carc_class).min().reindex(range(self.n_classes)).to_numpy()
+        return class_price[self.req_class] if self.n else np.zeros(0)
 
 
 def prepare_clearing(instance: Instance, round_: int, pool: pd.Series, limits: pd.Series) -> ClearingData:
@@ -114,60 +151,60 @@ def prepare_clearing(instance: Instance, round_: int, pool: pd.Series, limits: p
     if settings.reserve_price is not None:
         below = (requests["max_fee_per_cube"].to_numpy() < settings.reserve_price) & (audit["reason"] == "").to_numpy()
         audit.loc[below, "reason"] = BELOW_RESERVE
-
     pools = pool.rename("pool_before").reset_index()
+
     live = requests[audit["reason"] == ""].copy()
     live["q0"] = live.index
-    # Arcs: a request may use FC f if f is in one of the seller's regions and holds pool of its
+    regions = instance.sellers.set_index("seller_id")["regions"]
+    live["regions"] = regions.reindex(live["seller_id"]).to_numpy()
+    key = ["storage_type", "months", "regions"]
+    classes = live[key].drop_duplicates().sort_values(key, kind="stable").reset_index(drop=True)
+    classes["cls"] = np.arange(len(classes))
+
+    # Class arcs: FC f may hold a class's cube if f is in one of its regions and has a pool row of its
     # storage type in every month it names (the same cube sits at the same FC in every month).
-    ex = live[["q0", "seller_id", "storage_type", "months"]].explode("months").rename(columns={"months": "month"})
-    regions = instance.sellers[["seller_id", "regions"]].explode("regions").rename(columns={"regions": "region"})
+    ex = classes.explode("months").rename(columns={"months": "month"}).explode("regions").rename(columns={"regions": "region"})
     fc_region = instance.fcs[["fc_id", "region"]].drop_duplicates()
     prow = pools.assign(prow=np.arange(len(pools))).merge(fc_region, on="fc_id")
-    j = ex.merge(regions, on="seller_id").merge(
-        prow[["fc_id", "region", "storage_type", "month", "prow", "pool_before"]], on=["region", "storage_type", "month"]
-    )
-    j = j.drop_duplicates(["q0", "fc_id", "month"])
-    n_months = live.set_index("q0")["months"].map(len)
+    j = ex.merge(prow, on=["region", "storage_type", "month"]).drop_duplicates(["cls", "fc_id", "month"])
+    n_months = classes["months"].map(len).to_numpy()
 
     def covering(j: pd.DataFrame) -> pd.DataFrame:
-        """Keep (request, FC) pairs where the FC has a pool row in every month the request names."""
-        cover = j.groupby(["q0", "fc_id"]).size()
-        ok = cover[cover.to_numpy() == n_months.reindex(cover.index.get_level_values(0)).to_numpy()].index
-        return j.set_index(["q0", "fc_id"]).loc[ok].reset_index() if len(ok) else j.iloc[0:0]
+        cover = j.groupby(["cls", "fc_id"])["month"].transform("size").to_numpy()
+        return j[cover == n_months[j["cls"].to_numpy()]]
 
-    structural = covering(j)
+    structural = set(covering(j)["cls"])
     j = covering(j[j["pool_before"] > EPS])
-    no_pool = ~live["q0"].isin(structural["q0"])
-    exhausted = ~no_pool & ~live["q0"].isin(j["q0"])
-    audit.loc[live.loc[no_pool, "q0"], "reason"] = NO_POOL
-    audit.loc[live.loc[exhausted, "q0"], "reason"] = EXHAUSTED
-    live = live[~(no_pool | exhausted)]
+    usable = set(j["cls"])
+    cls_of = live[key].merge(classes, on=key, how="left")["cls"].to_numpy()
+    no_pool = ~np.isin(cls_of, list(structural))
+    exhausted = ~no_pool & ~np.isin(cls_of, list(usable))
+    audit.loc[live["q0"].to_numpy()[no_pool], "reason"] = NO_POOL
+    audit.loc[live["q0"].to_numpy()[exhausted], "reason"] = EXHAUSTED
+    keep = ~(no_pool | exhausted)
+    live, cls_of = live[keep].reset_index(drop=True), cls_of[keep]
 
-    # Priority order: fee desc, then submitted_at, then request_id.
-    live = live.sort_values(["max_fee_per_cube", "submitted_at", "request_id"], ascending=[False, True, True], kind="stable")
-    live = live.reset_index(drop=True)
-    pos = pd.Series(np.arange(len(live)), index=live["q0"].to_numpy())
-    time_rank = live.sort_values(["submitted_at", "request_id"], kind="stable").index.to_numpy()
-    time_weight = np.empty(len(live))
-    time_weight[time_rank] = 1.0 - np.arange(len(live)) / max(len(live), 1)
-
-    j["q"] = pos.reindex(j["q0"]).to_numpy()
-    arcs = j[["q", "fc_id"]].drop_duplicates().sort_values(["q", "fc_id"], kind="stable").reset_index(drop=True)
-    arcs["arc"] = np.arange(len(arcs))
-    j = j.merge(arcs, on=["q", "fc_id"]).sort_values(["prow", "arc"], kind="stable")
+    # Renumber the classes that remain; class arcs sorted by (class, fc_id).
+    used = np.unique(cls_of)
+    renum = np.full(len(classes), -1)
+    renum[used] = np.arange(len(used))
+    j = j[np.isin(j["cls"].to_numpy(), used)].assign(cls=lambda f: renum[f["cls"].to_numpy()])
+    carcs = j[["cls", "fc_id"]].drop_duplicates().sort_values(["cls", "fc_id"], kind="stable").reset_index(drop=True)
+    carcs["carc"] = np.arange(len(carcs))
+    j = j.merge(carcs, on=["cls", "fc_id"]).sort_values(["prow", "carc"], kind="stable")
     return ClearingData(
         round=round_,
         audit=audit,
-        req=live,
+        req=live.drop(columns=["regions"]),
         fee=live["max_fee_per_cube"].to_numpy(float),
         max_cube=live["max_cube"].to_numpy(float),
         min_cube=live["min_cube"].to_numpy(float),
-        time_weight=time_weight,
-        arc_req=arcs["q"].to_numpy(np.int64),
-        arc_fc=arcs["fc_id"].to_numpy(object),
-        entry_pool=j["prow"].to_numpy(np.int64),
-        entry_arc=j["arc"].to_numpy(np.int64),
+        req_class=renum[cls_of].astype(np.int64),
+        n_classes=len(used),
+        carc_class=carcs["cls"].to_numpy(np.int64),
+        carc_fc=carcs["fc_id"].to_numpy(object),
+        centry_pool=j["prow"].to_numpy(np.int64),
+        centry_carc=j["carc"].to_numpy(np.int64),
         pools=pools,
         settings=settings,
     )
@@ -178,45 +215,73 @@ def prepare_clearing(instance: Instance, round_: int, pool: pd.Series, limits: p
 
 @dataclass
 class Solution:
-    grant: np.ndarray  # per request (priority order)
-    place: np.ndarray  # per arc
+    grant: np.ndarray  # per request
+    class_place: np.ndarray  # per class arc: cube held at that FC by the class
+    placements: tuple[np.ndarray, np.ndarray, np.ndarray]  # (request, class arc, cube)
     pool_dual: np.ndarray  # per pool row
     objective: float
     method: str
     backend: str
 
 
-def clear_by_sort(d: ClearingData) -> Solution:
-    """Fractional knapsack per pool row: fill in priority order. Exact for divisible single-pool rounds.
+def _single_pool_of_request(d: ClearingData) -> np.ndarray:
+    carc_pool = np.empty(len(d.carc_class), dtype=np.int64)
+    carc_pool[d.centry_carc] = d.centry_pool
+    return carc_pool[d.req_class]  # one class arc per class, in class order
 
-    The pool's price is the LP dual: the fee of the first request (in priority order) left short
-    when the pool runs out, else 0 — the lowest fee at which one more cube would be wanted.
+
+def _from_grants(d: ClearingData, grant: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """Single-pool rounds: each request's cube sits at its class's only class arc."""
+    carc = d.req_class  # class arc index == class index when every class has one arc
+    return np.bincount(carc, weights=grant, minlength=len(d.carc_class)), (np.arange(d.n), carc, grant)
+
+
+def clear_by_sort(d: ClearingData) -> Solution:
+    """Fractional knapsack per pool row, exact for divisible single-pool rounds.
+
+    One argsort of the fees (per pool) orders the fee levels; every level above the marginal one is
+    granted in full, every level below gets nothing; only inside the marginal level is the time order
+    (submitted_at, then request_id) needed. The pool's price is the LP dual: the fee of the first level
+    left short, else 0.
     """
-    arc_pool = np.empty(len(d.arc_req), dtype=np.int64)
-    arc_pool[d.entry_arc] = d.entry_pool
-    q_pool = np.empty(d.n, dtype=np.int64)
-    q_pool[d.arc_req] = arc_pool
-    # Requests are already in priority order; a stable sort by pool keeps that order within a pool.
-    order = np.argsort(q_pool, kind="stable")
-    p = q_pool[order]
-    u = d.max_cube[order]
-    cum = np.cumsum(u)
-    first = np.r_[True, p[1:] != p[:-1]]
-    group_start = np.maximum.accumulate(np.where(first, np.arange(len(p)), 0))
-    before = cum - u - (cum[group_start] - u[group_start])  # cube ahead of me in my pool
-    cap = d.pools["pool_before"].to_numpy()[p]
-    g = np.clip(cap - before, 0.0, u)
+    q_pool = _single_pool_of_request(d)
+    fee, u = d.fee, d.max_cube
+    order = np.argsort(-fee, kind="stable") if len(np.unique(q_pool)) <= 1 else np.lexsort((-fee, q_pool))
+    P, F, U = q_pool[order], fee[order], u[order]
+    new_level = np.r_[True, (P[1:] != P[:-1]) | (F[1:] != F[:-1])] if len(P) else np.zeros(0, bool)
+    level = np.cumsum(new_level) - 1
+    lvl_total = np.bincount(level, weights=U)
+    lvl_pool, lvl_fee = P[new_level], F[new_level]
+    lvl_end = np.cumsum(lvl_total)
+    first_of_pool = np.r_[True, lvl_pool[1:] != lvl_pool[:-1]] if len(lvl_pool) else np.zeros(0, bool)
+    pool_start = (lvl_end - lvl_total)[np.maximum.accumulate(np.where(first_of_pool, np.arange(len(lvl_pool)), 0))]
+    left = d.pools["pool_before"].to_numpy()[lvl_pool] - (lvl_end - lvl_total - pool_start)
+    full = lvl_total <= left + EPS
+    g = np.where(full[level], U, 0.0)
+    marginal = np.flatnonzero(~full[level] & (left[level] > EPS))
+    if len(marginal):
+        sub = pd.DataFrame(
+            {
+                "level": level[marginal],
+                "t": d.req["submitted_at"].to_numpy()[order[marginal]],
+                "id": d.req["request_id"].to_numpy()[order[marginal]],
+                "pos": marginal,
+            }
+        ).sort_values(["level", "t", "id"], kind="stable")
+        pos, lv = sub["pos"].to_numpy(), sub["level"].to_numpy()
+        cum = np.cumsum(U[pos])
+        first = np.r_[True, lv[1:] != lv[:-1]]
+        ahead = cum - U[pos] - (cum - U[pos])[np.maximum.accumulate(np.where(first, np.arange(len(lv)), 0))]
+        g[pos] = np.clip(left[lv] - ahead, 0.0, U[pos])
     grant = np.empty(d.n)
     grant[order] = g
     dual = np.zeros(len(d.pools))
-    short = g < u - EPS
-    if short.any():
-        # first short request per pool, in priority order
-        idx = np.flatnonzero(short)
-        pools_short, first_idx = np.unique(p[idx], return_index=True)
-        dual[pools_short] = d.fee[order][idx[first_idx]]
-    place = grant[d.arc_req]
-    return Solution(grant, place, dual, float(d.fee @ grant), "sort", "numpy")
+    short = np.flatnonzero(~full)
+    if len(short):
+        pools_short, first_idx = np.unique(lvl_pool[short], return_index=True)
+        dual[pools_short] = lvl_fee[short[first_idx]]
+    class_place, placements = _from_grants(d, grant)
+    return Solution(grant, class_place, placements, dual, float(d.fee @ grant), "sort", "numpy")
 
 
 def clear_pro_rata(d: ClearingData) -> Solution:
@@ -225,15 +290,12 @@ def clear_pro_rata(d: ClearingData) -> Solution:
     a request whose share falls below its min_cube is dropped and the rest shared again."""
     if not d.single_pool:
         raise InputError(Problem("tie_rule 'pro_rata' needs every request to draw from exactly one pool (one FC, one month)", "settings", None, "tie_rule"))
-    arc_pool = np.empty(len(d.arc_req), dtype=np.int64)
-    arc_pool[d.entry_arc] = d.entry_pool
-    q_pool = np.empty(d.n, dtype=np.int64)
-    q_pool[d.arc_req] = arc_pool
+    q_pool = _single_pool_of_request(d)
     left = d.pools["pool_before"].to_numpy().astype(float).copy()
     grant = np.zeros(d.n)
     dual = np.zeros(len(d.pools))
     for pr in np.unique(q_pool):
-        qs = np.flatnonzero(q_pool == pr)  # priority order
+        qs = np.flatnonzero(q_pool == pr)
         for fee in np.unique(d.fee[qs])[::-1]:
             level = qs[d.fee[qs] == fee]
             if left[pr] <= EPS:
@@ -252,16 +314,18 @@ def clear_pro_rata(d: ClearingData) -> Solution:
                     dual[pr] = fee
                     break
                 alive = alive[fits]
-    return Solution(grant, grant[d.arc_req], dual, float(d.fee @ grant), "pro_rata", "numpy")
+    class_place, placements = _from_grants(d, grant)
+    return Solution(grant, class_place, placements, dual, float(d.fee @ grant), "pro_rata", "numpy")
 
 
 # ---------------------------------------------------------------- Pyomo reference model
 
 
 def declare_sets(m: pyo.ConcreteModel, d: ClearingData) -> None:
+    arc_req, _ = d.request_arcs
     m.REQUESTS = pyo.RangeSet(0, d.n - 1)
-    m.ARCS = pyo.RangeSet(0, len(d.arc_req) - 1)
-    m.POOLS = pyo.Set(initialize=np.unique(d.entry_pool).tolist(), ordered=True)
+    m.ARCS = pyo.RangeSet(0, len(arc_req) - 1)
+    m.POOLS = pyo.Set(initialize=np.unique(d.centry_pool).tolist(), ordered=True)
     m.MIN_REQUESTS = pyo.Set(initialize=np.flatnonzero(d.min_cube > EPS).tolist(), ordered=True)
 
 
@@ -274,14 +338,19 @@ def declare_variables(m: pyo.ConcreteModel, d: ClearingData) -> None:
 
 def declare_pool_capacity(m: pyo.ConcreteModel, d: ClearingData) -> None:
     r"""pool_capacity[f,k,t]: \sum_{q: k_q = k, t \in M_q} place[q,f] <= pool[f,k,t].  Dual: price of pool space."""
-    arcs_of = pd.Series(d.entry_arc).groupby(d.entry_pool).apply(list).to_dict()
+    _, arc_carc = d.request_arcs
+    arcs_of_carc = pd.Series(np.arange(len(arc_carc))).groupby(arc_carc).apply(list).to_dict()
+    carcs_of_pool = pd.Series(d.centry_carc).groupby(d.centry_pool).apply(list).to_dict()
     cap = d.pools["pool_before"].to_numpy()
-    m.pool_capacity = pyo.Constraint(m.POOLS, rule=lambda m, r: sum(m.place[a] for a in arcs_of[r]) <= float(cap[r]))
+    m.pool_capacity = pyo.Constraint(
+        m.POOLS, rule=lambda m, r: sum(m.place[a] for c in carcs_of_pool[r] for a in arcs_of_carc.get(c, [])) <= float(cap[r])
+    )
 
 
 def declare_grant_placement(m: pyo.ConcreteModel, d: ClearingData) -> None:
     r"""grant_placement[q]: \sum_f place[q,f] = grant[q]."""
-    arcs_of = pd.Series(np.arange(len(d.arc_req))).groupby(d.arc_req).apply(list).to_dict()
+    arc_req, _ = d.request_arcs
+    arcs_of = pd.Series(np.arange(len(arc_req))).groupby(arc_req).apply(list).to_dict()
     m.grant_placement = pyo.Constraint(m.REQUESTS, rule=lambda m, q: sum(m.place[a] for a in arcs_of[q]) - m.grant[q] == 0)
 
 
@@ -309,7 +378,8 @@ def declare_revenue_floor(m: pyo.ConcreteModel, revenue: float) -> None:
 
 def mip_slack(revenue: float) -> float:
     """How much revenue the MIP's time-priority stage may give up: the MIP tolerances, nothing more.
-    Only the choice of binaries is kept from that stage; the cube is then re-optimised exactly."""
+    Only the choice of which min_cube requests are filled is kept from that stage; the cube is then
+    re-optimised exactly."""
     return 1e-9 * abs(revenue) + 1e-6
 
 
@@ -369,49 +439,50 @@ def _solve_pyomo(d: ClearingData, options: SolverOptions) -> Solution:
     _pyomo_restrict_to_optimal_face(m, priced)
     declare_time_priority(m, d)
     solve_pyomo(m, options, what=what + " (time priority)", duals=False)
+    arc_req, arc_carc = d.request_arcs
     grant = np.array([m.grant[q].value or 0.0 for q in range(d.n)])
-    place = np.array([m.place[a].value or 0.0 for a in range(len(d.arc_req))])
+    place = np.array([m.place[a].value or 0.0 for a in range(len(arc_req))])
     dual = np.zeros(len(d.pools))
     for r in m.POOLS:
         dual[r] = priced.duals.get(m.pool_capacity[r], 0.0)
-    return Solution(grant, place, np.abs(dual), float(d.fee @ grant), "mip" if is_mip else "lp", "pyomo")
+    class_place = np.bincount(arc_carc, weights=place, minlength=len(d.carc_class))
+    return Solution(grant, class_place, (arc_req, arc_carc, place), np.abs(dual), float(d.fee @ grant), "mip" if is_mip else "lp", "pyomo")
 
 
-# ---------------------------------------------------------------- the same model as arrays (highspy)
+# ---------------------------------------------------------------- the fast path: classes and semi-continuous grants
 
 
 def build_clearing_arrays(d: ClearingData) -> tuple[LinearProgram, dict[str, slice]]:
-    """Columns: grant (REQUESTS), place (ARCS), filled (MIN_REQUESTS). Rows: pool_capacity, grant_placement, min_fill, max_fill."""
-    n, na = d.n, len(d.arc_req)
-    mins = np.flatnonzero(d.min_cube > EPS)
-    nb = len(mins)
-    pools_used = np.unique(d.entry_pool)
+    r"""The clearing model with placement aggregated by eligibility class (models/clearing.md, "Fast path").
+
+    Columns: grant (REQUESTS; semi-continuous, 0 or [min_cube, max_cube], where min_cube > 0), then
+    place_class (CLASS_ARCS). Rows: pool_capacity[f,k,t]: \sum_{class arcs at f touching t} place_class <= pool;
+    class_balance[class]: \sum_f place_class - \sum_{q in class} grant = 0.
+    """
+    n, nca = d.n, len(d.carc_class)
+    pools_used = np.unique(d.centry_pool)
     prow_pos = np.full(len(d.pools), -1)
     prow_pos[pools_used] = np.arange(len(pools_used))
-    c_g, c_p, c_b = 0, n, n + na
-    r_pool, r_place = 0, len(pools_used)
-    r_min = r_place + n
-    r_max = r_min + nb
-    n_rows = r_max + nb
-    rows = [prow_pos[d.entry_pool], d.arc_req + r_place, np.arange(n) + r_place, r_min + np.arange(nb), r_min + np.arange(nb), r_max + np.arange(nb), r_max + np.arange(nb)]
-    cols = [c_p + d.entry_arc, c_p + np.arange(na), c_g + np.arange(n), c_g + mins, c_b + np.arange(nb), c_g + mins, c_b + np.arange(nb)]
-    vals = [np.ones(len(d.entry_arc)), np.ones(na), -np.ones(n), np.ones(nb), -d.min_cube[mins], np.ones(nb), -d.max_cube[mins]]
-    start, index, value = csr_from_triplets(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), n_rows)
-    inf = np.inf
+    r_bal = len(pools_used)
+    n_rows = r_bal + d.n_classes
+    rows = np.concatenate([prow_pos[d.centry_pool], r_bal + d.carc_class, r_bal + d.req_class])
+    cols = np.concatenate([n + d.centry_carc, n + np.arange(nca), np.arange(n)])
+    vals = np.concatenate([np.ones(len(d.centry_carc)), np.ones(nca), -np.ones(n)])
+    start, index, value = csr_from_triplets(rows, cols, vals, n_rows)
+    semi = d.min_cube > EPS
     lp = LinearProgram(
-        col_cost=np.concatenate([d.fee, np.zeros(na + nb)]),
-        col_lower=np.zeros(n + na + nb),
-        col_upper=np.concatenate([d.max_cube, np.full(na, inf), np.ones(nb)]),
-        row_lower=np.concatenate([np.full(len(pools_used), -inf), np.zeros(n), np.zeros(nb), np.full(nb, -inf)]),
-        row_upper=np.concatenate([d.pools["pool_before"].to_numpy()[pools_used], np.zeros(n), np.full(nb, inf), np.zeros(nb)]),
+        col_cost=np.concatenate([d.fee, np.zeros(nca)]),
+        col_lower=np.concatenate([np.where(semi, d.min_cube, 0.0), np.zeros(nca)]),
+        col_upper=np.concatenate([d.max_cube, np.full(nca, np.inf)]),
+        row_lower=np.concatenate([np.full(r_bal, -np.inf), np.zeros(d.n_classes)]),
+        row_upper=np.concatenate([d.pools["pool_before"].to_numpy()[pools_used], np.zeros(d.n_classes)]),
         row_start=start,
         col_index=index,
         value=value,
         maximize=True,
-        integrality=np.concatenate([np.zeros(n + na, dtype=np.int8), np.ones(nb, dtype=np.int8)]) if nb else None,
+        integrality=np.concatenate([np.where(semi, SEMI_CONTINUOUS, 0).astype(np.int8), np.zeros(nca, np.int8)]) if semi.any() else None,
     )
-    fam = {"pool_capacity": slice(r_pool, r_place), "grant_placement": slice(r_place, r_min), "min_fill": slice(r_min, r_max), "max_fill": slice(r_max, n_rows)}
-    return lp, fam
+    return lp, {"pool_capacity": slice(0, r_bal), "class_balance": slice(r_bal, n_rows)}
 
 
 def _run(h: highspy.Highs, options: SolverOptions, what: str, is_mip: bool) -> SolveOutcome:
@@ -449,29 +520,33 @@ def _lexicographic_lp(lp: LinearProgram, d: ClearingData, options: SolverOptions
 
 
 def _solve_arrays(d: ClearingData, options: SolverOptions) -> Solution:
-    """The same procedure as the Pyomo path, on highspy arrays."""
+    """The same procedure as the Pyomo path, on the class-aggregated arrays."""
     lp, fam = build_clearing_arrays(d)
     what = f"clearing round {d.round}"
     is_mip = lp.is_mip
     if is_mip:
-        h = new_highs(options, is_mip=True)
-        pass_model(h, lp)
-        first = _run(h, options, what + " (revenue, MIP)", True)
-        n_cols = len(lp.col_cost)
-        h.addRow(first.objective - mip_slack(first.objective), highspy.kHighsInf, d.n, np.arange(d.n, dtype=np.int32), d.fee.astype(np.float64))
-        h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), np.concatenate([d.time_weight, np.zeros(n_cols - d.n)]))
-        second = _run(h, options, what + " (time priority, MIP)", True)
-        nb = n_cols - d.n - len(d.arc_req)
-        on = (second.x[: d.n][d.min_cube > EPS] > EPS).astype(float)
-        lp = LinearProgram(**{**lp.__dict__, "integrality": None})
-        lp.col_lower = np.concatenate([lp.col_lower[: n_cols - nb], on])
-        lp.col_upper = np.concatenate([lp.col_upper[: n_cols - nb], on])
+        with stage(f"round {d.round}: MIP ({len(lp.row_lower)} rows x {len(lp.col_cost)} columns, {int((lp.integrality > 0).sum())} semi-continuous)"):
+            h = new_highs(options, is_mip=True)
+            pass_model(h, lp)
+            first = _run(h, options, what + " (revenue, MIP)", True)
+            n_cols = len(lp.col_cost)
+            h.addRow(first.objective - mip_slack(first.objective), highspy.kHighsInf, d.n, np.arange(d.n, dtype=np.int32), d.fee.astype(np.float64))
+            h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), np.concatenate([d.time_weight, np.zeros(n_cols - d.n)]))
+            second = _run(h, options, what + " (time priority, MIP)", True)
+        # Keep which min_cube requests are filled; re-optimise the cube as an LP (it also gives the prices).
+        semi = lp.integrality[: d.n] > 0
+        on = second.x[: d.n] > EPS
+        lower, upper = lp.col_lower.copy(), lp.col_upper.copy()
+        upper[: d.n] = np.where(semi & ~on, 0.0, upper[: d.n])
+        lower[: d.n] = np.where(semi & on, d.min_cube, 0.0)
+        lp = LinearProgram(**{**lp.__dict__, "col_lower": lower, "col_upper": upper, "integrality": None})
     x, priced = _lexicographic_lp(lp, d, options, what)
-    grant, place = x[: d.n], x[d.n : d.n + len(d.arc_req)]
+    grant, class_place = x[: d.n], x[d.n :]
     dual = np.zeros(len(d.pools))
     if priced.row_duals is not None:
-        dual[np.unique(d.entry_pool)] = priced.row_duals[fam["pool_capacity"]]
-    return Solution(grant, place, np.abs(dual), float(d.fee @ grant), "mip" if is_mip else "lp", "highspy")
+        dual[np.unique(d.centry_pool)] = priced.row_duals[fam["pool_capacity"]]
+    placements = split_by_class(d.req_class, grant, d.carc_class, class_place, d.n_classes)
+    return Solution(grant, class_place, placements, np.abs(dual), float(d.fee @ grant), "mip" if is_mip else "lp", "highspy")
 
 
 # ---------------------------------------------------------------- results
@@ -496,7 +571,7 @@ def _clean(a: np.ndarray) -> np.ndarray:
 
 def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     grant = _clean(np.where(sol.grant > EPS, sol.grant, 0.0))
-    place = _clean(np.where(sol.place > EPS, sol.place, 0.0))
+    class_place = np.where(sol.class_place > EPS, sol.class_place, 0.0)
     audit = d.audit.copy()
     audit["granted_cube"] = 0.0
     q0 = d.req["q0"].to_numpy()
@@ -508,43 +583,40 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     # Clearing price per storage type: types are separate markets (capacity never moves between them).
     types = sorted(d.pools["storage_type"].unique())
     type_price = audit[g > 0].groupby("storage_type")["max_fee_per_cube"].min().reindex(types)
-    clearing_price = type_price.reindex(audit["storage_type"]).to_numpy()
 
-    # Reasons for requests that took part but did not get all they asked.
-    pool_after = d.pools["pool_before"].to_numpy() - np.bincount(d.entry_pool, weights=place[d.entry_arc], minlength=len(d.pools))
+    pool_after = d.pools["pool_before"].to_numpy() - np.bincount(d.centry_pool, weights=class_place[d.centry_carc], minlength=len(d.pools))
     pool_after = np.maximum(_clean(pool_after), 0.0)
-    reason = audit["reason"].to_numpy(object).copy()
     took_part = np.zeros(len(audit), dtype=bool)
     took_part[q0] = True
-    # Leftover pool a request could still reach: the smallest, over its months, of what is left at its FCs.
-    room = np.zeros(d.n)
-    if d.n:
-        per_entry = pd.DataFrame({"arc": d.entry_arc, "left": pool_after[d.entry_pool]})
-        arc_room = per_entry.groupby("arc")["left"].min().reindex(range(len(d.arc_req))).fillna(0).to_numpy()
-        room = np.bincount(d.arc_req, weights=arc_room, minlength=d.n)
+    # Pool a request could still reach: for each FC of its class, the least left over its months.
     room_all = np.zeros(len(audit))
-    room_all[q0] = room
-    mincube = audit["min_cube"].to_numpy()
+    faced = np.full(len(audit), np.nan)
+    if d.n:
+        carc_room = pd.Series(pool_after[d.centry_pool]).groupby(d.centry_carc).min().reindex(range(len(d.carc_class))).fillna(0).to_numpy()
+        room_all[q0] = np.bincount(d.carc_class, weights=carc_room, minlength=d.n_classes)[d.req_class]
+        faced[q0] = d.price_faced(sol.pool_dual)
     fee = audit["max_fee_per_cube"].to_numpy()
-    short = took_part & (status != GRANTED)
     with np.errstate(invalid="ignore"):
-        above_price = fee > clearing_price  # False where the type granted nothing (NaN)
-    min_blocked = short & (status == REJECTED) & (mincube > EPS) & ((room_all > EPS) | above_price)
+        above_price = fee > faced + 1e-6  # False where the request did not take part (NaN)
+    reason = audit["reason"].to_numpy(object).copy()
+    short = took_part & (status != GRANTED)
     reason[short] = OUTBID
-    reason[min_blocked] = MIN_CUBE
+    reason[short & (status == REJECTED) & (audit["min_cube"].to_numpy() > EPS) & ((room_all > EPS) | above_price)] = MIN_CUBE
     reason[status == GRANTED] = ""
     audit["reason"] = reason
+    audit["price_faced"] = _clean(faced)
     audit["paradoxically_rejected"] = took_part & (status == REJECTED) & above_price
 
     audit["round"] = d.round
     cols = ["round", "request_id", "seller_id", "storage_type", "months", "max_fee_per_cube", "max_cube", "min_cube",
-            "submitted_at", "request_cap_cube", "granted_cube", "status", "reason", "paradoxically_rejected"]
+            "submitted_at", "request_cap_cube", "granted_cube", "status", "reason", "price_faced", "paradoxically_rejected"]
     grants = audit[cols].set_index(["round", "request_id"]).sort_index()
 
-    keep = place > 0
-    placements = pd.DataFrame(
-        {"round": d.round, "request_id": d.req["request_id"].to_numpy()[d.arc_req[keep]], "fc_id": d.arc_fc[keep], "cube": place[keep]}
-    ).set_index(["round", "request_id", "fc_id"]).sort_index()
+    req_i, carc_i, cube = sol.placements
+    placements = pd.DataFrame({"round": d.round, "request_id": d.req["request_id"].to_numpy()[req_i], "fc_id": d.carc_fc[carc_i], "cube": cube})
+    placements = placements.groupby(["round", "request_id", "fc_id"], sort=True)["cube"].sum().to_frame()
+    placements["cube"] = _clean(placements["cube"].to_numpy())
+    placements = placements[placements["cube"] > 0]
 
     pools = d.pools.copy()
     pools["granted_cube"] = _clean(pools["pool_before"].to_numpy() - pool_after)
@@ -555,7 +627,7 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
 
     dual_max = pools.groupby("storage_type")["dual_price"].max().reindex(types).fillna(0.0)
     by_type = audit.groupby("storage_type")
-    price = pd.DataFrame(
+    prices = pd.DataFrame(
         {
             "round": d.round,
             "storage_type": types,
@@ -569,7 +641,7 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
             "method": sol.method,
         }
     ).set_index(["round", "storage_type"])
-    return RoundResult(d.round, grants, placements, pools, price, pd.Series(pool_after, index=pd.MultiIndex.from_frame(d.pools[POOL_INDEX])))
+    return RoundResult(d.round, grants, placements, pools, prices, pd.Series(pool_after, index=pd.MultiIndex.from_frame(d.pools[POOL_INDEX])))
 
 
 def choose_method(d: ClearingData, options: SolverOptions) -> str:
@@ -585,7 +657,8 @@ def choose_method(d: ClearingData, options: SolverOptions) -> str:
 def solve_clearing(d: ClearingData, options: SolverOptions, method: str | None = None) -> Solution:
     method = method or choose_method(d, options)
     if d.n == 0:
-        return Solution(np.zeros(0), np.zeros(0), np.zeros(len(d.pools)), 0.0, "empty", "none")
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        return Solution(np.zeros(0), np.zeros(len(d.carc_class)), empty, np.zeros(len(d.pools)), 0.0, "empty", "none")
     if method == "sort":
         return clear_by_sort(d)
     if method == "pro_rata":

@@ -116,6 +116,10 @@ def solve_pyomo(model: pyo.ConcreteModel, options: SolverOptions, *, what: str, 
     return check_outcome(outcome, options, what) if check else outcome
 
 
+INTEGER, SEMI_CONTINUOUS = 1, 2
+_VAR_TYPE = {0: highspy.HighsVarType.kContinuous, INTEGER: highspy.HighsVarType.kInteger, SEMI_CONTINUOUS: highspy.HighsVarType.kSemiContinuous}
+
+
 @dataclass
 class LinearProgram:
     """An LP/MIP as arrays: max or min c'x s.t. row_lower <= A x <= row_upper, col_lower <= x <= col_upper.
@@ -132,7 +136,7 @@ class LinearProgram:
     col_index: np.ndarray
     value: np.ndarray
     maximize: bool = True
-    integrality: np.ndarray | None = None  # 1 = integer column
+    integrality: np.ndarray | None = None  # per column: 0 continuous, INTEGER, SEMI_CONTINUOUS
 
     @property
     def is_mip(self) -> bool:
@@ -179,7 +183,7 @@ def pass_model(h: highspy.Highs, lp: LinearProgram) -> None:
     model.a_matrix_.index_ = np.asarray(lp.col_index, dtype=np.int32)
     model.a_matrix_.value_ = np.asarray(lp.value, dtype=np.float64)
     if lp.is_mip:
-        model.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous for i in lp.integrality]
+        model.integrality_ = [_VAR_TYPE[int(i)] for i in lp.integrality]
     h.passModel(model)
 
 
