@@ -30,7 +30,7 @@ from .placement import split_by_class
 from .progress import stage
 from .schemas import Settings, SolverOptions
 from .solver import (
-    SEMI_CONTINUOUS,
+    INTEGER,
     LinearProgram,
     SolveOutcome,
     check_outcome,
@@ -260,13 +260,9 @@ def clear_by_sort(d: ClearingData) -> Solution:
     g = np.where(full[level], U, 0.0)
     marginal = np.flatnonzero(~full[level] & (left[level] > EPS))
     if len(marginal):
+        rows = d.req.iloc[order[marginal]]  # take the few marginal rows before touching their columns
         sub = pd.DataFrame(
-            {
-                "level": level[marginal],
-                "t": d.req["submitted_at"].to_numpy()[order[marginal]],
-                "id": d.req["request_id"].to_numpy()[order[marginal]],
-                "pos": marginal,
-            }
+            {"level": level[marginal], "t": rows["submitted_at"].to_numpy(), "id": rows["request_id"].to_numpy(), "pos": marginal}
         ).sort_values(["level", "t", "id"], kind="stable")
         pos, lv = sub["pos"].to_numpy(), sub["level"].to_numpy()
         cum = np.cumsum(U[pos])
@@ -452,37 +448,55 @@ def _solve_pyomo(d: ClearingData, options: SolverOptions) -> Solution:
 # ---------------------------------------------------------------- the fast path: classes and semi-continuous grants
 
 
-def build_clearing_arrays(d: ClearingData) -> tuple[LinearProgram, dict[str, slice]]:
+def build_clearing_arrays(d: ClearingData, filled: np.ndarray | None = None) -> tuple[LinearProgram, dict[str, slice]]:
     r"""The clearing model with placement aggregated by eligibility class (models/clearing.md, "Fast path").
 
-    Columns: grant (REQUESTS; semi-continuous, 0 or [min_cube, max_cube], where min_cube > 0), then
-    place_class (CLASS_ARCS). Rows: pool_capacity[f,k,t]: \sum_{class arcs at f touching t} place_class <= pool;
-    class_balance[class]: \sum_f place_class - \sum_{q in class} grant = 0.
+    Columns: grant (REQUESTS), place_class (CLASS_ARCS), filled (MIN_REQUESTS, binary).
+    Rows: pool_capacity[f,k,t]: \sum_{class arcs at f touching t} place_class <= pool;
+          class_balance[class]: \sum_f place_class - \sum_{q in class} grant = 0;
+          min_fill[q]: grant - min_cube filled >= 0;  max_fill[q]: grant - max_cube filled <= 0.
+    (HiGHS's semi-continuous columns would save the binaries, but were seen to return a grant of 9e-5
+    below its min_cube and then declare a solve error; binaries are what the reference uses.)
+
+    With `filled` given (one bool per min_cube request, in order), the integer choices are fixed: no
+    binaries or fill rows, and the grant's bounds become [min_cube, max_cube] or [0, 0] — the same LP
+    as fixing the binaries, with 2 rows fewer per min_cube request.
     """
     n, nca = d.n, len(d.carc_class)
+    all_mins = np.flatnonzero(d.min_cube > EPS)
+    mins = all_mins if filled is None else all_mins[:0]
+    nb = len(mins)
     pools_used = np.unique(d.centry_pool)
     prow_pos = np.full(len(d.pools), -1)
     prow_pos[pools_used] = np.arange(len(pools_used))
+    c_place, c_fill = n, n + nca
     r_bal = len(pools_used)
-    n_rows = r_bal + d.n_classes
-    rows = np.concatenate([prow_pos[d.centry_pool], r_bal + d.carc_class, r_bal + d.req_class])
-    cols = np.concatenate([n + d.centry_carc, n + np.arange(nca), np.arange(n)])
-    vals = np.concatenate([np.ones(len(d.centry_carc)), np.ones(nca), -np.ones(n)])
-    start, index, value = csr_from_triplets(rows, cols, vals, n_rows)
-    semi = d.min_cube > EPS
+    r_min = r_bal + d.n_classes
+    r_max = r_min + nb
+    n_rows = r_max + nb
+    b = np.arange(nb)
+    rows = [prow_pos[d.centry_pool], r_bal + d.carc_class, r_bal + d.req_class, r_min + b, r_min + b, r_max + b, r_max + b]
+    cols = [c_place + d.centry_carc, c_place + np.arange(nca), np.arange(n), mins, c_fill + b, mins, c_fill + b]
+    vals = [np.ones(len(d.centry_carc)), np.ones(nca), -np.ones(n), np.ones(nb), -d.min_cube[mins], np.ones(nb), -d.max_cube[mins]]
+    start, index, value = csr_from_triplets(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), n_rows)
+    grant_lower, grant_upper = np.zeros(n), d.max_cube.copy()
+    if filled is not None:
+        grant_lower[all_mins[filled]] = d.min_cube[all_mins[filled]]
+        grant_upper[all_mins[~filled]] = 0.0
     lp = LinearProgram(
-        col_cost=np.concatenate([d.fee, np.zeros(nca)]),
-        col_lower=np.concatenate([np.where(semi, d.min_cube, 0.0), np.zeros(nca)]),
-        col_upper=np.concatenate([d.max_cube, np.full(nca, np.inf)]),
-        row_lower=np.concatenate([np.full(r_bal, -np.inf), np.zeros(d.n_classes)]),
-        row_upper=np.concatenate([d.pools["pool_before"].to_numpy()[pools_used], np.zeros(d.n_classes)]),
+        col_cost=np.concatenate([d.fee, np.zeros(nca + nb)]),
+        col_lower=np.concatenate([grant_lower, np.zeros(nca + nb)]),
+        col_upper=np.concatenate([grant_upper, np.full(nca, np.inf), np.ones(nb)]),
+        row_lower=np.concatenate([np.full(r_bal, -np.inf), np.zeros(d.n_classes), np.zeros(nb), np.full(nb, -np.inf)]),
+        row_upper=np.concatenate([d.pools["pool_before"].to_numpy()[pools_used], np.zeros(d.n_classes), np.full(nb, np.inf), np.zeros(nb)]),
         row_start=start,
         col_index=index,
         value=value,
         maximize=True,
-        integrality=np.concatenate([np.where(semi, SEMI_CONTINUOUS, 0).astype(np.int8), np.zeros(nca, np.int8)]) if semi.any() else None,
+        integrality=np.concatenate([np.zeros(n + nca, np.int8), np.full(nb, INTEGER, np.int8)]) if nb else None,
     )
-    return lp, {"pool_capacity": slice(0, r_bal), "class_balance": slice(r_bal, n_rows)}
+    fam = {"pool_capacity": slice(0, r_bal), "class_balance": slice(r_bal, r_min), "min_fill": slice(r_min, r_max), "max_fill": slice(r_max, n_rows)}
+    return lp, fam
 
 
 def _run(h: highspy.Highs, options: SolverOptions, what: str, is_mip: bool) -> SolveOutcome:
@@ -525,7 +539,7 @@ def _solve_arrays(d: ClearingData, options: SolverOptions) -> Solution:
     what = f"clearing round {d.round}"
     is_mip = lp.is_mip
     if is_mip:
-        with stage(f"round {d.round}: MIP ({len(lp.row_lower)} rows x {len(lp.col_cost)} columns, {int((lp.integrality > 0).sum())} semi-continuous)"):
+        with stage(f"round {d.round}: MIP ({len(lp.row_lower)} rows x {len(lp.col_cost)} columns, {int((lp.integrality > 0).sum())} binary)"):
             h = new_highs(options, is_mip=True)
             pass_model(h, lp)
             first = _run(h, options, what + " (revenue, MIP)", True)
@@ -534,14 +548,9 @@ def _solve_arrays(d: ClearingData, options: SolverOptions) -> Solution:
             h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), np.concatenate([d.time_weight, np.zeros(n_cols - d.n)]))
             second = _run(h, options, what + " (time priority, MIP)", True)
         # Keep which min_cube requests are filled; re-optimise the cube as an LP (it also gives the prices).
-        semi = lp.integrality[: d.n] > 0
-        on = second.x[: d.n] > EPS
-        lower, upper = lp.col_lower.copy(), lp.col_upper.copy()
-        upper[: d.n] = np.where(semi & ~on, 0.0, upper[: d.n])
-        lower[: d.n] = np.where(semi & on, d.min_cube, 0.0)
-        lp = LinearProgram(**{**lp.__dict__, "col_lower": lower, "col_upper": upper, "integrality": None})
+        lp, fam = build_clearing_arrays(d, filled=second.x[: d.n][d.min_cube > EPS] > EPS)
     x, priced = _lexicographic_lp(lp, d, options, what)
-    grant, class_place = x[: d.n], x[d.n :]
+    grant, class_place = x[: d.n], x[d.n : d.n + len(d.carc_class)]
     dual = np.zeros(len(d.pools))
     if priced.row_duals is not None:
         dual[np.unique(d.centry_pool)] = priced.row_duals[fam["pool_capacity"]]
@@ -582,7 +591,7 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     audit["status"] = status
     # Clearing price per storage type: types are separate markets (capacity never moves between them).
     types = sorted(d.pools["storage_type"].unique())
-    type_price = audit[g > 0].groupby("storage_type")["max_fee_per_cube"].min().reindex(types)
+    type_price = audit.loc[g > 0, ["storage_type", "max_fee_per_cube"]].groupby("storage_type")["max_fee_per_cube"].min().reindex(types)
 
     pool_after = d.pools["pool_before"].to_numpy() - np.bincount(d.centry_pool, weights=class_place[d.centry_carc], minlength=len(d.pools))
     pool_after = np.maximum(_clean(pool_after), 0.0)
@@ -614,6 +623,7 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
 
     req_i, carc_i, cube = sol.placements
     placements = pd.DataFrame({"round": d.round, "request_id": d.req["request_id"].to_numpy()[req_i], "fc_id": d.carc_fc[carc_i], "cube": cube})
+    placements = placements[placements["cube"] > EPS]  # the split gives one piece per (request, FC); summing guards round-off
     placements = placements.groupby(["round", "request_id", "fc_id"], sort=True)["cube"].sum().to_frame()
     placements["cube"] = _clean(placements["cube"].to_numpy())
     placements = placements[placements["cube"] > 0]
@@ -626,18 +636,19 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     pools = pools.set_index(["round"] + POOL_INDEX).sort_index()
 
     dual_max = pools.groupby("storage_type")["dual_price"].max().reindex(types).fillna(0.0)
-    by_type = audit.groupby("storage_type")
+    code = pd.Categorical(audit["storage_type"], categories=types).codes  # factorize once, then bincount
+    per_type = lambda w=None: np.bincount(code, weights=w, minlength=len(types))  # noqa: E731
     prices = pd.DataFrame(
         {
             "round": d.round,
             "storage_type": types,
-            "requests": by_type.size().reindex(types).fillna(0).astype("int64").to_numpy(),
-            "granted_requests": by_type["granted_cube"].apply(lambda x: int((x > 0).sum())).reindex(types).fillna(0).astype("int64").to_numpy(),
-            "granted_cube": _clean(by_type["granted_cube"].sum().reindex(types).fillna(0.0).to_numpy()),
+            "requests": per_type().astype("int64"),
+            "granted_requests": per_type((g > 0).astype(float)).astype("int64"),
+            "granted_cube": _clean(per_type(g)),
             "clearing_price": type_price.to_numpy(),
             "pool_dual_max": dual_max.to_numpy(),
-            "objective": _clean((audit["max_fee_per_cube"] * audit["granted_cube"]).groupby(audit["storage_type"]).sum().reindex(types).fillna(0.0).to_numpy()),
-            "paradoxically_rejected": by_type["paradoxically_rejected"].sum().reindex(types).fillna(0).astype("int64").to_numpy(),
+            "objective": _clean(per_type(fee * g)),
+            "paradoxically_rejected": per_type(audit["paradoxically_rejected"].to_numpy(float)).astype("int64"),
             "method": sol.method,
         }
     ).set_index(["round", "storage_type"])

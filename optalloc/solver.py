@@ -10,6 +10,8 @@ passed on as optimal.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -158,8 +160,30 @@ HIGHS_STATUS = {
 }
 
 
+_banner_shown = False
+
+
+def _construct_highs(log: bool) -> highspy.Highs:
+    """HiGHS prints its banner on stdout when the first Highs object is built, before any option can be
+    set (ERGO-Code/HiGHS#2749). Our stdout is for data (e.g. `optalloc validate`), so unless the solver
+    log was asked for, the first construction runs with file descriptor 1 pointed at /dev/null."""
+    global _banner_shown
+    if log or _banner_shown:
+        return highspy.Highs()
+    _banner_shown = True
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            return highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def new_highs(options: SolverOptions, *, is_mip: bool) -> highspy.Highs:
-    h = highspy.Highs()
+    h = _construct_highs(options.log)
     h.setOptionValue("output_flag", False)
     for k, v in highs_options(options, is_mip=is_mip).items():
         h.setOptionValue(k, v)

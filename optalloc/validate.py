@@ -123,12 +123,44 @@ class _Collector:
         self.problems.append(Problem(message, self.source, None, field))
 
 
+def _all_text(series: pd.Series) -> bool:
+    """True when every non-missing value is a string (as CSV readers give), so vectorized str methods apply."""
+    if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
+        return True
+    if series.dtype != object:
+        return False
+    present = series.dropna()
+    return bool(present.map(type).eq(str).all())
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Stripped text (pandas string dtype, missing stays missing)."""
+    return series.astype("string").str.strip()
+
+
 def _is_blank(series: pd.Series) -> np.ndarray:
-    if series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
-        s = series.astype(object)
-        blank = s.isna().to_numpy(dtype=bool) | s.map(lambda v: isinstance(v, str) and v.strip() == "").to_numpy(dtype=bool)
-        return blank
+    if _all_text(series):
+        return (series.isna() | _as_text(series).eq("")).fillna(True).to_numpy(dtype=bool)
+    if series.dtype == object:
+        return series.map(lambda v: v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())).to_numpy(dtype=bool)
     return series.isna().to_numpy(dtype=bool)
+
+
+def _split_text_lists(col: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """';'-separated text -> (items: one row per item, indexed by row position; tuples per row, sorted)."""
+    items = _as_text(col).reset_index(drop=True).str.split(LIST_SEPARATOR, regex=False).explode().str.strip()
+    items = items[items.notna() & items.ne("")]
+    counts = items.groupby(level=0).size().reindex(range(len(col)), fill_value=0).to_numpy()
+    values = items.to_numpy(dtype=object)
+    tuples: list[tuple] = [()] * len(col)
+    if (counts <= 1).all():  # the common case: one item per row
+        for i, v in zip(np.flatnonzero(counts == 1).tolist(), values.tolist()):
+            tuples[i] = (v,)
+    else:
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for i, (a, k) in enumerate(zip(starts.tolist(), counts.tolist())):
+            tuples[i] = tuple(sorted(values[a : a + k]))
+    return items, pd.Series(tuples, dtype=object)
 
 
 def _split_list(value) -> tuple[str, ...] | None:
@@ -208,11 +240,28 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
             return pd.Series(np.where(ok, values, 0).astype("int64"))
         return pd.Series(values)
     if spec.kind == "datetime":
+        if isinstance(col.dtype, pd.DatetimeTZDtype):
+            return col.dt.tz_convert("UTC").reset_index(drop=True)
         parsed = pd.to_datetime(col, errors="coerce", utc=True, format="ISO8601")
         bad = parsed.isna().to_numpy() & ~blank
         out.rows(bad, rows, name, lambda i: f"not an ISO 8601 date-time: {_fmt(col.iloc[i])}")
         return parsed.reset_index(drop=True)
     if spec.kind == "list":
+        if _all_text(col):
+            items, tuples = _split_text_lists(col)
+            per_row = items.groupby(level=0)
+            empty = (per_row.size().reindex(range(len(col)), fill_value=0).to_numpy() == 0) & ~blank
+            out.rows(empty, rows, name, "must name at least one item")
+            if spec.pattern:
+                bad_items = items[~items.str.fullmatch(spec.pattern).fillna(False)]
+                badp = np.zeros(len(col), dtype=bool)
+                badp[bad_items.index.to_numpy()] = True
+                out.rows(badp, rows, name, lambda i: f"items must match {spec.pattern}: {_fmt(col.iloc[i])}")
+            dup_rows = items.index[items.to_frame().assign(r=items.index).duplicated().to_numpy()]
+            dup = np.zeros(len(col), dtype=bool)
+            dup[dup_rows.to_numpy()] = True
+            out.rows(dup, rows, name, "lists an item twice")
+            return tuples
         items = col.map(_split_list)
         bad_type = items.isna().to_numpy(dtype=bool) & ~blank
         out.rows(bad_type, rows, name, "must be a list (';'-separated in tables)")
@@ -220,23 +269,22 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
         out.rows(empty, rows, name, "must name at least one item")
         if spec.pattern:
             rx = re.compile(spec.pattern)
-            badp = items.map(lambda v: v is not None and any(not rx.match(x) for x in v)).to_numpy(dtype=bool)
+            badp = items.map(lambda v: v is not None and any(not rx.fullmatch(x) for x in v)).to_numpy(dtype=bool)
             out.rows(badp, rows, name, lambda i: f"items must match {spec.pattern}: {_fmt(col.iloc[i])}")
         dup = items.map(lambda v: v is not None and len(set(v)) != len(v)).to_numpy(dtype=bool)
         out.rows(dup, rows, name, "lists an item twice")
         return items.map(lambda v: tuple(sorted(v)) if v is not None else ()).reset_index(drop=True)
     # str
-    as_str = col.astype(object).map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
     if col.dtype.kind == "f":  # ids read as floats by a CSV reader, e.g. "7" -> 7.0
-        as_str = col.map(lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
-    as_str = as_str.map(lambda v: v.strip() if isinstance(v, str) else v)
+        col = col.map(lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
+    as_str = _as_text(col.map(lambda v: v if v is None or isinstance(v, str) else str(v)) if not _all_text(col) else col)
     if spec.max_length:
-        long_ = as_str.map(lambda v: isinstance(v, str) and len(v) > spec.max_length).to_numpy(dtype=bool)
+        long_ = as_str.str.len().gt(spec.max_length).fillna(False).to_numpy(dtype=bool)
         out.rows(long_, rows, name, f"longer than {spec.max_length} characters")
     if spec.pattern:
-        ok = as_str.str.match(spec.pattern).fillna(True).to_numpy(dtype=bool)
+        ok = as_str.str.fullmatch(spec.pattern).fillna(True).to_numpy(dtype=bool)
         out.rows(~ok & ~blank, rows, name, lambda i: f"must match {spec.pattern} (YYYY-MM): {_fmt(col.iloc[i])}")
-    return as_str.reset_index(drop=True)
+    return as_str.astype(object).where(as_str.notna(), None).reset_index(drop=True)
 
 
 def check_keys(name: str, table: pd.DataFrame, source: str) -> list[Problem]:

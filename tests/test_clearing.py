@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import EMPTY_LIMITS, fc, make, request, seller
@@ -162,6 +162,7 @@ def test_a_single_pool_divisible_round_equals_the_greedy_sort_exactly(reqs, pool
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000), min_share=st.sampled_from([0.0, 0.2]))
+@example(seed=3951, min_share=0.2)  # HiGHS semi-continuous columns returned 9e-5 < min_cube here, then a solve error
 def test_pyomo_reference_and_highspy_fast_path_agree_on_general_rounds(seed, min_share):
     inst = generate(GenerateSpec(sellers=30, fcs=4, regions=2, storage_types=2, months=3, rounds=2, requests=60, min_cube_share=min_share, seed=seed))
     limits = allocate(inst).limits["limit_cube"]
