@@ -19,7 +19,7 @@ import pyomo.environ as pyo
 from .errors import InfeasibleError
 from .instance import Instance
 from .placement import split_by_class
-from .progress import stage
+from .progress import note, stage
 from .schemas import SolverOptions
 from .solver import INFEASIBLE, LinearProgram, check_outcome, csr_from_triplets, solve_arrays, solve_pyomo
 
@@ -336,38 +336,40 @@ def extract_baseline(d: BaselineData, place: np.ndarray, tier: np.ndarray, cap_d
 
 
 def _solve_pyomo(d: BaselineData, options: SolverOptions) -> BaselineResult:
-    with stage("baseline: build Pyomo model"):
+    with stage("baseline: build"):
         m = build_baseline_model(d)
     with stage("baseline: solve"):
         outcome = solve_pyomo(m, options, what="baseline allocation", check=False)
     if outcome.status == INFEASIBLE:
         raise diagnose_infeasible(d, options)
     check_outcome(outcome, options, "baseline allocation")
-    place = np.array([m.place[a].value or 0.0 for a in range(d.n_arcs)])
-    tier = np.array([[m.tier[c, j].value or 0.0 for j in range(d.n_tiers)] for c in range(len(d.cells))]).reshape(len(d.cells), d.n_tiers)
-    cap_dual = np.zeros(len(d.capacity))
-    for r in m.CAPACITY:
-        cap_dual[r] = outcome.duals.get(m.fc_capacity[r], 0.0)
-    return extract_baseline(d, place, tier, cap_dual, outcome.objective, outcome.status, "pyomo")
+    with stage("baseline: extract"):
+        place = np.array([m.place[a].value or 0.0 for a in range(d.n_arcs)])
+        tier = np.array([[m.tier[c, j].value or 0.0 for j in range(d.n_tiers)] for c in range(len(d.cells))]).reshape(len(d.cells), d.n_tiers)
+        cap_dual = np.zeros(len(d.capacity))
+        for r in m.CAPACITY:
+            cap_dual[r] = outcome.duals.get(m.fc_capacity[r], 0.0)
+        return extract_baseline(d, place, tier, cap_dual, outcome.objective, outcome.status, "pyomo")
 
 
 def _solve_arrays(d: BaselineData, options: SolverOptions, regions_of_seller: pd.Series) -> BaselineResult:
-    with stage("baseline: build arrays"):
+    with stage("baseline: build"):
         layout = class_layout(d, regions_of_seller)
         lp, fam = build_baseline_class_arrays(d, layout)
-    with stage(f"baseline: solve ({len(lp.row_lower)} rows x {len(lp.col_cost)} columns)"):
+    note(f"baseline: LP with {len(lp.row_lower)} rows x {len(lp.col_cost)} columns ({layout.n_classes} eligibility classes)")
+    with stage("baseline: solve"):
         outcome = solve_arrays(lp, options, what="baseline allocation", check=False)
     if outcome.status == INFEASIBLE:
         raise diagnose_infeasible(d, options)
     check_outcome(outcome, options, "baseline allocation")
     n_tier = len(d.cells) * d.n_tiers
     tier = outcome.x[:n_tier].reshape(len(d.cells), d.n_tiers)
-    with stage("baseline: place sellers at FCs"):
+    with stage("baseline: extract"):
         place = split_class_placement(d, layout, tier.sum(axis=1), outcome.x[n_tier:])
-    cap_dual = np.zeros(len(d.capacity))
-    if outcome.row_duals is not None:
-        cap_dual[np.unique(layout.arc_cap)] = outcome.row_duals[fam["fc_capacity"]]
-    return extract_baseline(d, place, tier, cap_dual, outcome.objective, outcome.status, "highspy")
+        cap_dual = np.zeros(len(d.capacity))
+        if outcome.row_duals is not None:
+            cap_dual[np.unique(layout.arc_cap)] = outcome.row_duals[fam["fc_capacity"]]
+        return extract_baseline(d, place, tier, cap_dual, outcome.objective, outcome.status, "highspy")
 
 
 def precheck_baseline(d: BaselineData) -> None:
@@ -432,7 +434,7 @@ def allocate(instance: Instance, options: SolverOptions | None = None) -> Baseli
     """Solve the baseline allocation LP. Backend 'auto' uses the Pyomo reference model for small
     instances and the vectorized highspy build above `auto_pyomo_max_rows` cells."""
     options = options or instance.settings.solver
-    with stage("baseline: prepare data"):
+    with stage("baseline: prepare"):
         d = prepare_baseline(instance)
     precheck_baseline(d)
     backend = options.backend

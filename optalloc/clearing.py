@@ -27,7 +27,7 @@ import pyomo.environ as pyo
 from .errors import InputError, Problem
 from .instance import Instance
 from .placement import split_by_class
-from .progress import stage
+from .progress import note, stage
 from .schemas import Settings, SolverOptions
 from .solver import (
     INTEGER,
@@ -38,6 +38,7 @@ from .solver import (
     new_highs,
     pass_model,
     run_highs,
+    solve_arrays,
     solve_pyomo,
 )
 
@@ -367,16 +368,52 @@ def declare_time_priority(m: pyo.ConcreteModel, d: ClearingData) -> None:
     m.time_priority = pyo.Objective(expr=sum(float(d.time_weight[q]) * m.grant[q] for q in m.REQUESTS), sense=pyo.maximize)
 
 
-def declare_revenue_floor(m: pyo.ConcreteModel, revenue: float) -> None:
-    r"""MIP stage 2: revenue_floor: \sum_q fee[q] grant[q] >= revenue* - delta (delta: the MIP's own tolerance)."""
-    m.revenue_floor = pyo.Constraint(expr=m.revenue.expr >= revenue - mip_slack(revenue))
+def retime_tied_min_cube(d: ClearingData, grant: np.ndarray, options: SolverOptions) -> np.ndarray:
+    """Stage 2 for min_cube choices: which min_cube requests are filled (one bool per min_cube request).
 
-
-def mip_slack(revenue: float) -> float:
-    """How much revenue the MIP's time-priority stage may give up: the MIP tolerances, nothing more.
-    Only the choice of which min_cube requests are filled is kept from that stage; the cube is then
-    re-optimised exactly."""
-    return 1e-9 * abs(revenue) + 1e-6
+    The tie rule orders requests *at the same fee* competing for the same space. A tied level is a
+    (class, fee) of stage 1's answer holding a min_cube request, a request that got cube and one left
+    short. Within each tied level its cube is redistributed by time priority:
+        max sum_q time_weight[q] g[q]  s.t.  sum_{q in level} g[q] = the level's stage-1 cube,
+        g[q] in [0, max_cube], and for min_cube requests g[q] = 0 or in [min_cube, max_cube].
+    Revenue and every pool's use are unchanged (same fee, same class), so the answer is still optimal.
+    Other fill decisions were made by price and stand. (A whole-round time-priority MIP with a revenue
+    floor took HiGHS 14-20 s on 100k requests, refuting round-off "improvements" of a 1e8 revenue row,
+    to confirm stage 1; there, 6 of 5,067 min_cube requests were tied.) Ties across classes whose FCs
+    overlap are not revisited."""
+    mins = np.flatnonzero(d.min_cube > EPS)
+    filled = grant[mins] > EPS
+    if len(mins) == 0:
+        return filled
+    lv = pd.DataFrame({"cls": d.req_class, "fee": d.fee, "got": grant > EPS, "short": grant < d.max_cube - EPS, "min": d.min_cube > EPS})
+    flags = lv.groupby(["cls", "fee"])[["got", "short", "min"]].any()
+    tied = flags.index[(flags["got"] & flags["short"] & flags["min"]).to_numpy()]
+    if len(tied) == 0:
+        return filled
+    member = pd.MultiIndex.from_arrays([d.req_class, d.fee]).isin(tied)
+    q = np.flatnonzero(member)
+    level = pd.MultiIndex.from_arrays([d.req_class[q], d.fee[q]]).map({k: i for i, k in enumerate(tied)}).to_numpy(np.int64)
+    total = np.bincount(level, weights=grant[q], minlength=len(tied))
+    is_min = d.min_cube[q] > EPS
+    b = np.flatnonzero(is_min)
+    n, nb, nl = len(q), len(b), len(tied)
+    rows = np.concatenate([level, nl + np.arange(nb), nl + np.arange(nb), nl + nb + np.arange(nb), nl + nb + np.arange(nb)])
+    cols = np.concatenate([np.arange(n), b, n + np.arange(nb), b, n + np.arange(nb)])
+    vals = np.concatenate([np.ones(n), np.ones(nb), -d.min_cube[q][b], np.ones(nb), -d.max_cube[q][b]])
+    start, index, value = csr_from_triplets(rows, cols, vals, nl + 2 * nb)
+    lp = LinearProgram(
+        col_cost=np.concatenate([d.time_weight[q], np.zeros(nb)]),
+        col_lower=np.zeros(n + nb),
+        col_upper=np.concatenate([d.max_cube[q], np.ones(nb)]),
+        row_lower=np.concatenate([total, np.zeros(nb), np.full(nb, -np.inf)]),
+        row_upper=np.concatenate([total, np.full(nb, np.inf), np.zeros(nb)]),
+        row_start=start, col_index=index, value=value, maximize=True,
+        integrality=np.concatenate([np.zeros(n, np.int8), np.full(nb, INTEGER, np.int8)]),
+    )
+    out = solve_arrays(lp, options, what=f"clearing round {d.round} (time priority among tied min_cube requests)")
+    g = grant.copy()
+    g[q] = out.x[:n]
+    return g[mins] > EPS
 
 
 def build_clearing_model(d: ClearingData) -> pyo.ConcreteModel:
@@ -415,19 +452,21 @@ def _pyomo_restrict_to_optimal_face(m: pyo.ConcreteModel, outcome: SolveOutcome)
 
 
 def _solve_pyomo(d: ClearingData, options: SolverOptions) -> Solution:
-    m = build_clearing_model(d)
+    with stage(f"round {d.round}: build"):
+        m = build_clearing_model(d)
+    with stage(f"round {d.round}: solve"):
+        return _solve_pyomo_model(m, d, options)
+
+
+def _solve_pyomo_model(m: pyo.ConcreteModel, d: ClearingData, options: SolverOptions) -> Solution:
     what = f"clearing round {d.round}"
     is_mip = len(m.MIN_REQUESTS) > 0
     if is_mip:
-        first = solve_pyomo(m, options, what=what + " (revenue, MIP)")
-        declare_revenue_floor(m, first.objective)
-        declare_time_priority(m, d)
-        solve_pyomo(m, options, what=what + " (time priority, MIP)")
+        solve_pyomo(m, options, what=what + " (revenue, MIP)")
+        grant1 = np.array([m.grant[q].value or 0.0 for q in range(d.n)])
+        filled = retime_tied_min_cube(d, grant1, options)
         # Keep the integer choices; re-optimise the cube as an LP (this also gives the prices).
-        on = {q: 1.0 if (m.grant[q].value or 0.0) > EPS else 0.0 for q in m.MIN_REQUESTS}
-        m.del_component(m.time_priority)
-        m.revenue_floor.deactivate()
-        m.revenue.activate()
+        on = dict(zip(m.MIN_REQUESTS, filled.astype(float)))
         for q in m.MIN_REQUESTS:
             m.filled[q].domain = pyo.Reals
             m.filled[q].fix(on[q])
@@ -535,20 +574,23 @@ def _lexicographic_lp(lp: LinearProgram, d: ClearingData, options: SolverOptions
 
 def _solve_arrays(d: ClearingData, options: SolverOptions) -> Solution:
     """The same procedure as the Pyomo path, on the class-aggregated arrays."""
-    lp, fam = build_clearing_arrays(d)
+    with stage(f"round {d.round}: build"):
+        lp, fam = build_clearing_arrays(d)
+    with stage(f"round {d.round}: solve"):
+        return _solve_arrays_lp(lp, fam, d, options)
+
+
+def _solve_arrays_lp(lp: LinearProgram, fam: dict, d: ClearingData, options: SolverOptions) -> Solution:
     what = f"clearing round {d.round}"
     is_mip = lp.is_mip
     if is_mip:
-        with stage(f"round {d.round}: MIP ({len(lp.row_lower)} rows x {len(lp.col_cost)} columns, {int((lp.integrality > 0).sum())} binary)"):
-            h = new_highs(options, is_mip=True)
-            pass_model(h, lp)
-            first = _run(h, options, what + " (revenue, MIP)", True)
-            n_cols = len(lp.col_cost)
-            h.addRow(first.objective - mip_slack(first.objective), highspy.kHighsInf, d.n, np.arange(d.n, dtype=np.int32), d.fee.astype(np.float64))
-            h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), np.concatenate([d.time_weight, np.zeros(n_cols - d.n)]))
-            second = _run(h, options, what + " (time priority, MIP)", True)
+        note(f"round {d.round}: MIP with {len(lp.row_lower)} rows x {len(lp.col_cost)} columns, {int((lp.integrality > 0).sum())} binary")
+        h = new_highs(options, is_mip=True)
+        pass_model(h, lp)
+        first = _run(h, options, what + " (revenue, MIP)", True)
+        filled = retime_tied_min_cube(d, first.x[: d.n], options)
         # Keep which min_cube requests are filled; re-optimise the cube as an LP (it also gives the prices).
-        lp, fam = build_clearing_arrays(d, filled=second.x[: d.n][d.min_cube > EPS] > EPS)
+        lp, fam = build_clearing_arrays(d, filled=filled)
     x, priced = _lexicographic_lp(lp, d, options, what)
     grant, class_place = x[: d.n], x[d.n : d.n + len(d.carc_class)]
     dual = np.zeros(len(d.pools))
@@ -670,10 +712,9 @@ def solve_clearing(d: ClearingData, options: SolverOptions, method: str | None =
     if d.n == 0:
         empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
         return Solution(np.zeros(0), np.zeros(len(d.carc_class)), empty, np.zeros(len(d.pools)), 0.0, "empty", "none")
-    if method == "sort":
-        return clear_by_sort(d)
-    if method == "pro_rata":
-        return clear_pro_rata(d)
+    if method in ("sort", "pro_rata"):
+        with stage(f"round {d.round}: solve"):
+            return clear_by_sort(d) if method == "sort" else clear_pro_rata(d)
     return _solve_pyomo(d, options) if method == "pyomo" else _solve_arrays(d, options)
 
 
@@ -698,6 +739,7 @@ def clear_round(
     pool = initial_pool(instance) if pool is None else pool
     with stage(f"round {round_}: prepare"):
         d = prepare_clearing(instance, round_, pool, limits)
-    with stage(f"round {round_}: clear {d.n} requests"):
-        sol = solve_clearing(d, options, method)
-    return extract_round(d, sol)
+    note(f"round {round_}: {d.n} requests take part, {len(d.audit) - d.n} rejected before the solve")
+    sol = solve_clearing(d, options, method)
+    with stage(f"round {round_}: extract"):
+        return extract_round(d, sol)

@@ -25,7 +25,8 @@ from .baseline import BaselineResult, allocate
 from .clearing import clear_round, initial_pool
 from .errors import InputError, OptallocError, Problem
 from .instance import Instance
-from .io import load_instance, read_result_table, write_tables
+from .generate import GenerateSpec, generate, generate_single_pool
+from .io import load_instance, read_result_table, write_instance, write_tables
 from .period import build_summary, clear_rounds, round_records, run_period
 from .settlement import settle as settle_grants
 from .progress import set_quiet, stage
@@ -75,6 +76,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--previous", help="output folder of an earlier allocate/clear: continue from it")
     p = cmd("settle", "price protection, fees and credits")
     p.add_argument("--previous", help="output folder of an earlier clear: settle its grants instead of re-clearing")
+
+    g = sub.add_parser("generate", help="write a seeded synthetic instance", description="Write a seeded synthetic instance (a folder of tables).")
+    g.add_argument("-o", "--out", required=True, help="instance folder to write (atomically)")
+    g.add_argument("--format", choices=["csv", "parquet"], default="parquet")
+    g.add_argument("-q", "--quiet", action="store_true")
+    defaults = GenerateSpec()
+    for name, help_ in [
+        ("sellers", "sellers"), ("fcs", "fulfillment centers"), ("regions", "regions"), ("storage-types", "storage types (1-7)"),
+        ("months", "months in the period"), ("rounds", "rounds in the period"), ("requests", "reservation requests"), ("seed", "random seed"),
+    ]:
+        g.add_argument(f"--{name}", type=int, default=getattr(defaults, name.replace("-", "_")), help=f"{help_} (default %(default)s)")
+    for name, help_ in [
+        ("min-cube-share", "share of requests with a min_cube"), ("multi-month-share", "share of requests naming several months"),
+        ("tightness", "FC capacity as a multiple of total P50 need"), ("second-region-share", "share of sellers using a second region"),
+    ]:
+        g.add_argument(f"--{name}", type=float, default=getattr(defaults, name.replace("-", "_")), help=f"{help_} (default %(default)s)")
+    g.add_argument("--single-pool", action="store_true", help="one FC, type, month and round of divisible requests (the sort-shaped round)")
     return parser
 
 
@@ -122,9 +140,26 @@ def _clear_next(instance: Instance, args, options) -> tuple[dict, dict]:
     return tables, summary
 
 
+def _generate(args) -> int:
+    if args.single_pool:
+        with stage(f"generate {args.requests} single-pool requests"):
+            instance = generate_single_pool(args.requests, seed=args.seed)
+    else:
+        fields = {f: getattr(args, f) for f in GenerateSpec.__dataclass_fields__ if hasattr(args, f)}
+        if not 1 <= args.storage_types <= 7:
+            raise InputError(Problem("must be between 1 and 7", "--storage-types"))
+        with stage(f"generate {args.sellers} sellers, {args.requests} requests"):
+            instance = generate(GenerateSpec(**fields))
+    with stage(f"write {args.out}"):
+        write_instance(instance, args.out, fmt=args.format)
+    return 0
+
+
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     set_quiet(args.quiet)
+    if args.command == "generate":
+        return _generate(args)
     with stage("load and validate"):
         instance = load_instance(args.instance)
     if args.command == "validate":

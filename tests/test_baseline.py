@@ -98,3 +98,20 @@ def test_pyomo_and_array_builds_agree(seed, tightness):
     a, b = allocate(inst, PYOMO), allocate(inst, ARRAYS)
     assert a.objective == pytest.approx(b.objective, rel=1e-9)
     np.testing.assert_allclose(a.limits["limit_cube"], b.limits["limit_cube"], atol=1e-5)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), second_region=st.sampled_from([0.0, 0.5]))
+def test_fast_path_placement_sums_to_limits_at_eligible_fcs_within_capacity(seed, second_region):
+    inst = generate(GenerateSpec(sellers=60, fcs=6, regions=3, storage_types=2, months=2, requests=0, second_region_share=second_region, seed=seed))
+    res = allocate(inst, ARRAYS)
+    placed = res.placements.reset_index()
+    per_cell = placed.groupby(["seller_id", "storage_type", "month"])["cube"].sum()
+    limits = res.limits["limit_cube"]
+    np.testing.assert_allclose(per_cell.reindex(limits.index, fill_value=0.0), limits, atol=1e-5)
+    regions = inst.sellers.set_index("seller_id")["regions"]
+    fc_region = inst.fcs.drop_duplicates("fc_id").set_index("fc_id")["region"]
+    assert all(fc_region[f] in regions[s] for s, f in zip(placed["seller_id"], placed["fc_id"]))
+    used = placed.groupby(["fc_id", "storage_type", "month"])["cube"].sum()
+    net = res.fc_prices["net_cube"].reindex(used.index)
+    assert (used <= net + 1e-6).all()

@@ -195,3 +195,29 @@ def test_a_million_cube_round_clears_by_sort_and_the_sort_matches_highspy_on_a_s
     assert sort.prices["method"].iloc[0] == "sort"
     lp = clear_round(inst, 1, limits=EMPTY_LIMITS, method="highspy")
     assert granted(lp) == granted(sort)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 100_000))
+def test_fast_path_places_each_grant_whole_at_eligible_fcs(seed):
+    inst = generate(GenerateSpec(sellers=40, fcs=6, regions=3, storage_types=2, months=3, rounds=1, requests=120,
+                                 second_region_share=0.5, min_cube_share=0.1, seed=seed))
+    res = clear_round(inst, 1, limits=allocate(inst).limits["limit_cube"], method="highspy")
+    placed = res.placements.reset_index()
+    per_request = placed.groupby("request_id")["cube"].sum()
+    grants = res.grants.droplevel("round")["granted_cube"]
+    np.testing.assert_allclose(per_request.reindex(grants.index, fill_value=0.0), grants, atol=1e-5)
+    seller_of = grants.index.to_series().map(inst.requests.set_index("request_id")["seller_id"])
+    regions = inst.sellers.set_index("seller_id")["regions"]
+    fc_region = inst.fcs.drop_duplicates("fc_id").set_index("fc_id")["region"]
+    assert all(fc_region[f] in regions[seller_of[r]] for r, f in zip(placed["request_id"], placed["fc_id"]))
+
+
+@pytest.mark.parametrize("method", SOLVERS)
+def test_equal_fee_min_cube_requests_that_cannot_both_fit_go_by_time(method):
+    # Either 60-cube request plus the 30 divisible earns $450: a tie, which the earlier one must win.
+    for early, late in [("R-a", "R-b"), ("R-b", "R-a")]:
+        inst = one_pool([request(late, 5.0, 60, min_cube=60, minute=2), request(early, 5.0, 60, min_cube=60, minute=1),
+                         request("R-div", 5.0, 30, minute=3)])
+        got = granted(clear_round(inst, 1, limits=EMPTY_LIMITS, method=method))
+        assert got == {early: 60.0, late: 0.0, "R-div": 30.0}

@@ -53,7 +53,7 @@ def test_validate_prints_a_summary(capsys):
 
 def test_progress_goes_to_stderr_unless_quiet(tmp_path, capsys):
     run(["allocate", str(INSTANCES / "worked_example.json"), "-o", str(tmp_path / "o")])
-    assert "baseline: solve" in capsys.readouterr().err
+    assert "baseline: solve: done in" in capsys.readouterr().err
     run(["allocate", str(INSTANCES / "worked_example.json"), "-o", str(tmp_path / "o"), "-q"])
     assert capsys.readouterr().err == ""
 
