@@ -410,7 +410,7 @@ def retime_tied_min_cube(d: ClearingData, grant: np.ndarray, options: SolverOpti
         row_start=start, col_index=index, value=value, maximize=True,
         integrality=np.concatenate([np.zeros(n, np.int8), np.full(nb, INTEGER, np.int8)]),
     )
-    out = solve_arrays(lp, options, what=f"clearing round {d.round} (time priority among tied min_cube requests)")
+    out = solve_arrays(lp, options, what=f"clearing round {d.round} (time priority among tied min_cube requests)", kind="clearing")
     g = grant.copy()
     g[q] = out.x[:n]
     return g[mins] > EPS
@@ -462,7 +462,7 @@ def _solve_pyomo_model(m: pyo.ConcreteModel, d: ClearingData, options: SolverOpt
     what = f"clearing round {d.round}"
     is_mip = len(m.MIN_REQUESTS) > 0
     if is_mip:
-        solve_pyomo(m, options, what=what + " (revenue, MIP)")
+        solve_pyomo(m, options, what=what + " (revenue, MIP)", kind="clearing")
         grant1 = np.array([m.grant[q].value or 0.0 for q in range(d.n)])
         filled = retime_tied_min_cube(d, grant1, options)
         # Keep the integer choices; re-optimise the cube as an LP (this also gives the prices).
@@ -470,10 +470,10 @@ def _solve_pyomo_model(m: pyo.ConcreteModel, d: ClearingData, options: SolverOpt
         for q in m.MIN_REQUESTS:
             m.filled[q].domain = pyo.Reals
             m.filled[q].fix(on[q])
-    priced = solve_pyomo(m, options, what=what + " (revenue)")
+    priced = solve_pyomo(m, options, what=what + " (revenue)", kind="clearing")
     _pyomo_restrict_to_optimal_face(m, priced)
     declare_time_priority(m, d)
-    solve_pyomo(m, options, what=what + " (time priority)", duals=False)
+    solve_pyomo(m, options, what=what + " (time priority)", duals=False, kind="clearing")
     arc_req, arc_carc = d.request_arcs
     grant = np.array([m.grant[q].value or 0.0 for q in range(d.n)])
     place = np.array([m.place[a].value or 0.0 for a in range(len(arc_req))])
@@ -562,7 +562,7 @@ def _highs_restrict_to_optimal_face(h: highspy.Highs, lp: LinearProgram, first: 
 
 def _lexicographic_lp(lp: LinearProgram, d: ClearingData, options: SolverOptions, what: str) -> tuple[np.ndarray, SolveOutcome]:
     """Stage 1 (revenue) then stage 2 (time priority on the optimal face); returns x and the stage-1 outcome."""
-    h = new_highs(options, is_mip=False)
+    h = new_highs(options, is_mip=False, kind="clearing")
     pass_model(h, lp)
     first = _run(h, options, what + " (revenue)", False)
     _highs_restrict_to_optimal_face(h, lp, first)
@@ -585,7 +585,7 @@ def _solve_arrays_lp(lp: LinearProgram, fam: dict, d: ClearingData, options: Sol
     is_mip = lp.is_mip
     if is_mip:
         note(f"round {d.round}: MIP with {len(lp.row_lower)} rows x {len(lp.col_cost)} columns, {int((lp.integrality > 0).sum())} binary")
-        h = new_highs(options, is_mip=True)
+        h = new_highs(options, is_mip=True, kind="clearing")
         pass_model(h, lp)
         first = _run(h, options, what + " (revenue, MIP)", True)
         filled = retime_tied_min_cube(d, first.x[: d.n], options)

@@ -138,7 +138,9 @@ class SolverOptions(BaseModel):
     backend: Literal["auto", "pyomo", "highspy"] = Field(
         default="auto", description="pyomo = reference model; highspy = vectorized arrays; auto picks by size"
     )
-    auto_pyomo_max_rows: int = Field(default=20_000, ge=0, description="auto uses Pyomo up to this many rows/requests")
+    auto_pyomo_max_rows: int = Field(
+        default=1_000, ge=0, description="auto uses the Pyomo reference up to this many baseline cells or round requests"
+    )
     allow_nonoptimal: bool = Field(default=False, description="publish a result stopped at a limit instead of raising")
     log: bool = False
 

@@ -27,14 +27,19 @@ from .schemas import SolverOptions
 OPTIMAL, STOPPED, INFEASIBLE, UNBOUNDED, ERROR = "optimal", "stopped_at_limit", "infeasible", "unbounded", "error"
 STATUSES = (OPTIMAL, STOPPED, INFEASIBLE, UNBOUNDED, ERROR)
 
-# The LP algorithm used when lp_method = "auto". Measured in benchmarks/bench.py on the shapes
-# optalloc builds (transport-like baseline, bounded-knapsack clearing): see README "Performance".
-AUTO_LP_METHOD = "ipm"
+# The LP algorithm used when lp_method = "auto", per model, from `benchmarks/bench.py --solver-study`
+# and the full benchmark (README "Performance"); always with presolve off (it took 35-60 s of these solves).
+# Interior point (with crossover) has the best worst case on every shape measured:
+# - baseline, 100k sellers (180-315 rows x 900k bounded columns): IPM 15.1 s / 7.0 s vs dual simplex
+#   8.0 s / 23.2 s on the one-region / two-region shapes; primal simplex > 90 s.
+# - clearing, 100k-request general round (960 rows x 106k columns): dual simplex 0.18 s, IPM 0.90 s per LP
+#   (round 1.9 s vs 2.7 s), but on a 1M-request single pool dual simplex took 148 s against IPM's 8 s.
+AUTO_LP_METHOD = {"baseline": "ipm", "clearing": "ipm"}
 
 
-def highs_options(options: SolverOptions, *, is_mip: bool = False) -> dict:
+def highs_options(options: SolverOptions, *, is_mip: bool = False, model: str = "baseline") -> dict:
     """Translate our options into HiGHS option names. The only place solver option names appear."""
-    method = AUTO_LP_METHOD if options.lp_method == "auto" else options.lp_method
+    method = AUTO_LP_METHOD[model] if options.lp_method == "auto" else options.lp_method
     opts: dict = {
         "output_flag": bool(options.log),
         "presolve": ("on" if is_mip else "off") if options.presolve == "auto" else options.presolve,
@@ -97,7 +102,9 @@ _PYOMO_STATUS = {
 }
 
 
-def solve_pyomo(model: pyo.ConcreteModel, options: SolverOptions, *, what: str, duals: bool = True, check: bool = True) -> SolveOutcome:
+def solve_pyomo(
+    model: pyo.ConcreteModel, options: SolverOptions, *, what: str, duals: bool = True, check: bool = True, kind: str = "baseline"
+) -> SolveOutcome:
     """Solve a Pyomo model with HiGHS; load the primal values, and the duals for an LP."""
     is_mip = any(v.is_integer() and not v.fixed for v in model.component_data_objects(pyo.Var, active=True))
     opt = SolverFactory("highs")
@@ -106,7 +113,7 @@ def solve_pyomo(model: pyo.ConcreteModel, options: SolverOptions, *, what: str, 
         load_solutions=False,
         raise_exception_on_nonoptimal_result=False,
         time_limit=options.time_limit,
-        solver_options={k: v for k, v in highs_options(options, is_mip=is_mip).items() if k != "time_limit"},
+        solver_options={k: v for k, v in highs_options(options, is_mip=is_mip, model=kind).items() if k != "time_limit"},
     )
     status = _PYOMO_STATUS.get(res.termination_condition, ERROR)
     outcome = SolveOutcome(status=status, objective=res.incumbent_objective, message=str(res.termination_condition.name))
@@ -182,10 +189,10 @@ def _construct_highs(log: bool) -> highspy.Highs:
         os.close(saved)
 
 
-def new_highs(options: SolverOptions, *, is_mip: bool) -> highspy.Highs:
+def new_highs(options: SolverOptions, *, is_mip: bool, kind: str = "baseline") -> highspy.Highs:
     h = _construct_highs(options.log)
     h.setOptionValue("output_flag", False)
-    for k, v in highs_options(options, is_mip=is_mip).items():
+    for k, v in highs_options(options, is_mip=is_mip, model=kind).items():
         h.setOptionValue(k, v)
     return h
 
@@ -233,9 +240,10 @@ def run_highs(h: highspy.Highs, *, is_mip: bool) -> SolveOutcome:
     return outcome
 
 
-def solve_arrays(lp: LinearProgram, options: SolverOptions, *, what: str, check: bool = True) -> SolveOutcome:
-    """Solve an array LP/MIP with highspy in one bulk call (no per-variable Python work)."""
-    h = new_highs(options, is_mip=lp.is_mip)
+def solve_arrays(lp: LinearProgram, options: SolverOptions, *, what: str, check: bool = True, kind: str = "baseline") -> SolveOutcome:
+    """Solve an array LP/MIP with highspy in one bulk call (no per-variable Python work).
+    kind: "baseline" or "clearing", for the automatic LP method."""
+    h = new_highs(options, is_mip=lp.is_mip, kind=kind)
     pass_model(h, lp)
     outcome = run_highs(h, is_mip=lp.is_mip)
     return check_outcome(outcome, options, what) if check else outcome
