@@ -1,0 +1,43 @@
+"""Golden answers for the shipped multi-FC, multi-round instance: any change to grants, prices or
+settlement shows up here. Regenerate deliberately (and say why in the commit):
+    optalloc solve instances/small_network -o /tmp/g -q && cp /tmp/g/{round_prices,settlement}.csv tests/golden/small_network/
+    (grants.csv keeps round, request_id, granted_cube, status, reason)
+"""
+
+import pandas as pd
+import pytest
+
+from conftest import INSTANCES, ROOT
+from optalloc.cli import run
+
+GOLDEN = ROOT / "tests" / "golden" / "small_network"
+
+
+@pytest.fixture(scope="module")
+def solved(tmp_path_factory):
+    out = tmp_path_factory.mktemp("golden") / "out"
+    assert run(["solve", str(INSTANCES / "small_network"), "-o", str(out), "-q"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("table", ["round_prices", "settlement"])
+def test_tables_match_golden(solved, table):
+    assert (solved / f"{table}.csv").read_text() == (GOLDEN / f"{table}.csv").read_text()
+
+
+def test_grants_match_golden(solved):
+    got = pd.read_csv(solved / "grants.csv")[["round", "request_id", "granted_cube", "status", "reason"]]
+    pd.testing.assert_frame_equal(got, pd.read_csv(GOLDEN / "grants.csv"))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Known limitation: a round's placement is one of many optimal ones and differs by backend; leftover pool "
+    "carries per FC, so later rounds can differ (here round 3). Fix: carry grants, not placements, and re-place "
+    "all held grants each round."
+))
+def test_fast_path_gives_the_golden_answer_too(tmp_path):
+    out = tmp_path / "fast"
+    assert run(["solve", str(INSTANCES / "small_network"), "-o", str(out), "-q", "--backend", "highspy"]) == 0
+    got = pd.read_csv(out / "grants.csv")[["round", "request_id", "granted_cube", "status", "reason"]]
+    pd.testing.assert_frame_equal(got, pd.read_csv(GOLDEN / "grants.csv"))
+    assert (out / "round_prices.csv").read_text() == (GOLDEN / "round_prices.csv").read_text()
