@@ -7,7 +7,7 @@
 __version__ = "0.1.0"
 
 from .baseline import BaselineResult, allocate
-from .clearing import RoundResult, clear_round
+from .clearing import RoundResult, clear_round, held_grants
 from .errors import InfeasibleError, InputError, OptallocError, SolveError
 from .instance import Instance
 from .io import load_instance, write_tables
@@ -17,5 +17,5 @@ from .schemas import Period, Settings, SolverOptions
 __all__ = [
     "BaselineResult", "ClearingResult", "InfeasibleError", "InputError", "Instance", "OptallocError", "Period",
     "PeriodResult", "RoundResult", "Settings", "SolveError", "SolverOptions", "allocate", "clear_round",
-    "clear_rounds", "load_instance", "run_period", "settle", "write_tables",
+    "clear_rounds", "held_grants", "load_instance", "run_period", "settle", "write_tables",
 ]

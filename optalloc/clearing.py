@@ -91,12 +91,15 @@ class ClearingData:
     max_cube: np.ndarray
     min_cube: np.ndarray
     req_class: np.ndarray  # REQUESTS -> class
+    held: pd.DataFrame  # HELD: grants of earlier rounds (request_id, round, granted_cube): fixed cube, placement free
+    held_cube: np.ndarray
+    held_class: np.ndarray  # HELD -> class
     n_classes: int
     carc_class: np.ndarray  # CLASS_ARCS -> class (sorted)
     carc_fc: np.ndarray  # CLASS_ARCS -> fc_id
     centry_pool: np.ndarray  # (pool row, class arc) incidences: pool row ...
     centry_carc: np.ndarray  # ... and class arc
-    pools: pd.DataFrame  # POOLS: fc_id, storage_type, month, pool_before (every pool row)
+    pools: pd.DataFrame  # POOLS: fc_id, storage_type, month, pool_cube (the period's pool, every row)
     settings: Settings
 
     @property
@@ -111,20 +114,31 @@ class ClearingData:
         rank[order] = np.arange(self.n)
         return 1.0 - rank / max(self.n, 1)
 
+    @property
+    def member_class(self) -> np.ndarray:
+        """Class of every member: this round's requests, then the held grants."""
+        return np.concatenate([self.req_class, self.held_class])
+
+    @property
+    def held_per_class(self) -> np.ndarray:
+        return np.bincount(self.held_class, weights=self.held_cube, minlength=self.n_classes)
+
     @cached_property
     def request_arcs(self) -> tuple[np.ndarray, np.ndarray]:
-        """ARCS of the reference model: (request, class arc) for every class arc of the request's class."""
+        """ARCS of the reference model: (member, class arc) for every class arc of the member's class.
+        Members 0..n-1 are this round's requests, n.. the held grants."""
         per_class = np.bincount(self.carc_class, minlength=self.n_classes)
         first = np.concatenate([[0], np.cumsum(per_class)[:-1]])
-        k = per_class[self.req_class]
-        arc_req = np.repeat(np.arange(self.n), k)
+        cls = self.member_class
+        k = per_class[cls]
+        arc_req = np.repeat(np.arange(len(cls)), k)
         within = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
-        return arc_req, first[self.req_class][arc_req] + within
+        return arc_req, first[cls][arc_req] + within
 
     @property
     def single_pool(self) -> bool:
         """True when every class has one class arc touching one pool row: the LP splits into knapsacks."""
-        if self.n == 0:
+        if self.n_classes == 0:
             return True
         return bool(np.bincount(self.carc_class, minlength=self.n_classes).max() == 1 and len(self.centry_carc) == len(self.carc_class))
 
@@ -140,8 +154,27 @@ class ClearingData:
         return class_price[self.req_class] if self.n else np.zeros(0)
 
 
-def prepare_clearing(instance: Instance, round_: int, pool: pd.Series, limits: pd.Series) -> ClearingData:
+HELD_COLUMNS = ["request_id", "round", "seller_id", "storage_type", "months", "granted_cube"]
+
+
+def held_grants(*grants: pd.DataFrame) -> pd.DataFrame:
+    """The grants earlier rounds made (granted_cube > 0), as carried into the next round."""
+    frames = [g.reset_index() for g in grants if g is not None and len(g)]
+    if not frames:
+        return pd.DataFrame(columns=HELD_COLUMNS)
+    held = pd.concat(frames, ignore_index=True)
+    return held.loc[held["granted_cube"] > 0, HELD_COLUMNS].reset_index(drop=True)
+
+
+def prepare_clearing(instance: Instance, round_: int, limits: pd.Series, held: pd.DataFrame | None = None) -> ClearingData:
+    """Audit the round's requests and lay out the model's sets.
+
+    held: grants of earlier rounds of the period. Their cube is fixed, but where it sits is decided again
+    with this round's requests, against the period's whole pool: what carries from round to round is
+    grants (unique), not placements (many are optimal, and an arbitrary one would decide later rounds).
+    """
     settings = instance.settings
+    held = held_grants(held) if held is not None else held_grants()
     requests = instance.requests[instance.requests["round"] == round_].reset_index(drop=True)
     audit = requests.copy()
     audit["reason"] = ""
@@ -152,41 +185,40 @@ def prepare_clearing(instance: Instance, round_: int, pool: pd.Series, limits: p
     if settings.reserve_price is not None:
         below = (requests["max_fee_per_cube"].to_numpy() < settings.reserve_price) & (audit["reason"] == "").to_numpy()
         audit.loc[below, "reason"] = BELOW_RESERVE
-    pools = pool.rename("pool_before").reset_index()
+    pools = initial_pool(instance).rename("pool_cube").reset_index()
 
     live = requests[audit["reason"] == ""].copy()
     live["q0"] = live.index
     regions = instance.sellers.set_index("seller_id")["regions"]
     live["regions"] = regions.reindex(live["seller_id"]).to_numpy()
+    held = held.assign(regions=regions.reindex(held["seller_id"]).to_numpy())
     key = ["storage_type", "months", "regions"]
-    classes = live[key].drop_duplicates().sort_values(key, kind="stable").reset_index(drop=True)
+    classes = pd.concat([live[key], held[key]]).drop_duplicates().sort_values(key, kind="stable").reset_index(drop=True)
     classes["cls"] = np.arange(len(classes))
 
-    # Class arcs: FC f may hold a class's cube if f is in one of its regions and has a pool row of its
-    # storage type in every month it names (the same cube sits at the same FC in every month).
+    # Class arcs: FC f may hold a class's cube if f is in one of its regions and has pool of its storage
+    # type in every month it names (the same cube sits at the same FC in every month).
     ex = classes.explode("months").rename(columns={"months": "month"}).explode("regions").rename(columns={"regions": "region"})
     fc_region = instance.fcs[["fc_id", "region"]].drop_duplicates()
     prow = pools.assign(prow=np.arange(len(pools))).merge(fc_region, on="fc_id")
     j = ex.merge(prow, on=["region", "storage_type", "month"]).drop_duplicates(["cls", "fc_id", "month"])
+    j = j[j["pool_cube"] > EPS]
     n_months = classes["months"].map(len).to_numpy()
-
-    def covering(j: pd.DataFrame) -> pd.DataFrame:
-        cover = j.groupby(["cls", "fc_id"])["month"].transform("size").to_numpy()
-        return j[cover == n_months[j["cls"].to_numpy()]]
-
-    structural = set(covering(j)["cls"])
-    j = covering(j[j["pool_before"] > EPS])
-    usable = set(j["cls"])
+    cover = j.groupby(["cls", "fc_id"])["month"].transform("size").to_numpy()
+    j = j[cover == n_months[j["cls"].to_numpy()]]
+    usable = np.zeros(len(classes), dtype=bool)
+    usable[j["cls"].unique()] = True
     cls_of = live[key].merge(classes, on=key, how="left")["cls"].to_numpy()
-    no_pool = ~np.isin(cls_of, list(structural))
-    exhausted = ~no_pool & ~np.isin(cls_of, list(usable))
+    held_cls = held[key].merge(classes, on=key, how="left")["cls"].to_numpy() if len(held) else np.zeros(0, np.int64)
+    if len(held) and not usable[held_cls].all():
+        bad = held.loc[~usable[held_cls], "request_id"].tolist()[:5]
+        raise InputError(Problem(f"earlier grants {bad} have no pool left to sit in (did the FC table change?)", "grants"))
+    no_pool = ~usable[cls_of] if len(cls_of) else np.zeros(0, dtype=bool)
     audit.loc[live["q0"].to_numpy()[no_pool], "reason"] = NO_POOL
-    audit.loc[live["q0"].to_numpy()[exhausted], "reason"] = EXHAUSTED
-    keep = ~(no_pool | exhausted)
-    live, cls_of = live[keep].reset_index(drop=True), cls_of[keep]
+    live, cls_of = live[~no_pool].reset_index(drop=True), cls_of[~no_pool]
 
-    # Renumber the classes that remain; class arcs sorted by (class, fc_id).
-    used = np.unique(cls_of)
+    # Renumber the classes in use; class arcs sorted by (class, fc_id).
+    used = np.unique(np.concatenate([cls_of, held_cls]).astype(np.int64))
     renum = np.full(len(classes), -1)
     renum[used] = np.arange(len(used))
     j = j[np.isin(j["cls"].to_numpy(), used)].assign(cls=lambda f: renum[f["cls"].to_numpy()])
@@ -201,6 +233,9 @@ def prepare_clearing(instance: Instance, round_: int, pool: pd.Series, limits: p
         max_cube=live["max_cube"].to_numpy(float),
         min_cube=live["min_cube"].to_numpy(float),
         req_class=renum[cls_of].astype(np.int64),
+        held=held.drop(columns=["regions"]),
+        held_cube=held["granted_cube"].to_numpy(float),
+        held_class=renum[held_cls].astype(np.int64),
         n_classes=len(used),
         carc_class=carcs["cls"].to_numpy(np.int64),
         carc_fc=carcs["fc_id"].to_numpy(object),
@@ -231,10 +266,19 @@ def _single_pool_of_request(d: ClearingData) -> np.ndarray:
     return carc_pool[d.req_class]  # one class arc per class, in class order
 
 
+def _single_pool_available(d: ClearingData) -> np.ndarray:
+    """Pool per row left for this round's requests when every class has one pool row: held grants can only sit there."""
+    carc_pool = np.empty(len(d.carc_class), dtype=np.int64)
+    carc_pool[d.centry_carc] = d.centry_pool
+    held = np.bincount(carc_pool[d.held_class], weights=d.held_cube, minlength=len(d.pools))
+    return d.pools["pool_cube"].to_numpy() - held
+
+
 def _from_grants(d: ClearingData, grant: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """Single-pool rounds: each request's cube sits at its class's only class arc."""
-    carc = d.req_class  # class arc index == class index when every class has one arc
-    return np.bincount(carc, weights=grant, minlength=len(d.carc_class)), (np.arange(d.n), carc, grant)
+    """Single-pool rounds: each member's cube sits at its class's only class arc (index == class)."""
+    carc = d.member_class
+    amount = np.concatenate([grant, d.held_cube])
+    return np.bincount(carc, weights=amount, minlength=len(d.carc_class)), (np.arange(len(carc)), carc, amount)
 
 
 def clear_by_sort(d: ClearingData) -> Solution:
@@ -256,7 +300,7 @@ def clear_by_sort(d: ClearingData) -> Solution:
     lvl_end = np.cumsum(lvl_total)
     first_of_pool = np.r_[True, lvl_pool[1:] != lvl_pool[:-1]] if len(lvl_pool) else np.zeros(0, bool)
     pool_start = (lvl_end - lvl_total)[np.maximum.accumulate(np.where(first_of_pool, np.arange(len(lvl_pool)), 0))]
-    left = d.pools["pool_before"].to_numpy()[lvl_pool] - (lvl_end - lvl_total - pool_start)
+    left = _single_pool_available(d)[lvl_pool] - (lvl_end - lvl_total - pool_start)
     full = lvl_total <= left + EPS
     g = np.where(full[level], U, 0.0)
     marginal = np.flatnonzero(~full[level] & (left[level] > EPS))
@@ -288,7 +332,7 @@ def clear_pro_rata(d: ClearingData) -> Solution:
     if not d.single_pool:
         raise InputError(Problem("tie_rule 'pro_rata' needs every request to draw from exactly one pool (one FC, one month)", "settings", None, "tie_rule"))
     q_pool = _single_pool_of_request(d)
-    left = d.pools["pool_before"].to_numpy().astype(float).copy()
+    left = _single_pool_available(d).astype(float)
     grant = np.zeros(d.n)
     dual = np.zeros(len(d.pools))
     for pr in np.unique(q_pool):
@@ -321,13 +365,14 @@ def clear_pro_rata(d: ClearingData) -> Solution:
 def declare_sets(m: pyo.ConcreteModel, d: ClearingData) -> None:
     arc_req, _ = d.request_arcs
     m.REQUESTS = pyo.RangeSet(0, d.n - 1)
+    m.HELD = pyo.RangeSet(d.n, d.n + len(d.held_cube) - 1)  # members after the requests: earlier rounds' grants
     m.ARCS = pyo.RangeSet(0, len(arc_req) - 1)
     m.POOLS = pyo.Set(initialize=np.unique(d.centry_pool).tolist(), ordered=True)
     m.MIN_REQUESTS = pyo.Set(initialize=np.flatnonzero(d.min_cube > EPS).tolist(), ordered=True)
 
 
 def declare_variables(m: pyo.ConcreteModel, d: ClearingData) -> None:
-    """grant[q] in [0, max_cube]; place[a] >= 0 (cube of a request at an FC); filled[q] binary (min_cube > 0 only)."""
+    """grant[q] in [0, max_cube]; place[a] >= 0 (cube of a request or held grant at an FC); filled[q] binary (min_cube > 0 only)."""
     m.grant = pyo.Var(m.REQUESTS, bounds=lambda m, q: (0.0, float(d.max_cube[q])))
     m.place = pyo.Var(m.ARCS, domain=pyo.NonNegativeReals)
     m.filled = pyo.Var(m.MIN_REQUESTS, domain=pyo.Binary)
@@ -338,7 +383,7 @@ def declare_pool_capacity(m: pyo.ConcreteModel, d: ClearingData) -> None:
     _, arc_carc = d.request_arcs
     arcs_of_carc = pd.Series(np.arange(len(arc_carc))).groupby(arc_carc).apply(list).to_dict()
     carcs_of_pool = pd.Series(d.centry_carc).groupby(d.centry_pool).apply(list).to_dict()
-    cap = d.pools["pool_before"].to_numpy()
+    cap = d.pools["pool_cube"].to_numpy()
     m.pool_capacity = pyo.Constraint(
         m.POOLS, rule=lambda m, r: sum(m.place[a] for c in carcs_of_pool[r] for a in arcs_of_carc.get(c, [])) <= float(cap[r])
     )
@@ -349,6 +394,13 @@ def declare_grant_placement(m: pyo.ConcreteModel, d: ClearingData) -> None:
     arc_req, _ = d.request_arcs
     arcs_of = pd.Series(np.arange(len(arc_req))).groupby(arc_req).apply(list).to_dict()
     m.grant_placement = pyo.Constraint(m.REQUESTS, rule=lambda m, q: sum(m.place[a] for a in arcs_of[q]) - m.grant[q] == 0)
+
+
+def declare_held_placement(m: pyo.ConcreteModel, d: ClearingData) -> None:
+    r"""held_placement[h]: \\sum_f place[h,f] = granted[h]  (an earlier round's grant: its cube is fixed, its FC is not)."""
+    arc_req, _ = d.request_arcs
+    arcs_of = pd.Series(np.arange(len(arc_req))).groupby(arc_req).apply(list).to_dict()
+    m.held_placement = pyo.Constraint(m.HELD, rule=lambda m, h: sum(m.place[a] for a in arcs_of[h]) == float(d.held_cube[h - d.n]))
 
 
 def declare_min_fill(m: pyo.ConcreteModel, d: ClearingData) -> None:
@@ -422,6 +474,7 @@ def build_clearing_model(d: ClearingData) -> pyo.ConcreteModel:
     declare_variables(m, d)
     declare_pool_capacity(m, d)
     declare_grant_placement(m, d)
+    declare_held_placement(m, d)
     declare_min_fill(m, d)
     declare_revenue(m, d)
     return m
@@ -526,8 +579,8 @@ def build_clearing_arrays(d: ClearingData, filled: np.ndarray | None = None) -> 
         col_cost=np.concatenate([d.fee, np.zeros(nca + nb)]),
         col_lower=np.concatenate([grant_lower, np.zeros(nca + nb)]),
         col_upper=np.concatenate([grant_upper, np.full(nca, np.inf), np.ones(nb)]),
-        row_lower=np.concatenate([np.full(r_bal, -np.inf), np.zeros(d.n_classes), np.zeros(nb), np.full(nb, -np.inf)]),
-        row_upper=np.concatenate([d.pools["pool_before"].to_numpy()[pools_used], np.zeros(d.n_classes), np.full(nb, np.inf), np.zeros(nb)]),
+        row_lower=np.concatenate([np.full(r_bal, -np.inf), d.held_per_class, np.zeros(nb), np.full(nb, -np.inf)]),
+        row_upper=np.concatenate([d.pools["pool_cube"].to_numpy()[pools_used], d.held_per_class, np.full(nb, np.inf), np.zeros(nb)]),
         row_start=start,
         col_index=index,
         value=value,
@@ -596,7 +649,7 @@ def _solve_arrays_lp(lp: LinearProgram, fam: dict, d: ClearingData, options: Sol
     dual = np.zeros(len(d.pools))
     if priced.row_duals is not None:
         dual[np.unique(d.centry_pool)] = priced.row_duals[fam["pool_capacity"]]
-    placements = split_by_class(d.req_class, grant, d.carc_class, class_place, d.n_classes)
+    placements = split_by_class(d.member_class, np.concatenate([grant, d.held_cube]), d.carc_class, class_place, d.n_classes)
     return Solution(grant, class_place, placements, np.abs(dual), float(d.fee @ grant), "mip" if is_mip else "lp", "highspy")
 
 
@@ -635,16 +688,30 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     types = sorted(d.pools["storage_type"].unique())
     type_price = audit.loc[g > 0, ["storage_type", "max_fee_per_cube"]].groupby("storage_type")["max_fee_per_cube"].min().reindex(types)
 
-    pool_after = d.pools["pool_before"].to_numpy() - np.bincount(d.centry_pool, weights=class_place[d.centry_carc], minlength=len(d.pools))
-    pool_after = np.maximum(_clean(pool_after), 0.0)
+    # Pool use by earlier rounds' grants (as placed now) and by this round's, from the placements.
+    member, carc_i, cube = sol.placements
+    cube = np.where(cube > EPS, cube, 0.0)
+    is_held = member >= d.n
+    ncarc = len(d.carc_class)
+    carc_held = np.bincount(carc_i[is_held], weights=cube[is_held], minlength=ncarc)
+    carc_new = np.bincount(carc_i[~is_held], weights=cube[~is_held], minlength=ncarc)
+    held_use = _clean(np.bincount(d.centry_pool, weights=carc_held[d.centry_carc], minlength=len(d.pools)))
+    new_use = _clean(np.bincount(d.centry_pool, weights=carc_new[d.centry_carc], minlength=len(d.pools)))
+    pool_cube = d.pools["pool_cube"].to_numpy()
+    pool_after = np.maximum(_clean(pool_cube - held_use - new_use), 0.0)
     took_part = np.zeros(len(audit), dtype=bool)
     took_part[q0] = True
-    # Pool a request could still reach: for each FC of its class, the least left over its months.
-    room_all = np.zeros(len(audit))
+    # Pool a request could reach: for each FC of its class, the least left over its months; before this
+    # round's grants (room_before) and after them (room_all).
+    room_all, room_before = np.zeros(len(audit)), np.zeros(len(audit))
     faced = np.full(len(audit), np.nan)
     if d.n:
-        carc_room = pd.Series(pool_after[d.centry_pool]).groupby(d.centry_carc).min().reindex(range(len(d.carc_class))).fillna(0).to_numpy()
-        room_all[q0] = np.bincount(d.carc_class, weights=carc_room, minlength=d.n_classes)[d.req_class]
+        def reach(left: np.ndarray) -> np.ndarray:
+            per_carc = pd.Series(left[d.centry_pool]).groupby(d.centry_carc).min().reindex(range(ncarc)).fillna(0).to_numpy()
+            return np.bincount(d.carc_class, weights=per_carc, minlength=d.n_classes)[d.req_class]
+
+        room_all[q0] = reach(pool_after)
+        room_before[q0] = reach(np.maximum(pool_cube - held_use, 0.0))
         faced[q0] = d.price_faced(sol.pool_dual)
     fee = audit["max_fee_per_cube"].to_numpy()
     with np.errstate(invalid="ignore"):
@@ -653,6 +720,7 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     short = took_part & (status != GRANTED)
     reason[short] = OUTBID
     reason[short & (status == REJECTED) & (audit["min_cube"].to_numpy() > EPS) & ((room_all > EPS) | above_price)] = MIN_CUBE
+    reason[short & (status == REJECTED) & (room_before <= EPS)] = EXHAUSTED  # earlier rounds' grants fill all it could use
     reason[status == GRANTED] = ""
     audit["reason"] = reason
     audit["price_faced"] = _clean(faced)
@@ -663,15 +731,20 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
             "submitted_at", "request_cap_cube", "granted_cube", "status", "reason", "price_faced", "paradoxically_rejected"]
     grants = audit[cols].set_index(["round", "request_id"]).sort_index()
 
-    req_i, carc_i, cube = sol.placements
-    placements = pd.DataFrame({"round": d.round, "request_id": d.req["request_id"].to_numpy()[req_i], "fc_id": d.carc_fc[carc_i], "cube": cube})
-    placements = placements[placements["cube"] > EPS]  # the split gives one piece per (request, FC); summing guards round-off
-    placements = placements.groupby(["round", "request_id", "fc_id"], sort=True)["cube"].sum().to_frame()
+    # Placements as of this round: this round's grants, and earlier grants where they sit now.
+    names = np.concatenate([d.req["request_id"].to_numpy(object), d.held["request_id"].to_numpy(object)])
+    granted_round = np.concatenate([np.full(d.n, d.round), d.held["round"].to_numpy(np.int64)])
+    placements = pd.DataFrame(
+        {"round": d.round, "request_id": names[member], "fc_id": d.carc_fc[carc_i], "granted_round": granted_round[member], "cube": cube}
+    )
+    placements = placements[placements["cube"] > EPS]  # the split gives one piece per (member, FC); summing guards round-off
+    placements = placements.groupby(["round", "request_id", "fc_id"], sort=True).agg(granted_round=("granted_round", "first"), cube=("cube", "sum"))
     placements["cube"] = _clean(placements["cube"].to_numpy())
     placements = placements[placements["cube"] > 0]
 
     pools = d.pools.copy()
-    pools["granted_cube"] = _clean(pools["pool_before"].to_numpy() - pool_after)
+    pools["held_cube"] = held_use
+    pools["granted_cube"] = new_use
     pools["pool_after"] = pool_after
     pools["dual_price"] = _clean(sol.pool_dual)
     pools.insert(0, "round", d.round)
@@ -698,6 +771,8 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
 
 
 def choose_method(d: ClearingData, options: SolverOptions) -> str:
+    if d.n == 0:
+        return "sort" if d.single_pool else "highspy"  # only earlier grants to place
     if d.settings.tie_rule == "pro_rata":
         return "pro_rata"
     if d.single_pool and d.divisible:
@@ -711,7 +786,8 @@ def solve_clearing(d: ClearingData, options: SolverOptions, method: str | None =
     method = method or choose_method(d, options)
     if d.n == 0:
         empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-        return Solution(np.zeros(0), np.zeros(len(d.carc_class)), empty, np.zeros(len(d.pools)), 0.0, "empty", "none")
+        if len(d.held_cube) == 0:
+            return Solution(np.zeros(0), np.zeros(len(d.carc_class)), empty, np.zeros(len(d.pools)), 0.0, "empty", "none")
     if method in ("sort", "pro_rata"):
         with stage(f"round {d.round}: solve"):
             return clear_by_sort(d) if method == "sort" else clear_pro_rata(d)
@@ -723,23 +799,23 @@ def clear_round(
     round_: int,
     *,
     limits: pd.Series,
-    pool: pd.Series | None = None,
+    held: pd.DataFrame | None = None,
     options: SolverOptions | None = None,
     method: str | None = None,
 ) -> RoundResult:
-    """Clear one round against what remains of the pool.
+    """Clear one round against the period's pool, holding the grants of earlier rounds.
 
     limits: baseline limit per (seller_id, storage_type, month), for the request cap.
-    pool: remaining pool per (fc_id, storage_type, month); default, the period's initial pool.
+    held: grants of earlier rounds (e.g. `held_grants(r1.grants, r2.grants)`): their cube is kept, where it
+          sits is decided again with this round's requests. Default: none (the first round).
     method: force "sort", "pyomo" or "highspy" (default: chosen by shape and size).
     """
     if round_ not in instance.period.rounds:
         raise InputError(Problem(f"round {round_} is not in the period (rounds {instance.period.rounds})", "round"))
     options = options or instance.settings.solver
-    pool = initial_pool(instance) if pool is None else pool
     with stage(f"round {round_}: prepare"):
-        d = prepare_clearing(instance, round_, pool, limits)
-    note(f"round {round_}: {d.n} requests take part, {len(d.audit) - d.n} rejected before the solve")
+        d = prepare_clearing(instance, round_, limits, held)
+    note(f"round {round_}: {d.n} requests take part, {len(d.audit) - d.n} rejected before the solve, {len(d.held_cube)} earlier grants held")
     sol = solve_clearing(d, options, method)
     with stage(f"round {round_}: extract"):
         return extract_round(d, sol)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import __version__
 from .baseline import BaselineResult, allocate
-from .clearing import clear_round, initial_pool
+from .clearing import clear_round, held_grants
 from .errors import InputError, OptallocError, Problem
 from .instance import Instance
 from .generate import GenerateSpec, generate, generate_single_pool
@@ -126,8 +126,7 @@ def _clear_next(instance: Instance, args, options) -> tuple[dict, dict]:
         raise InputError(Problem(f"round {r} was already cleared", str(prev / "round_prices.csv"), row, "round"))
     if r != todo[0]:
         raise InputError(Problem(f"round {r} cannot be cleared before round {todo[0]}", "--round"))
-    pool = initial_pool(instance) if pools is None else pools.xs(cleared[-1], level="round")["pool_after"]
-    res = clear_round(instance, r, limits=baseline.limits["limit_cube"], pool=pool, options=options)
+    res = clear_round(instance, r, limits=baseline.limits["limit_cube"], held=held_grants(grants), options=options)
     tables = {
         "limits": baseline.limits,
         "grants": pd.concat([t for t in (grants, res.grants) if t is not None]).sort_index(),

@@ -9,7 +9,7 @@ import pandas as pd
 
 from . import __version__
 from .baseline import BaselineResult, allocate
-from .clearing import RoundResult, clear_round, initial_pool
+from .clearing import RoundResult, clear_round, held_grants
 from .instance import Instance
 from .progress import stage
 from .schemas import SolverOptions
@@ -46,16 +46,13 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def clear_rounds(instance: Instance, baseline: BaselineResult, options: SolverOptions | None = None, through: int | None = None) -> ClearingResult:
-    """Clear the period's rounds in order (up to `through`), each against what the earlier ones left."""
-    pool = initial_pool(instance)
+    """Clear the period's rounds in order (up to `through`); each holds the grants of the earlier ones."""
     limits = baseline.limits["limit_cube"]
-    results = []
+    results: list[RoundResult] = []
     for r in instance.period.rounds:
         if through is not None and r > through:
             break
-        res = clear_round(instance, r, limits=limits, pool=pool, options=options)
-        pool = res.pool_after
-        results.append(res)
+        results.append(clear_round(instance, r, limits=limits, held=held_grants(*[x.grants for x in results]), options=options))
     return ClearingResult(results)
 
 

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import EMPTY_LIMITS, fc, make, request, seller
-from optalloc.clearing import build_clearing_model, clear_round, prepare_clearing, initial_pool
+from optalloc.clearing import build_clearing_model, clear_round, held_grants, prepare_clearing
 from optalloc.generate import GenerateSpec, generate, generate_single_pool
 from optalloc.baseline import allocate
 from optalloc.errors import InputError
@@ -97,10 +97,26 @@ def test_requests_below_reserve_or_over_the_cap_are_rejected_with_their_reason()
 def test_pool_left_over_carries_to_the_next_round_and_runs_out():
     inst = one_pool([request("R1", 5.0, 70, round=1), request("R2", 4.0, 50, round=2), request("R3", 9.0, 10, round=3)], rounds=(1, 2, 3))
     r1 = clear_round(inst, 1, limits=EMPTY_LIMITS)
-    r2 = clear_round(inst, 2, limits=EMPTY_LIMITS, pool=r1.pool_after)
-    r3 = clear_round(inst, 3, limits=EMPTY_LIMITS, pool=r2.pool_after)
+    r2 = clear_round(inst, 2, limits=EMPTY_LIMITS, held=held_grants(r1.grants))
+    r3 = clear_round(inst, 3, limits=EMPTY_LIMITS, held=held_grants(r1.grants, r2.grants))
     assert granted(r2) == {"R2": 30.0}
     assert r3.grants.droplevel("round").loc["R3", "reason"] == "pool_exhausted"
+    assert r3.pools[["held_cube", "granted_cube", "pool_after"]].iloc[0].tolist() == [100.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("method", SOLVERS)
+def test_earlier_grants_move_between_fcs_to_make_room(method):
+    # Round 1's grant could sit at E1 or E2; round 2's request can only use E2. Holding grants (not
+    # placements) lets round 1's cube move to E1, so round 2 is served in full whatever round 1 chose.
+    fcs = [fc("E1", region="east", pool_cube=100.0), fc("E2", region="east", pool_cube=100.0), fc("W2", region="west", pool_cube=0.0)]
+    fcs[1]["region"] = "west"
+    sellers = [seller("A", regions="east;west"), seller("B", regions="west")]
+    reqs = [request("R1", 5.0, 100, seller_id="A", round=1), request("R2", 4.0, 100, seller_id="B", round=2)]
+    inst = make(fcs=fcs, sellers=sellers, requests=reqs, rounds=(1, 2))
+    r1 = clear_round(inst, 1, limits=EMPTY_LIMITS, method=method)
+    r2 = clear_round(inst, 2, limits=EMPTY_LIMITS, held=held_grants(r1.grants), method=method)
+    assert granted(r2) == {"R2": 100.0}
+    assert r2.placements.droplevel("round")["cube"].to_dict() == {("R1", "E1"): 100.0, ("R2", "E2"): 100.0}
 
 
 def test_grants_are_placed_only_at_fcs_in_the_sellers_regions():
@@ -132,9 +148,9 @@ def test_pro_rata_refuses_rounds_it_is_not_defined_for():
 
 def test_model_names_its_constraint_families_as_the_formulation_does():
     inst = one_pool([request("R1", 5.0, 60, min_cube=10)])
-    m = build_clearing_model(prepare_clearing(inst, 1, initial_pool(inst), EMPTY_LIMITS))
+    m = build_clearing_model(prepare_clearing(inst, 1, EMPTY_LIMITS))
     names = {c.local_name for c in m.component_objects(ctype=__import__("pyomo.environ").environ.Constraint)}
-    assert names == {"pool_capacity", "grant_placement", "min_fill", "max_fill"}
+    assert names == {"pool_capacity", "grant_placement", "held_placement", "min_fill", "max_fill"}
 
 
 # ------------------------------------------------------------------ properties

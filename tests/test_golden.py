@@ -30,14 +30,13 @@ def test_grants_match_golden(solved):
     pd.testing.assert_frame_equal(got, pd.read_csv(GOLDEN / "grants.csv"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Known limitation: a round's placement is one of many optimal ones and differs by backend; leftover pool "
-    "carries per FC, so later rounds can differ (here round 3). Fix: carry grants, not placements, and re-place "
-    "all held grants each round."
-))
 def test_fast_path_gives_the_golden_answer_too(tmp_path):
     out = tmp_path / "fast"
     assert run(["solve", str(INSTANCES / "small_network"), "-o", str(out), "-q", "--backend", "highspy"]) == 0
     got = pd.read_csv(out / "grants.csv")[["round", "request_id", "granted_cube", "status", "reason"]]
     pd.testing.assert_frame_equal(got, pd.read_csv(GOLDEN / "grants.csv"))
-    assert (out / "round_prices.csv").read_text() == (GOLDEN / "round_prices.csv").read_text()
+    assert (out / "settlement.csv").read_text() == (GOLDEN / "settlement.csv").read_text()
+    # Clearing prices are unique; pool duals (and the paradox flag read from them) need not be when the LP
+    # is degenerate, and the two builds may report different valid ones.
+    unique = ["requests", "granted_requests", "granted_cube", "clearing_price", "objective", "method"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "round_prices.csv")[unique], pd.read_csv(GOLDEN / "round_prices.csv")[unique])
