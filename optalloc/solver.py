@@ -29,12 +29,13 @@ STATUSES = (OPTIMAL, STOPPED, INFEASIBLE, UNBOUNDED, ERROR)
 
 # The LP algorithm used when lp_method = "auto", per model, from `benchmarks/bench.py --solver-study`
 # and the full benchmark (README "Performance"); always with presolve off (it took 35-60 s of these solves).
-# Interior point (with crossover) has the best worst case on every shape measured:
 # - baseline, 100k sellers (180-315 rows x 900k bounded columns): IPM 15.1 s / 7.0 s vs dual simplex
-#   8.0 s / 23.2 s on the one-region / two-region shapes; primal simplex > 90 s.
-# - clearing, 100k-request general round (960 rows x 106k columns): dual simplex 0.18 s, IPM 0.90 s per LP
-#   (round 1.9 s vs 2.7 s), but on a 1M-request single pool dual simplex took 148 s against IPM's 8 s.
-AUTO_LP_METHOD = {"baseline": "ipm", "clearing": "ipm"}
+#   8.0 s / 23.2 s on the one-region / two-region shapes; primal simplex > 90 s. IPM: best worst case.
+# - clearing: dual simplex. 0.18 s vs IPM 0.90 s per LP on a 100k-request round, and it warm-starts the
+#   time-priority re-solve. Decisive: once earlier rounds' grants fill the pools, the LP has no interior
+#   and IPM stalled (singular matrix, no convergence in 18 minutes); dual simplex took 0.85 s. Its bad
+#   case, a 1M-request single pool (148 s vs IPM 8 s), is cleared by the exact sort instead.
+AUTO_LP_METHOD = {"baseline": "ipm", "clearing": "dual_simplex"}
 
 
 def highs_options(options: SolverOptions, *, is_mip: bool = False, model: str = "baseline") -> dict:
