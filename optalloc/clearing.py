@@ -675,7 +675,6 @@ def _clean(a: np.ndarray) -> np.ndarray:
 
 def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     grant = _clean(np.where(sol.grant > EPS, sol.grant, 0.0))
-    class_place = np.where(sol.class_place > EPS, sol.class_place, 0.0)
     audit = d.audit.copy()
     audit["granted_cube"] = 0.0
     q0 = d.req["q0"].to_numpy()

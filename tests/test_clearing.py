@@ -11,7 +11,6 @@ from optalloc.clearing import build_clearing_model, clear_round, held_grants, pr
 from optalloc.generate import GenerateSpec, generate, generate_single_pool
 from optalloc.baseline import allocate
 from optalloc.errors import InputError
-from optalloc.schemas import SolverOptions
 
 METHODS = ["sort", "pyomo", "highspy"]
 SOLVERS = ["pyomo", "highspy"]
