@@ -151,7 +151,7 @@ def solver_study(timeout: float) -> None:
 
 def study_one(case: str, folder: str, method: str, presolve: str) -> dict:
     from optalloc.baseline import build_baseline_class_arrays, class_layout, prepare_baseline
-    from optalloc.clearing import build_clearing_arrays, initial_pool, prepare_clearing
+    from optalloc.clearing import build_clearing_arrays, prepare_clearing
     from optalloc.baseline import allocate
     from optalloc.io import load_instance
     from optalloc.schemas import SolverOptions
@@ -163,7 +163,7 @@ def study_one(case: str, folder: str, method: str, presolve: str) -> dict:
         lp, _ = build_baseline_class_arrays(d, class_layout(d, inst.sellers.set_index("seller_id")["regions"]))
     else:
         limits = allocate(inst, SolverOptions(backend="highspy")).limits["limit_cube"]
-        lp, _ = build_clearing_arrays(prepare_clearing(inst, 1, initial_pool(inst), limits))
+        lp, _ = build_clearing_arrays(prepare_clearing(inst, 1, limits))
     t = time.perf_counter()
     solve_arrays(lp, SolverOptions(lp_method=method, presolve=presolve), what=case)
     return {"seconds": time.perf_counter() - t, "shape": f"{len(lp.row_lower):,} x {len(lp.col_cost):,}"}
