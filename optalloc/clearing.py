@@ -1,6 +1,6 @@
 """Reservation clearing for one round — formulation in models/clearing.md.
 
-Layers: `prepare_clearing` (requests + remaining pool -> arrays, audit of requests that cannot
+Layers: `prepare_clearing` (requests + earlier rounds' grants -> arrays, audit of requests that cannot
 take part) -> one of three exact methods -> `extract_round` (tidy DataFrames):
 
 - "sort": when every request can draw from exactly one pool (one FC, one month) and all are
@@ -16,7 +16,7 @@ with the integer choices fixed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -135,6 +135,12 @@ class ClearingData:
         within = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
         return arc_req, first[cls][arc_req] + within
 
+    @cached_property
+    def arcs_of_member(self) -> dict[int, list[int]]:
+        """For the reference model: the ARCS of each member (request or held grant)."""
+        arc_req, _ = self.request_arcs
+        return pd.Series(np.arange(len(arc_req))).groupby(arc_req).apply(list).to_dict()
+
     @property
     def single_pool(self) -> bool:
         """True when every class has one class arc touching one pool row: the LP splits into knapsacks."""
@@ -252,33 +258,28 @@ def prepare_clearing(instance: Instance, round_: int, limits: pd.Series, held: p
 @dataclass
 class Solution:
     grant: np.ndarray  # per request
-    class_place: np.ndarray  # per class arc: cube held at that FC by the class
-    placements: tuple[np.ndarray, np.ndarray, np.ndarray]  # (request, class arc, cube)
+    placements: tuple[np.ndarray, np.ndarray, np.ndarray]  # (member, class arc, cube); members n.. are held grants
     pool_dual: np.ndarray  # per pool row
-    objective: float
     method: str
-    backend: str
 
 
-def _single_pool_of_request(d: ClearingData) -> np.ndarray:
+def _single_pool_of_class(d: ClearingData) -> np.ndarray:
+    """Single-pool rounds: the one pool row of each class (class arc index == class index)."""
     carc_pool = np.empty(len(d.carc_class), dtype=np.int64)
     carc_pool[d.centry_carc] = d.centry_pool
-    return carc_pool[d.req_class]  # one class arc per class, in class order
+    return carc_pool
 
 
 def _single_pool_available(d: ClearingData) -> np.ndarray:
     """Pool per row left for this round's requests when every class has one pool row: held grants can only sit there."""
-    carc_pool = np.empty(len(d.carc_class), dtype=np.int64)
-    carc_pool[d.centry_carc] = d.centry_pool
-    held = np.bincount(carc_pool[d.held_class], weights=d.held_cube, minlength=len(d.pools))
+    held = np.bincount(_single_pool_of_class(d)[d.held_class], weights=d.held_cube, minlength=len(d.pools))
     return d.pools["pool_cube"].to_numpy() - held
 
 
-def _from_grants(d: ClearingData, grant: np.ndarray) -> tuple[np.ndarray, tuple]:
+def _from_grants(d: ClearingData, grant: np.ndarray) -> tuple:
     """Single-pool rounds: each member's cube sits at its class's only class arc (index == class)."""
     carc = d.member_class
-    amount = np.concatenate([grant, d.held_cube])
-    return np.bincount(carc, weights=amount, minlength=len(d.carc_class)), (np.arange(len(carc)), carc, amount)
+    return np.arange(len(carc)), carc, np.concatenate([grant, d.held_cube])
 
 
 def clear_by_sort(d: ClearingData) -> Solution:
@@ -289,7 +290,7 @@ def clear_by_sort(d: ClearingData) -> Solution:
     (submitted_at, then request_id) needed. The pool's price is the LP dual: the fee of the first level
     left short, else 0.
     """
-    q_pool = _single_pool_of_request(d)
+    q_pool = _single_pool_of_class(d)[d.req_class]
     fee, u = d.fee, d.max_cube
     order = np.argsort(-fee, kind="stable") if len(np.unique(q_pool)) <= 1 else np.lexsort((-fee, q_pool))
     P, F, U = q_pool[order], fee[order], u[order]
@@ -321,8 +322,7 @@ def clear_by_sort(d: ClearingData) -> Solution:
     if len(short):
         pools_short, first_idx = np.unique(lvl_pool[short], return_index=True)
         dual[pools_short] = lvl_fee[short[first_idx]]
-    class_place, placements = _from_grants(d, grant)
-    return Solution(grant, class_place, placements, dual, float(d.fee @ grant), "sort", "numpy")
+    return Solution(grant, _from_grants(d, grant), dual, "sort")
 
 
 def clear_pro_rata(d: ClearingData) -> Solution:
@@ -331,7 +331,7 @@ def clear_pro_rata(d: ClearingData) -> Solution:
     a request whose share falls below its min_cube is dropped and the rest shared again."""
     if not d.single_pool:
         raise InputError(Problem("tie_rule 'pro_rata' needs every request to draw from exactly one pool (one FC, one month)", "settings", None, "tie_rule"))
-    q_pool = _single_pool_of_request(d)
+    q_pool = _single_pool_of_class(d)[d.req_class]
     left = _single_pool_available(d).astype(float)
     grant = np.zeros(d.n)
     dual = np.zeros(len(d.pools))
@@ -355,8 +355,7 @@ def clear_pro_rata(d: ClearingData) -> Solution:
                     dual[pr] = fee
                     break
                 alive = alive[fits]
-    class_place, placements = _from_grants(d, grant)
-    return Solution(grant, class_place, placements, dual, float(d.fee @ grant), "pro_rata", "numpy")
+    return Solution(grant, _from_grants(d, grant), dual, "pro_rata")
 
 
 # ---------------------------------------------------------------- Pyomo reference model
@@ -391,15 +390,13 @@ def declare_pool_capacity(m: pyo.ConcreteModel, d: ClearingData) -> None:
 
 def declare_grant_placement(m: pyo.ConcreteModel, d: ClearingData) -> None:
     r"""grant_placement[q]: \sum_f place[q,f] = grant[q]."""
-    arc_req, _ = d.request_arcs
-    arcs_of = pd.Series(np.arange(len(arc_req))).groupby(arc_req).apply(list).to_dict()
+    arcs_of = d.arcs_of_member
     m.grant_placement = pyo.Constraint(m.REQUESTS, rule=lambda m, q: sum(m.place[a] for a in arcs_of[q]) - m.grant[q] == 0)
 
 
 def declare_held_placement(m: pyo.ConcreteModel, d: ClearingData) -> None:
-    r"""held_placement[h]: \\sum_f place[h,f] = granted[h]  (an earlier round's grant: its cube is fixed, its FC is not)."""
-    arc_req, _ = d.request_arcs
-    arcs_of = pd.Series(np.arange(len(arc_req))).groupby(arc_req).apply(list).to_dict()
+    r"""held_placement[h]: \sum_f place[h,f] = granted[h]  (an earlier round's grant: its cube is fixed, its FC is not)."""
+    arcs_of = d.arcs_of_member
     m.held_placement = pyo.Constraint(m.HELD, rule=lambda m, h: sum(m.place[a] for a in arcs_of[h]) == float(d.held_cube[h - d.n]))
 
 
@@ -533,11 +530,10 @@ def _solve_pyomo_model(m: pyo.ConcreteModel, d: ClearingData, options: SolverOpt
     dual = np.zeros(len(d.pools))
     for r in m.POOLS:
         dual[r] = priced.duals.get(m.pool_capacity[r], 0.0)
-    class_place = np.bincount(arc_carc, weights=place, minlength=len(d.carc_class))
-    return Solution(grant, class_place, (arc_req, arc_carc, place), np.abs(dual), float(d.fee @ grant), "mip" if is_mip else "lp", "pyomo")
+    return Solution(grant, (arc_req, arc_carc, place), np.abs(dual), "mip" if is_mip else "lp")
 
 
-# ---------------------------------------------------------------- the fast path: classes and semi-continuous grants
+# ---------------------------------------------------------------- the fast path: placement by eligibility class
 
 
 def build_clearing_arrays(d: ClearingData, filled: np.ndarray | None = None) -> tuple[LinearProgram, dict[str, slice]]:
@@ -650,7 +646,7 @@ def _solve_arrays_lp(lp: LinearProgram, fam: dict, d: ClearingData, options: Sol
     if priced.row_duals is not None:
         dual[np.unique(d.centry_pool)] = priced.row_duals[fam["pool_capacity"]]
     placements = split_by_class(d.member_class, np.concatenate([grant, d.held_cube]), d.carc_class, class_place, d.n_classes)
-    return Solution(grant, class_place, placements, np.abs(dual), float(d.fee @ grant), "mip" if is_mip else "lp", "highspy")
+    return Solution(grant, placements, np.abs(dual), "mip" if is_mip else "lp")
 
 
 # ---------------------------------------------------------------- results
@@ -666,7 +662,6 @@ class RoundResult:
     placements: pd.DataFrame
     pools: pd.DataFrame
     prices: pd.DataFrame
-    pool_after: pd.Series = field(repr=False)
 
 
 def _clean(a: np.ndarray) -> np.ndarray:
@@ -766,7 +761,7 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
             "method": sol.method,
         }
     ).set_index(["round", "storage_type"])
-    return RoundResult(d.round, grants, placements, pools, prices, pd.Series(pool_after, index=pd.MultiIndex.from_frame(d.pools[POOL_INDEX])))
+    return RoundResult(d.round, grants, placements, pools, prices)
 
 
 def choose_method(d: ClearingData, options: SolverOptions) -> str:
@@ -783,10 +778,9 @@ def choose_method(d: ClearingData, options: SolverOptions) -> str:
 
 def solve_clearing(d: ClearingData, options: SolverOptions, method: str | None = None) -> Solution:
     method = method or choose_method(d, options)
-    if d.n == 0:
+    if d.n == 0 and len(d.held_cube) == 0:
         empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-        if len(d.held_cube) == 0:
-            return Solution(np.zeros(0), np.zeros(len(d.carc_class)), empty, np.zeros(len(d.pools)), 0.0, "empty", "none")
+        return Solution(np.zeros(0), empty, np.zeros(len(d.pools)), "empty")
     if method in ("sort", "pro_rata"):
         with stage(f"round {d.round}: solve"):
             return clear_by_sort(d) if method == "sort" else clear_pro_rata(d)

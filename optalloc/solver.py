@@ -38,9 +38,9 @@ STATUSES = (OPTIMAL, STOPPED, INFEASIBLE, UNBOUNDED, ERROR)
 AUTO_LP_METHOD = {"baseline": "ipm", "clearing": "dual_simplex"}
 
 
-def highs_options(options: SolverOptions, *, is_mip: bool = False, model: str = "baseline") -> dict:
+def highs_options(options: SolverOptions, *, is_mip: bool = False, kind: str = "baseline") -> dict:
     """Translate our options into HiGHS option names. The only place solver option names appear."""
-    method = AUTO_LP_METHOD[model] if options.lp_method == "auto" else options.lp_method
+    method = AUTO_LP_METHOD[kind] if options.lp_method == "auto" else options.lp_method
     opts: dict = {
         "output_flag": bool(options.log),
         "presolve": ("on" if is_mip else "off") if options.presolve == "auto" else options.presolve,
@@ -114,7 +114,7 @@ def solve_pyomo(
         load_solutions=False,
         raise_exception_on_nonoptimal_result=False,
         time_limit=options.time_limit,
-        solver_options={k: v for k, v in highs_options(options, is_mip=is_mip, model=kind).items() if k != "time_limit"},
+        solver_options={k: v for k, v in highs_options(options, is_mip=is_mip, kind=kind).items() if k != "time_limit"},
     )
     status = _PYOMO_STATUS.get(res.termination_condition, ERROR)
     outcome = SolveOutcome(status=status, objective=res.incumbent_objective, message=str(res.termination_condition.name))
@@ -126,8 +126,8 @@ def solve_pyomo(
     return check_outcome(outcome, options, what) if check else outcome
 
 
-INTEGER, SEMI_CONTINUOUS = 1, 2
-_VAR_TYPE = {0: highspy.HighsVarType.kContinuous, INTEGER: highspy.HighsVarType.kInteger, SEMI_CONTINUOUS: highspy.HighsVarType.kSemiContinuous}
+INTEGER = 1
+_VAR_TYPE = {0: highspy.HighsVarType.kContinuous, INTEGER: highspy.HighsVarType.kInteger}
 
 
 @dataclass
@@ -146,7 +146,7 @@ class LinearProgram:
     col_index: np.ndarray
     value: np.ndarray
     maximize: bool = True
-    integrality: np.ndarray | None = None  # per column: 0 continuous, INTEGER, SEMI_CONTINUOUS
+    integrality: np.ndarray | None = None  # per column: 0 continuous, INTEGER
 
     @property
     def is_mip(self) -> bool:
@@ -193,7 +193,7 @@ def _construct_highs(log: bool) -> highspy.Highs:
 def new_highs(options: SolverOptions, *, is_mip: bool, kind: str = "baseline") -> highspy.Highs:
     h = _construct_highs(options.log)
     h.setOptionValue("output_flag", False)
-    for k, v in highs_options(options, is_mip=is_mip, model=kind).items():
+    for k, v in highs_options(options, is_mip=is_mip, kind=kind).items():
         h.setOptionValue(k, v)
     return h
 
