@@ -8,7 +8,6 @@ Every problem is located as (file, row, field); rows are 1-based data rows.
 
 from __future__ import annotations
 
-import re
 import types
 import typing
 from dataclasses import dataclass
@@ -247,33 +246,25 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
         out.rows(bad, rows, name, lambda i: f"not an ISO 8601 date-time: {_fmt(col.iloc[i])}")
         return parsed.reset_index(drop=True)
     if spec.kind == "list":
-        if _all_text(col):
+        if _all_text(col):  # the fast path for tables read from CSV
             items, tuples = _split_text_lists(col)
-            per_row = items.groupby(level=0)
-            empty = (per_row.size().reindex(range(len(col)), fill_value=0).to_numpy() == 0) & ~blank
-            out.rows(empty, rows, name, "must name at least one item")
-            if spec.pattern:
-                bad_items = items[~items.str.fullmatch(spec.pattern).fillna(False)]
-                badp = np.zeros(len(col), dtype=bool)
-                badp[bad_items.index.to_numpy()] = True
-                out.rows(badp, rows, name, lambda i: f"items must match {spec.pattern}: {_fmt(col.iloc[i])}")
-            dup_rows = items.index[items.to_frame().assign(r=items.index).duplicated().to_numpy()]
-            dup = np.zeros(len(col), dtype=bool)
-            dup[dup_rows.to_numpy()] = True
-            out.rows(dup, rows, name, "lists an item twice")
-            return tuples
-        items = col.map(_split_list)
-        bad_type = items.isna().to_numpy(dtype=bool) & ~blank
-        out.rows(bad_type, rows, name, "must be a list (';'-separated in tables)")
-        empty = items.map(lambda v: v is not None and len(v) == 0).to_numpy(dtype=bool) & ~blank
-        out.rows(empty, rows, name, "must name at least one item")
+            bad_type = np.zeros(len(col), dtype=bool)
+        else:  # lists or single strings, e.g. from JSON
+            lists = col.reset_index(drop=True).map(_split_list)
+            bad_type = lists.isna().to_numpy(dtype=bool) & ~blank
+            out.rows(bad_type, rows, name, "must be a list (';'-separated in tables)")
+            items = lists.dropna().explode().dropna().astype(object)
+            tuples = lists.map(lambda v: tuple(sorted(v)) if v is not None else ())
+        count = items.groupby(level=0).size().reindex(range(len(col)), fill_value=0).to_numpy()
+        out.rows((count == 0) & ~blank & ~bad_type, rows, name, "must name at least one item")
         if spec.pattern:
-            rx = re.compile(spec.pattern)
-            badp = items.map(lambda v: v is not None and any(not rx.fullmatch(x) for x in v)).to_numpy(dtype=bool)
+            badp = np.zeros(len(col), dtype=bool)
+            badp[items.index[~items.astype("string").str.fullmatch(spec.pattern).fillna(False).to_numpy(dtype=bool)]] = True
             out.rows(badp, rows, name, lambda i: f"items must match {spec.pattern}: {_fmt(col.iloc[i])}")
-        dup = items.map(lambda v: v is not None and len(set(v)) != len(v)).to_numpy(dtype=bool)
+        dup = np.zeros(len(col), dtype=bool)
+        dup[items.index[items.to_frame().assign(r=items.index).duplicated().to_numpy()]] = True
         out.rows(dup, rows, name, "lists an item twice")
-        return items.map(lambda v: tuple(sorted(v)) if v is not None else ()).reset_index(drop=True)
+        return tuples
     # str
     if col.dtype.kind == "f":  # ids read as floats by a CSV reader, e.g. "7" -> 7.0
         col = col.map(lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))

@@ -134,3 +134,18 @@ def test_a_failure_while_writing_leaves_no_output(tmp_path, capsys, monkeypatch)
         main(["solve", str(INSTANCES / "worked_example.json"), "-o", str(out), "-q"])
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "months, message",
+    [([], "must name at least one item"), (["2026-10", "2026-10"], "lists an item twice"),
+     (["26-10"], "items must match"), (5, "must be a list")],
+)
+def test_bad_lists_in_json_are_named_like_bad_lists_in_tables(tmp_path, capsys, months, message):
+    doc = json.loads((INSTANCES / "worked_example.json").read_text())
+    doc["requests"][1]["months"] = months
+    path = tmp_path / "inst.json"
+    path.write_text(json.dumps(doc))
+    code, err = run_cli(["validate", str(path)], capsys)
+    assert code == 2
+    assert f"{path}: requests, row 2, field 'months': {message}" in err
