@@ -54,7 +54,7 @@ def generate(spec: GenerateSpec) -> Instance:
     regions = [f"R{r:02d}" for r in range(spec.regions)]
     S, F, K, T = spec.sellers, spec.fcs, len(types), len(months)
 
-    # Sellers: size (total monthly P50 cube) log-normal; 1 region (80%) or 2.
+    # Sellers: size (total monthly P50 cube) log-normal; a share `second_region_share` may also use a second region.
     size = np.exp(rng.normal(7.0, 1.4, S)).clip(50, 5e6)
     home = rng.integers(0, spec.regions, S)
     second = np.where(rng.random(S) < spec.second_region_share, (home + 1 + rng.integers(0, max(spec.regions - 1, 1), S)) % spec.regions, home)
@@ -89,7 +89,8 @@ def generate(spec: GenerateSpec) -> Instance:
     )
     needs["p90_cube"] = np.round(needs["p50_cube"] * (1 + rng.uniform(0.1, 0.5, len(needs))), 1)
 
-    # FCs: spread over regions; capacity proportional to the need that can reach each region.
+    # FCs: round-robin over regions; each type/month's capacity (tightness x total P50, plus the 10% pool)
+    # is split among FCs by a random weight per FC.
     fc_region = np.arange(F) % spec.regions
     fc_ids = _ids("FC", F)
     need_kt = needs.groupby(["storage_type", "month"])["p50_cube"].sum()
@@ -109,7 +110,8 @@ def generate(spec: GenerateSpec) -> Instance:
 
     # Requests: sellers drawn in proportion to size; a type the seller stocks; 1 month or a run of months.
     Q = spec.requests
-    q_seller = rng.choice(len(s_idx), Q, p=(size[s_idx] * type_share[s_idx, k_idx]) / (size[s_idx] * type_share[s_idx, k_idx]).sum())
+    stock_size = size[s_idx] * type_share[s_idx, k_idx]
+    q_seller = rng.choice(len(s_idx), Q, p=stock_size / stock_size.sum())
     q_s, q_k = s_idx[q_seller], k_idx[q_seller]
     first = rng.integers(0, T, Q)
     length = np.where(rng.random(Q) < spec.multi_month_share, rng.integers(2, max(T, 2) + 1, Q), 1)
