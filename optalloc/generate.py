@@ -146,7 +146,9 @@ def generate(spec: GenerateSpec) -> Instance:
         tables["sales"] = needs[["seller_id", "storage_type", "month"]].assign(
             sales=np.round(prod * used * rng.uniform(0.7, 1.3, len(needs)), 2), used_cube=used
         )
-    period = {"period_id": f"P{months[0].replace('-', '')}", "months": months, "rounds": list(range(1, spec.rounds + 1))}
+    # Round r took requests for the 7 days from start + 7(r - 1) (above): it closes on the last of them.
+    closes = [(start + pd.Timedelta(days=7 * r - 1)).date().isoformat() for r in range(1, spec.rounds + 1)]
+    period = {"period_id": f"P{months[0].replace('-', '')}", "months": months, "rounds": list(range(1, spec.rounds + 1)), "round_close_dates": closes}
     return Instance.from_tables(period=period, tables=tables, name=f"synthetic_s{spec.seed}", settings={})
 
 

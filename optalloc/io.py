@@ -147,7 +147,7 @@ def write_tables(out_dir: str | os.PathLike, tables: dict[str, pd.DataFrame], su
 
 def write_instance(instance: Instance, out_dir: str | os.PathLike, fmt: str = "parquet") -> Path:
     """Write an instance as a table folder (used by `optalloc generate`)."""
-    meta = {"name": instance.name, "period": instance.period.model_dump(), "settings": instance.settings.model_dump(exclude_defaults=True)}
+    meta = {"name": instance.name, "period": instance.period.model_dump(mode="json", exclude_none=True), "settings": instance.settings.model_dump(exclude_defaults=True)}
     tables = {t: getattr(instance, t) for t in TABLES if len(getattr(instance, t)) or TABLES[t][1]}
     out = write_tables(out_dir, {t: f.set_index(f.columns[0]) for t, f in tables.items()}, meta, fmt)
     (out / "summary.json").rename(out / META_FILE)

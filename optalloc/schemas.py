@@ -10,7 +10,7 @@ Units: cube = cubic feet of storage for one month; fees in $ per cube; sales in 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -189,10 +189,24 @@ class Period(BaseModel):
     period_id: Id
     months: list[Month] = Field(min_length=1)
     rounds: list[int] = Field(min_length=1, description="round numbers, cleared in this order")
+    round_close_dates: list[date] | None = Field(
+        default=None,
+        description="the last day each round takes requests, one per round (YYYY-MM-DD); the nightly batch clears a round"
+        " on its first run dated after that day. Needed only by the batch job.",
+    )
 
-    @field_validator("months", "rounds")
+    @field_validator("months", "rounds", "round_close_dates")
     @classmethod
-    def _sorted_unique(cls, v: list):
-        if list(v) != sorted(set(v)):
+    def _sorted_unique(cls, v: list | None):
+        if v is not None and list(v) != sorted(set(v)):
             raise ValueError("must be strictly increasing with no duplicates")
         return v
+
+    @model_validator(mode="after")
+    def _one_close_date_per_round(self) -> "Period":
+        if self.round_close_dates is not None and len(self.round_close_dates) != len(self.rounds):
+            raise ValueError(f"round_close_dates needs one date per round ({len(self.rounds)}), got {len(self.round_close_dates)}")
+        return self
+
+    def close_date(self, round_: int) -> date | None:
+        return None if self.round_close_dates is None else self.round_close_dates[self.rounds.index(round_)]

@@ -149,3 +149,18 @@ def test_bad_lists_in_json_are_named_like_bad_lists_in_tables(tmp_path, capsys, 
     code, err = run_cli(["validate", str(path)], capsys)
     assert code == 2
     assert f"{path}: requests, row 2, field 'months': {message}" in err
+
+
+@pytest.mark.parametrize(
+    "dates, message",
+    [(["2026-09-02"], "round_close_dates needs one date per round (2), got 1"),
+     (["2026-09-09", "2026-09-02"], "must be strictly increasing"), (["2026-09-02", "soon"], "Input should be a valid date")],
+)
+def test_a_bad_round_calendar_is_named_by_its_field(tmp_path, capsys, dates, message):
+    doc = json.loads((INSTANCES / "worked_example.json").read_text())
+    doc["period"]["round_close_dates"] = dates
+    path = tmp_path / "inst.json"
+    path.write_text(json.dumps(doc))
+    code, err = run_cli(["validate", str(path)], capsys)
+    assert code == 2
+    assert f"{path}, field 'period" in err and message in err
