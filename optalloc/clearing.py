@@ -798,17 +798,44 @@ def clear_round(
 ) -> RoundResult:
     """Clear one round against the period's pool, holding the grants of earlier rounds.
 
+    Each storage type is a market of its own (capacity never moves between types, and no request spans two), so
+    the round is cleared type by type and the parts concatenated: the same answer as one model of all types,
+    from smaller models, and the same code path whether the types are cleared here or on separate workers.
+
     limits: baseline limit per (seller_id, storage_type, month), for the request cap.
     held: grants of earlier rounds (e.g. `held_grants(r1.grants, r2.grants)`): their cube is kept, where it
           sits is decided again with this round's requests. Default: none (the first round).
-    method: force "sort", "pyomo" or "highspy" (default: chosen by shape and size).
+    method: force "sort", "pyomo" or "highspy" (default: chosen per market by shape and size).
     """
     if round_ not in instance.period.rounds:
         raise InputError(Problem(f"round {round_} is not in the period (rounds {instance.period.rounds})", "round"))
     options = options or instance.settings.solver
+    held = held_grants(held) if held is not None else held_grants()
+    types = sorted(instance.fcs["storage_type"].unique())
+    parts = [
+        clear_market(instance if len(types) == 1 else instance.of_storage_type(k), round_, limits, held[held["storage_type"] == k], options, method)
+        for k in types
+    ]
+    return parts[0] if len(parts) == 1 else combine_markets(parts)
+
+
+def clear_market(instance: Instance, round_: int, limits: pd.Series, held: pd.DataFrame, options: SolverOptions, method: str | None) -> RoundResult:
+    """Clear one round of a one-storage-type instance."""
     with stage(f"round {round_}: prepare"):
         d = prepare_clearing(instance, round_, limits, held)
     note(f"round {round_}: {d.n} requests take part, {len(d.audit) - d.n} rejected before the solve, {len(d.held_cube)} earlier grants held")
     sol = solve_clearing(d, options, method)
     with stage(f"round {round_}: extract"):
         return extract_round(d, sol)
+
+
+def combine_markets(parts: list[RoundResult]) -> RoundResult:
+    """One round from its storage types' results (they share no rows)."""
+
+    def cat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        frames = [f for f in frames if len(f)] or frames[:1]
+        return pd.concat(frames).sort_index()
+
+    return RoundResult(
+        parts[0].round, cat([p.grants for p in parts]), cat([p.placements for p in parts]), cat([p.pools for p in parts]), cat([p.prices for p in parts])
+    )

@@ -7,7 +7,7 @@ exists is valid: every id it references exists, every month is in the period.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 from pydantic import ValidationError
@@ -101,6 +101,17 @@ class Instance:
         except ValidationError as e:
             raise InputError(pydantic_problems(e, "settings", "settings.")) from None
         return Instance(**{**self.__dict__, "settings": settings})
+
+    def of_storage_type(self, storage_type: str) -> "Instance":
+        """The market of one storage type: its FCs, needs, requests and sales (sellers and settings unchanged).
+        Capacity never moves between storage types, so each type's market can be solved on its own."""
+
+        def of_type(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[frame["storage_type"] == storage_type].reset_index(drop=True)
+
+        requests = of_type(self.requests)
+        grant_sales = self.grant_sales[self.grant_sales["request_id"].isin(requests["request_id"])].reset_index(drop=True)
+        return replace(self, fcs=of_type(self.fcs), needs=of_type(self.needs), requests=requests, sales=of_type(self.sales), grant_sales=grant_sales)
 
     def summary(self) -> dict:
         return {
