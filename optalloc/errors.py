@@ -50,6 +50,9 @@ class InputError(OptallocError):
             text += f"\n  ... and {more} more"
         super().__init__(f"invalid input ({len(self.problems)} problem(s)):\n{text}")
 
+    def __reduce__(self):  # errors cross process boundaries (Dask workers): rebuild from what __init__ took
+        return (type(self), (self.problems,))
+
 
 class InfeasibleError(OptallocError):
     """The model has no solution; `where` names the FC/storage type/month that breaks."""
@@ -60,6 +63,9 @@ class InfeasibleError(OptallocError):
         self.where = where or []
         super().__init__(message)
 
+    def __reduce__(self):
+        return (type(self), (str(self), self.where))
+
 
 class SolveError(OptallocError):
     """The solver stopped without an optimal answer (time limit, numerical trouble)."""
@@ -69,3 +75,12 @@ class SolveError(OptallocError):
     def __init__(self, message: str, status: str):
         self.status = status
         super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.status))
+
+
+class StoreError(OptallocError):
+    """The store cannot be opened or used (unreachable database, another run holds its lock)."""
+
+    exit_code = 5
