@@ -5,16 +5,26 @@
   optalloc allocate INSTANCE -o OUT           baseline limits only
   optalloc clear    INSTANCE -o OUT [--round R] [--previous DIR]
   optalloc settle   INSTANCE -o OUT [--previous DIR]
+  optalloc generate -o DIR [...]                a seeded synthetic instance
 
-Exit codes: 0 ok, 2 invalid input, 3 infeasible model, 4 solver stopped without an optimal answer.
+The nightly job, on a store (--db URL, or $OPTALLOC_DB, else sqlite:///optalloc.db):
+  optalloc ingest   INSTANCE | --period P [--requests F] [--sales F] [--grant-sales F]
+  optalloc batch    [--date YYYY-MM-DD] [--workers N | --scheduler ADDRESS]
+  optalloc export   --period P -o OUT           the stored results, as 'solve' writes them
+  optalloc status                               periods, rounds and runs as JSON
+
+Exit codes: 0 ok, 2 invalid input, 3 infeasible model, 4 solver stopped without an optimal answer,
+5 store unavailable (unreachable, or its lock held by another run past --lock-timeout).
 Every command that writes does so atomically: on any error nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +36,16 @@ from .clearing import clear_round, held_grants
 from .errors import InputError, OptallocError, Problem
 from .instance import Instance
 from .generate import GenerateSpec, generate, generate_single_pool
-from .io import load_instance, read_result_table, write_instance, write_tables
-from .period import build_summary, clear_rounds, round_records, run_period
+from .io import ARRIVING_TABLES, load_arriving_tables, load_instance, read_result_table, write_instance, write_tables
+from .period import ClearingResult, build_summary, clear_rounds, round_records, run_period
+from .batch import make_executor, run_batch
+from .store import DEFAULT_URL, Store
+from .store.store import URL_ENV
 from .settlement import settle as settle_grants
 from .progress import set_quiet, stage
+
+
+STORE_COMMANDS = ("ingest", "batch", "export", "status")
 
 
 def _add_solver_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +57,8 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--solver-log", action="store_true", help="show the solver's own log")
 
 
-def _options(args, instance: Instance):
+def _solver_overrides(args) -> dict:
+    """The solver options given on the command line (they override the instance's settings.solver)."""
     changes = {}
     for arg, key in [("time_limit", "time_limit"), ("backend", "backend"), ("lp_method", "lp_method")]:
         if getattr(args, arg, None) is not None:
@@ -50,7 +67,11 @@ def _options(args, instance: Instance):
         changes["allow_nonoptimal"] = True
     if getattr(args, "solver_log", False):
         changes["log"] = True
-    return instance.settings.solver.model_copy(update=changes)
+    return changes
+
+
+def _options(args, instance: Instance):
+    return instance.settings.solver.model_copy(update=_solver_overrides(args))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,7 +114,82 @@ def _parser() -> argparse.ArgumentParser:
     ]:
         g.add_argument(f"--{name}", type=float, default=getattr(defaults, name.replace("-", "_")), help=f"{help_} (default %(default)s)")
     g.add_argument("--single-pool", action="store_true", help="one FC, type, month and round of divisible requests (the sort-shaped round)")
+    _store_commands(sub)
     return parser
+
+
+def _store_commands(sub) -> None:
+    """The nightly job's commands, on the store (an SQLite file by default, PostgreSQL by URL)."""
+
+    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--db", help=f"store URL (default: ${URL_ENV}, else {DEFAULT_URL}); postgresql://user@host/db for PostgreSQL")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+        return p
+
+    def lock_timeout(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for another run to finish (default %(default)s)")
+
+    p = cmd("ingest", "add a period, new requests or a sales report to the store (validated as by 'validate')")
+    p.add_argument("instance", nargs="?", help="an instance (JSON or folder): registers its period, adds its requests and sales")
+    p.add_argument("--period", help="with table files: the stored period they belong to")
+    for table in ARRIVING_TABLES:
+        p.add_argument(f"--{table.replace('_', '-')}", metavar="FILE", help=f"a {table} table (CSV or Parquet) for --period")
+    lock_timeout(p)
+    p = cmd("batch", "the nightly job: baselines, every round closed before --date, settlements; each in its own transaction")
+    p.add_argument("--date", type=date.fromisoformat, help="the night to run for, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--workers", type=int, help="Dask LocalCluster worker processes (default: one per core; 0 = in this process)")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler to run the solves on")
+    lock_timeout(p)
+    _add_solver_args(p)
+    p = cmd("export", "write a stored period's results as 'optalloc solve' writes them")
+    p.add_argument("--period", required=True, help="period_id")
+    p.add_argument("-o", "--out", required=True, help="output folder (written atomically, replaced if it exists)")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    cmd("status", "print the store's periods, rounds and latest runs as JSON")
+
+
+def _store_command(args) -> int:
+    store = Store(args.db)
+    if args.command == "ingest":
+        files = {t: getattr(args, t) for t in ARRIVING_TABLES if getattr(args, t)}
+        if bool(args.instance) == bool(args.period or files):
+            raise InputError(Problem("give either an instance, or --period with table files (--requests, --sales, --grant-sales)", "ingest"))
+        if args.period and not files:
+            raise InputError(Problem("nothing to ingest: name at least one table file", "--period"))
+        with store.lock(args.lock_timeout):
+            if args.instance:
+                with stage("load and validate"):
+                    instance = load_instance(args.instance)
+                counts = store.ingest(instance)
+            else:
+                with stage("load and validate"):
+                    instance = load_arriving_tables(store.instance(args.period), files)
+                counts = store.ingest(instance, tables=list(files))
+        print(json.dumps(counts, indent=2, sort_keys=True))
+    elif args.command == "batch":
+        on = args.date or datetime.now(UTC).date()
+        executor = make_executor(args.workers, args.scheduler)
+        try:
+            report = run_batch(store, on, overrides=_solver_overrides(args), executor=executor, lock_timeout=args.lock_timeout)
+        finally:
+            executor.close()
+        print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True))
+    elif args.command == "export":
+        instance = store.instance(args.period)
+        baseline = store.baseline(args.period)
+        rounds = store.round_results(args.period)
+        clearing = ClearingResult(rounds) if rounds else None
+        settled = store.periods().loc[args.period, "settled_run_id"]
+        settlement = store.results(args.period, ["settlement"])["settlement"] if pd.notna(settled) else None
+        tables = {**(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
+        if settlement is not None:
+            tables["settlement"] = settlement
+        with stage(f"write {args.out}"):
+            write_tables(args.out, tables, build_summary(instance, baseline, clearing, settlement), fmt=args.format)
+    else:  # status
+        print(json.dumps(store.status(), indent=2, sort_keys=True, default=str))
+    return 0
 
 
 def _baseline_from(folder: Path) -> BaselineResult:
@@ -159,6 +255,8 @@ def run(argv: list[str] | None = None) -> int:
     set_quiet(args.quiet)
     if args.command == "generate":
         return _generate(args)
+    if args.command in STORE_COMMANDS:
+        return _store_command(args)
     with stage("load and validate"):
         instance = load_instance(args.instance)
     if args.command == "validate":

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -74,6 +75,32 @@ def _read_table(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise InputError(Problem(f"cannot read table: {e}", str(path))) from None
+
+
+# Tables that arrive after a period is known: new requests, and the sales report.
+ARRIVING_TABLES = ("requests", "sales", "grant_sales")
+
+
+def load_arriving_tables(base: Instance, files: dict[str, str | os.PathLike]) -> Instance:
+    """Read arriving tables (`requests`, `sales`, `grant_sales`; CSV or Parquet) and validate each against a known
+    period: `base`'s calendar, FCs, sellers and needs, and for `grant_sales` its requests and the new ones.
+    Problems name the file, its row and field. Returns `base` with those tables replaced by the files' rows."""
+    new: dict[str, pd.DataFrame] = {}
+    for name in ARRIVING_TABLES:
+        if name not in files:
+            continue
+        path = Path(files[name])
+        if not path.is_file():
+            raise InputError(Problem("no such file", str(path)))
+        context = {t: getattr(base, t) for t in ("fcs", "sellers", "needs")}
+        if name == "grant_sales":
+            context["requests"] = pd.concat([new.get("requests", base.requests.iloc[:0]), base.requests]).drop_duplicates("request_id")
+        checked = Instance.from_tables(
+            period=base.period, settings=base.settings, name=base.name, tables={**context, name: _read_table(path)},
+            sources={**base.sources, name: str(path)},
+        )
+        new[name] = getattr(checked, name)
+    return replace(base, **new, sources={**base.sources, **{t: str(files[t]) for t in new}})
 
 
 def _load_folder(folder: Path) -> Instance:

@@ -62,3 +62,39 @@ def worked_example() -> Instance:
     from optalloc.io import load_instance
 
     return load_instance(INSTANCES / "worked_example.json")
+
+
+# ---------------------------------------------------------------- stores: SQLite and PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server URL for the whole session (see tests/pgserver.py). Without one the PostgreSQL cases skip,
+    except in CI ($CI set), where a missing server is a failure: the store must be tested on both databases."""
+    import os
+
+    from pgserver import ENV, find_bindir, throwaway_server
+
+    if os.environ.get(ENV):
+        yield os.environ[ENV]
+        return
+    bindir = find_bindir()
+    if bindir is None:
+        message = "no PostgreSQL: install Debian's postgresql package (as .ci/run does) or set " + ENV
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with throwaway_server(bindir) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """An empty store, once on an SQLite file and once on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    from pgserver import fresh_database
+
+    with fresh_database(request.getfixturevalue("pg_server")) as url:
+        yield url

@@ -1,0 +1,11 @@
+"""The store: a real database holding periods, rounds, requests, results and runs.
+
+An SQLite file by default (no set-up), PostgreSQL by URL (`OPTALLOC_DB=postgresql://user@host/db`).
+The schema is created and upgraded by the Alembic migrations in `migrations/` when a store is opened.
+
+This is the loading/writing layer of the nightly job: it reads and writes tables, it never solves.
+"""
+
+from .store import DEFAULT_URL, Store, StoreLockTimeout, resolve_url
+
+__all__ = ["DEFAULT_URL", "Store", "StoreLockTimeout", "resolve_url"]

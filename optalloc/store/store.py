@@ -1,0 +1,546 @@
+"""`Store`: periods, requests and results in a database, behind SQLAlchemy.
+
+Guarantees the nightly job builds on:
+- every write is one transaction: an ingest, a period's baseline, one round, one settlement. A process killed
+  inside one leaves nothing of it; what committed before stays.
+- a result is claimed in the same transaction that writes it (`UPDATE rounds SET cleared_run_id = :run
+  WHERE cleared_run_id IS NULL`), so no round, baseline or settlement can be written twice, whoever tries.
+- `lock()` serialises the writers (batch runs and ingests): a PostgreSQL advisory lock, or an flock on a file
+  beside the SQLite database. Both are released by the operating system when a process dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from functools import cache
+from importlib import metadata as importlib_metadata
+
+import pandas as pd
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from .. import __version__
+from ..baseline import BaselineResult
+from ..clearing import RoundResult
+from ..errors import InputError, Problem, StoreError
+from ..failpoints import failpoint
+from ..instance import Instance
+from ..schemas import TABLE_KEYS
+from ..settlement import protected_prices
+from . import tables as T
+
+DEFAULT_URL = "sqlite:///optalloc.db"
+URL_ENV = "OPTALLOC_DB"
+LOCK_KEY = 0x0BA7C4  # PostgreSQL advisory lock id of the store's writer lock
+LIST_COLUMNS = {"months", "regions"}
+STATIC_TABLES = ("fcs", "sellers", "needs")  # fixed once a period is ingested
+REPORT_TABLES = ("sales", "grant_sales")  # the period's sales report
+ROUND_TABLES = ("grants", "grant_placements", "pools", "round_prices")
+BASELINE_TABLES = ("limits", "placements", "fc_prices")
+BOOKKEEPING_COLUMNS = ["period_id", "run_id", "ingest_run_id"]  # the store's own columns, not the engine's
+
+
+class StoreLockTimeout(StoreError):
+    pass
+
+
+class AlreadyDone(StoreError):
+    """Another run wrote this result first (the claim in the result's own transaction found it taken)."""
+
+
+def resolve_url(url: str | None = None) -> str:
+    """--db, else $OPTALLOC_DB, else an SQLite file in the working folder. postgresql:// means psycopg 3."""
+    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "optalloc.store:migrations")
+    return cfg
+
+
+@cache
+def head_revision() -> str:
+    """The newest migration in migrations/versions."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def solver_version() -> str:
+    return importlib_metadata.version("highspy")
+
+
+class Store:
+    def __init__(self, url: str | None = None, *, migrate: bool = True):
+        self.url = resolve_url(url)
+        try:
+            u = sa.make_url(self.url)
+        except sa.exc.ArgumentError as e:
+            raise StoreError(f"not a database URL: {self.url!r} ({e})") from None
+        self.display_url = u.render_as_string(hide_password=True)
+        self.backend = u.get_backend_name()
+        self._sqlite_file = u.database if self.backend == "sqlite" and u.database not in (None, "", ":memory:") else None
+        if self._sqlite_file:
+            os.makedirs(os.path.dirname(os.path.abspath(self._sqlite_file)), exist_ok=True)
+        try:
+            self.engine = sa.create_engine(self.url, connect_args={"timeout": 60} if self.backend == "sqlite" else {})
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
+            raise StoreError(f"cannot use store {self.display_url}: {e}") from None
+        if self.backend == "sqlite":
+            _sqlite_transactions(self.engine)
+        self._writer = self.engine.execution_options(optalloc_write=True)
+        if migrate and self.schema_revision() != head_revision():
+            with self.lock(timeout=60):
+                self.upgrade()
+
+    def transaction(self):
+        """A write transaction (`with store.transaction() as conn:`): committed at the end of the block, rolled back
+        if it raises. On SQLite it takes the write lock at its start; reads (`store.engine.connect()`) never do."""
+        return self._writer.begin()
+
+    # ------------------------------------------------------------ schema, lock, runs
+
+    def upgrade(self) -> None:
+        """Create or upgrade the schema to the newest migration (a no-op when it is current)."""
+        cfg = _alembic_config()
+        try:
+            with self.transaction() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except sa.exc.OperationalError as e:
+            raise StoreError(f"cannot open store {self.display_url}: {e.orig}") from None
+
+    def schema_revision(self) -> str | None:
+        """The migration the database is at (None for a new, empty one)."""
+        try:
+            with self.engine.connect() as conn:
+                if not sa.inspect(conn).has_table("alembic_version"):
+                    return None
+                return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        except sa.exc.OperationalError as e:
+            raise StoreError(f"cannot open store {self.display_url}: {e.orig}") from None
+
+    @contextmanager
+    def lock(self, timeout: float = 0.0) -> Iterator[None]:
+        """The writers' lock, waiting up to `timeout` seconds for it. Released when the process ends, however."""
+        deadline = time.monotonic() + timeout
+        if self.backend == "postgresql":
+            with self.engine.connect() as conn:
+                while not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar():
+                    conn.rollback()
+                    self._wait(deadline, timeout)
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                    conn.commit()
+        elif self._sqlite_file:
+            fd = os.open(self._sqlite_file + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        self._wait(deadline, timeout)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        else:  # an in-memory database lives in one process
+            yield
+
+    def _wait(self, deadline: float, timeout: float) -> None:
+        if time.monotonic() >= deadline:
+            raise StoreLockTimeout(
+                f"another optalloc run holds the lock of {self.display_url} (waited {timeout:g} s); retry later or raise --lock-timeout"
+            )
+        time.sleep(0.2)
+
+    def start_run(self, conn: sa.Connection, command_: str, *, run_date: date | None = None, options: dict | None = None) -> int:
+        values = dict(
+            command=command_, run_date=run_date, started_at=now(), outcome="running", solver="highs", solver_version=solver_version(),
+            optalloc_version=__version__, options=json.dumps(options or {}, sort_keys=True), host=socket.gethostname(), pid=os.getpid(),
+        )
+        return int(conn.execute(T.runs.insert().values(**values)).inserted_primary_key[0])
+
+    def finish_run(self, conn: sa.Connection, run_id: int, outcome: str, **values) -> None:
+        for key in ("timings", "steps"):
+            if key in values and not isinstance(values[key], str):
+                values[key] = json.dumps(values[key], sort_keys=True)
+        conn.execute(T.runs.update().where(T.runs.c.run_id == run_id).values(outcome=outcome, finished_at=now(), **values))
+
+    def mark_dead_runs(self) -> int:
+        """Runs still marked running died without finishing (call this only while holding the lock)."""
+        with self.transaction() as conn:
+            return conn.execute(
+                T.runs.update().where(T.runs.c.outcome == "running").values(outcome="killed", error="the process ended before the run finished")
+            ).rowcount
+
+    def runs(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return pd.read_sql(sa.select(T.runs).order_by(T.runs.c.run_id), conn).set_index("run_id")
+
+    def status(self, last_runs: int = 10) -> dict:
+        """Periods with their rounds' state, and the latest runs (for `optalloc status`)."""
+
+        def plain(v):
+            if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
+                return None
+            if isinstance(v, (datetime, date)):
+                return v.isoformat()
+            return v.item() if hasattr(v, "item") else v  # numpy scalars
+
+        periods, rounds = self.periods(), self.rounds().reset_index()
+        runs = self.runs().tail(last_runs).reset_index()
+        return {
+            "store": self.display_url,
+            "schema_revision": self.schema_revision(),
+            "periods": [
+                {
+                    "period_id": pid,
+                    "baseline_run_id": plain(row.baseline_run_id),
+                    "sales_received_at": plain(row.sales_received_at),
+                    "settled_run_id": plain(row.settled_run_id),
+                    "rounds": [
+                        {"round": int(r.round), "close_date": r.close_date, "cleared_run_id": plain(r.cleared_run_id)}
+                        for r in rounds[rounds["period_id"] == pid].itertuples()
+                    ],
+                }
+                for pid, row in periods.iterrows()
+            ],
+            "runs": [
+                {k: plain(getattr(r, k)) for k in ("run_id", "command", "run_date", "started_at", "finished_at", "outcome", "objective", "error")}
+                for r in runs.itertuples()
+            ],
+        }
+
+    # ------------------------------------------------------------ periods and inputs
+
+    def period_ids(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(sa.select(T.periods.c.period_id)).scalars())
+
+    def periods(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return pd.read_sql(sa.select(T.periods), conn).set_index("period_id").sort_index()
+
+    def rounds(self, period_id: str | None = None) -> pd.DataFrame:
+        q = sa.select(T.rounds)
+        if period_id is not None:
+            q = q.where(T.rounds.c.period_id == period_id)
+        with self.engine.connect() as conn:
+            frame = pd.read_sql(q, conn)
+        frame["cleared_run_id"] = frame["cleared_run_id"].astype("Int64")
+        return frame.set_index(["period_id", "round"]).sort_index()
+
+    def instance(self, period_id: str) -> Instance:
+        """The period as stored: the same validated `Instance` its files would give."""
+        with self.engine.connect() as conn:
+            period = conn.execute(sa.select(T.periods).where(T.periods.c.period_id == period_id)).one_or_none()
+            if period is None:
+                raise InputError(Problem(f"no period {period_id!r} in the store", self.display_url, None, "period"))
+            rounds = conn.execute(
+                sa.select(T.rounds.c.round, T.rounds.c.close_date).where(T.rounds.c.period_id == period_id).order_by(T.rounds.c.round)
+            ).all()
+            tables = {name: read_frame(conn, table, period_id) for name, table in T.INPUT_TABLES.items()}
+        return Instance.from_tables(
+            name=period.name,
+            period={
+                "period_id": period_id,
+                "months": period.months.split(";"),
+                "rounds": [r.round for r in rounds],
+                "round_close_dates": [r.close_date for r in rounds],
+            },
+            settings=json.loads(period.settings),
+            tables={name: frame.drop(columns=BOOKKEEPING_COLUMNS, errors="ignore") for name, frame in tables.items()},
+            sources={"meta": f"{self.display_url}: periods", **{t: f"{self.display_url}: {t}" for t in T.INPUT_TABLES}},
+        )
+
+    def ingest(self, instance: Instance, *, tables: Iterable[str] | None = None) -> dict:
+        """Add an instance to the store in one transaction, and record the ingest as a run.
+
+        A new period is registered with its calendar, settings, FCs, sellers and needs; a known one must match
+        what is stored. Then the rows of `tables` (default: requests, sales, grant_sales) are added: rows already
+        stored identically are skipped (ingesting a file twice is harmless), a stored id with other values is an
+        error, and so is a request for a round that was already cleared or a sales report for a settled period.
+        Problems name the instance's file, row and field; on any problem nothing is written.
+        """
+        tables = list(tables if tables is not None else ("requests", *REPORT_TABLES))
+        pid = instance.period.period_id
+        if instance.period.round_close_dates is None:
+            raise InputError(Problem("the store needs period.round_close_dates: one close date per round", instance.sources.get("meta"), None,
+                                     "period.round_close_dates"))
+        counts: dict = {"period_id": pid}
+        with self.transaction() as conn:
+            run_id = self.start_run(conn, "ingest")
+            counts["period_registered"] = self._register_period(conn, instance, run_id)
+            cleared = dict(conn.execute(
+                sa.select(T.rounds.c.round, T.rounds.c.cleared_run_id).where(T.rounds.c.period_id == pid, T.rounds.c.cleared_run_id.is_not(None))
+            ).all())
+            settled = conn.execute(sa.select(T.periods.c.settled_run_id).where(T.periods.c.period_id == pid)).scalar()
+            problems: list[Problem] = []
+            new: dict[str, pd.DataFrame] = {}
+            for name in tables:
+                frame = getattr(instance, name)
+                source = instance.sources.get(name, name)
+                fresh, found = _new_rows(conn, name, frame, pid, source)
+                problems += found
+                if name == "requests" and len(fresh):
+                    done = fresh["round"].isin(list(cleared)).to_numpy()
+                    problems += [
+                        Problem(f"round {r} of period {pid} was already cleared (run {cleared[r]}); requests for it are refused", source, int(i) + 1,
+                                "round")
+                        for i, r in zip(fresh.index[done], fresh["round"][done])
+                    ]
+                if name in REPORT_TABLES and len(fresh) and settled is not None:
+                    problems.append(Problem(f"period {pid} was settled (run {settled}); its sales report can no longer change", source))
+                new[name] = fresh
+            if problems:
+                raise InputError(sorted(problems, key=lambda p: (p.file or "", p.row or 0)))
+            for name, fresh in new.items():
+                write_frame(conn, T.INPUT_TABLES[name], fresh, period_id=pid, ingest_run_id=run_id)
+                counts[name] = len(fresh)
+            if any(len(getattr(instance, t)) for t in REPORT_TABLES if t in tables):
+                conn.execute(
+                    T.periods.update().where(T.periods.c.period_id == pid, T.periods.c.sales_received_at.is_(None)).values(sales_received_at=now())
+                )
+            self.finish_run(conn, run_id, "ok", steps=[counts])
+        counts["run_id"] = run_id
+        return counts
+
+    def _register_period(self, conn: sa.Connection, instance: Instance, run_id: int) -> bool:
+        p = instance.period
+        meta = instance.sources.get("meta", "instance")
+        stored = conn.execute(sa.select(T.periods).where(T.periods.c.period_id == p.period_id)).one_or_none()
+        settings = json.dumps(instance.settings.model_dump(mode="json"), sort_keys=True)
+        if stored is None:
+            conn.execute(T.periods.insert().values(period_id=p.period_id, name=instance.name, months=";".join(p.months), settings=settings,
+                                                   ingested_at=now()))
+            conn.execute(T.rounds.insert(), [{"period_id": p.period_id, "round": r, "close_date": d} for r, d in zip(p.rounds, p.round_close_dates)])
+            for name in STATIC_TABLES:
+                write_frame(conn, T.INPUT_TABLES[name], getattr(instance, name), period_id=p.period_id)
+            return True
+        rounds = conn.execute(sa.select(T.rounds.c.round, T.rounds.c.close_date).where(T.rounds.c.period_id == p.period_id).order_by("round")).all()
+        differs = []
+        if stored.months.split(";") != list(p.months) or [r.round for r in rounds] != list(p.rounds):
+            differs.append("months or rounds")
+        if [r.close_date for r in rounds] != list(p.round_close_dates):
+            differs.append("round_close_dates")
+        if json.loads(stored.settings) != json.loads(settings):
+            differs.append("settings")
+        for name in STATIC_TABLES:
+            ours = canonical_records(getattr(instance, name), name)
+            theirs = canonical_records(read_frame(conn, T.INPUT_TABLES[name], p.period_id).drop(columns=BOOKKEEPING_COLUMNS, errors="ignore"), name)
+            if ours != theirs:
+                differs.append(name)
+        if differs:
+            raise InputError(Problem(
+                f"period {p.period_id} is already in the store with other {', '.join(differs)}; a period's calendar, settings, FCs, sellers and"
+                " needs are fixed once ingested (use a new period_id)", meta))
+        return False
+
+    # ------------------------------------------------------------ results
+
+    def results(self, period_id: str, names: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
+        """Result tables as `PeriodResult.tables()` names and indexes them (only what has been written)."""
+        names = list(names or T.RESULT_TABLES)
+        with self.engine.connect() as conn:
+            return {name: result_frame(read_frame(conn, T.RESULT_TABLES[name], period_id), T.RESULT_TABLES[name]) for name in names}
+
+    def baseline(self, period_id: str) -> BaselineResult | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(T.periods).where(T.periods.c.period_id == period_id)).one()
+        if row.baseline_run_id is None:
+            return None
+        t = self.results(period_id, BASELINE_TABLES)
+        return BaselineResult(t["limits"], t["placements"], t["fc_prices"], row.baseline_objective, row.baseline_status, "store")
+
+    def round_results(self, period_id: str) -> list[RoundResult]:
+        t = self.results(period_id, ROUND_TABLES)
+        rounds = sorted(set(t["round_prices"].index.get_level_values("round")))
+
+        def of(frame: pd.DataFrame, r: int) -> pd.DataFrame:
+            return frame[frame.index.get_level_values("round") == r]
+
+        return [RoundResult(r, of(t["grants"], r), of(t["grant_placements"], r), of(t["pools"], r), of(t["round_prices"], r)) for r in rounds]
+
+    def round_prices_with_protection(self, period_id: str) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            frame = read_frame(conn, T.round_prices, period_id)
+        return frame.drop(columns=BOOKKEEPING_COLUMNS, errors="ignore").set_index(["round", "storage_type"]).sort_index()
+
+    def commit_baseline(self, period_id: str, result: BaselineResult, run_id: int) -> None:
+        with self.transaction() as conn:
+            claimed = conn.execute(
+                T.periods.update()
+                .where(T.periods.c.period_id == period_id, T.periods.c.baseline_run_id.is_(None))
+                .values(baseline_run_id=run_id, baseline_objective=result.objective, baseline_status=result.status)
+            ).rowcount
+            if claimed != 1:
+                raise AlreadyDone(f"the baseline of period {period_id} was already written")
+            for name, frame in result.tables().items():
+                write_frame(conn, T.RESULT_TABLES[name], frame, period_id=period_id, run_id=run_id)
+            failpoint("baseline-written")
+
+    def commit_round(self, period_id: str, result: RoundResult, run_id: int) -> None:
+        """Claim and write one cleared round, then recompute the period's price protection, in one transaction."""
+        r = result.round
+        with self.transaction() as conn:
+            earlier = conn.execute(
+                sa.select(sa.func.count()).where(T.rounds.c.period_id == period_id, T.rounds.c.round < r, T.rounds.c.cleared_run_id.is_(None))
+            ).scalar()
+            if earlier:
+                raise StoreError(f"period {period_id}: round {r} cannot be cleared before the rounds before it")
+            claimed = conn.execute(
+                T.rounds.update()
+                .where(T.rounds.c.period_id == period_id, T.rounds.c.round == r, T.rounds.c.cleared_run_id.is_(None))
+                .values(cleared_run_id=run_id, cleared_at=now())
+            ).rowcount
+            if claimed != 1:
+                raise AlreadyDone(f"round {r} of period {period_id} was already cleared")
+            failpoint(f"round-{r}-claimed")
+            for name, frame in zip(ROUND_TABLES, (result.grants, result.placements, result.pools, result.prices)):
+                write_frame(conn, T.RESULT_TABLES[name], frame, period_id=period_id, run_id=run_id)
+            failpoint(f"round-{r}-written")
+            self._update_price_protection(conn, period_id)
+
+    def _update_price_protection(self, conn: sa.Connection, period_id: str) -> None:
+        prices = read_frame(conn, T.round_prices, period_id).set_index(["round", "storage_type"])
+        protected = protected_prices(prices)
+        c = T.round_prices.c
+        stmt = (
+            T.round_prices.update()
+            .where(c.period_id == sa.bindparam("p"), c.round == sa.bindparam("r"), c.storage_type == sa.bindparam("k"))
+            .values(protected_price=sa.bindparam("price"))
+        )
+        conn.execute(stmt, [
+            {"p": period_id, "r": int(r), "k": k, "price": None if math.isnan(v) else float(v)} for (r, k), v in protected.items()
+        ])
+
+    def commit_settlement(self, period_id: str, settlement: pd.DataFrame, run_id: int) -> None:
+        with self.transaction() as conn:
+            claimed = conn.execute(
+                T.periods.update().where(T.periods.c.period_id == period_id, T.periods.c.settled_run_id.is_(None)).values(settled_run_id=run_id)
+            ).rowcount
+            if claimed != 1:
+                raise AlreadyDone(f"period {period_id} was already settled")
+            write_frame(conn, T.settlements, settlement, period_id=period_id, run_id=run_id)
+            failpoint("settlement-written")
+
+
+# ---------------------------------------------------------------- frames <-> tables
+
+
+def _sqlite_transactions(engine: sa.Engine) -> None:
+    """pysqlite begins transactions lazily, at the first write; a round's transaction must hold the write lock from
+    its first read, so a write transaction's BEGIN is sent as BEGIN IMMEDIATE (the SQLAlchemy SQLite dialect docs'
+    recipe), a read's as a plain BEGIN."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+        dbapi_connection.execute("PRAGMA journal_mode = WAL")  # readers never wait for the writer, nor it for them
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("optalloc_write") else "BEGIN")
+
+
+def _column_values(series: pd.Series, name: str) -> list:
+    if name in LIST_COLUMNS:
+        return [";".join(v) for v in series]
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return [None if pd.isna(v) else v.tz_convert("UTC").to_pydatetime() for v in series]
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in series.tolist()]
+
+
+def frame_records(frame: pd.DataFrame, table: sa.Table, **constants) -> list[dict]:
+    """Rows for an INSERT: the frame's columns that the table has, lists joined, NaN as NULL, times in UTC."""
+    frame = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
+    names = [c.name for c in table.columns if c.name in frame.columns and c.name not in constants]
+    columns = [_column_values(frame[n], n) for n in names]
+    return [{**constants, **dict(zip(names, values))} for values in zip(*columns)] if names else []
+
+
+def write_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, **constants) -> None:
+    records = frame_records(frame, table, **constants)
+    if records:
+        conn.execute(table.insert(), records)
+
+
+def read_frame(conn: sa.Connection, table: sa.Table, period_id: str) -> pd.DataFrame:
+    """A period's rows with the DataFrame types the engine uses, sorted by primary key in Python's string order
+    (the same on every database, whatever its collation)."""
+    rows = conn.execute(sa.select(table).where(table.c.period_id == period_id)).all()
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in table.columns])
+    for c in table.columns:
+        col = frame[c.name]
+        if isinstance(c.type, sa.Double):
+            frame[c.name] = col.astype(float)
+        elif isinstance(c.type, sa.Boolean):
+            frame[c.name] = col.astype(bool)
+        elif isinstance(c.type, sa.Integer):
+            frame[c.name] = col.astype("int64" if not c.nullable else "Int64")
+        elif isinstance(c.type, sa.DateTime):
+            frame[c.name] = pd.to_datetime(col, utc=True).astype("datetime64[us, UTC]")
+        elif c.name in LIST_COLUMNS:
+            frame[c.name] = col.map(lambda v: tuple(v.split(";")), na_action="ignore").astype(object)
+    keys = [c.name for c in table.primary_key.columns]
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def result_frame(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
+    """A stored result as the engine returns it: its index is the table's key after period_id."""
+    index = [c.name for c in table.primary_key.columns if c.name != "period_id"]
+    extra = ["protected_price"] if table is T.round_prices else []  # the store's running price protection, not a clearing result
+    return frame.drop(columns=[*BOOKKEEPING_COLUMNS, *extra], errors="ignore").set_index(index).sort_index()
+
+
+def canonical_records(frame: pd.DataFrame, name: str) -> list[dict]:
+    keys = TABLE_KEYS[name]
+    table = T.INPUT_TABLES[name]
+    return frame_records(frame.sort_values(keys, kind="stable").reset_index(drop=True), table)
+
+
+def _new_rows(conn: sa.Connection, name: str, frame: pd.DataFrame, period_id: str, source: str) -> tuple[pd.DataFrame, list[Problem]]:
+    """The rows of `frame` not yet stored (index kept: row i is data row i + 1 of its file), and rows whose id is
+    stored with other values."""
+    if not len(frame):
+        return frame, []
+    table = T.INPUT_TABLES[name]
+    keys = TABLE_KEYS[name]
+    stored = read_frame(conn, table, period_id)
+    if not len(stored):
+        return frame, []
+    stored_records = {tuple(r[k] for k in keys): r for r in frame_records(stored[list(frame.columns)], table)}
+    ours = frame_records(frame.reset_index(drop=True), table)
+    known = [tuple(r[k] for k in keys) in stored_records for r in ours]
+    problems = [
+        Problem(f"already in the store with other values ({', '.join(keys)} {'/'.join(map(str, key))}); stored rows are never changed",
+                source, i + 1, keys[0])
+        for i, r in enumerate(ours)
+        if (key := tuple(r[k] for k in keys)) in stored_records and stored_records[key] != r
+    ]
+    return frame[[not k for k in known]], problems

@@ -1,0 +1,306 @@
+"""The store's tables as the code sees them (SQLAlchemy Core).
+
+The database itself is created and changed only by the migrations in `optalloc/store/migrations`;
+`tests/test_store.py` proves the migrated schema equals this metadata, so the two cannot drift.
+
+Column names are the DataFrame column names of the instance tables (`optalloc.schemas`) and of the
+result tables (`optalloc.period.PeriodResult.tables()`), with `period_id` in front: every table but
+`runs` is keyed by period. Lists (months, regions) are stored as ';'-joined text, as in CSV instances.
+Units: cube = cubic feet for a month; fees $ per cube; sales and fees $.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+ID = sa.String(128)
+
+
+def _key(name: str) -> sa.Column:
+    return sa.Column(name, ID, primary_key=True)
+
+
+def _num(name: str, nullable: bool = False) -> sa.Column:
+    return sa.Column(name, sa.Double(), nullable=nullable)
+
+
+def _text(name: str, nullable: bool = False) -> sa.Column:
+    return sa.Column(name, sa.Text(), nullable=nullable)
+
+
+def _run_ref(name: str = "run_id", nullable: bool = False) -> sa.Column:
+    return sa.Column(name, sa.Integer(), sa.ForeignKey("runs.run_id"), nullable=nullable)
+
+
+def _period_key() -> sa.Column:
+    return sa.Column("period_id", ID, sa.ForeignKey("periods.period_id"), primary_key=True)
+
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("command", sa.String(32), nullable=False),  # batch | ingest
+    sa.Column("run_date", sa.Date(), nullable=True),  # the night a batch run is for
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("outcome", sa.String(32), nullable=False),  # running | ok | nothing_to_do | failed | killed
+    sa.Column("inputs_hash", sa.String(64), nullable=True),  # sha256 of the inputs of the periods it touched
+    sa.Column("solver", sa.String(64), nullable=False),
+    sa.Column("solver_version", sa.String(64), nullable=False),
+    sa.Column("optalloc_version", sa.String(32), nullable=False),
+    _text("options"),  # SolverOptions and executor, JSON
+    _num("objective", nullable=True),  # $: sum of fee x grant over the rounds it cleared
+    _text("timings", nullable=True),  # seconds per step, JSON
+    _text("steps", nullable=True),  # what it did, JSON list
+    _text("error", nullable=True),
+    sa.Column("host", sa.String(256), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+)
+
+periods = sa.Table(
+    "periods",
+    metadata,
+    _key("period_id"),
+    sa.Column("name", sa.String(256), nullable=False),
+    _text("months"),
+    _text("settings"),  # Settings, JSON
+    sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sales_received_at", sa.DateTime(timezone=True), nullable=True),
+    _run_ref("baseline_run_id", nullable=True),
+    _num("baseline_objective", nullable=True),
+    sa.Column("baseline_status", sa.String(32), nullable=True),
+    _run_ref("settled_run_id", nullable=True),
+)
+
+rounds = sa.Table(
+    "rounds",
+    metadata,
+    _period_key(),
+    sa.Column("round", sa.Integer(), primary_key=True),
+    sa.Column("close_date", sa.Date(), nullable=False),  # last day it takes requests
+    _run_ref("cleared_run_id", nullable=True),
+    sa.Column("cleared_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# ---------------------------------------------------------------- inputs (as in optalloc.schemas)
+
+fcs = sa.Table(
+    "fcs",
+    metadata,
+    _period_key(),
+    _key("fc_id"),
+    _key("storage_type"),
+    _key("month"),
+    sa.Column("region", ID, nullable=False),
+    _num("capacity_cube"),
+    _num("pool_cube"),
+)
+
+sellers = sa.Table(
+    "sellers",
+    metadata,
+    _period_key(),
+    _key("seller_id"),
+    _num("performance_score"),
+    _num("productivity"),
+    _text("regions"),
+    _num("floor_cube"),
+)
+
+needs = sa.Table(
+    "needs",
+    metadata,
+    _period_key(),
+    _key("seller_id"),
+    _key("storage_type"),
+    _key("month"),
+    _num("p50_cube"),
+    _num("p90_cube", nullable=True),
+    _num("floor_cube", nullable=True),
+)
+
+requests = sa.Table(
+    "requests",
+    metadata,
+    _period_key(),
+    _key("request_id"),
+    sa.Column("seller_id", ID, nullable=False),
+    sa.Column("storage_type", ID, nullable=False),
+    _text("months"),
+    _num("max_fee_per_cube"),
+    _num("max_cube"),
+    _num("min_cube"),
+    sa.Column("round", sa.Integer(), nullable=False),
+    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
+    _run_ref("ingest_run_id"),
+)
+
+sales = sa.Table(
+    "sales",
+    metadata,
+    _period_key(),
+    _key("seller_id"),
+    _key("storage_type"),
+    _key("month"),
+    _num("sales"),
+    _num("used_cube"),
+    _run_ref("ingest_run_id"),
+)
+
+grant_sales = sa.Table(
+    "grant_sales",
+    metadata,
+    _period_key(),
+    _key("request_id"),
+    _num("incremental_sales"),
+    _run_ref("ingest_run_id"),
+)
+
+# ---------------------------------------------------------------- results (as in PeriodResult.tables())
+
+baseline_limits = sa.Table(
+    "baseline_limits",
+    metadata,
+    _period_key(),
+    _key("seller_id"),
+    _key("storage_type"),
+    _key("month"),
+    _num("limit_cube"),
+    _num("p50_cube"),
+    _num("upper_cube"),
+    _num("floor_cube"),
+    _run_ref(),
+)
+
+baseline_placements = sa.Table(
+    "baseline_placements",
+    metadata,
+    _period_key(),
+    _key("seller_id"),
+    _key("fc_id"),
+    _key("storage_type"),
+    _key("month"),
+    _num("cube"),
+    _run_ref(),
+)
+
+fc_prices = sa.Table(
+    "fc_prices",
+    metadata,
+    _period_key(),
+    _key("fc_id"),
+    _key("storage_type"),
+    _key("month"),
+    _num("capacity_cube"),
+    _num("pool_cube"),
+    _num("net_cube"),
+    _num("baseline_cube"),
+    _num("shadow_price"),  # $ value per cube of one more cube at this FC/type/month (dual of fc_capacity)
+    _run_ref(),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    _period_key(),
+    sa.Column("round", sa.Integer(), primary_key=True),
+    _key("request_id"),
+    sa.Column("seller_id", ID, nullable=False),
+    sa.Column("storage_type", ID, nullable=False),
+    _text("months"),
+    _num("max_fee_per_cube"),
+    _num("max_cube"),
+    _num("min_cube"),
+    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
+    _num("request_cap_cube"),
+    _num("granted_cube"),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    _num("price_faced", nullable=True),
+    sa.Column("paradoxically_rejected", sa.Boolean(), nullable=False),
+    _run_ref(),
+)
+
+grant_placements = sa.Table(
+    "grant_placements",
+    metadata,
+    _period_key(),
+    sa.Column("round", sa.Integer(), primary_key=True),
+    _key("request_id"),
+    _key("fc_id"),
+    sa.Column("granted_round", sa.Integer(), nullable=False),
+    _num("cube"),
+    _run_ref(),
+)
+
+pools = sa.Table(
+    "pools",
+    metadata,
+    _period_key(),
+    sa.Column("round", sa.Integer(), primary_key=True),
+    _key("fc_id"),
+    _key("storage_type"),
+    _key("month"),
+    _num("pool_cube"),
+    _num("held_cube"),
+    _num("granted_cube"),
+    _num("pool_after"),
+    _num("dual_price"),
+    _run_ref(),
+)
+
+round_prices = sa.Table(
+    "round_prices",
+    metadata,
+    _period_key(),
+    sa.Column("round", sa.Integer(), primary_key=True),
+    _key("storage_type"),
+    sa.Column("requests", sa.Integer(), nullable=False),
+    sa.Column("granted_requests", sa.Integer(), nullable=False),
+    _num("granted_cube"),
+    _num("clearing_price", nullable=True),  # lowest fee granted; NULL when nothing of this type was granted
+    _num("pool_dual_max"),
+    _num("objective"),
+    sa.Column("paradoxically_rejected", sa.Integer(), nullable=False),
+    sa.Column("method", sa.String(32), nullable=False),
+    _num("protected_price", nullable=True),  # price protection so far: lowest clearing price of this and later cleared rounds
+    _run_ref(),
+)
+
+settlements = sa.Table(
+    "settlements",
+    metadata,
+    _period_key(),
+    sa.Column("round", sa.Integer(), primary_key=True),
+    _key("request_id"),
+    sa.Column("seller_id", ID, nullable=False),
+    sa.Column("storage_type", ID, nullable=False),
+    _text("months"),
+    _num("granted_cube"),
+    _num("max_fee_per_cube"),
+    _num("round_clearing_price"),
+    _num("protected_price"),
+    _num("fee_per_cube"),
+    _num("reservation_fee"),
+    _num("attributed_sales"),
+    sa.Column("sales_source", sa.String(32), nullable=False),
+    _num("credit"),
+    _num("net"),
+    _run_ref(),
+)
+
+INPUT_TABLES = {"fcs": fcs, "sellers": sellers, "needs": needs, "requests": requests, "sales": sales, "grant_sales": grant_sales}
+# Result table name (as PeriodResult.tables() names it) -> store table.
+RESULT_TABLES = {
+    "limits": baseline_limits,
+    "placements": baseline_placements,
+    "fc_prices": fc_prices,
+    "grants": grants,
+    "grant_placements": grant_placements,
+    "pools": pools,
+    "round_prices": round_prices,
+    "settlement": settlements,
+}

@@ -1,0 +1,231 @@
+"""The nightly batch job on SQLite and PostgreSQL: it equals `optalloc solve`, re-running changes nothing, a killed
+run loses nothing and grants nothing twice, two runs at once clear each round once, Dask equals serial."""
+
+import filecmp
+import os
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import INSTANCES
+from optalloc.batch import DaskExecutor, SerialExecutor, run_batch
+from optalloc.cli import run
+from optalloc.io import load_instance
+from optalloc.store import Store
+from optalloc.store import tables as T
+
+SMALL = INSTANCES / "small_network"
+PERIOD = "P202610"
+CLOSES = [date(2026, 9, 9), date(2026, 9, 16), date(2026, 9, 23)]  # small_network's round calendar
+
+
+def cli(*args: str, db: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "optalloc.cli", *args, "--db", db, "-q"], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def contents(store: Store) -> dict[str, list]:
+    """Every row of every table but runs, in key order: what a run may change."""
+    out = {}
+    with store.engine.connect() as conn:
+        for t in T.metadata.sorted_tables:
+            if t is not T.runs:
+                rows = conn.execute(sa.select(t)).all()
+                out[t.name] = sorted((tuple(map(str, r)) for r in rows))
+    return out
+
+
+def results(store: Store) -> dict[tuple[str, str], list]:
+    """Every period's result tables as the engine returns them (without the store's run ids and times)."""
+    return {
+        (p, name): frame.reset_index().astype(str).values.tolist() for p in store.period_ids() for name, frame in store.results(p).items()
+    }
+
+
+def in_rounds(store: Store, name: str = "grants") -> pd.Series:
+    with store.engine.connect() as conn:
+        frame = pd.read_sql(sa.select(T.RESULT_TABLES[name]), conn)
+    return frame.groupby("round").size()
+
+
+@pytest.fixture(scope="module")
+def solved(tmp_path_factory):
+    out = tmp_path_factory.mktemp("solve") / "out"
+    assert run(["solve", str(SMALL), "-o", str(out), "-q"]) == 0
+    return out
+
+
+def split_requests(tmp_path) -> dict[int, str]:
+    """small_network's requests, one file per round, as they would arrive week by week."""
+    requests = pd.read_csv(SMALL / "requests.csv", dtype=str)
+    files = {}
+    for r, part in requests.groupby("round"):
+        files[int(r)] = str(tmp_path / f"requests_round{r}.csv")
+        part.to_csv(files[int(r)], index=False)
+    return files
+
+
+def register_without_requests_or_sales(db: str, tmp_path) -> None:
+    """Ingest small_network's period (calendar, FCs, sellers, needs) with no requests or sales yet."""
+    import shutil
+
+    folder = tmp_path / "period_only"
+    shutil.copytree(SMALL, folder)
+    (folder / "requests.csv").unlink()
+    (folder / "sales.csv").unlink()
+    assert cli("ingest", str(folder), db=db).returncode == 0
+
+
+def test_the_whole_lifecycle_through_the_batch_job_equals_optalloc_solve(store_url, tmp_path, solved):
+    """Requests arrive round by round, the job runs nightly, the sales report comes in: the stored results, exported,
+    are byte-identical to `optalloc solve` on the same instance."""
+    register_without_requests_or_sales(store_url, tmp_path)
+    files = split_requests(tmp_path)
+    for r, close in zip((1, 2, 3), CLOSES):
+        assert cli("ingest", "--period", PERIOD, "--requests", files[r], db=store_url).returncode == 0
+        assert cli("batch", "--date", str(close - timedelta(days=1)), "--workers", "0", db=store_url).returncode == 0  # not closed yet
+        assert len(in_rounds(Store(store_url))) == r - 1
+        done = cli("batch", "--date", str(close + timedelta(days=1)), "--workers", "0", db=store_url)
+        assert done.returncode == 0, done.stderr
+        assert list(in_rounds(Store(store_url)).index) == list(range(1, r + 1))
+    assert pd.isna(Store(store_url).periods().loc[PERIOD, "settled_run_id"])  # no sales report yet: not settled
+    assert cli("ingest", "--period", PERIOD, "--sales", str(SMALL / "sales.csv"), db=store_url).returncode == 0
+    assert cli("batch", "--date", "2027-01-05", "--workers", "0", db=store_url).returncode == 0
+    out = tmp_path / "exported"
+    assert cli("export", "--period", PERIOD, "-o", str(out), db=store_url).returncode == 0
+    names = sorted(p.name for p in solved.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == names
+    match, mismatch, errors = filecmp.cmpfiles(solved, out, names, shallow=False)
+    assert mismatch == [] and errors == []
+    outcomes = Store(store_url).runs().query("command == 'batch'")["outcome"].tolist()
+    assert outcomes == ["ok", "ok", "nothing_to_do", "ok", "nothing_to_do", "ok", "ok"]  # the first run makes the baseline
+
+
+def test_re_running_the_same_night_changes_nothing(store_url):
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    first = run_batch(store, date(2026, 9, 17))
+    assert first.outcome == "ok" and [s["step"] for s in first.steps] == [f"{PERIOD} baseline", f"{PERIOD} round 1", f"{PERIOD} round 2"]
+    before = contents(store)
+    second = run_batch(store, date(2026, 9, 17))
+    assert second.outcome == "nothing_to_do" and second.steps == []
+    assert contents(store) == before
+    runs = store.runs()
+    assert runs.loc[second.run_id, "outcome"] == "nothing_to_do" and runs.loc[first.run_id, "inputs_hash"] is not None
+
+
+KILL_POINTS = ["baseline-written", "round-1-claimed", "round-2-written", "round-2-committed", "settlement-written"]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_killed_run_loses_nothing_and_grants_nothing_twice(store_url, tmp_path, solved, point):
+    """SIGKILL inside a transaction (or between two): what committed stays, the rest is as if never begun; the next
+    run marks the dead one killed, does the rest, and the result is the uninterrupted one."""
+    assert cli("ingest", str(SMALL), db=store_url).returncode == 0
+    store = Store(store_url)
+    killed = cli("batch", "--date", "2026-10-01", "--workers", "0", db=store_url, env={"OPTALLOC_FAILPOINT": f"{point}:kill"})
+    assert killed.returncode == -9
+    cleared = list(in_rounds(store).index) if len(in_rounds(store)) else []
+    expected = {"baseline-written": [], "round-1-claimed": [], "round-2-written": [1], "round-2-committed": [1, 2], "settlement-written": [1, 2, 3]}
+    assert cleared == expected[point]
+    rounds = store.rounds().loc[PERIOD]
+    assert rounds["cleared_run_id"].notna().tolist() == [r in cleared for r in (1, 2, 3)]  # the claim rolled back with its rows
+    assert pd.isna(store.periods().loc[PERIOD, "settled_run_id"])
+
+    again = cli("batch", "--date", "2026-10-01", "--workers", "0", db=store_url)
+    assert again.returncode == 0, again.stderr
+    runs = store.runs()
+    assert runs["outcome"].tolist() == ["ok", "killed", "ok"]
+    requests = pd.read_csv(SMALL / "requests.csv")
+    assert in_rounds(store).to_dict() == requests.groupby("round").size().to_dict()  # every request audited once
+    out = tmp_path / "exported"
+    assert cli("export", "--period", PERIOD, "-o", str(out), db=store_url).returncode == 0
+    for name in ("grants.csv", "round_prices.csv", "settlement.csv", "summary.json"):
+        assert (out / name).read_text() == (solved / name).read_text(), name
+
+
+def test_two_runs_at_once_clear_each_round_once(store_url):
+    """Run A holds the lock (stalled inside round 1's transaction); run B, started meanwhile, waits for it, then finds
+    nothing to do. A third run with a short --lock-timeout gives up with exit 5 and writes nothing."""
+    assert cli("ingest", str(SMALL), db=store_url).returncode == 0
+    base = [sys.executable, "-m", "optalloc.cli", "batch", "--db", store_url, "--date", "2026-10-01", "--workers", "0", "-q"]
+    a = subprocess.Popen(base, env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-claimed:sleep=10"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    store = Store(store_url)
+    deadline = time.monotonic() + 60
+    while not (store.runs()["command"] == "batch").any():  # A has the lock once its run is recorded
+        assert time.monotonic() < deadline and a.poll() is None
+        time.sleep(0.1)
+    impatient = cli("batch", "--date", "2026-10-01", "--workers", "0", "--lock-timeout", "0.5", db=store_url)
+    assert impatient.returncode == 5 and "another optalloc run holds the lock" in impatient.stderr
+    b = subprocess.Popen(base, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    assert a.poll() is None  # B is under way while A still holds the lock
+    assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0
+    runs = store.runs().query("command == 'batch'")
+    assert runs["outcome"].tolist() == ["ok", "nothing_to_do"]
+    assert runs["started_at"].iloc[1] >= runs["finished_at"].iloc[0]  # B started its work only after A finished
+    requests = pd.read_csv(SMALL / "requests.csv")
+    assert in_rounds(store).to_dict() == requests.groupby("round").size().to_dict()
+    assert store.rounds()["cleared_run_id"].tolist() == [runs.index[0]] * 3
+
+
+def test_a_failing_run_is_recorded_and_commits_nothing_of_what_failed(store_url, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "inst"
+    shutil.copytree(SMALL, folder)
+    sellers = pd.read_csv(folder / "sellers.csv", dtype=str)
+    sellers["floor_cube"] = "1000000"  # floors far above capacity: the baseline is infeasible
+    sellers.to_csv(folder / "sellers.csv", index=False)
+    assert cli("ingest", str(folder), db=store_url).returncode == 0
+    done = cli("batch", "--date", "2026-10-01", "--workers", "0", db=store_url)
+    assert done.returncode == 3 and "infeasible" in done.stderr.lower()
+    store = Store(store_url)
+    run_row = store.runs().iloc[-1]
+    assert run_row["outcome"] == "failed" and "infeasible" in run_row["error"].lower() and json.loads(run_row["steps"]) == []
+    assert pd.isna(store.periods().loc[PERIOD, "baseline_run_id"]) and len(in_rounds(store)) == 0
+
+
+def test_dask_gives_the_serial_answer_across_periods_and_storage_types(tmp_path):
+    """Two periods (the worked example and small_network, two storage types) cleared in the same waves: a Dask
+    LocalCluster of two worker processes leaves exactly what the in-process run leaves."""
+    stores = {}
+    for name, executor in [("serial", SerialExecutor()), ("dask", DaskExecutor(workers=2))]:
+        store = Store(f"sqlite:///{tmp_path / name}.db")
+        store.ingest(load_instance(INSTANCES / "worked_example.json"))
+        store.ingest(load_instance(SMALL))
+        try:
+            report = run_batch(store, date(2026, 10, 1), executor=executor)
+        finally:
+            executor.close()
+        assert report.outcome == "ok"
+        assert [s["step"] for s in report.steps if "round 1" in s["step"]] == ["2026Q4 round 1", f"{PERIOD} round 1"]
+        stores[name] = store
+    assert results(stores["dask"]) == results(stores["serial"])
+    assert "dask LocalCluster, 2 workers" in stores["dask"].runs()["options"].iloc[-1]
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(nights=st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=4))
+def test_whatever_nights_it_runs_on_the_store_ends_the_same(tmp_path_factory, nights):
+    """Runs on any nights (in any order, repeated or not), then one after every close: the same results as a single run."""
+    tmp = tmp_path_factory.mktemp("nights")
+    once = Store(f"sqlite:///{tmp / 'once.db'}")
+    once.ingest(load_instance(SMALL))
+    run_batch(once, date(2026, 10, 1))
+    many = Store(f"sqlite:///{tmp / 'many.db'}")
+    many.ingest(load_instance(SMALL))
+    for n in nights:
+        run_batch(many, date(2026, 9, 1) + timedelta(days=n))
+        cleared = many.rounds().loc[PERIOD]["cleared_run_id"].notna().tolist()
+        assert cleared == sorted(cleared, reverse=True)  # rounds clear in order, never with a gap
+    run_batch(many, date(2026, 10, 1))
+    assert results(many) == results(once)

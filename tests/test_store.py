@@ -1,0 +1,176 @@
+"""The store, on SQLite and PostgreSQL: migrations, ingest (idempotent, validated, all or nothing), refusals."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from conftest import INSTANCES
+from optalloc.errors import InputError, StoreError
+from optalloc.io import load_instance
+from optalloc.store import Store
+from optalloc.store import tables as T
+from optalloc.store.store import AlreadyDone, head_revision
+
+SMALL = INSTANCES / "small_network"
+
+
+def cli(*args: str, db: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`optalloc ARGS --db DB` in a fresh process, as an operator (or cron) runs it."""
+    return subprocess.run([sys.executable, "-m", "optalloc.cli", *args, "--db", db, "-q"], capture_output=True, text=True, env=env, timeout=300)
+
+
+def row_counts(store: Store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for t in T.metadata.sorted_tables}
+
+
+def test_the_migrated_schema_is_the_code_s_schema(store_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    store = Store(store_url)
+    assert store.schema_revision() == head_revision() == "0001"
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), T.metadata)
+    assert diff == []
+    Store(store_url)  # opening an up-to-date store again migrates nothing and fails nothing
+    assert store.schema_revision() == "0001"
+
+
+def test_an_ingested_instance_comes_back_exactly(store_url):
+    inst = load_instance(SMALL)
+    store = Store(store_url)
+    counts = store.ingest(inst)
+    assert counts["period_registered"] and counts["requests"] == 80 and counts["sales"] == 216
+    back = store.instance(inst.period.period_id)
+    assert back.period == inst.period and back.settings == inst.settings and back.name == inst.name
+    for name in ("fcs", "sellers", "needs", "requests", "sales", "grant_sales"):
+        ours, theirs = getattr(inst, name), getattr(back, name)
+        key = list(ours.columns[:3])
+        pd.testing.assert_frame_equal(ours.sort_values(key).reset_index(drop=True), theirs.sort_values(key).reset_index(drop=True), obj=name)
+
+
+def test_ingesting_the_same_files_twice_adds_nothing(store_url):
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    before = row_counts(store)
+    again = store.ingest(load_instance(SMALL))
+    assert not again["period_registered"] and again["requests"] == again["sales"] == 0
+    after = row_counts(store)
+    assert after.pop("runs") == before.pop("runs") + 1  # the ingest is recorded, nothing else changes
+    assert after == before
+
+
+def test_a_request_for_a_cleared_round_is_refused_with_a_clear_message(store_url, tmp_path):
+    assert cli("ingest", str(SMALL), db=store_url).returncode == 0
+    assert cli("batch", "--date", "2026-09-12", "--workers", "0", db=store_url).returncode == 0  # clears round 1 only
+    late = tmp_path / "late.csv"
+    late.write_text(
+        "request_id,seller_id,storage_type,months,max_fee_per_cube,max_cube,min_cube,round,submitted_at\n"
+        "N1,S01,standard,2026-11,5.0,100,0,2,2026-09-14T10:00:00Z\n"
+        "N2,S02,standard,2026-11,5.0,100,0,1,2026-09-08T10:00:00Z\n"
+    )
+    store = Store(store_url)
+    before = row_counts(store)
+    done = cli("ingest", "--period", "P202610", "--requests", str(late), db=store_url)
+    assert done.returncode == 2
+    assert f"{late}, row 2, field 'round': round 1 of period P202610 was already cleared (run 2); requests for it are refused" in done.stderr
+    assert row_counts(store) == before  # all or nothing: N1 (round 2, open) was not written either
+    late.write_text(late.read_text().rsplit("N2", 1)[0])
+    assert cli("ingest", "--period", "P202610", "--requests", str(late), db=store_url).returncode == 0
+    assert row_counts(store)["requests"] == before["requests"] + 1
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """An editable copy of the small_network instance."""
+    dst = tmp_path / "inst"
+    shutil.copytree(SMALL, dst)
+    return dst
+
+
+def edit(folder, table: str, row: int, field: str, value: str) -> None:
+    frame = pd.read_csv(folder / f"{table}.csv", dtype=str, keep_default_na=False)
+    frame.loc[row - 1, field] = value
+    frame.to_csv(folder / f"{table}.csv", index=False)
+
+
+def test_a_stored_request_id_with_other_values_is_refused(store_url, folder):
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    edit(folder, "requests", 5, "max_fee_per_cube", "9.99")
+    with pytest.raises(InputError, match=rf"{folder}/requests.csv, row 5, field 'request_id': already in the store with other values \(request_id Q04\)"):
+        store.ingest(load_instance(folder))
+
+
+def test_a_period_s_fcs_sellers_needs_and_calendar_are_fixed_once_ingested(store_url, folder):
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    edit(folder, "fcs", 1, "capacity_cube", "7000")
+    with pytest.raises(InputError, match="period P202610 is already in the store with other fcs"):
+        store.ingest(load_instance(folder))
+    shutil.copy(SMALL / "fcs.csv", folder / "fcs.csv")
+    meta = json.loads((folder / "instance.json").read_text())
+    meta["period"]["round_close_dates"][2] = "2026-09-24"
+    (folder / "instance.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="with other round_close_dates"):
+        store.ingest(load_instance(folder))
+
+
+def test_the_store_needs_a_round_calendar(store_url, folder):
+    meta = json.loads((folder / "instance.json").read_text())
+    del meta["period"]["round_close_dates"]
+    (folder / "instance.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="field 'period.round_close_dates': the store needs period.round_close_dates"):
+        Store(store_url).ingest(load_instance(folder))
+
+
+def test_a_bad_table_file_names_file_row_and_field_and_writes_nothing(store_url, tmp_path):
+    assert cli("ingest", str(SMALL), db=store_url).returncode == 0
+    store = Store(store_url)
+    before = row_counts(store)
+    bad = tmp_path / "sales.csv"
+    bad.write_text("seller_id,storage_type,month,sales,used_cube\nS00,standard,2026-10,100,10\nS-NOBODY,standard,2026-10,NaN,10\n")
+    done = cli("ingest", "--period", "P202610", "--sales", str(bad), db=store_url)
+    assert done.returncode == 2
+    assert f"{bad}, row 2, field 'sales': " in done.stderr and f"{bad}, row 2, field 'seller_id': unknown seller 'S-NOBODY'" in done.stderr
+    assert row_counts(store) == before
+
+
+def test_sales_cannot_change_after_settlement(store_url, tmp_path):
+    assert cli("ingest", str(SMALL), db=store_url).returncode == 0
+    assert cli("batch", "--date", "2026-10-01", "--workers", "0", db=store_url).returncode == 0  # all rounds and the settlement
+    extra = tmp_path / "sales.csv"
+    extra.write_text("seller_id,storage_type,month,sales,used_cube\nS00,oversize,2026-10,100,10\n")
+    done = cli("ingest", "--period", "P202610", "--sales", str(extra), db=store_url)
+    assert done.returncode == 2 and "period P202610 was settled (run 2); its sales report can no longer change" in done.stderr
+
+
+def test_a_result_is_claimed_in_its_own_transaction(store_url):
+    """The second guard behind the lock: writing a round (or baseline) that is already written is refused, and
+    the refused write leaves nothing."""
+    from optalloc.batch import run_batch
+    from datetime import date
+
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    run_batch(store, date(2026, 9, 12))
+    rounds = store.round_results("P202610")
+    before = row_counts(store)
+    with pytest.raises(AlreadyDone, match="round 1 of period P202610 was already cleared"):
+        store.commit_round("P202610", rounds[0], run_id=1)
+    with pytest.raises(AlreadyDone, match="baseline of period P202610 was already written"):
+        store.commit_baseline("P202610", store.baseline("P202610"), run_id=1)
+    assert row_counts(store) == before
+
+
+def test_an_unreachable_store_is_exit_5_not_a_traceback():
+    done = cli("status", db="postgresql://nobody@127.0.0.1:1/none")
+    assert done.returncode == 5 and "cannot open store" in done.stderr and "Traceback" not in done.stderr
+    with pytest.raises(StoreError, match="not a database URL"):
+        Store("::not a url::")
