@@ -91,7 +91,10 @@ class DaskExecutor:
 
     def map(self, fn: Callable, calls: Sequence[tuple]) -> list:
         client = self._connect()
-        futures = [client.submit(fn, *args, pure=False) for args in calls]
+        # Each call's arguments (an instance's market, limits, held grants) go to the workers as data, not as part
+        # of the task graph.
+        arguments = client.scatter(list(calls), hash=False)
+        futures = [client.submit(_apply, fn, args, pure=False) for args in arguments]
         return client.gather(futures)  # in submission order; a worker's exception is raised here
 
     def close(self) -> None:
@@ -99,6 +102,10 @@ class DaskExecutor:
             self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def _apply(fn: Callable, args: tuple):
+    return fn(*args)
 
 
 def make_executor(workers: int | None = None, scheduler: str | None = None) -> SerialExecutor | DaskExecutor:

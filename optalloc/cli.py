@@ -12,6 +12,7 @@ The nightly job, on a store (--db URL, or $OPTALLOC_DB, else sqlite:///optalloc.
   optalloc batch    [--date YYYY-MM-DD] [--workers N | --scheduler ADDRESS]
   optalloc export   --period P -o OUT           the stored results, as 'solve' writes them
   optalloc status                               periods, rounds and runs as JSON
+  optalloc report   RUN_OR_OUTPUT_DIR -o report.html   a self-contained HTML page of a run or an output folder
 
 Exit codes: 0 ok, 2 invalid input, 3 infeasible model, 4 solver stopped without an optimal answer,
 5 store unavailable (unreachable, or its lock held by another run past --lock-timeout).
@@ -39,13 +40,14 @@ from .generate import GenerateSpec, generate, generate_single_pool
 from .io import ARRIVING_TABLES, load_arriving_tables, load_instance, read_result_table, write_instance, write_tables
 from .period import ClearingResult, build_summary, clear_rounds, round_records, run_period
 from .batch import make_executor, run_batch
+from .report import load_output_folder, load_store_run, write_report
 from .store import DEFAULT_URL, Store
 from .store.store import URL_ENV
 from .settlement import settle as settle_grants
 from .progress import set_quiet, stage
 
 
-STORE_COMMANDS = ("ingest", "batch", "export", "status")
+STORE_COMMANDS = ("ingest", "batch", "export", "status", "report")
 
 
 def _add_solver_args(p: argparse.ArgumentParser) -> None:
@@ -147,9 +149,26 @@ def _store_commands(sub) -> None:
     p.add_argument("-o", "--out", required=True, help="output folder (written atomically, replaced if it exists)")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     cmd("status", "print the store's periods, rounds and latest runs as JSON")
+    p = cmd("report", "one self-contained HTML page: supply/demand curves, utilization, segments, fees and credits")
+    p.add_argument("source", metavar="RUN_OR_OUTPUT_DIR", help="an output folder of 'solve' or 'export', or a run id in the store (--db)")
+    p.add_argument("-o", "--out", required=True, help="the HTML file to write (atomically)")
+
+
+def _report(args) -> int:
+    if Path(args.source).is_dir():
+        data = load_output_folder(args.source)
+    elif args.source.isdigit():
+        data = load_store_run(Store(args.db), int(args.source))
+    else:
+        raise InputError(Problem("neither an output folder nor a run id", args.source))
+    with stage(f"write {args.out}"):
+        write_report(data, args.out)
+    return 0
 
 
 def _store_command(args) -> int:
+    if args.command == "report":
+        return _report(args)
     store = Store(args.db)
     if args.command == "ingest":
         files = {t: getattr(args, t) for t in ARRIVING_TABLES if getattr(args, t)}

@@ -181,13 +181,16 @@ def write_instance(instance: Instance, out_dir: str | os.PathLike, fmt: str = "p
     return out
 
 
-# Result tables read back by `clear --previous` and `settle --previous`: name -> index columns.
+# Result tables read back (by `clear --previous`, `settle --previous` and `report`): name -> index columns.
 RESULT_TABLES = {
     "limits": ["seller_id", "storage_type", "month"],
+    "placements": ["seller_id", "fc_id", "storage_type", "month"],
+    "fc_prices": ["fc_id", "storage_type", "month"],
     "grants": ["round", "request_id"],
     "pools": ["round", "fc_id", "storage_type", "month"],
     "round_prices": ["round", "storage_type"],
     "grant_placements": ["round", "request_id", "fc_id"],
+    "settlement": ["round", "request_id"],
 }
 
 

@@ -98,3 +98,31 @@ def store_url(request, tmp_path):
 
     with fresh_database(request.getfixturevalue("pg_server")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless Chromium (.ci/run installs it), to check pages as a reader's browser shows them."""
+    import os
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "no Chromium: install Debian's chromium package (as .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def headless(chromium: str, *args: str, timeout: float = 120) -> str:
+    """Run headless Chromium with the flags this closed network needs; return what it prints on stdout."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as profile:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"]
+        done = subprocess.run([chromium, *flags, *args], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

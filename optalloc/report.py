@@ -1,0 +1,346 @@
+"""`optalloc report`: one self-contained HTML page showing what a run did.
+
+Input: an output folder written by `optalloc solve` or `optalloc export` (one period), or a batch run in the store
+(the periods it touched, with the run's record). Output: one HTML file with inline SVG charts (matplotlib) and
+tables: nothing is fetched when the page is opened, so it can be mailed or archived as it is.
+
+For each period:
+- the supply/demand step curve of every round and storage type: the round's requests by fee, highest first
+  (the demand steps; granted cube shaded), the pool left for the round (supply) and the clearing price;
+- utilization of every FC, storage type and month: baseline limits placed, reserved grants, capacity;
+- baseline vs reserved space per seller segment (sellers by baseline size, in quartiles);
+- the distributions of reservation fees, credits and net amounts per grant;
+- the top tables: round prices, the largest fees, paradoxically rejected requests.
+
+The page is deterministic (same tables, same bytes). A small script marks each chart `data-rendered="true"` once
+the browser has laid it out; the tests open the page in headless Chromium and count them.
+"""
+
+from __future__ import annotations
+
+import html
+import io as _io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError, Problem
+from .io import RESULT_TABLES, read_result_table
+
+EPS = 1e-6
+
+
+@dataclass
+class PeriodView:
+    """What the page shows of one period: its summary.json-style dict and its result tables (any may be missing)."""
+
+    summary: dict
+    tables: dict[str, pd.DataFrame]
+
+    @property
+    def title(self) -> str:
+        inst = self.summary.get("instance", {})
+        return f"{inst.get('name', '')} — period {inst.get('period_id', '?')}"
+
+
+@dataclass
+class ReportData:
+    heading: str
+    periods: list[PeriodView]
+    run: dict | None = None  # the run's record, when the report is of a stored run
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_output_folder(folder: str | os.PathLike) -> ReportData:
+    """An output folder of `optalloc solve` / `optalloc export`."""
+    folder = Path(folder)
+    summary_path = folder / "summary.json"
+    if not folder.is_dir() or not summary_path.exists():
+        raise InputError(Problem("not an optalloc output folder (no summary.json); give a folder written by 'optalloc solve' or "
+                                 "'optalloc export', or a run id with --db", str(folder)))
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(Problem(f"not valid JSON: {e.msg} (line {e.lineno})", str(summary_path))) from None
+    tables = {name: t for name in RESULT_TABLES if (t := read_result_table(folder, name, required=False)) is not None}
+    if not tables:
+        raise InputError(Problem("no result tables (limits.csv, grants.csv, ...) in this folder", str(folder)))
+    return ReportData(heading=f"optalloc report: {folder.name}", periods=[PeriodView(summary, tables)])
+
+
+def load_store_run(store, run_id: int) -> ReportData:
+    """A run recorded in the store: the periods it touched, as they stand now, and its record."""
+    from .period import ClearingResult, build_summary
+
+    runs = store.runs()
+    if run_id not in runs.index:
+        raise InputError(Problem(f"no run {run_id} in the store (runs: {', '.join(map(str, runs.index[-5:]))} ...)", store.display_url, None, "run"))
+    record = runs.loc[run_id].to_dict()
+    steps = json.loads(record.get("steps") or "[]")
+    touched = sorted({s["period_id"] for s in steps if "period_id" in s})
+    periods = []
+    for pid in touched:
+        instance = store.instance(pid)
+        baseline = store.baseline(pid)
+        rounds = store.round_results(pid)
+        clearing = ClearingResult(rounds) if rounds else None
+        settled = store.periods().loc[pid, "settled_run_id"]
+        settlement = store.results(pid, ["settlement"])["settlement"] if pd.notna(settled) else None
+        tables = {**(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
+        if settlement is not None:
+            tables["settlement"] = settlement
+        periods.append(PeriodView(build_summary(instance, baseline, clearing, settlement), tables))
+    record = {"run_id": int(run_id), **{k: _plain(v) for k, v in record.items()}}
+    notes = [] if touched else ["This run changed nothing (nothing was due)."]
+    return ReportData(heading=f"optalloc report: run {run_id} ({record.get('command')}, {record.get('run_date')})", periods=periods, run=record,
+                      notes=notes)
+
+
+def _plain(v):
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT:
+        return None
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return v.item() if hasattr(v, "item") else v
+
+
+# ---------------------------------------------------------------- charts (matplotlib -> inline SVG)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.hashsalt": "optalloc", "svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
+                         "axes.spines.right": False})
+    return plt
+
+
+def _svg(fig) -> str:
+    buf = _io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    _pyplot().close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prolog and doctype: inline SVG in HTML
+
+
+def supply_demand_chart(grants: pd.DataFrame, pools: pd.DataFrame, prices: pd.DataFrame, round_: int, storage_type: str) -> str:
+    """The round's requests of one storage type as demand steps (fee, highest first), the pool left as supply."""
+    plt = _pyplot()
+    g = grants.reset_index()
+    g = g[(g["round"] == round_) & (g["storage_type"] == storage_type)].sort_values(
+        ["max_fee_per_cube", "submitted_at", "request_id"], ascending=[False, True, True], kind="stable")
+    p = pools.reset_index()
+    p = p[(p["round"] == round_) & (p["storage_type"] == storage_type)]
+    left = (p["pool_cube"] - p["held_cube"]).clip(lower=0).groupby(p["month"]).sum()
+    supply = float(left.mean()) if len(left) else 0.0
+    fig, ax = plt.subplots(figsize=(5.2, 3.0))
+    x = np.concatenate([[0.0], np.cumsum(g["max_cube"].to_numpy(float))])
+    fees = g["max_fee_per_cube"].to_numpy(float)
+    if len(g):
+        ax.stairs(fees, x, color="#1f4e79", linewidth=1.6, label="demand: requests by fee")
+        granted = g["granted_cube"].to_numpy(float)
+        for x0, w, fee in zip(x[:-1], granted, fees):
+            if w > EPS:
+                ax.fill_between([x0, x0 + w], 0, fee, color="#9ecae1", linewidth=0, step="pre")
+    ax.axvline(supply, color="#c0392b", linewidth=1.4, label=f"supply: pool left {supply:,.0f} cube/month")
+    price = prices.loc[(round_, storage_type), "clearing_price"] if (round_, storage_type) in prices.index else np.nan
+    if pd.notna(price):
+        ax.axhline(price, color="#27ae60", linestyle="--", linewidth=1.2, label=f"clearing price ${price:,.2f}")
+    ax.set_xlabel("cube requested (cumulative)")
+    ax.set_ylabel("$ per cube")
+    ax.set_title(f"round {round_}, {storage_type}: {int((g['granted_cube'] > EPS).sum())} of {len(g)} requests granted")
+    ax.set_xlim(0, max(float(x[-1]), supply) * 1.05 or 1.0)
+    ax.set_ylim(0, (fees.max() if len(fees) else 1.0) * 1.1)
+    ax.legend(fontsize=7, frameon=False, loc="upper right")
+    return _svg(fig)
+
+
+def utilization_chart(fc_prices: pd.DataFrame, pools: pd.DataFrame) -> str:
+    """Share of capacity used per FC (rows) and storage type x month (columns): baseline placed + reserved."""
+    plt = _pyplot()
+    fp = fc_prices.reset_index()
+    if pools is not None and len(pools):
+        last = pools.reset_index()
+        last = last[last["round"] == last["round"].max()]
+        reserved = (last["held_cube"] + last["granted_cube"]).groupby([last["fc_id"], last["storage_type"], last["month"]]).sum()
+        fp["reserved"] = reserved.reindex(pd.MultiIndex.from_frame(fp[["fc_id", "storage_type", "month"]])).fillna(0.0).to_numpy()
+    else:
+        fp["reserved"] = 0.0
+    fp["used"] = np.where(fp["capacity_cube"] > 0, (fp["baseline_cube"] + fp["reserved"]) / fp["capacity_cube"], 0.0)
+    fp["col"] = fp["storage_type"] + " " + fp["month"]
+    grid = fp.pivot_table(index="fc_id", columns="col", values="used", aggfunc="sum").sort_index()
+    fig, ax = plt.subplots(figsize=(min(1.0 + 0.9 * grid.shape[1], 11), 0.9 + 0.32 * grid.shape[0]))
+    im = ax.imshow(grid.to_numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=35, ha="right")
+    ax.set_yticks(range(grid.shape[0]), grid.index)
+    if grid.size <= 400:
+        for (i, j), v in np.ndenumerate(grid.to_numpy()):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7, color="white" if v > 0.6 else "black")
+    ax.set_title("capacity used: baseline placed + reserved (last round), by FC")
+    fig.colorbar(im, ax=ax, fraction=0.03, format=lambda v, _: f"{v:.0%}")
+    return _svg(fig)
+
+
+def segments(limits: pd.DataFrame, grants: pd.DataFrame) -> pd.DataFrame:
+    """Sellers in quartiles of total baseline limit; per segment the baseline and reserved cube-months."""
+    base = limits["limit_cube"].groupby(level="seller_id").sum()
+    g = grants.reset_index() if grants is not None else pd.DataFrame(columns=["seller_id", "granted_cube", "months"])
+    reserved = (g["granted_cube"] * g["months"].map(len)).groupby(g["seller_id"]).sum() if len(g) else pd.Series(dtype=float)
+    frame = pd.DataFrame({"baseline": base, "reserved": reserved.reindex(base.index).fillna(0.0)})
+    labels = ["smallest quarter", "second quarter", "third quarter", "largest quarter"]
+    ranks = frame["baseline"].rank(method="first")
+    frame["segment"] = pd.qcut(ranks, 4, labels=labels) if len(frame) >= 4 else labels[0]
+    out = frame.groupby("segment", observed=False).agg(sellers=("baseline", "size"), baseline=("baseline", "sum"), reserved=("reserved", "sum"))
+    out["reserved_share"] = np.where(out["baseline"] > 0, out["reserved"] / out["baseline"], 0.0)
+    return out
+
+
+def segment_chart(seg: pd.DataFrame) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 3.0))
+    y = np.arange(len(seg))
+    ax.barh(y - 0.2, seg["baseline"], height=0.4, color="#1f4e79", label="baseline limits")
+    ax.barh(y + 0.2, seg["reserved"], height=0.4, color="#9ecae1", label="reserved (granted)")
+    ax.set_yticks(y, [f"{s}\n({n} sellers)" for s, n in zip(seg.index, seg["sellers"])])
+    ax.set_xlabel("cube-months")
+    ax.set_title("baseline vs reserved space, sellers by baseline size")
+    ax.legend(fontsize=7, frameon=False)
+    return _svg(fig)
+
+
+def money_chart(settlement: pd.DataFrame) -> str:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(9.5, 2.6), sharey=True)
+    for ax, col, color in zip(axes, ["reservation_fee", "credit", "net"], ["#1f4e79", "#27ae60", "#c0392b"]):
+        values = settlement[col].to_numpy(float)
+        ax.hist(values, bins=min(30, max(5, len(values) // 3)), color=color)
+        ax.set_title(f"{col.replace('_', ' ')}: ${values.sum():,.0f} in all", fontsize=8)
+        ax.set_xlabel("$ per grant")
+    axes[0].set_ylabel("grants")
+    return _svg(fig)
+
+
+# ---------------------------------------------------------------- the page
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.5em} h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em} h3{font-size:1.05em}
+.grid{display:flex;flex-wrap:wrap;gap:1em} figure.chart{margin:0;border:1px solid #eee;padding:.4em;background:#fff}
+figure.chart svg{max-width:100%;height:auto} table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:.2em .5em;text-align:right} th{background:#f5f5f5} td:first-child,th:first-child{text-align:left}
+.kpi{display:flex;gap:1.5em;flex-wrap:wrap}.kpi div{background:#f5f8fb;padding:.5em .8em;border-radius:4px}
+.kpi b{display:block;font-size:1.2em} .note{color:#666;font-size:.85em}
+"""
+
+# Marks each chart once the browser has laid it out (a real bounding box): what the headless-browser test counts.
+SCRIPT = """
+window.addEventListener('load', function () {
+  var n = 0;
+  document.querySelectorAll('figure.chart').forEach(function (f) {
+    var s = f.querySelector('svg');
+    if (!s) return;
+    var b = s.getBBox();
+    if (b.width > 0 && b.height > 0 && s.querySelectorAll('path').length > 0) { f.setAttribute('data-rendered', 'true'); n++; }
+  });
+  document.body.setAttribute('data-charts-rendered', String(n));
+});
+"""
+
+
+def _figure(svg: str, name: str) -> str:
+    return f'<figure class="chart" data-chart="{html.escape(name)}">{svg}</figure>'
+
+
+def _table(frame: pd.DataFrame, floatfmt: str = "{:,.2f}") -> str:
+    return frame.to_html(border=0, float_format=floatfmt.format, na_rep="", escape=True)
+
+
+def _kpis(items: list[tuple[str, str]]) -> str:
+    return '<div class="kpi">' + "".join(f"<div>{html.escape(k)}<b>{html.escape(v)}</b></div>" for k, v in items) + "</div>"
+
+
+def period_section(view: PeriodView) -> str:
+    t, s = view.tables, view.summary
+    parts = [f"<h2>{html.escape(view.title)}</h2>"]
+    inst = s.get("instance", {})
+    kpis = [("months", f"{inst.get('months', ['?'])[0]} … {inst.get('months', ['?'])[-1]}"), ("FCs", str(inst.get("fcs", "?"))),
+            ("sellers", f"{inst.get('sellers', 0):,}"), ("requests", f"{inst.get('requests', 0):,}")]
+    if "settlement" in s:
+        st = s["settlement"]
+        kpis += [("reservation fees", f"${st['reservation_fees']:,.0f}"), ("credits", f"${st['credits']:,.0f}"), ("net", f"${st['net']:,.0f}"),
+                 ("fees fully offset", f"{(st.get('fully_offset_share') or 0):.0%}")]
+    parts.append(_kpis(kpis))
+
+    if "grants" in t and "pools" in t and "round_prices" in t:
+        parts.append("<h3>Supply and demand, by round and storage type</h3>")
+        parts.append('<p class="note">Requests of the round sorted by fee, highest first (steps); shaded: cube granted. '
+                     "Red: pool left for the round (average per month, after earlier rounds' grants). Green: the clearing price, "
+                     "the lowest fee granted. A request can lose above the price when its FCs or months are full or its min_cube "
+                     "did not fit.</p>")
+        prices = t["round_prices"]
+        charts = [_figure(supply_demand_chart(t["grants"], t["pools"], prices, int(r), str(k)), f"supply-demand {r} {k}") for r, k in prices.index]
+        parts.append('<div class="grid">' + "".join(charts) + "</div>")
+        parts.append(_table(prices.drop(columns=["objective"], errors="ignore")))
+    if "fc_prices" in t:
+        parts.append("<h3>Utilization</h3>")
+        parts.append(_figure(utilization_chart(t["fc_prices"], t.get("pools")), "utilization"))
+    if "limits" in t:
+        parts.append("<h3>Baseline vs reserved space</h3>")
+        seg = segments(t["limits"], t.get("grants"))
+        parts.append('<div class="grid">' + _figure(segment_chart(seg), "segments") + _table(seg.rename(columns={"reserved_share": "reserved / baseline"}))
+                     + "</div>")
+    if "settlement" in t and len(t["settlement"]):
+        st = t["settlement"]
+        parts.append("<h3>Fees, credits and net</h3>")
+        parts.append(_figure(money_chart(st), "money"))
+        parts.append("<h4>Largest reservation fees</h4>")
+        top = st.sort_values(["reservation_fee", "seller_id"], ascending=[False, True], kind="stable").head(10)
+        parts.append(_table(top[["seller_id", "storage_type", "granted_cube", "max_fee_per_cube", "fee_per_cube", "reservation_fee", "credit", "net"]]))
+    if "grants" in t:
+        para = t["grants"][t["grants"]["paradoxically_rejected"].astype(bool)]
+        if len(para):
+            parts.append("<h4>Rejected although their fee is above the price they faced</h4>")
+            parts.append(_table(para[["seller_id", "storage_type", "max_fee_per_cube", "max_cube", "min_cube", "price_faced", "reason"]]))
+    return "\n".join(parts)
+
+
+def render(data: ReportData) -> str:
+    body = [f"<h1>{html.escape(data.heading)}</h1>"]
+    body += [f'<p class="note">{html.escape(n)}</p>' for n in data.notes]
+    if data.run:
+        r = data.run
+        timings = json.loads(r.get("timings") or "{}")
+        body.append(_kpis([("outcome", str(r.get("outcome"))), ("solver", f"{r.get('solver')} {r.get('solver_version')}"),
+                           ("optalloc", str(r.get("optalloc_version"))), ("seconds", f"{sum(timings.values()):.1f}")]))
+        if timings:
+            body.append(_table(pd.DataFrame({"seconds": timings}).rename_axis("step")))
+    body += [period_section(v) for v in data.periods]
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">"
+        f"<title>{html.escape(data.heading)}</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
+    )
+
+
+def write_report(data: ReportData, out: str | os.PathLike) -> Path:
+    """Write the page atomically (a temporary file renamed into place)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        tmp.write_text(render(data), encoding="utf-8")
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out

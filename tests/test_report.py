@@ -1,0 +1,67 @@
+"""`optalloc report`: a self-contained page whose charts a real browser renders."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import INSTANCES, headless
+from optalloc.cli import run
+
+SMALL = INSTANCES / "small_network"
+
+
+@pytest.fixture(scope="module")
+def solved(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "out"
+    assert run(["solve", str(SMALL), "-o", str(out), "-q"]) == 0
+    return out
+
+
+def rendered(chromium: str, page) -> tuple[int, int, str]:
+    """(charts on the page, charts the browser laid out, the DOM after load)."""
+    dom = headless(chromium, "--virtual-time-budget=10000", "--dump-dom", page.as_uri())
+    figures = len(re.findall(r'<figure class="chart"', dom))
+    marked = re.search(r'data-charts-rendered="(\d+)"', dom)
+    return figures, int(marked.group(1)) if marked else 0, dom
+
+
+def test_every_chart_of_a_solved_period_renders_in_a_real_browser(solved, tmp_path, chromium):
+    page = tmp_path / "report.html"
+    assert run(["report", str(solved), "-o", str(page), "-q"]) == 0
+    figures, shown, dom = rendered(chromium, page)
+    # 3 rounds x 2 storage types of supply/demand curves, utilization, segments, fees/credits/net
+    assert figures == 9 and shown == 9
+    assert dom.count('data-rendered="true"') == 9
+    for text in ("round 1, oversize", "clearing price $3.33", "capacity used", "baseline vs reserved", "reservation fee: $41,172"):
+        assert text in dom, text
+
+
+def test_the_page_is_self_contained_and_deterministic(solved, tmp_path):
+    a, b = tmp_path / "a.html", tmp_path / "b.html"
+    assert run(["report", str(solved), "-o", str(a), "-q"]) == 0
+    assert run(["report", str(solved), "-o", str(b), "-q"]) == 0
+    text = a.read_text()
+    assert text == b.read_text()
+    assert not re.search(r'<(script|img|link|iframe)[^>]+(src|href)=', text)  # nothing is fetched when it opens
+    assert "<svg" in text and text.count("<svg") == 9
+
+
+def test_a_stored_run_gets_its_record_and_its_periods(tmp_path, chromium):
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    assert run(["ingest", str(SMALL), "--db", db, "-q"]) == 0
+    assert run(["batch", "--date", "2026-09-12", "--workers", "0", "--db", db, "-q"]) == 0
+    page = tmp_path / "run2.html"
+    assert run(["report", "2", "--db", db, "-o", str(page), "-q"]) == 0
+    figures, shown, dom = rendered(chromium, page)
+    assert figures == shown == 2 + 2  # round 1's two markets, utilization, segments (no settlement yet)
+    assert "run 2 (batch, 2026-09-12)" in dom and "P202610 round 1" in dom
+
+
+@pytest.mark.parametrize("source, message", [("nonsense", "neither an output folder nor a run id"), ("7", "no run 7 in the store")])
+def test_a_bad_source_is_a_clear_error(tmp_path, source, message):
+    done = subprocess.run([sys.executable, "-m", "optalloc.cli", "report", source, "--db", f"sqlite:///{tmp_path}/s.db", "-o",
+                           str(tmp_path / "r.html")], capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "r.html").exists()
