@@ -6,6 +6,7 @@
   optalloc clear    INSTANCE -o OUT [--round R] [--previous DIR]
   optalloc settle   INSTANCE -o OUT [--previous DIR]
   optalloc generate -o DIR [...]                a seeded synthetic instance
+  optalloc simulate [-o DIR] [--sellers N ...]  a seeded market simulation against the planner's LP alone
 
 The nightly job, on a store (--db URL, or $OPTALLOC_DB, else sqlite:///optalloc.db):
   optalloc ingest   INSTANCE | --period P [--requests F] [--sales F] [--grant-sales F]
@@ -41,6 +42,8 @@ from .io import ARRIVING_TABLES, load_arriving_tables, load_instance, read_resul
 from .period import ClearingResult, build_summary, clear_rounds, round_records, run_period
 from .batch import make_executor, run_batch
 from .report import load_output_folder, load_store_run, write_report
+from .simulate import SimulationSpec, simulate
+from .simulate import markdown as sim_markdown
 from .store import DEFAULT_URL, Store
 from .store.store import URL_ENV
 from .settlement import settle as settle_grants
@@ -117,7 +120,39 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument(f"--{name}", type=float, default=getattr(defaults, name.replace("-", "_")), help=f"{help_} (default %(default)s)")
     g.add_argument("--single-pool", action="store_true", help="one FC, type, month and round of divisible requests (the sort-shaped round)")
     _store_commands(sub)
+    _simulate_command(sub)
     return parser
+
+
+def _simulate_command(sub) -> None:
+    p = sub.add_parser("simulate", help="a seeded market simulation, cleared and settled by the engine, against the planner's LP alone",
+                       description="Sellers with private productivity and forecast error bid for extra space over the rounds; the "
+                                   "engine clears and settles; the pool's use is compared with the planner's LP allocating it.")
+    p.add_argument("-o", "--out", help="also write the tables and summary.json to this folder (atomically)")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("-q", "--quiet", action="store_true")
+    defaults = SimulationSpec()
+    for name in ("sellers", "fcs", "regions", "storage_types", "rounds", "seed"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help="default %(default)s")
+    for name, help_ in [("tightness", "FC capacity / forecast need"), ("pool_share", "share of capacity in the pool"),
+                        ("forecast_error", "sd of log(true need / forecast)"), ("productivity_error", "sd of log(true / estimated productivity)"),
+                        ("margin", "profit per $ of sales")]:
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name), help=f"{help_} (default %(default)s)")
+
+
+def _simulate(args) -> int:
+    fields = {f: getattr(args, f) for f in SimulationSpec.__dataclass_fields__ if hasattr(args, f)}
+    if not 1 <= args.storage_types <= 7:
+        raise InputError(Problem("must be between 1 and 7", "--storage-types"))
+    result = simulate(SimulationSpec(**fields))
+    print(f"## optalloc simulate (seed {args.seed}): the pool's space, market vs planner's LP alone\n\n{sim_markdown(result.headline)}\n\n"
+          f"## by round of grant\n\n{sim_markdown(result.by_round)}")
+    if args.out:
+        summary = {"spec": dataclasses.asdict(result.spec),
+                   "headline": {m: {c: (None if pd.isna(v) else float(v)) for c, v in row.items()} for m, row in result.headline.iterrows()}}
+        with stage(f"write {args.out}"):
+            write_tables(args.out, result.tables(), summary, fmt=args.format)
+    return 0
 
 
 def _store_commands(sub) -> None:
@@ -276,6 +311,8 @@ def run(argv: list[str] | None = None) -> int:
         return _generate(args)
     if args.command in STORE_COMMANDS:
         return _store_command(args)
+    if args.command == "simulate":
+        return _simulate(args)
     with stage("load and validate"):
         instance = load_instance(args.instance)
     if args.command == "validate":
