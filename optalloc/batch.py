@@ -36,10 +36,10 @@ from .clearing import clear_market, combine_markets, held_grants
 from .failpoints import failpoint
 from .instance import Instance
 from .progress import note
-from .schemas import TABLES, SolverOptions
+from .io import format_frame
+from .schemas import TABLE_KEYS, TABLES, SolverOptions
 from .settlement import settle
 from .store import Store
-from .store.store import canonical_records
 
 DEFAULT_TIME_LIMIT = 3600.0  # seconds per solve: the nightly job never waits on a stalled solve for ever
 
@@ -122,13 +122,16 @@ def make_executor(workers: int | None = None, scheduler: str | None = None) -> S
 
 
 def inputs_hash(instance: Instance) -> str:
-    """sha256 of a period's inputs (calendar, settings, every table in key order): equal inputs, equal hash."""
-    doc = {
-        "period": instance.period.model_dump(mode="json"),
-        "settings": instance.settings.model_dump(mode="json"),
-        "tables": {name: canonical_records(getattr(instance, name), name) for name in TABLES},
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+    """sha256 of a period's inputs: calendar and settings as JSON, then every table in key order as the CSV text
+    `write_tables` would write. Equal inputs, equal hash, whichever store or file they came from."""
+    h = hashlib.sha256()
+    meta = {"period": instance.period.model_dump(mode="json"), "settings": instance.settings.model_dump(mode="json")}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    for name in TABLES:
+        frame = getattr(instance, name).sort_values(TABLE_KEYS[name], kind="stable")
+        h.update(f"\n{name}\n".encode())
+        h.update(format_frame(frame).to_csv(index=False, lineterminator="\n").encode())
+    return h.hexdigest()
 
 
 @dataclass

@@ -129,7 +129,7 @@ def _load_folder(folder: Path) -> Instance:
     )
 
 
-def _format_frame(frame: pd.DataFrame) -> pd.DataFrame:
+def format_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Lists as ';'-joined text and times as ISO 8601, so CSV output reads back as input."""
     out = frame.copy()
     for col in out.columns:
@@ -152,7 +152,7 @@ def write_tables(out_dir: str | os.PathLike, tables: dict[str, pd.DataFrame], su
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
     try:
         for name, frame in tables.items():
-            frame = _format_frame(frame.reset_index())
+            frame = format_frame(frame.reset_index())
             if fmt == "parquet":
                 frame.to_parquet(tmp / f"{name}.parquet", index=False)
             else:

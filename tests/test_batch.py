@@ -229,3 +229,19 @@ def test_whatever_nights_it_runs_on_the_store_ends_the_same(tmp_path_factory, ni
         assert cleared == sorted(cleared, reverse=True)  # rounds clear in order, never with a gap
     run_batch(many, date(2026, 10, 1))
     assert results(many) == results(once)
+
+
+def test_a_run_records_the_hash_of_its_inputs(tmp_path):
+    import hashlib
+    from dataclasses import replace
+
+    from optalloc.batch import inputs_hash
+
+    inst = load_instance(SMALL)
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.ingest(inst)
+    assert inputs_hash(store.instance(PERIOD)) == inputs_hash(inst)  # files and store: the same inputs, the same hash
+    report = run_batch(store, date(2026, 9, 12))
+    assert store.runs().loc[report.run_id, "inputs_hash"] == hashlib.sha256(f"{PERIOD}:{inputs_hash(inst)};".encode()).hexdigest()
+    cheaper = replace(inst, requests=inst.requests.assign(max_fee_per_cube=inst.requests["max_fee_per_cube"] - 0.01))
+    assert inputs_hash(cheaper) != inputs_hash(inst)
