@@ -57,7 +57,7 @@ class SimulationSpec:
 class SimulationResult:
     spec: SimulationSpec
     headline: pd.DataFrame  # metric -> market, planner_lp
-    by_round: pd.DataFrame  # round of grant -> bidders, offers and payments
+    by_round: pd.DataFrame  # (round of grant, storage type) -> bidders, offers and payments
     requests: pd.DataFrame  # every bid, with its round
     grants: pd.DataFrame
     settlement: pd.DataFrame
@@ -189,13 +189,15 @@ def _headline(needs, prod, market_used, planner_extra, planner_used, settlement,
 
 
 def _by_round(requests: pd.DataFrame, grants: pd.DataFrame, settlement: pd.DataFrame) -> pd.DataFrame:
-    """Per round of grant: bids, grants, what winners offered and paid, and what price protection saved them."""
-    bids = requests.groupby("round").agg(bids=("request_id", "size"))
+    """Per round of grant and storage type (each type is its own market with its own price): bids, grants, what
+    winners offered and paid, and what price protection saved them."""
+    key = ["round", "storage_type"]
+    bids = requests.groupby(key).agg(bids=("request_id", "size"))
     g = grants.reset_index()
-    granted = g[g["granted_cube"] > EPS].groupby("round").agg(granted_requests=("request_id", "size"), granted_cube=("granted_cube", "sum"))
+    granted = g[g["granted_cube"] > EPS].groupby(key).agg(granted_requests=("request_id", "size"), granted_cube=("granted_cube", "sum"))
     st = settlement.reset_index()
     st["offered"] = st["max_fee_per_cube"] * st["granted_cube"]
-    paid = st.groupby("round").agg(offered=("offered", "sum"), paid=("reservation_fee", "sum"), cube=("granted_cube", "sum"),
+    paid = st.groupby(key).agg(offered=("offered", "sum"), paid=("reservation_fee", "sum"), cube=("granted_cube", "sum"),
                                    round_clearing_price=("round_clearing_price", "first"), protected_price=("protected_price", "first"),
                                    net=("net", "sum"))
     out = bids.join(granted, how="left").join(paid, how="left").fillna({"granted_requests": 0, "granted_cube": 0.0})
