@@ -39,7 +39,7 @@ from .errors import InputError, OptallocError, Problem
 from .instance import Instance
 from .generate import GenerateSpec, generate, generate_single_pool
 from .io import ARRIVING_TABLES, load_arriving_tables, load_instance, read_result_table, write_instance, write_tables
-from .period import ClearingResult, build_summary, clear_rounds, round_records, run_period
+from .period import build_summary, clear_rounds, round_records, run_period
 from .batch import make_executor, run_batch
 from .report import load_output_folder, load_store_run, write_report
 from .simulate import SimulationSpec, simulate
@@ -230,17 +230,9 @@ def _store_command(args) -> int:
             executor.close()
         print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True))
     elif args.command == "export":
-        instance = store.instance(args.period)
-        baseline = store.baseline(args.period)
-        rounds = store.round_results(args.period)
-        clearing = ClearingResult(rounds) if rounds else None
-        settled = store.periods().loc[args.period, "settled_run_id"]
-        settlement = store.results(args.period, ["settlement"])["settlement"] if pd.notna(settled) else None
-        tables = {**(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
-        if settlement is not None:
-            tables["settlement"] = settlement
+        tables, summary = store.period_tables(args.period)
         with stage(f"write {args.out}"):
-            write_tables(args.out, tables, build_summary(instance, baseline, clearing, settlement), fmt=args.format)
+            write_tables(args.out, tables, summary, fmt=args.format)
     else:  # status
         print(json.dumps(store.status(), indent=2, sort_keys=True, default=str))
     return 0

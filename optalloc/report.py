@@ -77,8 +77,6 @@ def load_output_folder(folder: str | os.PathLike) -> ReportData:
 
 def load_store_run(store, run_id: int) -> ReportData:
     """A run recorded in the store: the periods it touched, as they stand now, and its record."""
-    from .period import ClearingResult, build_summary
-
     runs = store.runs()
     if run_id not in runs.index:
         raise InputError(Problem(f"no run {run_id} in the store (runs: {', '.join(map(str, runs.index[-5:]))} ...)", store.display_url, None, "run"))
@@ -87,16 +85,8 @@ def load_store_run(store, run_id: int) -> ReportData:
     touched = sorted({s["period_id"] for s in steps if "period_id" in s})
     periods = []
     for pid in touched:
-        instance = store.instance(pid)
-        baseline = store.baseline(pid)
-        rounds = store.round_results(pid)
-        clearing = ClearingResult(rounds) if rounds else None
-        settled = store.periods().loc[pid, "settled_run_id"]
-        settlement = store.results(pid, ["settlement"])["settlement"] if pd.notna(settled) else None
-        tables = {**(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
-        if settlement is not None:
-            tables["settlement"] = settlement
-        periods.append(PeriodView(build_summary(instance, baseline, clearing, settlement), tables))
+        tables, summary = store.period_tables(pid)
+        periods.append(PeriodView(summary, tables))
     record = {"run_id": int(run_id), **{k: _plain(v) for k, v in record.items()}}
     notes = [] if touched else ["This run changed nothing (nothing was due)."]
     return ReportData(heading=f"optalloc report: run {run_id} ({record.get('command')}, {record.get('run_date')})", periods=periods, run=record,

@@ -113,6 +113,13 @@ def test_re_running_the_same_night_changes_nothing(store_url):
     store.ingest(load_instance(SMALL))
     first = run_batch(store, date(2026, 9, 17))
     assert first.outcome == "ok" and [s["step"] for s in first.steps] == [f"{PERIOD} baseline", f"{PERIOD} round 1", f"{PERIOD} round 2"]
+    # Price protection so far, recomputed with each round: round 1's protected price is the lower of rounds 1 and 2.
+    stored = store.round_prices_with_protection(PERIOD)
+    from optalloc.settlement import protected_prices
+
+    pd.testing.assert_series_equal(stored["protected_price"], protected_prices(stored), check_names=False)
+    assert (stored.loc[1, "protected_price"] <= stored.loc[1, "clearing_price"]).all()
+    assert (stored.loc[1, "protected_price"] < stored.loc[1, "clearing_price"]).any()  # a cheaper round 2 lowered round 1's fee
     before = contents(store)
     second = run_batch(store, date(2026, 9, 17))
     assert second.outcome == "nothing_to_do" and second.steps == []

@@ -35,6 +35,7 @@ from ..clearing import RoundResult
 from ..errors import InputError, Problem, StoreError
 from ..failpoints import failpoint
 from ..instance import Instance
+from ..period import ClearingResult, build_summary
 from ..schemas import TABLE_KEYS
 from ..settlement import protected_prices
 from . import tables as T
@@ -384,6 +385,19 @@ class Store:
             return frame[frame.index.get_level_values("round") == r]
 
         return [RoundResult(r, of(t["grants"], r), of(t["grant_placements"], r), of(t["pools"], r), of(t["round_prices"], r)) for r in rounds]
+
+    def period_tables(self, period_id: str) -> tuple[dict[str, pd.DataFrame], dict]:
+        """A stored period's result tables and summary, as `optalloc solve` writes them (only what has been done)."""
+        instance = self.instance(period_id)
+        baseline = self.baseline(period_id)
+        rounds = self.round_results(period_id)
+        clearing = ClearingResult(rounds) if rounds else None
+        settled = pd.notna(self.periods().loc[period_id, "settled_run_id"])
+        settlement = self.results(period_id, ["settlement"])["settlement"] if settled else None
+        tables = {**(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
+        if settlement is not None:
+            tables["settlement"] = settlement
+        return tables, build_summary(instance, baseline, clearing, settlement)
 
     def round_prices_with_protection(self, period_id: str) -> pd.DataFrame:
         with self.engine.connect() as conn:
