@@ -821,6 +821,7 @@ def clear_round(
 
 def clear_market(instance: Instance, round_: int, limits: pd.Series, held: pd.DataFrame, options: SolverOptions, method: str | None) -> RoundResult:
     """Clear one round of a one-storage-type instance."""
+    note(f"round {round_}: the {', '.join(sorted(instance.fcs['storage_type'].unique()))} market")
     with stage(f"round {round_}: prepare"):
         d = prepare_clearing(instance, round_, limits, held)
     note(f"round {round_}: {d.n} requests take part, {len(d.audit) - d.n} rejected before the solve, {len(d.held_cube)} earlier grants held")
