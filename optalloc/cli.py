@@ -40,7 +40,7 @@ from .instance import Instance
 from .generate import GenerateSpec, generate, generate_single_pool
 from .io import ARRIVING_TABLES, load_arriving_tables, load_instance, read_result_table, write_instance, write_tables
 from .period import build_summary, clear_rounds, round_records, run_period
-from .batch import make_executor, run_batch
+from .batch import DEFAULT_TIME_LIMIT, make_executor, run_batch
 from .report import load_output_folder, load_store_run, write_report
 from .simulate import SimulationSpec, simulate
 from .simulate import markdown as sim_markdown
@@ -53,9 +53,9 @@ from .progress import set_quiet, stage
 STORE_COMMANDS = ("ingest", "batch", "export", "status", "report")
 
 
-def _add_solver_args(p: argparse.ArgumentParser) -> None:
+def _add_solver_args(p: argparse.ArgumentParser, time_limit_default: str = "none") -> None:
     g = p.add_argument_group("solver")
-    g.add_argument("--time-limit", type=float, help="seconds per solve (default: none)")
+    g.add_argument("--time-limit", type=float, help=f"seconds per solve (default: {time_limit_default})")
     g.add_argument("--backend", choices=["auto", "pyomo", "highspy"], help="model build path (default: auto, by size)")
     g.add_argument("--lp-method", choices=["auto", "ipm", "primal_simplex", "dual_simplex"])
     g.add_argument("--allow-nonoptimal", action="store_true", help="publish a result stopped at a limit")
@@ -178,7 +178,7 @@ def _store_commands(sub) -> None:
     p.add_argument("--workers", type=int, help="Dask LocalCluster worker processes (default: one per core; 0 = in this process)")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler to run the solves on")
     lock_timeout(p)
-    _add_solver_args(p)
+    _add_solver_args(p, time_limit_default=f"the instance's, else {DEFAULT_TIME_LIMIT:g}")
     p = cmd("export", "write a stored period's results as 'optalloc solve' writes them")
     p.add_argument("--period", required=True, help="period_id")
     p.add_argument("-o", "--out", required=True, help="output folder (written atomically, replaced if it exists)")
