@@ -149,12 +149,19 @@ class _Run:
     def __init__(self, store: Store, run_id: int, on: date, overrides: dict, executor):
         self.store, self.run_id, self.on, self.overrides, self.executor = store, run_id, on, overrides, executor
         self.instances: dict[str, Instance] = {}
+        self._limits: dict[str, pd.Series] = {}
         self.report = BatchReport(run_id, "nothing_to_do")
 
     def instance(self, period_id: str) -> Instance:
         if period_id not in self.instances:
             self.instances[period_id] = self.store.instance(period_id)
         return self.instances[period_id]
+
+    def limits(self, period_id: str) -> pd.Series:
+        """The period's stored baseline limits (fixed once written), read once per run."""
+        if period_id not in self._limits:
+            self._limits[period_id] = self.store.results(period_id, ["limits"])["limits"]["limit_cube"]
+        return self._limits[period_id]
 
     def options(self, period_id: str) -> SolverOptions:
         solver = self.instance(period_id).settings.solver
@@ -189,9 +196,8 @@ class _Run:
         calls, owner = [], []
         for p, r in wave:
             inst = self.instance(p)
-            stored = self.store.results(p, ["limits", "grants"])
-            limits = stored["limits"]["limit_cube"]
-            held = held_grants(stored["grants"])
+            limits = self.limits(p)
+            held = held_grants(self.store.results(p, ["grants"])["grants"])
             for k in sorted(inst.fcs["storage_type"].unique()):
                 of_k = limits.index.get_level_values("storage_type") == k
                 calls.append((inst.of_storage_type(k), r, limits[of_k], held[held["storage_type"] == k], self.options(p), None))
@@ -215,8 +221,8 @@ class _Run:
         for p in [p for p in ready if all_cleared.get(p, False)]:
             t0 = time.perf_counter()
             inst = self.instance(p)
-            t = self.store.results(p, ["grants", "round_prices", "limits"])
-            settlement = settle(t["grants"], t["round_prices"], t["limits"]["limit_cube"], inst.sales, inst.grant_sales, inst.settings)
+            t = self.store.results(p, ["grants", "round_prices"])
+            settlement = settle(t["grants"], t["round_prices"], self.limits(p), inst.sales, inst.grant_sales, inst.settings)
             self.store.commit_settlement(p, settlement, self.run_id)
             self.step(f"{p} settlement", time.perf_counter() - t0, period_id=p, grants=len(settlement),
                       reservation_fees=float(settlement["reservation_fee"].sum()), credits=float(settlement["credit"].sum()))

@@ -830,13 +830,18 @@ def clear_market(instance: Instance, round_: int, limits: pd.Series, held: pd.Da
         return extract_round(d, sol)
 
 
+def concat_results(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Result tables of several markets or rounds as one, sorted by its index (empty parts kept only if all are)."""
+    frames = [f for f in frames if len(f)] or frames[:1]
+    return pd.concat(frames).sort_index() if frames else pd.DataFrame()
+
+
 def combine_markets(parts: list[RoundResult]) -> RoundResult:
     """One round from its storage types' results (they share no rows)."""
-
-    def cat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-        frames = [f for f in frames if len(f)] or frames[:1]
-        return pd.concat(frames).sort_index()
-
     return RoundResult(
-        parts[0].round, cat([p.grants for p in parts]), cat([p.placements for p in parts]), cat([p.pools for p in parts]), cat([p.prices for p in parts])
+        parts[0].round,
+        concat_results([p.grants for p in parts]),
+        concat_results([p.placements for p in parts]),
+        concat_results([p.pools for p in parts]),
+        concat_results([p.prices for p in parts]),
     )

@@ -9,7 +9,7 @@ import pandas as pd
 
 from . import __version__
 from .baseline import BaselineResult, allocate
-from .clearing import RoundResult, clear_round, held_grants
+from .clearing import RoundResult, clear_round, concat_results, held_grants
 from .instance import Instance
 from .progress import stage
 from .schemas import SolverOptions
@@ -22,27 +22,22 @@ class ClearingResult:
 
     @property
     def grants(self) -> pd.DataFrame:
-        return _concat([r.grants for r in self.rounds])
+        return concat_results([r.grants for r in self.rounds])
 
     @property
     def placements(self) -> pd.DataFrame:
-        return _concat([r.placements for r in self.rounds])
+        return concat_results([r.placements for r in self.rounds])
 
     @property
     def pools(self) -> pd.DataFrame:
-        return _concat([r.pools for r in self.rounds])
+        return concat_results([r.pools for r in self.rounds])
 
     @property
     def round_prices(self) -> pd.DataFrame:
-        return _concat([r.prices for r in self.rounds])
+        return concat_results([r.prices for r in self.rounds])
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {"grants": self.grants, "grant_placements": self.placements, "pools": self.pools, "round_prices": self.round_prices}
-
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if len(f)] or frames[:1]
-    return pd.concat(frames).sort_index() if frames else pd.DataFrame()
 
 
 def clear_rounds(instance: Instance, baseline: BaselineResult, options: SolverOptions | None = None, through: int | None = None) -> ClearingResult:

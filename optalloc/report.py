@@ -30,6 +30,7 @@ import pandas as pd
 
 from .errors import InputError, Problem
 from .io import RESULT_TABLES, read_result_table
+from .store.store import json_value
 
 EPS = 1e-6
 
@@ -87,18 +88,10 @@ def load_store_run(store, run_id: int) -> ReportData:
     for pid in touched:
         tables, summary = store.period_tables(pid)
         periods.append(PeriodView(summary, tables))
-    record = {"run_id": int(run_id), **{k: _plain(v) for k, v in record.items()}}
+    record = {"run_id": int(run_id), **{k: json_value(v) for k, v in record.items()}}
     notes = [] if touched else ["This run changed nothing (nothing was due)."]
     return ReportData(heading=f"optalloc report: run {run_id} ({record.get('command')}, {record.get('run_date')})", periods=periods, run=record,
                       notes=notes)
-
-
-def _plain(v):
-    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT:
-        return None
-    if hasattr(v, "isoformat"):
-        return v.isoformat()
-    return v.item() if hasattr(v, "item") else v
 
 
 # ---------------------------------------------------------------- charts (matplotlib -> inline SVG)

@@ -80,6 +80,16 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
+def json_value(v):
+    """A value read from the store as JSON has it: missing (NaN, NA, NaT) as None, times as ISO 8601, numpy scalars
+    as Python numbers."""
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, (datetime, date)):
+        return v.isoformat()
+    return v.item() if hasattr(v, "item") else v
+
+
 def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -205,13 +215,7 @@ class Store:
     def status(self, last_runs: int = 10) -> dict:
         """Periods with their rounds' state, and the latest runs (for `optalloc status`)."""
 
-        def plain(v):
-            if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
-                return None
-            if isinstance(v, (datetime, date)):
-                return v.isoformat()
-            return v.item() if hasattr(v, "item") else v  # numpy scalars
-
+        plain = json_value
         periods, rounds = self.periods(), self.rounds().reset_index()
         runs = self.runs().tail(last_runs).reset_index()
         return {
