@@ -15,9 +15,11 @@ The nightly job, on a store (--db URL, or $OPTALLOC_DB, else sqlite:///optalloc.
   optalloc status                               periods, rounds and runs as JSON
   optalloc report   RUN_OR_OUTPUT_DIR -o report.html   a self-contained HTML page of a run or an output folder
 
-Exit codes: 0 ok, 2 invalid input, 3 infeasible model, 4 solver stopped without an optimal answer,
-5 store unavailable (unreachable, or its lock held by another run past --lock-timeout).
-Every command that writes does so atomically: on any error nothing is written.
+Exit codes: 0 ok, 2 invalid input (or an output path it must not write), 3 infeasible model, 4 solver stopped
+without an optimal answer, 5 store unavailable (unreachable, or its lock held by another run past --lock-timeout),
+1 an internal error (a bug: please report it with the traceback `optalloc --debug ...` prints).
+Every command that writes does so atomically: on any error nothing is written. `-o` replaces only a folder that
+optalloc wrote itself (see optalloc.outputs), never the current folder, an input or the store's folder.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
+import traceback
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -38,10 +42,11 @@ from .clearing import clear_round, held_grants
 from .errors import InputError, OptallocError, Problem
 from .instance import Instance
 from .generate import GenerateSpec, generate, generate_single_pool
+from .outputs import check_file, check_folder
 from .io import ARRIVING_TABLES, load_arriving_tables, load_instance, read_result_table, write_instance, write_tables
 from .period import build_summary, clear_rounds, round_records, run_period
 from .batch import DEFAULT_TIME_LIMIT, make_executor, run_batch
-from .report import load_output_folder, load_store_run, write_report
+from .report import GENERATOR_TAG, load_output_folder, load_store_run, write_report
 from .simulate import SimulationSpec, simulate
 from .simulate import markdown as sim_markdown
 from .store import DEFAULT_URL, Store
@@ -51,6 +56,8 @@ from .progress import set_quiet, stage
 
 
 STORE_COMMANDS = ("ingest", "batch", "export", "status", "report")
+OUT_RULE = "written atomically; an existing folder is replaced only if optalloc wrote it"
+OUT_HELP = f"output folder ({OUT_RULE})"
 
 
 def _add_solver_args(p: argparse.ArgumentParser, time_limit_default: str = "none") -> None:
@@ -82,14 +89,15 @@ def _options(args, instance: Instance):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="optalloc", description="Fulfillment-center capacity allocation and reservation clearing.")
     parser.add_argument("--version", action="version", version=f"optalloc {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error (also: $OPTALLOC_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def cmd(name: str, help_: str, writes: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("instance", help="instance JSON file or folder of tables")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
         if writes:
-            p.add_argument("-o", "--out", required=True, help="output folder (written atomically, replaced if it exists)")
+            p.add_argument("-o", "--out", required=True, help=OUT_HELP)
             p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv)")
             _add_solver_args(p)
         return p
@@ -104,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--previous", help="output folder of an earlier clear: settle its grants instead of re-clearing")
 
     g = sub.add_parser("generate", help="write a seeded synthetic instance", description="Write a seeded synthetic instance (a folder of tables).")
-    g.add_argument("-o", "--out", required=True, help="instance folder to write (atomically)")
+    g.add_argument("-o", "--out", required=True, help="instance folder to write (" + OUT_RULE + ")")
     g.add_argument("--format", choices=["csv", "parquet"], default="parquet")
     g.add_argument("-q", "--quiet", action="store_true")
     defaults = GenerateSpec()
@@ -128,7 +136,7 @@ def _simulate_command(sub) -> None:
     p = sub.add_parser("simulate", help="a seeded market simulation, cleared and settled by the engine, against the planner's LP alone",
                        description="Sellers with private productivity and forecast error bid for extra space over the rounds; the "
                                    "engine clears and settles; the pool's use is compared with the planner's LP allocating it.")
-    p.add_argument("-o", "--out", help="also write the tables and summary.json to this folder (atomically)")
+    p.add_argument("-o", "--out", help="also write the tables and summary.json to this folder (" + OUT_RULE + ")")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("-q", "--quiet", action="store_true")
     defaults = SimulationSpec()
@@ -144,6 +152,8 @@ def _simulate(args) -> int:
     fields = {f: getattr(args, f) for f in SimulationSpec.__dataclass_fields__ if hasattr(args, f)}
     if not 1 <= args.storage_types <= 7:
         raise InputError(Problem("must be between 1 and 7", "--storage-types"))
+    if args.out:
+        check_folder(args.out)
     result = simulate(SimulationSpec(**fields))
     print(f"## optalloc simulate (seed {args.seed}): the pool's space, market vs planner's LP alone\n\n{sim_markdown(result.headline)}\n\n"
           f"## by round of grant\n\n{sim_markdown(result.by_round)}")
@@ -181,15 +191,17 @@ def _store_commands(sub) -> None:
     _add_solver_args(p, time_limit_default=f"the instance's, else {DEFAULT_TIME_LIMIT:g}")
     p = cmd("export", "write a stored period's results as 'optalloc solve' writes them")
     p.add_argument("--period", required=True, help="period_id")
-    p.add_argument("-o", "--out", required=True, help="output folder (written atomically, replaced if it exists)")
+    p.add_argument("-o", "--out", required=True, help=OUT_HELP)
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     cmd("status", "print the store's periods, rounds and latest runs as JSON")
     p = cmd("report", "one self-contained HTML page: supply/demand curves, utilization, segments, fees and credits")
     p.add_argument("source", metavar="RUN_OR_OUTPUT_DIR", help="an output folder of 'solve' or 'export', or a run id in the store (--db)")
-    p.add_argument("-o", "--out", required=True, help="the HTML file to write (atomically)")
+    p.add_argument("-o", "--out", required=True, help="the HTML file to write (atomically; an existing file is replaced only if it is an "
+                                                       "optalloc report)")
 
 
 def _report(args) -> int:
+    check_file(args.out, inputs=[args.source], generator_tag=GENERATOR_TAG)
     if Path(args.source).is_dir():
         data = load_output_folder(args.source)
     elif args.source.isdigit():
@@ -197,13 +209,15 @@ def _report(args) -> int:
     else:
         raise InputError(Problem("neither an output folder nor a run id", args.source))
     with stage(f"write {args.out}"):
-        write_report(data, args.out)
+        write_report(data, args.out, inputs=(args.source,))
     return 0
 
 
 def _store_command(args) -> int:
     if args.command == "report":
         return _report(args)
+    if args.command == "export":
+        check_folder(args.out)  # before the store is opened: a refused target costs nothing
     store = Store(args.db)
     if args.command == "ingest":
         files = {t: getattr(args, t) for t in ARRIVING_TABLES if getattr(args, t)}
@@ -232,7 +246,7 @@ def _store_command(args) -> int:
     elif args.command == "export":
         tables, summary = store.period_tables(args.period)
         with stage(f"write {args.out}"):
-            write_tables(args.out, tables, summary, fmt=args.format)
+            write_tables(args.out, tables, summary, fmt=args.format, store=store._sqlite_file)
     else:  # status
         print(json.dumps(store.status(), indent=2, sort_keys=True, default=str))
     return 0
@@ -282,6 +296,7 @@ def _clear_next(instance: Instance, args, options) -> tuple[dict, dict]:
 
 
 def _generate(args) -> int:
+    check_folder(args.out)
     if args.single_pool:
         with stage(f"generate {args.requests} single-pool requests"):
             instance = generate_single_pool(args.requests, seed=args.seed)
@@ -297,7 +312,11 @@ def _generate(args) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `optalloc`: the overview of commands
+        parser.print_help()
+        return 0
     set_quiet(args.quiet)
     if args.command == "generate":
         return _generate(args)
@@ -305,6 +324,9 @@ def run(argv: list[str] | None = None) -> int:
         return _store_command(args)
     if args.command == "simulate":
         return _simulate(args)
+    inputs = (args.instance, getattr(args, "previous", None))
+    if args.command != "validate":
+        check_folder(args.out, inputs=inputs)  # before any work: a refused target costs nothing
     with stage("load and validate"):
         instance = load_instance(args.instance)
     if args.command == "validate":
@@ -340,20 +362,49 @@ def run(argv: list[str] | None = None) -> int:
             tables = {"round_prices": result.clearing.round_prices, "settlement": result.settlement}
             summary = build_summary(instance, None, result.clearing, result.settlement)
     with stage(f"write {args.out}"):
-        write_tables(args.out, tables, summary, fmt=args.format)
+        write_tables(args.out, tables, summary, fmt=args.format, inputs=inputs)
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a command; every failure ends in one line on stderr and its exit code (the traceback only with --debug)."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args[:1] or os.environ.get("OPTALLOC_DEBUG", "") not in ("", "0")
     try:
         code = run(argv)
     except OptallocError as e:
+        if debug:
+            traceback.print_exc()
         print(f"optalloc: error: {e}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt:
         print("optalloc: interrupted; nothing was written", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # the reader went away (`optalloc status | head`): not an error of ours
+        _silence_stdout()
+        code = 0
+    except OSError as e:
+        if debug:
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"optalloc: error: {where}{e.strerror or e}; nothing was written", file=sys.stderr)
+        code = 2
+    except Exception as e:  # a bug: say so in one line, keep the traceback for --debug
+        if debug:
+            traceback.print_exc()
+        print(f"optalloc: internal error: {type(e).__name__}: {e} (run again with 'optalloc --debug ...' for the traceback, and "
+              "please report it); nothing was written", file=sys.stderr)
+        code = 1
     sys.exit(code)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so Python's exit flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

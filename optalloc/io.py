@@ -1,15 +1,14 @@
 """Loading instances from files and writing results atomically.
 
-Loaders read and validate; they never build or solve. Writers never leave half a result: they
-write into a temporary sibling folder and rename it into place only when everything is written.
+Loaders read and validate; they never build or solve. Writers never leave half a result and never
+replace a folder optalloc did not write (`optalloc.outputs`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pandas as pd
 
 from .errors import InputError, Problem
 from .instance import Instance
+from .outputs import replace_folder
 from .schemas import TABLES
 
 META_FILE = "instance.json"
@@ -141,44 +141,59 @@ def format_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_tables(out_dir: str | os.PathLike, tables: dict[str, pd.DataFrame], summary: dict, fmt: str = "csv") -> Path:
-    """Write tables and summary.json into out_dir atomically (all or nothing).
+def json_text(doc) -> str:
+    """JSON as optalloc writes it: keys sorted, two-space indent, and never NaN or Infinity (not JSON): a
+    missing or non-finite number is written as null."""
 
-    An existing out_dir is replaced only after the new one is complete.
+    def finite(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(doc), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_tables(
+    out_dir: str | os.PathLike,
+    tables: dict[str, pd.DataFrame],
+    summary: dict,
+    fmt: str = "csv",
+    *,
+    summary_name: str = "summary.json",
+    inputs: tuple = (),
+    store: str | None = None,
+) -> Path:
+    """Write tables and `summary_name` into out_dir atomically (all or nothing).
+
+    out_dir is replaced only if it is new, empty or written by optalloc, and never if it is the current folder,
+    an input (`inputs`) or the folder of the store (`store`): see `optalloc.outputs`.
     """
-    out_dir = Path(out_dir)
-    parent = out_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
-    try:
+
+    def write(tmp: Path) -> list[str]:
+        names = []
         for name, frame in tables.items():
             frame = format_frame(frame.reset_index())
             if fmt == "parquet":
                 frame.to_parquet(tmp / f"{name}.parquet", index=False)
+                names.append(f"{name}.parquet")
             else:
                 frame.to_csv(tmp / f"{name}.csv", index=False, lineterminator="\n")
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            old = parent / f".{out_dir.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+                names.append(f"{name}.csv")
+        (tmp / summary_name).write_text(json_text(summary), encoding="utf-8")
+        return [*names, summary_name]
+
+    return replace_folder(out_dir, write, inputs=inputs, store=store)
 
 
-def write_instance(instance: Instance, out_dir: str | os.PathLike, fmt: str = "parquet") -> Path:
+def write_instance(instance: Instance, out_dir: str | os.PathLike, fmt: str = "parquet", **check) -> Path:
     """Write an instance as a table folder (used by `optalloc generate`)."""
     meta = {"name": instance.name, "period": instance.period.model_dump(mode="json", exclude_none=True), "settings": instance.settings.model_dump(exclude_defaults=True)}
     tables = {t: getattr(instance, t) for t in TABLES if len(getattr(instance, t)) or TABLES[t][1]}
-    out = write_tables(out_dir, {t: f.set_index(f.columns[0]) for t, f in tables.items()}, meta, fmt)
-    (out / "summary.json").rename(out / META_FILE)
-    return out
+    return write_tables(out_dir, {t: f.set_index(f.columns[0]) for t, f in tables.items()}, meta, fmt, summary_name=META_FILE, **check)
 
 
 # Result tables read back (by `clear --previous`, `settle --previous` and `report`): name -> index columns.

@@ -30,9 +30,11 @@ import pandas as pd
 
 from .errors import InputError, Problem
 from .io import RESULT_TABLES, read_result_table
+from .outputs import replace_file
 from .store.store import json_value
 
 EPS = 1e-6
+GENERATOR_TAG = '<meta name="generator" content="optalloc report">'  # how an existing page is known to be ours
 
 
 @dataclass
@@ -310,20 +312,12 @@ def render(data: ReportData) -> str:
             body.append(_table(pd.DataFrame({"seconds": timings}).rename_axis("step")))
     body += [period_section(v) for v in data.periods]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">"
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + GENERATOR_TAG + "<meta name=\"viewport\" content=\"width=device-width\">"
         f"<title>{html.escape(data.heading)}</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
     )
 
 
-def write_report(data: ReportData, out: str | os.PathLike) -> Path:
-    """Write the page atomically (a temporary file renamed into place)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
-        tmp.write_text(render(data), encoding="utf-8")
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+def write_report(data: ReportData, out: str | os.PathLike, inputs: tuple = ()) -> Path:
+    """Write the page atomically (a temporary file renamed into place); an existing file is replaced only if it is
+    an optalloc report (it carries GENERATOR_TAG)."""
+    return replace_file(out, render(data).encode("utf-8"), inputs=inputs, generator_tag=GENERATOR_TAG)

@@ -50,4 +50,4 @@ def test_the_command_prints_the_headline_and_writes_its_tables(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "| sales per cube-month given out ($) |" in out and "## by round of grant" in out
     names = sorted(p.name for p in (tmp_path / "sim").iterdir())
-    assert names == ["bids.csv", "by_round.csv", "grants.csv", "headline.csv", "settlement.csv", "summary.json", "truth.csv"]
+    assert names == [".optalloc-output", "bids.csv", "by_round.csv", "grants.csv", "headline.csv", "settlement.csv", "summary.json", "truth.csv"]

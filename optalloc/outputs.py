@@ -1,0 +1,271 @@
+"""Output folders that can never eat a user's files.
+
+Every command that writes (`solve`, `allocate`, `clear`, `settle`, `export`, `generate`, `simulate`) writes one
+folder through `replace_folder`, and `report` one file through `replace_file`. The rules:
+
+- **What may be replaced.** A path that does not exist, an empty folder, or a folder optalloc itself wrote: it
+  holds the marker file `.optalloc-output`, which lists the files optalloc put there, and nothing else. A
+  folder with any other file in it, a file where a folder is wanted (or a folder where a file is wanted), the
+  current folder or any folder above it, an input of the run or a folder above one, and a folder holding the
+  store are refused (`OutputError`, exit 2) before any work is done (`check_folder`).
+- **Never half a result.** The new folder is written beside the target (`.NAME.<pid>.partial`) and then
+  swapped in with one atomic `renameat2(RENAME_EXCHANGE)`: at every moment the path holds the old complete
+  result or the new complete one, whenever the process is killed. Where the file system cannot exchange,
+  the old folder is renamed aside to `.NAME.<pid>.old` first, and a later run that finds the path missing
+  puts the old folder back (`recover`).
+- **Leftovers.** `.NAME.<pid>.partial` and `.NAME.<pid>.old` folders of processes that are no longer alive
+  are removed (or restored, as above) by the next write to the same path.
+- Folders are created with the mode the umask gives, like any other program's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .errors import OptallocError
+from .failpoints import failpoint
+
+MARKER = ".optalloc-output"
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<kind>partial|old)$")
+
+
+class OutputError(OptallocError):
+    """The output path cannot be written safely (exit 2, like bad input; raised before any work is done)."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, why: str):
+        self.path, self.why = path, why
+        super().__init__(f"will not write {path}: {why}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.why))
+
+
+def _refuse(path: Path, why: str) -> OutputError:
+    return OutputError(str(path), why)
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    """True when `inner` is `outer` or lies below it (both resolved)."""
+    return inner == outer or outer in inner.parents
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The marker of a folder optalloc wrote (None when there is none or it is not ours)."""
+    try:
+        doc = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("written_by") == "optalloc" and isinstance(doc.get("files"), list) else None
+
+
+def _foreign_files(folder: Path) -> list[str]:
+    """Names in `folder` that optalloc did not write (every name, when it has no marker)."""
+    names = sorted(p.name for p in folder.iterdir())
+    marker = read_marker(folder)
+    ours = set(marker["files"]) | {MARKER} if marker else set()
+    return [n for n in names if n not in ours]
+
+
+def check_folder(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (), store: str | os.PathLike | None = None) -> Path:
+    """Refuse (OutputError) an output folder that `replace_folder` must not replace, and one it could not create.
+    Call it before the work: a refused target costs nothing. Returns the resolved path."""
+    given = Path(out)
+    path = given.resolve()
+    cwd = Path.cwd().resolve()
+    if _is_within(cwd, path):
+        raise _refuse(given, "it is the current folder or a folder above it (name a new folder, e.g. -o out)")
+    for item in inputs:
+        if item is None:
+            continue
+        src = Path(item).resolve()
+        if _is_within(src, path):
+            raise _refuse(given, f"it is an input of this run, or a folder above one ({item})")
+    if store is not None and _is_within(Path(store).resolve(), path):
+        raise _refuse(given, f"it holds the store {store}")
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink():
+            raise _refuse(given, "it exists and is not a folder")
+        foreign = _foreign_files(path)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise _refuse(given, f"the folder holds files optalloc did not write ({shown}); name a new or empty folder")
+    _probe(given, _existing_ancestor(path.parent))
+    return path
+
+
+def _probe(given: Path, parent: Path) -> None:
+    """Create and remove a folder in `parent`: the one test of writability that holds for every user (root
+    included, for whom permission bits say nothing) and every file system (read-only mounts, /proc)."""
+    if not parent.is_dir():
+        raise _refuse(given, f"{parent} is not a folder")
+    probe = parent / f".optalloc-probe.{os.getpid()}"
+    try:
+        os.mkdir(probe)
+        os.rmdir(probe)
+    except OSError as e:
+        raise _refuse(given, f"cannot create folders in {parent} ({e.strerror})") from None
+
+
+def check_file(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (), generator_tag: str) -> Path:
+    """Refuse an output file that is a folder, an input, or an existing file that optalloc did not write (it
+    must contain `generator_tag`)."""
+    given = Path(out)
+    path = given.resolve()
+    if path.is_dir():
+        raise _refuse(given, "it is a folder; name the file to write, e.g. -o report.html")
+    for item in inputs:
+        if item is not None and Path(item).resolve() == path:
+            raise _refuse(given, f"it is an input of this run ({item})")
+    if path.exists():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        except OSError as e:
+            raise _refuse(given, f"cannot read the existing file ({e.strerror})") from None
+        if generator_tag.encode() not in head:
+            raise _refuse(given, "the file exists and was not written by optalloc")
+    _probe(given, _existing_ancestor(path.parent))
+    return path
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+# ---------------------------------------------------------------- atomic replacement
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(path: Path) -> None:
+    """Tidy the leftovers of killed writes to `path`: put a moved-aside old result back if the path is missing,
+    and remove partial and old folders whose process is gone."""
+    parent = path.parent
+    if not parent.is_dir():
+        return
+    leftovers = []
+    for entry in parent.iterdir():
+        m = _LEFTOVER.match(entry.name)
+        if m and m["name"] == path.name and entry.is_dir() and not _alive(int(m["pid"])):
+            leftovers.append((m["kind"], entry))
+    for kind, entry in sorted(leftovers, key=lambda e: e[1].name):
+        if kind == "old" and not path.exists() and read_marker(entry) is not None:
+            entry.rename(path)  # the killed run had moved the old result aside and not yet put the new one in
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _libc():
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = lib.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _libc()
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE). False where the system cannot."""
+    if _renameat2 is None or os.environ.get("OPTALLOC_NO_EXCHANGE"):
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_folder(out: str | os.PathLike, write: Callable[[Path], Iterable[str]], **check) -> Path:
+    """Write a new folder at `out` with `write(tmp)` (which returns the names it wrote) and swap it in atomically.
+    `check` goes to `check_folder` (inputs=, store=); the target is checked again here, right before writing."""
+    path = check_folder(out, **check)
+    recover(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    tmp = path.parent / f".{path.name}.{pid}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.mkdir(tmp)  # mode 0o777 less the umask, as the folder will have
+    try:
+        names = sorted(set(write(tmp)))
+        (tmp / MARKER).write_text(json.dumps({"written_by": "optalloc", "files": names}, indent=1) + "\n", encoding="utf-8")
+        _fsync_dir(tmp)
+        failpoint("output-written")
+        if path.exists():
+            if exchange(tmp, path):
+                failpoint("output-exchanged")
+                shutil.rmtree(tmp, ignore_errors=True)  # now holds the old result
+            else:
+                old = path.parent / f".{path.name}.{pid}.old"
+                path.rename(old)
+                failpoint("output-moved-aside")
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def replace_file(out: str | os.PathLike, data: bytes, **check) -> Path:
+    """Write one file atomically (a temporary sibling renamed into place). `check` goes to `check_file`."""
+    path = check_file(out, **check)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.partial"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
