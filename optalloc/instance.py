@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
 from .errors import InputError, Problem
-from .schemas import TABLES, Period, Settings
+from .schemas import TABLE_KEYS, TABLES, Period, Settings
 from .validate import check_instance, raise_if, validate_table
 
 
@@ -23,6 +24,16 @@ def pydantic_problems(err: ValidationError, source: str, prefix: str = "") -> li
         loc = ".".join(str(x) for x in e["loc"])
         problems.append(Problem(e["msg"], source, None, f"{prefix}{loc}" if loc else prefix.rstrip(".") or None))
     return problems
+
+
+def canonical_order(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows sorted by the table's key (Python's string order, as the store sorts them), and the 1-based input row
+    of each."""
+    keys = TABLE_KEYS[table]
+    if len(keys) == 1 and frame[keys[0]].is_monotonic_increasing:  # already in order (ids are unique by now)
+        return frame.reset_index(drop=True), np.arange(1, len(frame) + 1)
+    ordered = frame.sort_values(keys, kind="stable")
+    return ordered.reset_index(drop=True), ordered.index.to_numpy() + 1
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,9 @@ class Instance:
     sales: pd.DataFrame
     grant_sales: pd.DataFrame
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+    # Each table's rows are in canonical (key) order; source_rows[t][i] is the 1-based row of its file that row i
+    # came from, so later checks (the store's ingest) still name the user's row.
+    source_rows: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_tables(
@@ -78,6 +92,9 @@ class Instance:
         if not table_level:  # rows with bad cells still allow the cross-table checks: report everything at once
             problems += check_instance(typed, period, sources)
         raise_if(problems)
+        source_rows = {}
+        for t in TABLES:  # one canonical order, whatever order the rows came in: the same answer from any source
+            typed[t], source_rows[t] = canonical_order(typed[t], t)
         fcs = typed["fcs"].copy()
         missing_pool = fcs["pool_cube"].isna()
         fcs.loc[missing_pool, "pool_cube"] = fcs.loc[missing_pool, "capacity_cube"] * settings.pool_share
@@ -92,7 +109,13 @@ class Instance:
             sales=typed["sales"],
             grant_sales=typed["grant_sales"],
             sources=sources,
+            source_rows=source_rows,
         )
+
+    def file_row(self, table: str, i: int) -> int:
+        """The 1-based row of `table`'s file that row i (canonical order) came from."""
+        rows = self.source_rows.get(table)
+        return int(rows[i]) if rows is not None and i < len(rows) else i + 1
 
     def with_settings(self, **changes) -> "Instance":
         """A copy with some settings replaced (validated)."""

@@ -86,6 +86,7 @@ def load_arriving_tables(base: Instance, files: dict[str, str | os.PathLike]) ->
     period: `base`'s calendar, FCs, sellers and needs, and for `grant_sales` its requests and the new ones.
     Problems name the file, its row and field. Returns `base` with those tables replaced by the files' rows."""
     new: dict[str, pd.DataFrame] = {}
+    rows: dict[str, object] = {}
     for name in ARRIVING_TABLES:
         if name not in files:
             continue
@@ -99,8 +100,8 @@ def load_arriving_tables(base: Instance, files: dict[str, str | os.PathLike]) ->
             period=base.period, settings=base.settings, name=base.name, tables={**context, name: _read_table(path)},
             sources={**base.sources, name: str(path)},
         )
-        new[name] = getattr(checked, name)
-    return replace(base, **new, sources={**base.sources, **{t: str(files[t]) for t in new}})
+        new[name], rows[name] = getattr(checked, name), checked.source_rows[name]
+    return replace(base, **new, sources={**base.sources, **{t: str(files[t]) for t in new}}, source_rows={**base.source_rows, **rows})
 
 
 def _load_folder(folder: Path) -> Instance:

@@ -239,12 +239,14 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
             return pd.Series(np.where(ok, values, 0).astype("int64"))
         return pd.Series(values)
     if spec.kind == "datetime":
+        # Times are kept to the microsecond (what every store holds): finer digits are dropped here, on every path,
+        # so a tie at the microsecond goes to the smaller request_id whether the request came from a file or a store.
         if isinstance(col.dtype, pd.DatetimeTZDtype):
-            return col.dt.tz_convert("UTC").reset_index(drop=True)
+            return col.dt.tz_convert("UTC").dt.floor("us").reset_index(drop=True)
         parsed = pd.to_datetime(col, errors="coerce", utc=True, format="ISO8601")
         bad = parsed.isna().to_numpy() & ~blank
         out.rows(bad, rows, name, lambda i: f"not an ISO 8601 date-time: {_fmt(col.iloc[i])}")
-        return parsed.reset_index(drop=True)
+        return parsed.dt.floor("us").reset_index(drop=True)
     if spec.kind == "list":
         if _all_text(col):  # the fast path for tables read from CSV
             items, tuples = _split_text_lists(col)

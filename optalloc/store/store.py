@@ -309,12 +309,13 @@ class Store:
             for name in tables:
                 frame = getattr(instance, name)
                 source = instance.sources.get(name, name)
-                fresh, found = _new_rows(conn, name, frame, pid, source)
+                fresh, found = _new_rows(conn, name, frame, pid, source, lambda i, t=name: instance.file_row(t, i))
                 problems += found
                 if name == "requests" and len(fresh):
                     done = fresh["round"].isin(list(cleared)).to_numpy()
                     problems += [
-                        Problem(f"round {r} of period {pid} was already cleared (run {cleared[r]}); requests for it are refused", source, int(i) + 1,
+                        Problem(f"round {r} of period {pid} was already cleared (run {cleared[r]}); requests for it are refused", source,
+                                instance.file_row(name, int(i)),
                                 "round")
                         for i, r in zip(fresh.index[done], fresh["round"][done])
                     ]
@@ -542,9 +543,10 @@ def canonical_records(frame: pd.DataFrame, name: str) -> list[dict]:
     return frame_records(frame.sort_values(keys, kind="stable").reset_index(drop=True), table)
 
 
-def _new_rows(conn: sa.Connection, name: str, frame: pd.DataFrame, period_id: str, source: str) -> tuple[pd.DataFrame, list[Problem]]:
-    """The rows of `frame` not yet stored (index kept: row i is data row i + 1 of its file), and rows whose id is
-    stored with other values."""
+def _new_rows(conn: sa.Connection, name: str, frame: pd.DataFrame, period_id: str, source: str,
+              file_row=lambda i: i + 1) -> tuple[pd.DataFrame, list[Problem]]:
+    """The rows of `frame` not yet stored (index kept), and rows whose id is stored with other values (row i of the
+    frame is row `file_row(i)` of its file)."""
     if not len(frame):
         return frame, []
     table = T.INPUT_TABLES[name]
@@ -557,7 +559,7 @@ def _new_rows(conn: sa.Connection, name: str, frame: pd.DataFrame, period_id: st
     known = [tuple(r[k] for k in keys) in stored_records for r in ours]
     problems = [
         Problem(f"already in the store with other values ({', '.join(keys)} {'/'.join(map(str, key))}); stored rows are never changed",
-                source, i + 1, keys[0])
+                source, file_row(i), keys[0])
         for i, r in enumerate(ours)
         if (key := tuple(r[k] for k in keys)) in stored_records and stored_records[key] != r
     ]
