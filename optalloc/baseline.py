@@ -430,9 +430,65 @@ def diagnose_infeasible(d: BaselineData, options: SolverOptions) -> InfeasibleEr
     return InfeasibleError("baseline infeasible: floors exceed capacity net of the pool\n  " + "\n  ".join(lines), where)
 
 
-def allocate(instance: Instance, options: SolverOptions | None = None) -> BaselineResult:
+# ---------------------------------------------------------------- one LP per market
+
+
+def markets(d: BaselineData) -> list[tuple[str, str]]:
+    """The (storage type, month) markets: every cell, FC row and arc lies in exactly one."""
+    keys = pd.concat([d.cells[["storage_type", "month"]], d.capacity[["storage_type", "month"]]]).drop_duplicates()
+    return sorted(map(tuple, keys.to_numpy().tolist()))
+
+
+def market_data(d: BaselineData, storage_type: str, month: str) -> BaselineData:
+    """The part of the baseline LP that lies in one (storage type, month) market: its cells, its FC rows and the
+    arcs between them (an arc joins a cell to an FC row of the same type and month), renumbered."""
+    cells = np.flatnonzero((d.cells["storage_type"].to_numpy() == storage_type) & (d.cells["month"].to_numpy() == month))
+    caps = np.flatnonzero((d.capacity["storage_type"].to_numpy() == storage_type) & (d.capacity["month"].to_numpy() == month))
+    cell_pos = np.full(len(d.cells), -1)
+    cell_pos[cells] = np.arange(len(cells))
+    cap_pos = np.full(len(d.capacity), -1)
+    cap_pos[caps] = np.arange(len(caps))
+    arcs = np.flatnonzero(cell_pos[d.arc_cell] >= 0)
+    return BaselineData(
+        cells=d.cells.iloc[cells].reset_index(drop=True),
+        tier_width=d.tier_width[cells],
+        tier_coef=d.tier_coef[cells],
+        arc_cell=cell_pos[d.arc_cell[arcs]],
+        arc_cap=cap_pos[d.arc_cap[arcs]],
+        capacity=d.capacity.iloc[caps].reset_index(drop=True),
+    )
+
+
+def combine_baselines(parts: list[BaselineResult]) -> BaselineResult:
+    """One result from the markets' results: tables concatenated in key order, objectives added."""
+    statuses = sorted({p.status for p in parts})
+    return BaselineResult(
+        limits=pd.concat([p.limits for p in parts]).sort_index(),
+        placements=pd.concat([p.placements for p in parts]).sort_index(),
+        fc_prices=pd.concat([p.fc_prices for p in parts]).sort_index(),
+        objective=float(sum(p.objective for p in parts)),
+        status=statuses[0] if len(statuses) == 1 else ",".join(statuses),
+        backend=parts[0].backend if parts else "none",
+    )
+
+
+def solve_market(d: BaselineData, backend: str, options: SolverOptions, regions_of_seller: pd.Series) -> BaselineResult:
+    """Solve one market's LP (or the whole LP: `d` may hold several markets) with the chosen build."""
+    if not len(d.cells):  # FC rows nobody needs: nothing placed, and more space there is worth nothing
+        zeros = np.zeros((0, d.n_tiers))
+        return extract_baseline(d, np.zeros(0), zeros, np.zeros(len(d.capacity)), 0.0, "optimal", backend)
+    if backend == "pyomo":
+        return _solve_pyomo(d, options)
+    return _solve_arrays(d, options, regions_of_seller)
+
+
+def allocate(instance: Instance, options: SolverOptions | None = None, *, split: bool = True) -> BaselineResult:
     """Solve the baseline allocation LP. Backend 'auto' uses the Pyomo reference model for small
-    instances and the vectorized highspy build above `auto_pyomo_max_rows` cells."""
+    instances and the vectorized highspy build above `auto_pyomo_max_rows` cells.
+
+    Nothing in the LP links two (storage type, month) markets (models/baseline.md, "One LP per market"), so by
+    default each market is solved on its own and the results are concatenated; `split=False` solves the one
+    LP over every market (the reference the tests compare against)."""
     options = options or instance.settings.solver
     with stage("baseline: prepare"):
         d = prepare_baseline(instance)
@@ -440,6 +496,13 @@ def allocate(instance: Instance, options: SolverOptions | None = None) -> Baseli
     backend = options.backend
     if backend == "auto":
         backend = "pyomo" if len(d.cells) <= options.auto_pyomo_max_rows else "highspy"
-    if backend == "pyomo":
-        return _solve_pyomo(d, options)
-    return _solve_arrays(d, options, instance.sellers.set_index("seller_id")["regions"])
+    regions = instance.sellers.set_index("seller_id")["regions"]
+    if not split:
+        return solve_market(d, backend, options, regions)
+    parts = []
+    for k, t in markets(d):
+        part = market_data(d, k, t)
+        note(f"baseline: market {k} {t}: {len(part.cells)} cells, {len(part.capacity)} FC rows")
+        parts.append(solve_market(part, backend, options, regions))
+        del part  # each market's LP and arrays are freed before the next is built
+    return combine_baselines(parts)

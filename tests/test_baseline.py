@@ -115,3 +115,37 @@ def test_fast_path_placement_sums_to_limits_at_eligible_fcs_within_capacity(seed
     used = placed.groupby(["fc_id", "storage_type", "month"])["cube"].sum()
     net = res.fc_prices["net_cube"].reindex(used.index)
     assert (used <= net + 1e-6).all()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.3, 1.5), options=st.sampled_from([PYOMO, ARRAYS]))
+def test_one_lp_per_market_gives_the_single_lps_limits_shadow_prices_and_objective(seed, tightness, options):
+    """models/baseline.md, "One LP per market": nothing links two (storage type, month) markets, so solving each on
+    its own is exact. Placements are compared as placements (valid, see above), not cube by cube: where several FCs
+    of a class have room, how a class's cube is spread over them is not unique."""
+    inst = generate(GenerateSpec(sellers=40, fcs=5, regions=2, storage_types=3, months=2, requests=0, tightness=tightness, seed=seed))
+    split, whole = allocate(inst, options), allocate(inst, options, split=False)
+    assert split.objective == pytest.approx(whole.objective, rel=1e-9)
+    np.testing.assert_allclose(split.limits["limit_cube"], whole.limits["limit_cube"], atol=1e-6)
+    assert split.limits.index.equals(whole.limits.index) and split.fc_prices.index.equals(whole.fc_prices.index)
+    np.testing.assert_allclose(split.fc_prices["shadow_price"], whole.fc_prices["shadow_price"], atol=1e-6)
+    np.testing.assert_allclose(split.fc_prices["baseline_cube"].groupby(level=["storage_type", "month"]).sum(),
+                               whole.fc_prices["baseline_cube"].groupby(level=["storage_type", "month"]).sum(), atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [PYOMO, ARRAYS], ids=["pyomo", "highspy"])
+def test_a_market_with_fcs_but_no_sellers_is_reported_empty(options):
+    fcs = [fc("E1", storage_type="standard"), fc("E1", storage_type="oversize", capacity_cube=500.0)]
+    inst = make(fcs=fcs, sellers=[seller("A")])  # needs only in standard
+    res = allocate(inst, options)
+    assert res.fc_prices.loc[("E1", "oversize", "2026-10"), ["baseline_cube", "shadow_price"]].tolist() == [0.0, 0.0]
+    assert limits_of(res) == pytest.approx({"A": 110.0})
+
+
+def test_an_infeasible_market_is_named_and_the_others_do_not_hide_it():
+    fcs = [fc("E1", storage_type="standard", capacity_cube=1000.0), fc("E1", storage_type="oversize", capacity_cube=50.0, pool_cube=0.0)]
+    sellers = [seller("A", floor_cube=60.0)]
+    inst = make(fcs=fcs, sellers=sellers, needs=[need("A", storage_type="standard"), need("A", storage_type="oversize")])
+    with pytest.raises(InfeasibleError) as err:
+        allocate(inst, ARRAYS)
+    assert err.value.where == [{"storage_type": "oversize", "month": "2026-10", "fc_ids": ["E1"], "shortfall_cube": 10.0}]
