@@ -150,7 +150,7 @@ def solver_study(timeout: float) -> None:
 
 
 def study_one(case: str, folder: str, method: str, presolve: str) -> dict:
-    from optalloc.baseline import build_baseline_class_arrays, class_layout, prepare_baseline
+    from optalloc.baseline import build_baseline_class_arrays, prepare_baseline
     from optalloc.clearing import build_clearing_arrays, prepare_clearing
     from optalloc.baseline import allocate
     from optalloc.io import load_instance
@@ -160,7 +160,7 @@ def study_one(case: str, folder: str, method: str, presolve: str) -> dict:
     inst = load_instance(folder)
     if case == "baseline":
         d = prepare_baseline(inst)
-        lp, _ = build_baseline_class_arrays(d, class_layout(d, inst.sellers.set_index("seller_id")["regions"]))
+        lp, _ = build_baseline_class_arrays(d, d.layout)
     else:
         limits = allocate(inst, SolverOptions(backend="highspy")).limits["limit_cube"]
         lp, _ = build_clearing_arrays(prepare_clearing(inst, 1, limits))

@@ -11,6 +11,7 @@ type k in month t; CAPACITY = FC rows (f, k, t); TIERS = 1..J.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -21,11 +22,22 @@ from .instance import Instance
 from .placement import split_by_class
 from .progress import note, stage
 from .schemas import SolverOptions
-from .solver import INFEASIBLE, LinearProgram, check_outcome, csr_from_triplets, solve_arrays, solve_pyomo
+from .solver import INFEASIBLE, OPTIMAL, LinearProgram, check_outcome, csr_from_triplets, solve_arrays, solve_pyomo
 
 LIMIT_INDEX = ["seller_id", "storage_type", "month"]
 PLACEMENT_INDEX = ["seller_id", "fc_id", "storage_type", "month"]
 FC_INDEX = ["fc_id", "storage_type", "month"]
+
+
+@dataclass
+class ClassLayout:
+    """Cells grouped by eligibility class (storage type, month, the seller's regions): sellers in one
+    class can use exactly the same FCs, so where each one's cube sits does not change the LP."""
+
+    cell_class: np.ndarray  # CELLS -> class
+    arc_class: np.ndarray  # CLASS_ARCS -> class (sorted)
+    arc_cap: np.ndarray  # CLASS_ARCS -> capacity row (sorted within a class)
+    n_classes: int
 
 
 @dataclass
@@ -35,17 +47,36 @@ class BaselineData:
     cells: pd.DataFrame  # CELLS: seller_id, storage_type, month, p50_cube, upper_cube, floor_cube, value
     tier_width: np.ndarray  # (n_cells, J) cube
     tier_coef: np.ndarray  # (n_cells, J) $/cube-month
-    arc_cell: np.ndarray  # ARCS -> cell position
-    arc_cap: np.ndarray  # ARCS -> capacity row position
     capacity: pd.DataFrame  # CAPACITY: fc_id, storage_type, month, capacity_cube, pool_cube, net_cube
-
-    @property
-    def n_arcs(self) -> int:
-        return len(self.arc_cell)
+    layout: ClassLayout  # eligibility classes and their arcs to capacity rows
 
     @property
     def n_tiers(self) -> int:
         return self.tier_width.shape[1]
+
+    @cached_property
+    def _arcs(self) -> tuple[np.ndarray, np.ndarray]:
+        """ARCS, (cell, capacity row) in that order: every arc of each cell's class. Built only for the models that
+        place cube per seller (the Pyomo reference, the single LP, the infeasibility diagnosis)."""
+        lay = self.layout
+        per_class = np.bincount(lay.arc_class, minlength=lay.n_classes)
+        first = np.concatenate([[0], np.cumsum(per_class)[:-1]])
+        count = per_class[lay.cell_class]
+        arc_cell = np.repeat(np.arange(len(lay.cell_class)), count)
+        within = np.arange(len(arc_cell)) - np.repeat(np.cumsum(count) - count, count)
+        return arc_cell, lay.arc_cap[first[lay.cell_class][arc_cell] + within]
+
+    @property
+    def arc_cell(self) -> np.ndarray:
+        return self._arcs[0]
+
+    @property
+    def arc_cap(self) -> np.ndarray:
+        return self._arcs[1]
+
+    @property
+    def n_arcs(self) -> int:
+        return len(self.arc_cell)
 
 
 def seller_value(sellers: pd.DataFrame) -> pd.Series:
@@ -80,20 +111,29 @@ def prepare_baseline(instance: Instance) -> BaselineData:
     capacity = instance.fcs.copy()
     capacity["net_cube"] = capacity["capacity_cube"] - capacity["pool_cube"]
 
-    # ARCS: join cells to FC rows of the same type and month in one of the seller's regions.
-    regions = sellers["regions"].explode().rename("region").reset_index()
-    cell_keys = cells[["seller_id", "storage_type", "month"]].assign(cell=np.arange(len(cells)))
-    cap_keys = capacity[["fc_id", "region", "storage_type", "month"]].assign(cap=np.arange(len(capacity)))
-    arcs = cell_keys.merge(regions, on="seller_id").merge(cap_keys, on=["region", "storage_type", "month"])
-    arcs = arcs.sort_values(["cell", "cap"], kind="stable")
-    return BaselineData(
-        cells=cells.reset_index(drop=True),
-        tier_width=tier_width,
-        tier_coef=tier_coef,
-        arc_cell=arcs["cell"].to_numpy(np.int64),
-        arc_cap=arcs["cap"].to_numpy(np.int64),
-        capacity=capacity.reset_index(drop=True),
-    )
+    cells = cells.reset_index(drop=True)
+    capacity = capacity.reset_index(drop=True)
+    return BaselineData(cells, tier_width, tier_coef, capacity, _eligibility_classes(cells, sellers["regions"], capacity))
+
+
+def _eligibility_classes(cells: pd.DataFrame, regions_of_seller: pd.Series, capacity: pd.DataFrame) -> ClassLayout:
+    """Classes = (storage type, month, the seller's set of regions), numbered in that sorted order, and each
+    class's arcs: the FC rows of its type and month in one of its regions. Built per class, never per seller."""
+    seller_regions, region_sets = pd.factorize(regions_of_seller.map(";".join), sort=True)
+    set_of_cell = seller_regions[regions_of_seller.index.get_indexer(cells["seller_id"])]
+    k_code, k_names = pd.factorize(cells["storage_type"], sort=True)
+    t_code, t_names = pd.factorize(cells["month"], sort=True)
+    key = (k_code.astype(np.int64) * len(t_names) + t_code) * len(region_sets) + set_of_cell
+    keys, cell_class = np.unique(key, return_inverse=True)
+    classes = pd.DataFrame({
+        "cls": np.arange(len(keys)),
+        "storage_type": np.asarray(k_names)[keys // (len(t_names) * len(region_sets))],
+        "month": np.asarray(t_names)[(keys // len(region_sets)) % len(t_names)],
+        "region": [region_sets[i].split(";") for i in keys % len(region_sets)],
+    }).explode("region")
+    caps = capacity[["region", "storage_type", "month"]].assign(cap=np.arange(len(capacity)))
+    pairs = classes.merge(caps, on=["region", "storage_type", "month"]).sort_values(["cls", "cap"], kind="stable")
+    return ClassLayout(cell_class.astype(np.int64), pairs["cls"].to_numpy(np.int64), pairs["cap"].to_numpy(np.int64), len(keys))
 
 
 # ---------------------------------------------------------------- Pyomo reference model
@@ -203,30 +243,6 @@ def build_baseline_arrays(d: BaselineData) -> tuple[LinearProgram, dict[str, sli
 # ---------------------------------------------------------------- the fast path: placement by eligibility class
 
 
-@dataclass
-class ClassLayout:
-    """Cells grouped by eligibility class (storage type, month, the seller's regions): sellers in one
-    class can use exactly the same FCs, so where each one's cube sits does not change the LP."""
-
-    cell_class: np.ndarray  # CELLS -> class
-    arc_class: np.ndarray  # CLASS_ARCS -> class
-    arc_cap: np.ndarray  # CLASS_ARCS -> capacity row
-    n_classes: int
-
-
-def class_layout(d: BaselineData, regions_of_seller: pd.Series) -> ClassLayout:
-    keys = pd.DataFrame(
-        {
-            "storage_type": d.cells["storage_type"].to_numpy(),
-            "month": d.cells["month"].to_numpy(),
-            "regions": regions_of_seller.reindex(d.cells["seller_id"]).map(";".join).to_numpy(),
-        }
-    )
-    cell_class = keys.groupby(["storage_type", "month", "regions"], sort=True).ngroup().to_numpy()
-    pairs = np.unique(np.stack([cell_class[d.arc_cell], d.arc_cap], axis=1), axis=0) if d.n_arcs else np.zeros((0, 2), dtype=np.int64)
-    return ClassLayout(cell_class, pairs[:, 0], pairs[:, 1], int(cell_class.max()) + 1 if len(cell_class) else 0)
-
-
 def tier_lower_bounds(d: BaselineData) -> np.ndarray:
     """A floor as lower bounds on the tiers, filled in tier order. Exact: a seller's tier coefficients
     strictly decrease, so every optimum fills its tiers in order, and then sum(tier) >= floor is this."""
@@ -269,15 +285,131 @@ def build_baseline_class_arrays(d: BaselineData, layout: ClassLayout) -> tuple[L
     return lp, {"fc_capacity": slice(0, r_bal), "class_balance": slice(r_bal, n_rows)}
 
 
-def split_class_placement(d: BaselineData, layout: ClassLayout, limit: np.ndarray, class_place: np.ndarray) -> np.ndarray:
-    """Place each seller's limit at its class's FCs (`optalloc.placement.split_by_class`); cube per ARC."""
-    place = np.zeros(d.n_arcs)
-    cell, ca, amount = split_by_class(layout.cell_class, limit, layout.arc_class, class_place, layout.n_classes)
-    arc_key = d.arc_cell * len(d.capacity) + d.arc_cap
-    key = cell * len(d.capacity) + layout.arc_cap[ca]
-    order = np.argsort(arc_key)
-    np.add.at(place, order[np.searchsorted(arc_key, key, sorter=order)], amount)
-    return place
+# ---------------------------------------------------------------- the exact fast method: the LP on its margin
+
+
+@dataclass
+class Pieces:
+    """The tier columns of a market, flattened: piece p is tier j of cell c (p = c * J + j), of class cls[p],
+    worth coef[p] per cube, with bounds [lb[p], ub[p]]."""
+
+    coef: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    cls: np.ndarray
+
+
+def _pieces(d: BaselineData, layout: ClassLayout) -> Pieces:
+    J = d.n_tiers
+    return Pieces(np.where(d.tier_width > 0, d.tier_coef, 0.0).ravel(), tier_lower_bounds(d).ravel(), d.tier_width.ravel(),
+                  np.repeat(layout.cell_class, J))
+
+
+def _restricted_lp(d: BaselineData, layout: ClassLayout, pc: Pieces, cols: np.ndarray, fixed: np.ndarray) -> LinearProgram:
+    """The class LP over the piece columns `cols` only (plus every class arc); every other piece is held at its
+    value in `fixed`, which moves to the right-hand side of its class_balance row."""
+    n_free, n_ca = len(cols), len(layout.arc_class)
+    cap_rows = np.unique(layout.arc_cap)
+    cap_pos = np.full(len(d.capacity), -1)
+    cap_pos[cap_rows] = np.arange(len(cap_rows))
+    r_bal = len(cap_rows)
+    held = np.ones(len(pc.coef), dtype=bool)
+    held[cols] = False
+    rhs = np.bincount(pc.cls[held], weights=fixed[held], minlength=layout.n_classes)
+    ca = np.arange(n_ca)
+    rows = np.concatenate([cap_pos[layout.arc_cap], r_bal + layout.arc_class, r_bal + pc.cls[cols]])
+    col_ix = np.concatenate([n_free + ca, n_free + ca, np.arange(n_free)])
+    vals = np.concatenate([np.ones(n_ca), np.ones(n_ca), -np.ones(n_free)])
+    start, index, value = csr_from_triplets(rows, col_ix, vals, r_bal + layout.n_classes)
+    return LinearProgram(
+        col_cost=np.concatenate([pc.coef[cols], np.zeros(n_ca)]),
+        col_lower=np.concatenate([pc.lb[cols], np.zeros(n_ca)]),
+        col_upper=np.concatenate([pc.ub[cols], np.full(n_ca, np.inf)]),
+        row_lower=np.concatenate([np.full(r_bal, -np.inf), rhs]),
+        row_upper=np.concatenate([d.capacity["net_cube"].to_numpy()[cap_rows], rhs]),
+        row_start=start, col_index=index, value=value, maximize=True,
+    )
+
+
+def _block_prices(d: BaselineData, layout: ClassLayout, pc: Pieces, options: SolverOptions, blocks: int) -> np.ndarray:
+    """A first guess of each class's marginal value: the class LP with each class's pieces, sorted by value,
+    merged into `blocks` columns of their summed width and width-weighted value."""
+    order = np.lexsort((-pc.coef, pc.cls))
+    cls = pc.cls[order]
+    first = np.searchsorted(cls, np.arange(layout.n_classes))
+    size = np.bincount(cls, minlength=layout.n_classes)
+    rank = np.arange(len(cls)) - first[cls]
+    block = cls * blocks + (rank * blocks) // np.maximum(size[cls], 1)
+    n = layout.n_classes * blocks
+    ub = np.bincount(block, weights=pc.ub[order], minlength=n)
+    lb = np.bincount(block, weights=pc.lb[order], minlength=n)
+    worth = np.bincount(block, weights=(pc.coef * pc.ub)[order], minlength=n)
+    keep = ub > 0
+    merged = Pieces(np.divide(worth, ub, out=np.zeros(n), where=keep)[keep], lb[keep], ub[keep], np.repeat(np.arange(layout.n_classes), blocks)[keep])
+    out = solve_arrays(_restricted_lp(d, layout, merged, np.arange(len(merged.coef)), np.zeros(len(merged.coef))), options,
+                       what="baseline allocation (first prices)", check=False)
+    if out.status != OPTIMAL or out.row_duals is None:
+        return None
+    return _class_prices(out, layout)
+
+
+def _class_prices(out, layout: ClassLayout) -> np.ndarray:
+    """λ_c, the value of one more cube of class c's limit: minus the dual of its class_balance row (the tier
+    columns enter that row with -1), so a piece above λ is full and one below is at its floor."""
+    r_bal = len(out.row_duals) - layout.n_classes
+    return -np.asarray(out.row_duals[r_bal:])
+
+
+def solve_by_margin(d: BaselineData, layout: ClassLayout, options: SolverOptions, blocks: int = 32, band: float = 0.02):
+    """The class LP solved exactly on its margin (models/baseline.md, "The exact fast method").
+
+    Every optimum fills a class's pieces worth more than the class's marginal value λ_c and leaves those worth
+    less at their floor; only pieces near λ_c are undecided. So: guess λ from a small LP over merged pieces,
+    hold every piece clearly above (below) its λ at its upper (lower) bound, solve the LP over the pieces near
+    the margin, and check the held pieces against the new λ (the reduced-cost test of LP optimality). Pieces
+    that fail join the free set and the LP is solved again; when none fails, the held values and the small
+    LP's solution are an optimum of the whole LP, with its duals. Returns (tier, class_place, fc duals by
+    capacity row, objective, status, free pieces in the last LP)."""
+    pc = _pieces(d, layout)
+    n_pieces = len(pc.coef)
+    lam = _block_prices(d, layout, pc, options, blocks) if n_pieces else np.zeros(layout.n_classes)
+    if lam is None:  # the merged LP failed (infeasible floors, say): the whole LP decides and diagnoses
+        lam = np.zeros(layout.n_classes)
+        free = np.ones(n_pieces, dtype=bool)
+    else:
+        price = lam[pc.cls]
+        free = np.abs(pc.coef - price) <= band * np.maximum(np.abs(price), 1e-12)
+    tol = 1e-9 * max(1.0, float(np.abs(pc.coef).max(initial=0.0)))
+    for _ in range(50):
+        price = lam[pc.cls]
+        fixed = np.where(pc.coef > price, pc.ub, pc.lb)
+        cols = np.flatnonzero(free)
+        outcome = solve_arrays(_restricted_lp(d, layout, pc, cols, fixed), options, what="baseline allocation", check=False)
+        if outcome.status != OPTIMAL or outcome.row_duals is None:
+            if free.all():
+                return None, None, None, None, outcome, len(cols)
+            free[:] = True  # held pieces made it infeasible: let the whole LP decide
+            continue
+        lam = _class_prices(outcome, layout)
+        price = lam[pc.cls]
+        held = ~free
+        wrong = held & (((fixed == pc.ub) & (pc.coef < price - tol) & (pc.ub > pc.lb)) | ((fixed == pc.lb) & (pc.coef > price + tol) & (pc.ub > pc.lb)))
+        if not wrong.any():
+            tier = fixed.copy()
+            tier[cols] = outcome.x[: len(cols)]
+            n_cap = len(np.unique(layout.arc_cap))
+            objective = float(pc.coef @ tier)
+            return tier.reshape(len(d.cells), d.n_tiers), outcome.x[len(cols):], outcome.row_duals[:n_cap], objective, outcome, len(cols)
+        free |= wrong
+    raise RuntimeError("baseline margin method did not converge")  # never seen: each round frees at least one piece
+
+
+def split_class_placement(d: BaselineData, limit: np.ndarray, class_place: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Place each seller's limit at its class's FCs (`optalloc.placement.split_by_class`): (cell, capacity row,
+    cube) triplets."""
+    lay = d.layout
+    cell, ca, amount = split_by_class(lay.cell_class, limit, lay.arc_class, class_place, lay.n_classes)
+    return cell, lay.arc_cap[ca], amount
 
 
 # ---------------------------------------------------------------- results
@@ -304,8 +436,10 @@ def _clean(a: np.ndarray, decimals: int = 6) -> np.ndarray:
     return np.round(a, decimals) + 0.0
 
 
-def extract_baseline(d: BaselineData, place: np.ndarray, tier: np.ndarray, cap_dual: np.ndarray, objective: float, status: str, backend: str) -> BaselineResult:
-    """place: (n_arcs,), tier: (n_cells, J), cap_dual: (len(capacity),) aligned with d.capacity."""
+def extract_baseline(d: BaselineData, placed: tuple[np.ndarray, np.ndarray, np.ndarray], tier: np.ndarray, cap_dual: np.ndarray,
+                     objective: float, status: str, backend: str) -> BaselineResult:
+    """placed: (cell, capacity row, cube) triplets; tier: (n_cells, J); cap_dual: (len(capacity),) aligned with
+    d.capacity."""
     limit = _clean(tier.sum(axis=1))
     limits = d.cells[LIMIT_INDEX].copy()
     limits["limit_cube"] = limit
@@ -314,20 +448,22 @@ def extract_baseline(d: BaselineData, place: np.ndarray, tier: np.ndarray, cap_d
     limits["floor_cube"] = d.cells["floor_cube"].to_numpy()
     limits = limits.set_index(LIMIT_INDEX).sort_index()
 
-    place = _clean(place)
-    keep = place > 0
+    cell, row, cube = placed
+    cube = _clean(cube)
+    keep = cube > 0
+    cell, row, cube = cell[keep], row[keep], cube[keep]
     cap = d.capacity
     placements = pd.DataFrame(
         {
-            "seller_id": d.cells["seller_id"].to_numpy()[d.arc_cell[keep]],
-            "fc_id": cap["fc_id"].to_numpy()[d.arc_cap[keep]],
-            "storage_type": cap["storage_type"].to_numpy()[d.arc_cap[keep]],
-            "month": cap["month"].to_numpy()[d.arc_cap[keep]],
-            "cube": place[keep],
+            "seller_id": d.cells["seller_id"].to_numpy()[cell],
+            "fc_id": cap["fc_id"].to_numpy()[row],
+            "storage_type": cap["storage_type"].to_numpy()[row],
+            "month": cap["month"].to_numpy()[row],
+            "cube": cube,
         }
     ).set_index(PLACEMENT_INDEX).sort_index()
 
-    used = np.bincount(d.arc_cap, weights=place, minlength=len(cap))
+    used = np.bincount(row, weights=cube, minlength=len(cap))
     fc_prices = cap[FC_INDEX + ["capacity_cube", "pool_cube", "net_cube"]].copy()
     fc_prices["baseline_cube"] = _clean(used)
     fc_prices["shadow_price"] = _clean(np.abs(cap_dual))
@@ -349,34 +485,41 @@ def _solve_pyomo(d: BaselineData, options: SolverOptions) -> BaselineResult:
         cap_dual = np.zeros(len(d.capacity))
         for r in m.CAPACITY:
             cap_dual[r] = outcome.duals.get(m.fc_capacity[r], 0.0)
-        return extract_baseline(d, place, tier, cap_dual, outcome.objective, outcome.status, "pyomo")
+        return extract_baseline(d, (d.arc_cell, d.arc_cap, place), tier, cap_dual, outcome.objective, outcome.status, "pyomo")
 
 
-def _solve_arrays(d: BaselineData, options: SolverOptions, regions_of_seller: pd.Series) -> BaselineResult:
+def _solve_arrays(d: BaselineData, options: SolverOptions, method: str = "margin") -> BaselineResult:
+    """The class-aggregated LP by highspy: solved on its margin (default), or whole (method="class_lp", the
+    reference the margin method is tested against)."""
     with stage("baseline: build"):
-        layout = class_layout(d, regions_of_seller)
-        lp, fam = build_baseline_class_arrays(d, layout)
-    note(f"baseline: LP with {len(lp.row_lower)} rows x {len(lp.col_cost)} columns ({layout.n_classes} eligibility classes)")
+        layout = d.layout
     with stage("baseline: solve"):
-        outcome = solve_arrays(lp, options, what="baseline allocation", check=False)
+        if method == "margin":
+            tier, class_place, duals, objective, outcome, n_free = solve_by_margin(d, layout, options)
+            note(f"baseline: {len(d.cells) * d.n_tiers} tier columns, {n_free} near the margin solved by LP ({layout.n_classes} classes)")
+        else:
+            lp, fam = build_baseline_class_arrays(d, layout)
+            note(f"baseline: LP with {len(lp.row_lower)} rows x {len(lp.col_cost)} columns ({layout.n_classes} eligibility classes)")
+            outcome = solve_arrays(lp, options, what="baseline allocation", check=False)
+            if outcome.x is not None:
+                n_tier = len(d.cells) * d.n_tiers
+                tier, class_place, objective = outcome.x[:n_tier].reshape(len(d.cells), d.n_tiers), outcome.x[n_tier:], outcome.objective
+                duals = None if outcome.row_duals is None else outcome.row_duals[fam["fc_capacity"]]
     if outcome.status == INFEASIBLE:
         raise diagnose_infeasible(d, options)
     check_outcome(outcome, options, "baseline allocation")
-    n_tier = len(d.cells) * d.n_tiers
-    tier = outcome.x[:n_tier].reshape(len(d.cells), d.n_tiers)
     with stage("baseline: extract"):
-        place = split_class_placement(d, layout, tier.sum(axis=1), outcome.x[n_tier:])
+        placed = split_class_placement(d, tier.sum(axis=1), class_place)
         cap_dual = np.zeros(len(d.capacity))
-        if outcome.row_duals is not None:
-            cap_dual[np.unique(layout.arc_cap)] = outcome.row_duals[fam["fc_capacity"]]
-        return extract_baseline(d, place, tier, cap_dual, outcome.objective, outcome.status, "highspy")
+        if duals is not None:
+            cap_dual[np.unique(layout.arc_cap)] = duals
+        return extract_baseline(d, placed, tier, cap_dual, objective, outcome.status, "highspy")
 
 
 def precheck_baseline(d: BaselineData) -> None:
     """Floors that no FC can hold, found before any solve."""
     floor = d.cells["floor_cube"].to_numpy()
-    has_arc = np.zeros(len(d.cells), dtype=bool)
-    has_arc[d.arc_cell] = True
+    has_arc = np.bincount(d.layout.arc_class, minlength=d.layout.n_classes)[d.layout.cell_class] > 0
     bad = np.flatnonzero((floor > 0) & ~has_arc)
     if len(bad):
         rows = d.cells.iloc[bad[:10]]
@@ -444,19 +587,16 @@ def market_data(d: BaselineData, storage_type: str, month: str) -> BaselineData:
     arcs between them (an arc joins a cell to an FC row of the same type and month), renumbered."""
     cells = np.flatnonzero((d.cells["storage_type"].to_numpy() == storage_type) & (d.cells["month"].to_numpy() == month))
     caps = np.flatnonzero((d.capacity["storage_type"].to_numpy() == storage_type) & (d.capacity["month"].to_numpy() == month))
-    cell_pos = np.full(len(d.cells), -1)
-    cell_pos[cells] = np.arange(len(cells))
     cap_pos = np.full(len(d.capacity), -1)
     cap_pos[caps] = np.arange(len(caps))
-    arcs = np.flatnonzero(cell_pos[d.arc_cell] >= 0)
-    return BaselineData(
-        cells=d.cells.iloc[cells].reset_index(drop=True),
-        tier_width=d.tier_width[cells],
-        tier_coef=d.tier_coef[cells],
-        arc_cell=cell_pos[d.arc_cell[arcs]],
-        arc_cap=cap_pos[d.arc_cap[arcs]],
-        capacity=d.capacity.iloc[caps].reset_index(drop=True),
-    )
+    lay = d.layout
+    classes, cell_class = np.unique(lay.cell_class[cells], return_inverse=True)  # a market's classes are its own
+    class_pos = np.full(lay.n_classes, -1)
+    class_pos[classes] = np.arange(len(classes))
+    arcs = np.flatnonzero(class_pos[lay.arc_class] >= 0)
+    layout = ClassLayout(cell_class.astype(np.int64), class_pos[lay.arc_class[arcs]], cap_pos[lay.arc_cap[arcs]], len(classes))
+    return BaselineData(d.cells.iloc[cells].reset_index(drop=True), d.tier_width[cells], d.tier_coef[cells],
+                        d.capacity.iloc[caps].reset_index(drop=True), layout)
 
 
 def combine_baselines(parts: list[BaselineResult]) -> BaselineResult:
@@ -472,14 +612,14 @@ def combine_baselines(parts: list[BaselineResult]) -> BaselineResult:
     )
 
 
-def solve_market(d: BaselineData, backend: str, options: SolverOptions, regions_of_seller: pd.Series) -> BaselineResult:
+def solve_market(d: BaselineData, backend: str, options: SolverOptions) -> BaselineResult:
     """Solve one market's LP (or the whole LP: `d` may hold several markets) with the chosen build."""
     if not len(d.cells):  # FC rows nobody needs: nothing placed, and more space there is worth nothing
-        zeros = np.zeros((0, d.n_tiers))
-        return extract_baseline(d, np.zeros(0), zeros, np.zeros(len(d.capacity)), 0.0, "optimal", backend)
+        none = np.zeros(0, dtype=np.int64)
+        return extract_baseline(d, (none, none, np.zeros(0)), np.zeros((0, d.n_tiers)), np.zeros(len(d.capacity)), 0.0, "optimal", backend)
     if backend == "pyomo":
         return _solve_pyomo(d, options)
-    return _solve_arrays(d, options, regions_of_seller)
+    return _solve_arrays(d, options)
 
 
 def allocate(instance: Instance, options: SolverOptions | None = None, *, split: bool = True) -> BaselineResult:
@@ -496,13 +636,12 @@ def allocate(instance: Instance, options: SolverOptions | None = None, *, split:
     backend = options.backend
     if backend == "auto":
         backend = "pyomo" if len(d.cells) <= options.auto_pyomo_max_rows else "highspy"
-    regions = instance.sellers.set_index("seller_id")["regions"]
     if not split:
-        return solve_market(d, backend, options, regions)
+        return solve_market(d, backend, options)
     parts = []
     for k, t in markets(d):
         part = market_data(d, k, t)
         note(f"baseline: market {k} {t}: {len(part.cells)} cells, {len(part.capacity)} FC rows")
-        parts.append(solve_market(part, backend, options, regions))
+        parts.append(solve_market(part, backend, options))
         del part  # each market's LP and arrays are freed before the next is built
     return combine_baselines(parts)

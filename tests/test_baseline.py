@@ -149,3 +149,31 @@ def test_an_infeasible_market_is_named_and_the_others_do_not_hide_it():
     with pytest.raises(InfeasibleError) as err:
         allocate(inst, ARRAYS)
     assert err.value.where == [{"storage_type": "oversize", "month": "2026-10", "fc_ids": ["E1"], "shortfall_cube": 10.0}]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), tightness=st.floats(0.2, 1.5), floors=st.floats(0.0, 0.6), second_region=st.sampled_from([0.0, 0.4]))
+def test_the_margin_method_equals_the_whole_class_lp(seed, tightness, floors, second_region):
+    """models/baseline.md, "The exact fast method": the LP solved on its margin has the whole LP's limits, shadow
+    prices and objective, floors included (a share of the sellers get a floor of up to their P50)."""
+    from dataclasses import replace
+
+    from optalloc.baseline import _solve_arrays, market_data, markets
+
+    inst = generate(GenerateSpec(sellers=300, fcs=6, regions=3, storage_types=1, months=2, requests=0, tightness=tightness,
+                                 second_region_share=second_region, seed=seed))
+    rng = np.random.default_rng(seed)
+    needs = inst.needs.assign(floor_cube=np.where(rng.random(len(inst.needs)) < floors, np.round(inst.needs["p50_cube"] * rng.random(len(inst.needs)), 3), np.nan))
+    d = prepare_baseline(replace(inst, needs=needs))
+    for k, t in markets(d):
+        m = market_data(d, k, t)
+        try:
+            whole = _solve_arrays(m, ARRAYS, method="class_lp")
+        except InfeasibleError:
+            with pytest.raises(InfeasibleError):
+                _solve_arrays(m, ARRAYS, method="margin")
+            continue
+        margin = _solve_arrays(m, ARRAYS, method="margin")
+        assert margin.objective == pytest.approx(whole.objective, rel=1e-9)
+        np.testing.assert_allclose(margin.limits["limit_cube"], whole.limits["limit_cube"], atol=1e-6)
+        np.testing.assert_allclose(margin.fc_prices["shadow_price"], whole.fc_prices["shadow_price"], atol=1e-6)
