@@ -39,9 +39,16 @@ from .progress import note
 from .io import format_frame
 from .schemas import TABLE_KEYS, TABLES, SolverOptions
 from .settlement import settle
+from .errors import StoreError
 from .store import Store
 
-DEFAULT_TIME_LIMIT = 3600.0  # seconds per solve: the nightly job never waits on a stalled solve for ever
+DEFAULT_TIME_LIMIT = 3600.0
+CONNECT_TIMEOUT_ENV = "OPTALLOC_DASK_CONNECT_TIMEOUT"  # seconds to reach an existing Dask scheduler (--scheduler); default 30
+
+
+class ClusterError(StoreError):
+    """The Dask cluster cannot be reached (exit 5, like an unreachable store: nothing was done)."""
+  # seconds per solve: the nightly job never waits on a stalled solve for ever
 
 
 # ---------------------------------------------------------------- units of work (run on any worker)
@@ -81,7 +88,11 @@ class DaskExecutor:
 
         if self.client is None:
             if self.scheduler:
-                self.client = Client(self.scheduler)
+                timeout = float(os.environ.get(CONNECT_TIMEOUT_ENV, "30"))
+                try:
+                    self.client = Client(self.scheduler, timeout=timeout)
+                except (OSError, TimeoutError, ValueError) as e:
+                    raise ClusterError(f"cannot reach the Dask scheduler at {self.scheduler} within {timeout:g} s: {e}") from None
             else:
                 self.cluster = LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
