@@ -412,6 +412,41 @@ def split_class_placement(d: BaselineData, limit: np.ndarray, class_place: np.nd
     return cell, lay.arc_cap[ca], amount
 
 
+def split_ties(d: BaselineData, tier: np.ndarray) -> np.ndarray:
+    """The documented split of ties (models/baseline.md, "Ties"): within an eligibility class, tier pieces of equal
+    value are interchangeable (same FCs, same worth per cube), so whatever cube an optimum gives such a group is
+    shared in proportion to the pieces' widths above their floors. The class's total, and so its placement and
+    every constraint, is unchanged; the limits no longer depend on which optimal vertex the solver returned."""
+    J = d.n_tiers
+    coef = np.where(d.tier_width > 0, d.tier_coef, 0.0).ravel()
+    lb, ub, x = tier_lower_bounds(d).ravel(), d.tier_width.ravel(), tier.ravel()
+    cls = np.repeat(d.layout.cell_class, J)
+    live = np.flatnonzero(ub > lb)
+    if len(live) < 2:
+        return tier
+    i = live[np.lexsort((coef[live], cls[live]))]
+    start = np.concatenate([[True], (cls[i][1:] != cls[i][:-1]) | (coef[i][1:] != coef[i][:-1])])
+    group = np.cumsum(start) - 1
+    size = np.bincount(group)
+    if (size <= 1).all():
+        return tier
+    room = ub[i] - lb[i]
+    fill = np.clip(x[i] - lb[i], 0.0, room)
+    share = np.bincount(group, weights=fill) / np.bincount(group, weights=room)
+    out = x.copy()
+    tied = size[group] > 1
+    out[i[tied]] = lb[i[tied]] + room[tied] * np.clip(share[group[tied]], 0.0, 1.0)
+    return out.reshape(tier.shape)
+
+
+def finish_baseline(d: BaselineData, tier: np.ndarray, class_place: np.ndarray, cap_dual: np.ndarray, objective: float, status: str,
+                    backend: str) -> BaselineResult:
+    """From an optimum by class (any build) to the tables: ties split as documented, each seller's limit placed at
+    its class's FCs (north-west corner rule), results extracted."""
+    tier = split_ties(d, tier)
+    return extract_baseline(d, split_class_placement(d, tier.sum(axis=1), class_place), tier, cap_dual, objective, status, backend)
+
+
 # ---------------------------------------------------------------- results
 
 
@@ -485,7 +520,11 @@ def _solve_pyomo(d: BaselineData, options: SolverOptions) -> BaselineResult:
         cap_dual = np.zeros(len(d.capacity))
         for r in m.CAPACITY:
             cap_dual[r] = outcome.duals.get(m.fc_capacity[r], 0.0)
-        return extract_baseline(d, (d.arc_cell, d.arc_cap, place), tier, cap_dual, outcome.objective, outcome.status, "pyomo")
+        # Per-seller placements are re-derived from the class totals, as on the array path: one split rule for both.
+        lay = d.layout
+        class_arc = np.searchsorted(lay.arc_class * len(d.capacity) + lay.arc_cap, lay.cell_class[d.arc_cell] * len(d.capacity) + d.arc_cap)
+        class_place = np.bincount(class_arc, weights=place, minlength=len(lay.arc_class))
+        return finish_baseline(d, tier, class_place, cap_dual, outcome.objective, outcome.status, "pyomo")
 
 
 def _solve_arrays(d: BaselineData, options: SolverOptions, method: str = "margin") -> BaselineResult:
@@ -509,11 +548,10 @@ def _solve_arrays(d: BaselineData, options: SolverOptions, method: str = "margin
         raise diagnose_infeasible(d, options)
     check_outcome(outcome, options, "baseline allocation")
     with stage("baseline: extract"):
-        placed = split_class_placement(d, tier.sum(axis=1), class_place)
         cap_dual = np.zeros(len(d.capacity))
         if duals is not None:
             cap_dual[np.unique(layout.arc_cap)] = duals
-        return extract_baseline(d, placed, tier, cap_dual, objective, outcome.status, "highspy")
+        return finish_baseline(d, tier, class_place, cap_dual, objective, outcome.status, "highspy")
 
 
 def precheck_baseline(d: BaselineData) -> None:

@@ -177,3 +177,27 @@ def test_the_margin_method_equals_the_whole_class_lp(seed, tightness, floors, se
         assert margin.objective == pytest.approx(whole.objective, rel=1e-9)
         np.testing.assert_allclose(margin.limits["limit_cube"], whole.limits["limit_cube"], atol=1e-6)
         np.testing.assert_allclose(margin.fc_prices["shadow_price"], whole.fc_prices["shadow_price"], atol=1e-6)
+
+
+TIED = [seller("A", productivity=10.0), seller("B", productivity=10.0)]  # equal value: they tie in every tier
+
+
+@pytest.mark.parametrize("options", [PYOMO, ARRAYS], ids=["pyomo", "highspy"])
+@pytest.mark.parametrize(
+    "sellers, settings, net, expected",
+    [
+        # tier 1 widths 50 and 150 (half of P50): 100 cube of tier 1 shared 1 : 3
+        (TIED, {}, 100.0, {"A": 25.0, "B": 75.0}),
+        # both first tiers full (200), the tied second tiers (50, 150) share the other 100 in the same proportion
+        (TIED, {}, 300.0, {"A": 75.0, "B": 225.0}),
+        # nobody's space is worth anything: every seller ties, and the same rule splits every tier
+        ([seller("A", productivity=0.0), seller("B", productivity=0.0)], {}, 100.0, {"A": 25.0, "B": 75.0}),
+        # a value floor of 1 compresses every seller to the same value
+        ([seller("A", productivity=10.0), seller("B", productivity=3.0)], {"value_floor": 1.0}, 100.0, {"A": 25.0, "B": 75.0}),
+    ],
+    ids=["tier1", "tier2", "all-zero-value", "value-floor-1"],
+)
+def test_tied_sellers_share_the_marginal_tier_in_proportion_to_its_widths(options, sellers, settings, net, expected):
+    inst = make(fcs=[fc(capacity_cube=net, pool_cube=0.0)], sellers=sellers, settings=settings,
+                needs=[need("A", p50_cube=100.0), need("B", p50_cube=300.0)])
+    assert limits_of(allocate(inst, options)) == pytest.approx(expected, abs=1e-6)
