@@ -201,3 +201,13 @@ def test_tied_sellers_share_the_marginal_tier_in_proportion_to_its_widths(option
     inst = make(fcs=[fc(capacity_cube=net, pool_cube=0.0)], sellers=sellers, settings=settings,
                 needs=[need("A", p50_cube=100.0), need("B", p50_cube=300.0)])
     assert limits_of(allocate(inst, options)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_baseline_stopped_at_its_time_limit_is_an_error_even_when_nonoptimal_is_allowed_but_nothing_was_found():
+    """The margin method's solves stop too: a clean SolveError (exit 4), not a crash on a missing solution."""
+    from optalloc.errors import SolveError
+
+    inst = generate(GenerateSpec(sellers=3000, fcs=10, regions=3, storage_types=1, months=1, requests=0, seed=3))
+    for allow in (False, True):
+        with pytest.raises(SolveError, match="stopped_at_limit"):
+            allocate(inst, SolverOptions(backend="highspy", time_limit=1e-6, allow_nonoptimal=allow))

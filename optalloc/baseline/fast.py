@@ -148,9 +148,13 @@ def solve_by_margin(d: BaselineData, layout: ClassLayout, options: SolverOptions
         cols = np.flatnonzero(free)
         outcome = solve_arrays(_restricted_lp(d, layout, pc, cols, fixed), options, what="baseline allocation", check=False)
         if outcome.status != OPTIMAL or outcome.row_duals is None:
-            if free.all():
-                return None, None, None, None, outcome, len(cols)
-            free[:] = True  # held pieces made it infeasible: let the whole LP decide
+            if free.all():  # the whole LP itself: infeasible, or stopped at a limit (its best point, if any, is returned)
+                if outcome.x is None:
+                    return None, None, None, None, outcome, len(cols)
+                duals = None if outcome.row_duals is None else outcome.row_duals[: len(np.unique(layout.arc_cap))]
+                tier = outcome.x[: len(cols)].reshape(len(d.cells), d.n_tiers)
+                return tier, outcome.x[len(cols):], duals, float(pc.coef @ tier.ravel()), outcome, len(cols)
+            free[:] = True  # held pieces made it infeasible, or a solve stopped: let the whole LP decide
             continue
         lam = _class_prices(outcome, layout)
         price = lam[pc.cls]
