@@ -8,7 +8,6 @@ tidy DataFrames).
 
 from __future__ import annotations
 
-import numpy as np
 
 from ..progress import note, stage
 from ..instance import Instance
@@ -17,21 +16,20 @@ from .data import (FC_INDEX, LIMIT_INDEX, PLACEMENT_INDEX, BaselineData, ClassLa
                    prepare_baseline, seller_value, tier_lower_bounds)
 from .fast import _solve_arrays, build_baseline_class_arrays, solve_by_margin
 from .reference import _solve_pyomo, build_baseline_arrays, build_baseline_model, diagnose_infeasible
-from .results import BaselineResult, combine_baselines, extract_baseline, finish_baseline, split_class_placement, split_ties
+from .results import BaselineResult, BaselineSolution, combine_solutions, extract_baseline, finish_baseline, split_class_placement, split_ties
 
 __all__ = [
     "FC_INDEX", "LIMIT_INDEX", "PLACEMENT_INDEX", "BaselineData", "BaselineResult", "ClassLayout", "allocate", "build_baseline_arrays",
-    "build_baseline_class_arrays", "build_baseline_model", "combine_baselines", "diagnose_infeasible", "extract_baseline",
+    "BaselineSolution", "build_baseline_class_arrays", "build_baseline_model", "combine_solutions", "diagnose_infeasible", "extract_baseline",
     "finish_baseline", "market_data", "markets", "precheck_baseline", "prepare_baseline", "seller_value", "solve_by_margin",
     "solve_market", "split_class_placement", "split_ties", "tier_lower_bounds",
 ]
 
 
-def solve_market(d: BaselineData, backend: str, options: SolverOptions) -> BaselineResult:
+def solve_market(d: BaselineData, backend: str, options: SolverOptions) -> BaselineSolution:
     """Solve one market's LP (or the whole LP: `d` may hold several markets) with the chosen build."""
-    if not len(d.cells):  # FC rows nobody needs: nothing placed, and more space there is worth nothing
-        none = np.zeros(0, dtype=np.int64)
-        return extract_baseline(d, (none, none, np.zeros(0)), np.zeros((0, d.n_tiers)), np.zeros(len(d.capacity)), 0.0, "optimal", backend)
+    if not len(d.cells):
+        return BaselineSolution.empty(d, backend)
     if backend == "pyomo":
         return _solve_pyomo(d, options)
     return _solve_arrays(d, options)
@@ -42,8 +40,9 @@ def allocate(instance: Instance, options: SolverOptions | None = None, *, split:
     instances and the vectorized highspy build above `auto_pyomo_max_rows` cells.
 
     Nothing in the LP links two (storage type, month) markets (models/baseline.md, "One LP per market"), so by
-    default each market is solved on its own and the results are concatenated; `split=False` solves the one
-    LP over every market (the reference the tests compare against)."""
+    default each market is solved on its own, one after another (each market's LP is freed before the next is
+    built), and the solutions are put together; `split=False` solves the one LP over every market (the reference
+    the tests compare against)."""
     options = options or instance.settings.solver
     with stage("baseline: prepare"):
         d = prepare_baseline(instance)
@@ -52,11 +51,14 @@ def allocate(instance: Instance, options: SolverOptions | None = None, *, split:
     if backend == "auto":
         backend = "pyomo" if len(d.cells) <= options.auto_pyomo_max_rows else "highspy"
     if not split:
-        return solve_market(d, backend, options)
-    parts = []
-    for k, t in markets(d):
-        part = market_data(d, k, t)
-        note(f"baseline: market {k} {t}: {len(part.cells)} cells, {len(part.capacity)} FC rows")
-        parts.append(solve_market(part, backend, options))
-        del part  # each market's LP and arrays are freed before the next is built
-    return combine_baselines(parts)
+        solution = solve_market(d, backend, options)
+    else:
+        parts = []
+        for k, t in markets(d):
+            part = market_data(d, k, t)
+            note(f"baseline: market {k} {t}: {len(part.cells)} cells, {len(part.capacity)} FC rows")
+            parts.append((part.cell_index, part.cap_index, solve_market(part, backend, options)))
+            del part  # only the solution's arrays are kept
+        solution = combine_solutions(d, parts)
+    with stage("baseline: extract"):
+        return extract_baseline(d, solution)

@@ -46,6 +46,8 @@ class BaselineData:
     tier_coef: np.ndarray  # (n_cells, J) $/cube-month
     capacity: pd.DataFrame  # CAPACITY: fc_id, storage_type, month, capacity_cube, pool_cube, net_cube
     layout: ClassLayout  # eligibility classes and their arcs to capacity rows
+    cell_index: np.ndarray | None = None  # a market's cells: their positions in the whole instance's cells
+    cap_index: np.ndarray | None = None  # a market's capacity rows: their positions in the whole instance's
 
     @property
     def n_tiers(self) -> int:
@@ -161,7 +163,7 @@ def market_data(d: BaselineData, storage_type: str, month: str) -> BaselineData:
     arcs = np.flatnonzero(class_pos[lay.arc_class] >= 0)
     layout = ClassLayout(cell_class.astype(np.int64), class_pos[lay.arc_class[arcs]], cap_pos[lay.arc_cap[arcs]], len(classes))
     return BaselineData(d.cells.iloc[cells].reset_index(drop=True), d.tier_width[cells], d.tier_coef[cells],
-                        d.capacity.iloc[caps].reset_index(drop=True), layout)
+                        d.capacity.iloc[caps].reset_index(drop=True), layout, cell_index=cells, cap_index=caps)
 
 
 def precheck_baseline(d: BaselineData) -> None:

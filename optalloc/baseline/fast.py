@@ -13,7 +13,7 @@ from ..schemas import SolverOptions
 from ..solver import INFEASIBLE, OPTIMAL, LinearProgram, check_outcome, csr_from_triplets, solve_arrays
 from .data import BaselineData, ClassLayout, tier_lower_bounds
 from .reference import diagnose_infeasible
-from .results import BaselineResult, finish_baseline
+from .results import BaselineSolution, finish_baseline
 
 
 def build_baseline_class_arrays(d: BaselineData, layout: ClassLayout) -> tuple[LinearProgram, dict[str, slice]]:
@@ -170,7 +170,7 @@ def solve_by_margin(d: BaselineData, layout: ClassLayout, options: SolverOptions
     raise RuntimeError("baseline margin method did not converge")  # never seen: each round frees at least one piece
 
 
-def _solve_arrays(d: BaselineData, options: SolverOptions, method: str = "margin") -> BaselineResult:
+def _solve_arrays(d: BaselineData, options: SolverOptions, method: str = "margin") -> BaselineSolution:
     """The class-aggregated LP by highspy: solved on its margin (default), or whole (method="class_lp", the
     reference the margin method is tested against)."""
     with stage("baseline: build"):

@@ -12,7 +12,7 @@ from ..progress import stage
 from ..schemas import SolverOptions
 from ..solver import INFEASIBLE, LinearProgram, check_outcome, csr_from_triplets, solve_arrays, solve_pyomo
 from .data import BaselineData
-from .results import BaselineResult, finish_baseline
+from .results import BaselineSolution, finish_baseline
 
 
 def declare_sets(m: pyo.ConcreteModel, d: BaselineData) -> None:
@@ -113,7 +113,7 @@ def build_baseline_arrays(d: BaselineData) -> tuple[LinearProgram, dict[str, sli
     return lp, families
 
 
-def _solve_pyomo(d: BaselineData, options: SolverOptions) -> BaselineResult:
+def _solve_pyomo(d: BaselineData, options: SolverOptions) -> BaselineSolution:
     with stage("baseline: build"):
         m = build_baseline_model(d)
     with stage("baseline: solve"):

@@ -62,12 +62,48 @@ def split_class_placement(d: BaselineData, limit: np.ndarray, class_place: np.nd
     return cell, lay.arc_cap[ca], amount
 
 
+@dataclass
+class BaselineSolution:
+    """A solved market (or the whole LP) as arrays aligned with its `BaselineData`: the limit of each cell, where it
+    sits ((cell, capacity row, cube) triplets) and the shadow price of each capacity row."""
+
+    limit: np.ndarray
+    placed: tuple[np.ndarray, np.ndarray, np.ndarray]
+    cap_dual: np.ndarray
+    objective: float
+    status: str
+    backend: str
+
+    @classmethod
+    def empty(cls, d: BaselineData, backend: str) -> "BaselineSolution":
+        """FC rows nobody needs: nothing placed, and more space there is worth nothing."""
+        none = np.zeros(0, dtype=np.int64)
+        return cls(np.zeros(len(d.cells)), (none, none, np.zeros(0)), np.zeros(len(d.capacity)), 0.0, "optimal", backend)
+
+
 def finish_baseline(d: BaselineData, tier: np.ndarray, class_place: np.ndarray, cap_dual: np.ndarray, objective: float, status: str,
-                    backend: str) -> BaselineResult:
-    """From an optimum by class (any build) to the tables: ties split as documented, each seller's limit placed at
-    its class's FCs (north-west corner rule), results extracted."""
+                    backend: str) -> BaselineSolution:
+    """From an optimum by class (any build) to a solution: ties split as documented, each seller's limit placed at
+    its class's FCs (north-west corner rule)."""
     tier = split_ties(d, tier)
-    return extract_baseline(d, split_class_placement(d, tier.sum(axis=1), class_place), tier, cap_dual, objective, status, backend)
+    limit = tier.sum(axis=1)
+    return BaselineSolution(limit, split_class_placement(d, limit, class_place), cap_dual, float(objective), status, backend)
+
+
+def combine_solutions(d: BaselineData, parts: list[tuple[np.ndarray, np.ndarray, BaselineSolution]]) -> BaselineSolution:
+    """The markets' solutions as one solution of the whole `d`: each market's cells and capacity rows (positions
+    `cell_index`, `cap_index` in `d`) mapped back, objectives added."""
+    limit, cap_dual = np.zeros(len(d.cells)), np.zeros(len(d.capacity))
+    cells, rows, cubes = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    for cell_index, cap_index, sol in parts:
+        limit[cell_index] = sol.limit
+        cap_dual[cap_index] = sol.cap_dual
+        c, r, x = sol.placed
+        cells.append(cell_index[c]), rows.append(cap_index[r]), cubes.append(x)
+    statuses = sorted({sol.status for *_, sol in parts}) or ["optimal"]
+    return BaselineSolution(limit, (np.concatenate(cells), np.concatenate(rows), np.concatenate(cubes)), cap_dual,
+                            float(sum(sol.objective for *_, sol in parts)), statuses[0] if len(statuses) == 1 else ",".join(statuses),
+                            parts[0][2].backend if parts else "none")
 
 
 def _clean(a: np.ndarray, decimals: int = 6) -> np.ndarray:
@@ -75,49 +111,54 @@ def _clean(a: np.ndarray, decimals: int = 6) -> np.ndarray:
     return np.round(a, decimals) + 0.0
 
 
-def extract_baseline(d: BaselineData, placed: tuple[np.ndarray, np.ndarray, np.ndarray], tier: np.ndarray, cap_dual: np.ndarray,
-                     objective: float, status: str, backend: str) -> BaselineResult:
-    """placed: (cell, capacity row, cube) triplets; tier: (n_cells, J); cap_dual: (len(capacity),) aligned with
-    d.capacity."""
-    limit = _clean(tier.sum(axis=1))
+def _in_key_order(frame: pd.DataFrame, index: list[str]) -> pd.DataFrame:
+    frame = frame.set_index(index)
+    return frame if frame.index.is_monotonic_increasing else frame.sort_index()
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Each value's rank in sorted order (equal values, equal rank); cheap when the values are already sorted."""
+    if len(values) and (values[1:] >= values[:-1]).all():
+        return np.concatenate([[0], np.cumsum(values[1:] != values[:-1])])
+    return pd.factorize(values, sort=True)[0]
+
+
+def extract_baseline(d: BaselineData, sol: BaselineSolution) -> BaselineResult:
+    """The tables, in key order. Instance tables are kept in key order, so the cells and capacity rows already are:
+    the sorts below are checks that cost a comparison per row, and placements are ordered by integer ranks."""
     limits = d.cells[LIMIT_INDEX].copy()
-    limits["limit_cube"] = limit
+    limits["limit_cube"] = _clean(sol.limit)
     limits["p50_cube"] = d.cells["p50_cube"].to_numpy()
     limits["upper_cube"] = d.cells["upper_cube"].to_numpy()
     limits["floor_cube"] = d.cells["floor_cube"].to_numpy()
-    limits = limits.set_index(LIMIT_INDEX).sort_index()
+    limits = _in_key_order(limits, LIMIT_INDEX)
 
-    cell, row, cube = placed
+    cell, row, cube = sol.placed
     cube = _clean(cube)
     keep = cube > 0
     cell, row, cube = cell[keep], row[keep], cube[keep]
     cap = d.capacity
-    placements = pd.DataFrame(
-        {
-            "seller_id": d.cells["seller_id"].to_numpy()[cell],
-            "fc_id": cap["fc_id"].to_numpy()[row],
-            "storage_type": cap["storage_type"].to_numpy()[row],
-            "month": cap["month"].to_numpy()[row],
-            "cube": cube,
-        }
-    ).set_index(PLACEMENT_INDEX).sort_index()
+    seller = _ranks(d.cells["seller_id"].to_numpy())
+    order = np.lexsort((_cap_order(cap)[row], seller[cell]))
+    cell, row, cube = cell[order], row[order], cube[order]
+    placements = _in_key_order(pd.DataFrame({
+        "seller_id": d.cells["seller_id"].to_numpy()[cell],
+        "fc_id": cap["fc_id"].to_numpy()[row],
+        "storage_type": cap["storage_type"].to_numpy()[row],
+        "month": cap["month"].to_numpy()[row],
+        "cube": cube,
+    }), PLACEMENT_INDEX)
 
     used = np.bincount(row, weights=cube, minlength=len(cap))
     fc_prices = cap[FC_INDEX + ["capacity_cube", "pool_cube", "net_cube"]].copy()
     fc_prices["baseline_cube"] = _clean(used)
-    fc_prices["shadow_price"] = _clean(np.abs(cap_dual))
-    fc_prices = fc_prices.set_index(FC_INDEX).sort_index()
-    return BaselineResult(limits, placements, fc_prices, float(objective), status, backend)
+    fc_prices["shadow_price"] = _clean(np.abs(sol.cap_dual))
+    return BaselineResult(limits, placements, _in_key_order(fc_prices, FC_INDEX), float(sol.objective), sol.status, sol.backend)
 
 
-def combine_baselines(parts: list[BaselineResult]) -> BaselineResult:
-    """One result from the markets' results: tables concatenated in key order, objectives added."""
-    statuses = sorted({p.status for p in parts})
-    return BaselineResult(
-        limits=pd.concat([p.limits for p in parts]).sort_index(),
-        placements=pd.concat([p.placements for p in parts]).sort_index(),
-        fc_prices=pd.concat([p.fc_prices for p in parts]).sort_index(),
-        objective=float(sum(p.objective for p in parts)),
-        status=statuses[0] if len(statuses) == 1 else ",".join(statuses),
-        backend=parts[0].backend if parts else "none",
-    )
+def _cap_order(cap: pd.DataFrame) -> np.ndarray:
+    """Each capacity row's rank in (fc_id, storage_type, month) order (FC rows are few: a plain factorize)."""
+    fc, k, t = (pd.factorize(cap[c].to_numpy(), sort=True)[0] for c in FC_INDEX)
+    rank = np.empty(len(cap), dtype=np.int64)
+    rank[np.lexsort((t, k, fc))] = np.arange(len(cap))
+    return rank
