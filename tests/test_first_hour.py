@@ -1,0 +1,78 @@
+"""A planner's first hour: the README's commands run as written, on a fresh checkout's files."""
+
+import filecmp
+import os
+import re
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+from conftest import INSTANCES
+from optalloc.cli import run
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def fenced_blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def commands(block: str) -> list[str]:
+    """The block's commands, comments and continuation-only comment lines dropped."""
+    lines = [re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    two = fenced_blocks(README.split("## Two commands", 1)[1])[0]
+    solve_cmd, test_cmd = commands(two)
+    assert solve_cmd.startswith("python3 -m venv .venv && .venv/bin/pip install") and ".venv/bin/optalloc solve" in solve_cmd
+    assert test_cmd.startswith("python3 -m venv .venv && ")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert test_cmd in ci.splitlines()
+    assert "python3-venv" in ci and "python3-venv" in README
+
+
+def test_readme_leaves_no_store_or_report_in_the_checkout():
+    ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+    for name in ("/optalloc.db", "/optalloc.db.lock", "/report.html"):
+        assert name in ignored
+    for block in fenced_blocks(README):
+        for cmd in commands(block):
+            assert "sqlite:///optalloc.db" not in cmd or "default" in block, cmd
+            if cmd.startswith("optalloc report"):
+                assert " -o out/" in cmd, cmd
+
+
+def test_the_nightly_job_section_runs_as_written(tmp_path):
+    """The README's nightly-job block, run line by line in bash from a folder holding the shipped instances; then the
+    export equals `optalloc solve` of the same instance, byte for byte (when tonight is after round 3 closed)."""
+    block = fenced_blocks(README.split("## The nightly job", 1)[1])[0]
+    cmds = commands(block)
+    assert cmds[0] == "export OPTALLOC_DB=sqlite:///out/optalloc.db"
+    for cmd in cmds[1:]:
+        assert cmd.startswith("optalloc "), cmd
+        for arg in cmd.split():
+            if arg.startswith("instances/"):
+                assert (ROOT / arg).exists(), arg
+    (tmp_path / "instances").symlink_to(INSTANCES)
+    script = f'set -euo pipefail\noptalloc() {{ "{sys.executable}" -m optalloc.cli "$@"; }}\n' + "\n".join(cmds) + "\n"
+    env = {k: v for k, v in os.environ.items() if k != "OPTALLOC_DB"}
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "out" / "optalloc.db").exists() and (tmp_path / "out" / "P202610" / "grants.csv").exists()
+    from optalloc.store import Store
+
+    settled = Store(f"sqlite:///{tmp_path / 'out' / 'optalloc.db'}").periods()["settled_run_id"].notna().all()
+    assert settled or date.today() < date(2026, 9, 24)
+    if settled:
+        assert run(["solve", str(INSTANCES / "small_network"), "-o", str(tmp_path / "solved"), "-q"]) == 0
+        names = sorted(p.name for p in (tmp_path / "solved").iterdir() if not p.name.startswith("."))
+        match, mismatch, errors = filecmp.cmpfiles(tmp_path / "solved", tmp_path / "out" / "P202610", names, shallow=False)
+        assert mismatch == [] and errors == [], (mismatch, errors)
+
+
+def test_arrivals_do_not_break_the_instance_folder():
+    assert run(["validate", str(INSTANCES / "small_network"), "-q"]) == 0
