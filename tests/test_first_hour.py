@@ -76,3 +76,50 @@ def test_the_nightly_job_section_runs_as_written(tmp_path):
 
 def test_arrivals_do_not_break_the_instance_folder():
     assert run(["validate", str(INSTANCES / "small_network"), "-q"]) == 0
+
+
+def _all_parsers():
+    import argparse
+
+    from optalloc.cli import _parser
+
+    todo, seen = [("optalloc", _parser())], []
+    while todo:
+        name, p = todo.pop()
+        seen.append((name, p))
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {sub}", sp) for sub, sp in action.choices.items()]
+    return seen
+
+
+def test_every_option_has_a_help_text():
+    missing = []
+    for name, p in _all_parsers():
+        for action in p._actions:
+            if action.option_strings and action.option_strings != ["-h", "--help"] and not (action.help or "").strip():
+                missing.append(f"{name} {'/'.join(action.option_strings)}")
+            if not action.option_strings and action.dest != "command" and not (action.help or "").strip():
+                missing.append(f"{name} {action.dest}")
+    assert missing == []
+    vague = [f"{name} {'/'.join(a.option_strings)}" for name, p in _all_parsers() for a in p._actions
+             if (a.help or "").startswith("default") or a.help == a.dest]
+    assert vague == []
+
+
+def test_generate_writes_csv_by_default_as_every_command(tmp_path):
+    assert run(["generate", "-o", str(tmp_path / "g"), "--sellers", "5", "--fcs", "2", "--regions", "1", "--requests", "5", "-q"]) == 0
+    assert (tmp_path / "g" / "requests.csv").exists() and not list((tmp_path / "g").glob("*.parquet"))
+    assert run(["validate", str(tmp_path / "g"), "-q"]) == 0
+
+
+def test_ingest_of_table_files_without_period_says_period_is_needed(tmp_path, capsys):
+    from optalloc.cli import main
+
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    try:
+        main(["ingest", "--db", db, "--requests", str(INSTANCES / "small_network" / "arrivals" / "round1_requests.csv"), "-q"])
+    except SystemExit as e:
+        assert e.code == 2
+    err = capsys.readouterr().err
+    assert "--period is needed" in err and "None" not in err
