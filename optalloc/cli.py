@@ -296,7 +296,7 @@ def _clear_next(instance: Instance, args, options) -> tuple[dict, dict]:
         "round_prices": pd.concat([t for t in (prices, res.prices) if t is not None]).sort_index(),
     }
     summary = build_summary(instance, None, None, None)
-    summary["rounds"] = round_records(tables["round_prices"])
+    summary["rounds"] = round_records(tables["round_prices"], tables["pools"])
     return tables, summary
 
 

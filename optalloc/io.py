@@ -143,8 +143,9 @@ def format_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def json_text(doc) -> str:
-    """JSON as optalloc writes it: keys sorted, two-space indent, and never NaN or Infinity (not JSON): a
-    missing or non-finite number is written as null."""
+    """JSON as optalloc writes it: keys in the order the document has them (summary.json is built in reading order:
+    instance, baseline, rounds, settlement), two-space indent, and never NaN or Infinity (not JSON): a missing or
+    non-finite number is written as null."""
 
     def finite(v):
         if isinstance(v, float) and not math.isfinite(v):
@@ -155,7 +156,7 @@ def json_text(doc) -> str:
             return [finite(x) for x in v]
         return v
 
-    return json.dumps(finite(doc), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return json.dumps(finite(doc), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def write_tables(

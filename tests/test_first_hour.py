@@ -123,3 +123,54 @@ def test_ingest_of_table_files_without_period_says_period_is_needed(tmp_path, ca
         assert e.code == 2
     err = capsys.readouterr().err
     assert "--period is needed" in err and "None" not in err
+
+
+def _documented_fields() -> set[str]:
+    section = README.split("`summary.json` is in reading order", 1)[1].split("\n## ", 1)[0]
+    fields = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            fields |= set(re.findall(r"`([a-z_]+(?:\[\])?(?:\.[a-z_*]+)?)`", line.split(" | ")[0]))
+    return fields
+
+
+def _paths(doc: dict) -> set[str]:
+    out = set()
+    for key, value in doc.items():
+        if key == "settings":
+            out.add("settings.*")
+        elif isinstance(value, dict):
+            out |= {f"{key}.{k}" for k in value}
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            out |= {f"{key}[].{k}" for row in value for k in row}
+        else:
+            out.add(key)
+    return out
+
+
+def test_summary_is_in_reading_order_every_field_documented_with_pools_per_round(tmp_path):
+    import json
+
+    import pandas as pd
+
+    out = tmp_path / "o"
+    assert run(["solve", str(INSTANCES / "small_network"), "-o", str(out), "-q"]) == 0
+    text = (out / "summary.json").read_text()
+    summary = json.loads(text)
+    assert list(summary) == ["optalloc_version", "instance", "settings", "baseline", "rounds", "settlement"]
+    assert list(summary["rounds"][0])[:7] == ["round", "storage_type", "requests", "granted_requests", "granted_cube",
+                                             "pool_available_cube", "pool_left_cube"]
+    undocumented = _paths(summary) - _documented_fields()
+    assert undocumented == set()
+    # Every README row has a unit column.
+    section = README.split("`summary.json` is in reading order", 1)[1].split("\n## ", 1)[0]
+    assert all(len(line.split(" | ")) == 3 for line in section.splitlines() if line.startswith("| `"))
+    # The pool left is the pool available less what the round's grants use (cube x months), per round and type.
+    grants = pd.read_csv(out / "grants.csv")
+    used = (grants["granted_cube"] * grants["months"].str.split(";").map(len)).groupby([grants["round"], grants["storage_type"]]).sum()
+    for rec in summary["rounds"]:
+        assert abs(rec["pool_available_cube"] - rec["pool_left_cube"] - used[(rec["round"], rec["storage_type"])]) < 1e-6, rec
+    assert summary["rounds"][0]["pool_available_cube"] > 0
+    again = tmp_path / "again"
+    assert run(["solve", str(INSTANCES / "small_network"), "-o", str(again), "-q"]) == 0
+    assert (again / "summary.json").read_text() == text
