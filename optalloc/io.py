@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import progress
 from .errors import InputError, Problem
 from .instance import Instance
 from .outputs import replace_folder
@@ -188,7 +189,9 @@ def write_tables(
         (tmp / summary_name).write_text(json_text(summary), encoding="utf-8")
         return [*names, summary_name]
 
-    return replace_folder(out_dir, write, inputs=inputs, store=store)
+    path = replace_folder(out_dir, write, inputs=inputs, store=store)
+    progress.wrote(out_dir, len(tables), summary_name)
+    return path
 
 
 def write_instance(instance: Instance, out_dir: str | os.PathLike, fmt: str = "parquet", **check) -> Path:

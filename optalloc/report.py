@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import progress
 from .errors import InputError, Problem
 from .io import RESULT_TABLES, read_result_table
 from .outputs import replace_file
@@ -353,4 +354,6 @@ def render(data: ReportData) -> str:
 def write_report(data: ReportData, out: str | os.PathLike, inputs: tuple = ()) -> Path:
     """Write the page atomically (a temporary file renamed into place); an existing file is replaced only if it is
     an optalloc report (it carries GENERATOR_TAG)."""
-    return replace_file(out, render(data).encode("utf-8"), inputs=inputs, generator_tag=GENERATOR_TAG)
+    path = replace_file(out, render(data).encode("utf-8"), inputs=inputs, generator_tag=GENERATOR_TAG)
+    progress.wrote_file(out)
+    return path

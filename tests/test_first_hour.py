@@ -174,3 +174,59 @@ def test_summary_is_in_reading_order_every_field_documented_with_pools_per_round
     again = tmp_path / "again"
     assert run(["solve", str(INSTANCES / "small_network"), "-o", str(again), "-q"]) == 0
     assert (again / "summary.json").read_text() == text
+
+
+def _solve_cmd(out) -> list[str]:
+    return [sys.executable, "-m", "optalloc.cli", "solve", str(INSTANCES / "small_network"), "-o", str(out)]
+
+
+def test_progress_off_a_terminal_is_one_line_per_top_level_stage_and_a_closing_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OPTALLOC_PROGRESS"}
+    done = subprocess.run(_solve_cmd(tmp_path / "o"), capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert "\r" not in done.stderr and "\x1b" not in done.stderr
+    stages = [re.sub(r": done in [0-9.]+s$", "", line.removeprefix("[optalloc] ")) for line in lines[:-1]]
+    assert stages == ["load and validate", "baseline", "round 1", "round 2", "round 3", "settle"]
+    assert re.fullmatch(rf"optalloc: wrote 8 tables and summary\.json to {re.escape(str(tmp_path / 'o'))} \([0-9.]+ s\)", lines[-1])
+
+
+def test_progress_on_a_terminal_is_a_live_line_per_stage_overwritten_in_place(tmp_path):
+    import pty  # noqa: F401  (a pseudo-terminal: stderr.isatty() is true in the child)
+
+    master, slave = os.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "OPTALLOC_PROGRESS"}
+    proc = subprocess.Popen(_solve_cmd(tmp_path / "o"), stdout=subprocess.DEVNULL, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    text = b"".join(chunks).decode()
+    assert "\r\x1b[K[optalloc] baseline: solve ..." in text  # the live line, overwritten in place
+    lines = [line.rsplit("\r\x1b[K", 1)[-1] for line in text.replace("\r\n", "\n").split("\n") if line]
+    assert [re.sub(r": done in [0-9.]+s$", "", line.removeprefix("[optalloc] ")) for line in lines[:-1]] == [
+        "load and validate", "baseline", "round 1", "round 2", "round 3", "settle"]
+    assert lines[-1].startswith("optalloc: wrote 8 tables and summary.json to ")
+
+
+def test_a_failing_stage_ends_its_live_line_before_the_error(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    from optalloc import progress
+
+    monkeypatch.setenv("OPTALLOC_PROGRESS", "tty")
+    progress.set_quiet(False)
+    with pytest.raises(RuntimeError):
+        with progress.stage("baseline: solve"):
+            raise RuntimeError("boom")
+    progress.set_quiet(True)
+    err = capsys.readouterr().err
+    assert re.search(r"\r\x1b\[K\[optalloc\] baseline: solve: failed after [0-9.]+s\n$", err), repr(err)
