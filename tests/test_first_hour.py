@@ -51,6 +51,8 @@ def test_the_nightly_job_section_runs_as_written(tmp_path):
     export equals `optalloc solve` of the same instance, byte for byte (when tonight is after round 3 closed)."""
     block = fenced_blocks(README.split("## The nightly job", 1)[1])[0]
     cmds = commands(block)
+    solve = commands(fenced_blocks(README.split("## Two commands", 1)[1])[0])[0].split(" && ")[-1].replace(".venv/bin/optalloc", "optalloc")
+    reports = commands(fenced_blocks(README.split("## Reports", 1)[1])[0])
     assert cmds[0] == "export OPTALLOC_DB=sqlite:///out/optalloc.db"
     for cmd in cmds[1:]:
         assert cmd.startswith("optalloc "), cmd
@@ -58,11 +60,15 @@ def test_the_nightly_job_section_runs_as_written(tmp_path):
             if arg.startswith("instances/"):
                 assert (ROOT / arg).exists(), arg
     (tmp_path / "instances").symlink_to(INSTANCES)
-    script = f'set -euo pipefail\noptalloc() {{ "{sys.executable}" -m optalloc.cli "$@"; }}\n' + "\n".join(cmds) + "\n"
+    script = f'set -euo pipefail\noptalloc() {{ "{sys.executable}" -m optalloc.cli "$@"; }}\n' + "\n".join([*cmds, solve, *reports]) + "\n"
     env = {k: v for k, v in os.environ.items() if k != "OPTALLOC_DB"}
     done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "out" / "optalloc.db").exists() and (tmp_path / "out" / "P202610" / "grants.csv").exists()
+    # ... and the Reports section after it: the run it names is the first batch, and both pages land in out/
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["instances", "out"]
+    page = (tmp_path / "out" / "run3.html").read_text()
+    assert "run 3 (batch, 2026-09-10)" in page and (tmp_path / "out" / "report.html").exists()
     from optalloc.store import Store
 
     settled = Store(f"sqlite:///{tmp_path / 'out' / 'optalloc.db'}").periods()["settled_run_id"].notna().all()
