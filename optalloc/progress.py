@@ -139,6 +139,8 @@ def stage(name: str):
             _group_end = end
             if failed:  # end the line, so the error message that follows starts on its own
                 _close(f"{name}: failed after {end - t0:.2f}s")
+            elif name == group and not name.startswith("write "):  # a whole top-level stage: its line now, not at the next one
+                _close()
 
 
 def _finish(text: str) -> None:
