@@ -113,7 +113,7 @@ def benchmark(plan: dict, timeout: float) -> None:
         for case, spec in plan.items():
             for size in spec["sizes"]:
                 folder = os.path.join(tmp, f"{case}_{size}")
-                subprocess.run([sys.executable, "-m", "optalloc.cli", "generate", "-q", "-o", folder, *generate_args(case, size)], check=True)
+                subprocess.run([sys.executable, "-m", "optalloc.cli", "generate", "-q", "--format", "parquet", "-o", folder, *generate_args(case, size)], check=True)
                 for path, max_size in spec["paths"].items():
                     if size > max_size:
                         continue
@@ -139,7 +139,7 @@ def solver_study(timeout: float) -> None:
             gen = generate_args("baseline" if case == "baseline" else "general_round", size)
             if case == "general_round_lp":
                 gen = [a if a != "0.05" else "0" for a in gen]  # no min_cube: the pure LP
-            subprocess.run([sys.executable, "-m", "optalloc.cli", "generate", "-q", "-o", folder, *gen], check=True)
+            subprocess.run([sys.executable, "-m", "optalloc.cli", "generate", "-q", "--format", "parquet", "-o", folder, *gen], check=True)
             for method in ("ipm", "dual_simplex", "primal_simplex"):
                 for presolve in ("off", "on"):
                     r = child(["--study", case, folder, method, presolve], timeout)

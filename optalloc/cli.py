@@ -64,7 +64,8 @@ def _add_solver_args(p: argparse.ArgumentParser, time_limit_default: str = "none
     g = p.add_argument_group("solver")
     g.add_argument("--time-limit", type=float, help=f"seconds per solve (default: {time_limit_default})")
     g.add_argument("--backend", choices=["auto", "pyomo", "highspy"], help="model build path (default: auto, by size)")
-    g.add_argument("--lp-method", choices=["auto", "ipm", "primal_simplex", "dual_simplex"])
+    g.add_argument("--lp-method", choices=["auto", "ipm", "primal_simplex", "dual_simplex"],
+                   help="HiGHS LP algorithm (default: auto, measured per model: interior point for the baseline, dual simplex for rounds)")
     g.add_argument("--allow-nonoptimal", action="store_true", help="publish a result stopped at a limit")
     g.add_argument("--solver-log", action="store_true", help="show the solver's own log")
 
@@ -113,8 +114,8 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write a seeded synthetic instance", description="Write a seeded synthetic instance (a folder of tables).")
     g.add_argument("-o", "--out", required=True, help="instance folder to write (" + OUT_RULE + ")")
-    g.add_argument("--format", choices=["csv", "parquet"], default="parquet")
-    g.add_argument("-q", "--quiet", action="store_true")
+    g.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv, as every command; parquet for big instances)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     defaults = GenerateSpec()
     for name, help_ in [
         ("sellers", "sellers"), ("fcs", "fulfillment centers"), ("regions", "regions"), ("storage-types", "storage types (1-7)"),
@@ -137,11 +138,12 @@ def _simulate_command(sub) -> None:
                        description="Sellers with private productivity and forecast error bid for extra space over the rounds; the "
                                    "engine clears and settles; the pool's use is compared with the planner's LP allocating it.")
     p.add_argument("-o", "--out", help="also write the tables and summary.json to this folder (" + OUT_RULE + ")")
-    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format with -o (default csv)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     defaults = SimulationSpec()
-    for name in ("sellers", "fcs", "regions", "storage_types", "rounds", "seed"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help="default %(default)s")
+    for name, help_ in [("sellers", "sellers in the market"), ("fcs", "fulfillment centers"), ("regions", "regions the FCs are in"),
+                        ("storage_types", "storage types, each its own market (1-7)"), ("rounds", "rounds in the period"), ("seed", "random seed")]:
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help=f"{help_} (default %(default)s)")
     for name, help_ in [("tightness", "FC capacity / forecast need"), ("pool_share", "share of capacity in the pool"),
                         ("forecast_error", "sd of log(true need / forecast)"), ("productivity_error", "sd of log(true / estimated productivity)"),
                         ("margin", "profit per $ of sales")]:
@@ -179,7 +181,7 @@ def _store_commands(sub) -> None:
 
     p = cmd("ingest", "add a period, new requests or a sales report to the store (validated as by 'validate')")
     p.add_argument("instance", nargs="?", help="an instance (JSON or folder): registers its period, adds its requests and sales")
-    p.add_argument("--period", help="with table files: the stored period they belong to")
+    p.add_argument("--period", help="with table files (needed with them): the stored period they belong to, e.g. P202610")
     for table in ARRIVING_TABLES:
         p.add_argument(f"--{table.replace('_', '-')}", metavar="FILE", help=f"a {table} table (CSV or Parquet) for --period")
     lock_timeout(p)
@@ -190,9 +192,9 @@ def _store_commands(sub) -> None:
     lock_timeout(p)
     _add_solver_args(p, time_limit_default=f"the instance's, else {DEFAULT_TIME_LIMIT:g}")
     p = cmd("export", "write a stored period's results as 'optalloc solve' writes them")
-    p.add_argument("--period", required=True, help="period_id")
+    p.add_argument("--period", required=True, help="the stored period to export, e.g. P202610 ('optalloc status' lists them)")
     p.add_argument("-o", "--out", required=True, help=OUT_HELP)
-    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv)")
     cmd("status", "print the store's periods, rounds and latest runs as JSON")
     p = cmd("report", "one self-contained HTML page: supply/demand curves, utilization, segments, fees and credits")
     p.add_argument("source", metavar="RUN_OR_OUTPUT_DIR", help="an output folder of 'solve' or 'export', or a run id in the store (--db)")
@@ -223,6 +225,9 @@ def _store_command(args) -> int:
         files = {t: getattr(args, t) for t in ARRIVING_TABLES if getattr(args, t)}
         if bool(args.instance) == bool(args.period or files):
             raise InputError(Problem("give either an instance, or --period with table files (--requests, --sales, --grant-sales)", "ingest"))
+        if files and not args.period:
+            raise InputError(Problem("--period is needed with --requests, --sales or --grant-sales: name the stored period the files "
+                                     "belong to ('optalloc status' lists them)", "ingest"))
         if args.period and not files:
             raise InputError(Problem("nothing to ingest: name at least one table file", "--period"))
         with store.lock(args.lock_timeout):
@@ -291,7 +296,7 @@ def _clear_next(instance: Instance, args, options) -> tuple[dict, dict]:
         "round_prices": pd.concat([t for t in (prices, res.prices) if t is not None]).sort_index(),
     }
     summary = build_summary(instance, None, None, None)
-    summary["rounds"] = round_records(tables["round_prices"])
+    summary["rounds"] = round_records(tables["round_prices"], tables["pools"])
     return tables, summary
 
 

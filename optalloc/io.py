@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import progress
 from .errors import InputError, Problem
 from .instance import Instance
 from .outputs import replace_folder
@@ -143,8 +144,9 @@ def format_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def json_text(doc) -> str:
-    """JSON as optalloc writes it: keys sorted, two-space indent, and never NaN or Infinity (not JSON): a
-    missing or non-finite number is written as null."""
+    """JSON as optalloc writes it: keys in the order the document has them (summary.json is built in reading order:
+    instance, baseline, rounds, settlement), two-space indent, and never NaN or Infinity (not JSON): a missing or
+    non-finite number is written as null."""
 
     def finite(v):
         if isinstance(v, float) and not math.isfinite(v):
@@ -155,7 +157,7 @@ def json_text(doc) -> str:
             return [finite(x) for x in v]
         return v
 
-    return json.dumps(finite(doc), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return json.dumps(finite(doc), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def write_tables(
@@ -187,7 +189,9 @@ def write_tables(
         (tmp / summary_name).write_text(json_text(summary), encoding="utf-8")
         return [*names, summary_name]
 
-    return replace_folder(out_dir, write, inputs=inputs, store=store)
+    path = replace_folder(out_dir, write, inputs=inputs, store=store)
+    progress.wrote(out_dir, len(tables), summary_name)
+    return path
 
 
 def write_instance(instance: Instance, out_dir: str | os.PathLike, fmt: str = "parquet", **check) -> Path:

@@ -76,28 +76,55 @@ def _num(x) -> float | None:
     return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), 6)
 
 
-def round_records(round_prices: pd.DataFrame) -> list[dict]:
-    return [
-        {k: (_num(v) if isinstance(v, float) else (int(v) if isinstance(v, (np.integer,)) else v)) for k, v in row.items()}
-        for row in round_prices.reset_index().to_dict("records")
-    ]
+# The order of a round's record in summary.json: what it is, what was asked and granted, the pool, the prices, the solve.
+ROUND_FIELDS = ("round", "storage_type", "requests", "granted_requests", "granted_cube", "pool_available_cube", "pool_left_cube",
+                "clearing_price", "pool_dual_max", "paradoxically_rejected", "objective", "method")
+
+
+def _plain(v):
+    if isinstance(v, (float, np.floating)):
+        return _num(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def round_records(round_prices: pd.DataFrame, pools: pd.DataFrame | None = None) -> list[dict]:
+    """One record per (round, storage type), in ROUND_FIELDS order (any other column of round_prices after them).
+    With `pools`: the pool available to the round (pool less earlier rounds' grants held) and left after it, summed
+    over FCs and months (cube-months)."""
+    rp = round_prices.copy()
+    if pools is not None and len(pools):
+        p = pools.reset_index()
+        p["available"] = (p["pool_cube"] - p["held_cube"]).clip(lower=0.0)
+        by = p.groupby(["round", "storage_type"])[["available", "pool_after"]].sum()
+        rp["pool_available_cube"] = by["available"].reindex(rp.index)
+        rp["pool_left_cube"] = by["pool_after"].reindex(rp.index)
+    rows = rp.reset_index().to_dict("records")
+    out = []
+    for row in rows:
+        keys = [k for k in ROUND_FIELDS if k in row] + [k for k in row if k not in ROUND_FIELDS]
+        out.append({k: _plain(row[k]) for k in keys})
+    return out
 
 
 def build_summary(instance: Instance, baseline: BaselineResult | None, clearing: ClearingResult | None, settlement: pd.DataFrame | None) -> dict:
-    """The JSON summary. Deterministic: no timings, no dates, sorted keys."""
+    """The JSON summary, in reading order: the instance and its settings, the baseline, each round, the settlement
+    (every field, with its unit, is documented in the README's "summary.json" table). Deterministic: no timings, no
+    dates."""
     out: dict = {"optalloc_version": __version__, "instance": instance.summary(), "settings": instance.settings.model_dump(mode="json")}
     if baseline is not None:
         fp = baseline.fc_prices
         out["baseline"] = {
             "status": baseline.status,
-            "objective": _num(baseline.objective),
             "allocated_cube": _num(baseline.limits["limit_cube"].sum()),
             "net_capacity_cube": _num(fp["net_cube"].sum()),
+            "pool_cube": _num(fp["pool_cube"].sum()),
             "binding_fc_rows": int((fp["shadow_price"] > 0).sum()),
+            "objective": _num(baseline.objective),
         }
     if clearing is not None:
-        rp = clearing.round_prices
-        out["rounds"] = round_records(rp)
+        out["rounds"] = round_records(clearing.round_prices, clearing.pools)
     if settlement is not None:
         out["settlement"] = {
             "grants": int(len(settlement)),

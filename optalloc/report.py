@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import progress
 from .errors import InputError, Problem
 from .io import RESULT_TABLES, read_result_table
 from .outputs import replace_file
@@ -78,22 +79,55 @@ def load_output_folder(folder: str | os.PathLike) -> ReportData:
     return ReportData(heading=f"optalloc report: {folder.name}", periods=[PeriodView(summary, tables)])
 
 
+def period_as_of(store, period_id: str, run_id: int) -> PeriodView:
+    """A stored period as it stood when run `run_id` ended: the baseline, rounds and settlement written by that run or
+    earlier ones (every result names the run that wrote it); later runs' results are left out."""
+    from .period import ClearingResult, build_summary
+
+    periods, rounds = store.periods(), store.rounds()
+    row = periods.loc[period_id]
+
+    def by(rid) -> bool:
+        return pd.notna(rid) and int(rid) <= run_id
+
+    baseline = store.baseline(period_id) if by(row["baseline_run_id"]) else None
+    cleared = rounds.loc[period_id]
+    done = {int(r) for r, rid in cleared["cleared_run_id"].items() if by(rid)}
+    kept = [r for r in store.round_results(period_id) if r.round in done]
+    clearing = ClearingResult(kept) if kept else None
+    settlement = store.results(period_id, ["settlement"])["settlement"] if by(row["settled_run_id"]) else None
+    tables = {**(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
+    if settlement is not None:
+        tables["settlement"] = settlement
+    return PeriodView(build_summary(store.instance(period_id), baseline, clearing, settlement), tables)
+
+
+def _run_title(run_id: int, record: dict) -> str:
+    """'run 3 (batch, 2026-09-10)'; a run without a night (an ingest) is named by when it started."""
+    when = record.get("run_date")
+    if not when:
+        started = record.get("started_at")
+        when = f"started {str(started).replace('T', ' ')[:16]} UTC" if started else "no date recorded"
+    return f"run {run_id} ({record.get('command')}, {when})"
+
+
 def load_store_run(store, run_id: int) -> ReportData:
-    """A run recorded in the store: the periods it touched, as they stand now, and its record."""
+    """A run recorded in the store: its record, and the periods it touched as they stood when it ended."""
     runs = store.runs()
     if run_id not in runs.index:
         raise InputError(Problem(f"no run {run_id} in the store (runs: {', '.join(map(str, runs.index[-5:]))} ...)", store.display_url, None, "run"))
     record = runs.loc[run_id].to_dict()
     steps = json.loads(record.get("steps") or "[]")
     touched = sorted({s["period_id"] for s in steps if "period_id" in s})
-    periods = []
-    for pid in touched:
-        tables, summary = store.period_tables(pid)
-        periods.append(PeriodView(summary, tables))
+    periods = [period_as_of(store, pid, int(run_id)) for pid in touched]
     record = {"run_id": int(run_id), **{k: json_value(v) for k, v in record.items()}}
+    later = int(runs.index.max()) > int(run_id)
     notes = [] if touched else ["This run changed nothing (nothing was due)."]
-    return ReportData(heading=f"optalloc report: run {run_id} ({record.get('command')}, {record.get('run_date')})", periods=periods, run=record,
-                      notes=notes)
+    if touched:
+        notes.append(f"Each period is shown as it stood when run {run_id} ended: its baseline, rounds and settlement as written by this run "
+                     "or earlier ones" + (" (results of later runs are left out)" if later else "") + "; the period's inputs (the counts "
+                     "of requests and sellers) are as stored now.")
+    return ReportData(heading=f"optalloc report: {_run_title(int(run_id), record)}", periods=periods, run=record, notes=notes)
 
 
 # ---------------------------------------------------------------- charts (matplotlib -> inline SVG)
@@ -320,4 +354,6 @@ def render(data: ReportData) -> str:
 def write_report(data: ReportData, out: str | os.PathLike, inputs: tuple = ()) -> Path:
     """Write the page atomically (a temporary file renamed into place); an existing file is replaced only if it is
     an optalloc report (it carries GENERATOR_TAG)."""
-    return replace_file(out, render(data).encode("utf-8"), inputs=inputs, generator_tag=GENERATOR_TAG)
+    path = replace_file(out, render(data).encode("utf-8"), inputs=inputs, generator_tag=GENERATOR_TAG)
+    progress.wrote_file(out)
+    return path

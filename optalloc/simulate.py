@@ -190,22 +190,30 @@ def _headline(needs, prod, market_used, planner_extra, planner_used, settlement,
 
 def _by_round(requests: pd.DataFrame, grants: pd.DataFrame, settlement: pd.DataFrame) -> pd.DataFrame:
     """Per round of grant and storage type (each type is its own market with its own price): bids, grants, what
-    winners offered and paid, and what price protection saved them."""
+    winners offered and paid, and what they saved against their offers, split in two (shares of what they offered):
+    - saved_by_uniform_price: offer -> their own round's clearing price (everyone granted in a round pays the
+      round's lowest granted fee, whatever they offered);
+    - saved_by_price_protection: own round's clearing price -> the protected price (the lowest clearing price of
+      their round and every later one), what they pay.
+    The two add up to 1 - paid / offered."""
     key = ["round", "storage_type"]
     bids = requests.groupby(key).agg(bids=("request_id", "size"))
     g = grants.reset_index()
     granted = g[g["granted_cube"] > EPS].groupby(key).agg(granted_requests=("request_id", "size"), granted_cube=("granted_cube", "sum"))
     st = settlement.reset_index()
     st["offered"] = st["max_fee_per_cube"] * st["granted_cube"]
-    paid = st.groupby(key).agg(offered=("offered", "sum"), paid=("reservation_fee", "sum"), cube=("granted_cube", "sum"),
+    st["at_round_price"] = np.minimum(st["max_fee_per_cube"], st["round_clearing_price"].fillna(np.inf)) * st["granted_cube"]
+    paid = st.groupby(key).agg(offered=("offered", "sum"), at_round_price=("at_round_price", "sum"), paid=("reservation_fee", "sum"),
+                               cube=("granted_cube", "sum"),
                                    round_clearing_price=("round_clearing_price", "first"), protected_price=("protected_price", "first"),
                                    net=("net", "sum"))
     out = bids.join(granted, how="left").join(paid, how="left").fillna({"granted_requests": 0, "granted_cube": 0.0})
     out["mean_offer_per_cube"] = out["offered"] / out["cube"]
     out["mean_paid_per_cube"] = out["paid"] / out["cube"]
-    out["saved_by_price_protection"] = 1.0 - out["paid"] / out["offered"]
+    out["saved_by_uniform_price"] = 1.0 - out["at_round_price"] / out["offered"]
+    out["saved_by_price_protection"] = (out["at_round_price"] - out["paid"]) / out["offered"]
     cols = ["bids", "granted_requests", "granted_cube", "round_clearing_price", "protected_price", "mean_offer_per_cube", "mean_paid_per_cube",
-            "saved_by_price_protection", "net"]
+            "saved_by_uniform_price", "saved_by_price_protection", "net"]
     return out[cols].astype({"granted_requests": "int64"}).round(4)
 
 

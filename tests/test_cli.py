@@ -53,7 +53,8 @@ def test_validate_prints_a_summary(capsys):
 
 def test_progress_goes_to_stderr_unless_quiet(tmp_path, capsys):
     run(["allocate", str(INSTANCES / "worked_example.json"), "-o", str(tmp_path / "o")])
-    assert "baseline: solve: done in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "[optalloc] baseline: done in" in err and "optalloc: wrote 3 tables and summary.json to" in err
     run(["allocate", str(INSTANCES / "worked_example.json"), "-o", str(tmp_path / "o"), "-q"])
     assert capsys.readouterr().err == ""
 

@@ -34,7 +34,7 @@ def optalloc(*args: str, cwd: Path | None = None, env: dict | None = None, umask
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # Every writer, with the arguments it needs besides -o (all refuse before any work, so each case is fast).

@@ -65,3 +65,25 @@ def test_a_bad_source_is_a_clear_error(tmp_path, source, message):
                            str(tmp_path / "r.html")], capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_stored_run_is_shown_as_it_stood_when_it_ended_and_an_ingest_is_titled_by_its_start(tmp_path):
+    from optalloc.report import load_store_run, render
+    from optalloc.store import Store
+
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    assert run(["ingest", str(SMALL), "--db", db, "-q"]) == 0                                      # run 1
+    assert run(["batch", "--date", "2026-09-12", "--workers", "0", "--db", db, "-q"]) == 0        # run 2: baseline, round 1
+    assert run(["batch", "--date", "2026-09-30", "--workers", "0", "--db", db, "-q"]) == 0        # run 3: rounds 2, 3, settlement
+    store = Store(db)
+    ingest = load_store_run(store, 1)
+    assert "(ingest, started " in ingest.heading and "None" not in ingest.heading
+    assert ingest.periods[0].tables == {} and "as it stood when run 1 ended" in render(ingest)
+    first = load_store_run(store, 2)
+    assert first.heading == "optalloc report: run 2 (batch, 2026-09-12)"
+    view = first.periods[0]
+    assert sorted(set(view.tables["round_prices"].index.get_level_values("round"))) == [1]
+    assert "settlement" not in view.tables and "settlement" not in view.summary
+    assert "results of later runs are left out" in render(first)
+    last = load_store_run(store, 3).periods[0]
+    assert sorted(set(last.tables["round_prices"].index.get_level_values("round"))) == [1, 2, 3] and "settlement" in last.tables

@@ -51,3 +51,25 @@ def test_the_command_prints_the_headline_and_writes_its_tables(tmp_path, capsys)
     assert "| sales per cube-month given out ($) |" in out and "## by round of grant" in out
     names = sorted(p.name for p in (tmp_path / "sim").iterdir())
     assert names == [".optalloc-output", "bids.csv", "by_round.csv", "grants.csv", "headline.csv", "settlement.csv", "summary.json", "truth.csv"]
+
+
+def test_savings_split_into_the_uniform_price_and_price_protection_by_hand():
+    """Round 1 clears at $3 and round 2 at $2. A round-1 winner offered $5 for 100 cube: the uniform price saves it
+    ($5 - $3) x 100 = $200 of its $500 offer (0.4), price protection ($3 - $2) x 100 = $100 more (0.2); it pays $200.
+    A round-2 winner offered $4 for 50 cube and pays round 2's $2: 0.5 by the uniform price, nothing by protection."""
+    import pandas as pd
+
+    from optalloc.simulate import _by_round
+
+    requests = pd.DataFrame({"request_id": ["A", "B", "C"], "round": [1, 2, 2], "storage_type": "standard"})
+    grants = pd.DataFrame({"round": [1, 2, 2], "request_id": ["A", "B", "C"], "storage_type": "standard",
+                           "granted_cube": [100.0, 50.0, 0.0]}).set_index(["round", "request_id"])
+    settlement = pd.DataFrame({"round": [1, 2], "request_id": ["A", "B"], "seller_id": ["S1", "S2"], "storage_type": "standard",
+                               "max_fee_per_cube": [5.0, 4.0], "granted_cube": [100.0, 50.0], "round_clearing_price": [3.0, 2.0],
+                               "protected_price": [2.0, 2.0], "fee_per_cube": [2.0, 2.0], "reservation_fee": [200.0, 100.0],
+                               "credit": [0.0, 0.0], "net": [200.0, 100.0]}).set_index(["round", "request_id"])
+    out = _by_round(requests, grants, settlement)
+    r1, r2 = out.loc[(1, "standard")], out.loc[(2, "standard")]
+    assert (r1["saved_by_uniform_price"], r1["saved_by_price_protection"]) == (0.4, 0.2)
+    assert (r2["saved_by_uniform_price"], r2["saved_by_price_protection"]) == (0.5, 0.0)
+    assert (r1["mean_offer_per_cube"], r1["mean_paid_per_cube"], r2["bids"], r2["granted_requests"]) == (5.0, 2.0, 2, 1)
