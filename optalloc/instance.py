@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from .errors import InputError, Problem
-from .schemas import TABLES, Period, Settings
+from .schemas import PATTERN_RULES, TABLES, Period, Settings, id_problem
 from .validate import check_instance, raise_if, validate_table
 
 
@@ -21,8 +21,17 @@ def pydantic_problems(err: ValidationError, source: str, prefix: str = "") -> li
     problems = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"])
-        problems.append(Problem(e["msg"], source, None, f"{prefix}{loc}" if loc else prefix.rstrip(".") or None))
+        msg = e["msg"]
+        rule = PATTERN_RULES.get((e.get("ctx") or {}).get("pattern"))
+        if e["type"] == "string_pattern_mismatch" and rule:
+            msg = f"must be {rule}: {_short(e['input'])}"
+        problems.append(Problem(msg, source, None, f"{prefix}{loc}" if loc else prefix.rstrip(".") or None))
     return problems
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ class Instance:
             settings = settings if isinstance(settings, Settings) else Settings.model_validate(settings or {})
         except ValidationError as e:
             problems += pydantic_problems(e, sources.get("meta", "instance"), "settings.")
+        if (why := id_problem(name)) is not None:
+            problems.append(Problem(f"instance name {why}: {_short(name)}", sources.get("meta", "instance"), None, "name"))
         for t in tables:
             if t not in TABLES:
                 problems.append(Problem(f"unknown table (expected: {', '.join(TABLES)})", sources.get(t, t)))
