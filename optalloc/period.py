@@ -11,6 +11,7 @@ from . import __version__
 from .baseline import BaselineResult, allocate
 from .clearing import RoundResult, clear_round, concat_results, held_grants
 from .instance import Instance
+from .io import inputs_hash
 from .progress import stage
 from .schemas import SolverOptions
 from .settlement import settle as settle_grants
@@ -85,7 +86,8 @@ def round_records(round_prices: pd.DataFrame) -> list[dict]:
 
 def build_summary(instance: Instance, baseline: BaselineResult | None, clearing: ClearingResult | None, settlement: pd.DataFrame | None) -> dict:
     """The JSON summary. Deterministic: no timings, no dates, sorted keys."""
-    out: dict = {"optalloc_version": __version__, "instance": instance.summary(), "settings": instance.settings.model_dump(mode="json")}
+    out: dict = {"optalloc_version": __version__, "instance": instance.summary(), "settings": instance.settings.model_dump(mode="json"),
+                 "inputs_hash": inputs_hash(instance)}  # what `--previous` checks a folder against
     if baseline is not None:
         fp = baseline.fc_prices
         out["baseline"] = {

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, Problem
-from .io import RESULT_TABLES, read_result_table
+from .io import RESULT_TABLES, read_result_table, read_text
 from .store.store import json_value
 
 EPS = 1e-6
@@ -67,9 +67,13 @@ def load_output_folder(folder: str | os.PathLike) -> ReportData:
         raise InputError(Problem("not an optalloc output folder (no summary.json); give a folder written by 'optalloc solve' or "
                                  "'optalloc export', or a run id with --db", str(folder)))
     try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        summary = json.loads(read_text(summary_path))
     except json.JSONDecodeError as e:
         raise InputError(Problem(f"not valid JSON: {e.msg} (line {e.lineno})", str(summary_path))) from None
+    except RecursionError:
+        raise InputError(Problem("not valid JSON: nested too deeply", str(summary_path))) from None
+    if not isinstance(summary, dict):
+        raise InputError(Problem("must hold a JSON object", str(summary_path)))
     tables = {name: t for name in RESULT_TABLES if (t := read_result_table(folder, name, required=False)) is not None}
     if not tables:
         raise InputError(Problem("no result tables (limits.csv, grants.csv, ...) in this folder", str(folder)))
@@ -103,8 +107,10 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # text.parse_math off: labels are data (fc_id, seller_id, storage type) and '$' amounts, rendered literally,
+    # never as mathtext (an id with '$' would otherwise crash the page or typeset as a formula).
     plt.rcParams.update({"svg.hashsalt": "optalloc", "svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
-                         "axes.spines.right": False})
+                         "axes.spines.right": False, "text.parse_math": False})
     return plt
 
 
