@@ -82,6 +82,9 @@ class Instance:
                     continue
                 raw = pd.DataFrame(columns=[c for c in TABLES[t][0].model_fields if TABLES[t][0].model_fields[c].is_required()])
             frame = raw if isinstance(raw, pd.DataFrame) else pd.DataFrame(list(raw))
+            if required and len(frame) == 0:  # no FCs, sellers or needs: nothing to allocate (the solver would fail)
+                problems.append(Problem("required table has no rows", sources[t]))
+                continue
             table, found = validate_table(t, frame, sources[t])
             problems += found
             typed[t] = table

@@ -261,11 +261,13 @@ TEXT_RESULT_COLUMNS = {"seller_id", "request_id", "fc_id", "storage_type", "mont
 # Columns the commands that read a result table back need, besides its index.
 NEEDED_RESULT_COLUMNS = {
     "limits": ["limit_cube"],
-    "grants": ["seller_id", "storage_type", "months", "granted_cube", "max_fee_per_cube"],
+    "fc_prices": ["capacity_cube", "baseline_cube"],
+    "grants": ["seller_id", "storage_type", "months", "granted_cube", "max_fee_per_cube", "max_cube", "min_cube", "submitted_at",
+               "paradoxically_rejected", "price_faced", "reason"],
     "pools": ["pool_cube", "held_cube", "granted_cube"],
     "round_prices": ["requests", "clearing_price"],
     "grant_placements": ["cube"],
-    "settlement": ["seller_id", "storage_type", "reservation_fee", "credit", "net"],
+    "settlement": ["seller_id", "storage_type", "granted_cube", "max_fee_per_cube", "fee_per_cube", "reservation_fee", "credit", "net"],
 }
 
 

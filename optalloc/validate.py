@@ -271,12 +271,17 @@ def validate_table(name: str, frame: pd.DataFrame, source: str) -> tuple[pd.Data
         wrong = _column_type(col)
         if spec.kind == "datetime" and col.dtype.kind in "iuf" and col.notna().any():
             wrong = "number"
+        mixed = col.dtype == object and not _all_text(col)  # e.g. JSON values, or Parquet binary (bytes objects)
+        if wrong is None and mixed:
+            names = col.dropna().map(_type_name)
+            if len(names) and names.notna().all() and names.nunique() == 1:
+                wrong = names.iloc[0]
         if wrong is not None and not (spec.kind == "datetime" and wrong == "timestamp"):
             out.table(f"column has type {wrong}; expected {EXPECTED[spec.kind]}", spec.name)
             continue
         if isinstance(col.dtype, pd.CategoricalDtype):
             col = col.astype(object).where(col.notna(), None)
-        bad_type = _wrong_value_types(spec, col)
+        bad_type = _wrong_value_types(spec, col) if mixed else np.zeros(len(col), dtype=bool)
         if bad_type.any():
             out.rows(bad_type, row_numbers, spec.name,
                      lambda i: f"value has type {_value_type(col.iloc[i])}; expected {EXPECTED[spec.kind]}")
