@@ -97,15 +97,20 @@ def load_instance(path: str | os.PathLike) -> Instance:
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path)
+            frame = pd.read_parquet(path)
+            # A table written from an indexed DataFrame keeps its index (e.g. seller_id): it is a column like any other.
+            return frame.reset_index() if any(n is not None for n in frame.index.names) else frame.reset_index(drop=True)
         # Read as text so ids keep their spelling ("007"); the validator converts numbers.
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise _not_utf8(e, path) from None
     except pd.errors.EmptyDataError:
         raise InputError(Problem("empty file: a table needs at least its header line", str(path))) from None
     except Exception as e:  # noqa: BLE001 - any reader failure on a user's file (corrupt Parquet, bad CSV) is bad input
         raise InputError(Problem(f"cannot read table: {_reason(e)}", str(path))) from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas takes a first column without a header as the index
+        raise InputError(Problem("rows have more fields than the header line names", str(path), None, None))
+    return frame
 
 
 def _reason(e: Exception) -> str:

@@ -247,6 +247,27 @@ def test_a_generated_instance_folder_still_loads(tmp_path):
         assert code == 0, err
 
 
+def test_rows_with_more_fields_than_the_header_are_refused(tmp_path):
+    folder = copy_small(tmp_path / "inst")
+    lines = (folder / "sellers.csv").read_text().splitlines()
+    (folder / "sellers.csv").write_text("\n".join([lines[0]] + [f"{line},9" for line in lines[1:]]) + "\n")
+    refused(*cli("validate", folder), "sellers.csv: rows have more fields than the header line names")
+
+
+def test_an_indexed_parquet_table_reads_its_index_as_a_column(tmp_path):
+    folder = copy_small(tmp_path / "inst")
+    pd.read_csv(folder / "sellers.csv", dtype=str).set_index("seller_id").to_parquet(folder / "sellers.parquet")
+    (folder / "sellers.csv").unlink()
+    code, err = cli("validate", folder)
+    assert code == 0, err
+
+
+def test_a_required_table_without_rows_is_refused(tmp_path):
+    folder = copy_small(tmp_path / "inst")
+    (folder / "needs.csv").write_text((folder / "needs.csv").read_text().splitlines()[0] + "\n")
+    refused(*cli("solve", folder, "-o", tmp_path / "out", "-q"), "needs.csv: required table has no rows")
+
+
 # ---------------------------------------------------------------- JSON instances and encodings
 
 
