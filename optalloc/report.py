@@ -74,10 +74,44 @@ def load_output_folder(folder: str | os.PathLike) -> ReportData:
         raise InputError(Problem("not valid JSON: nested too deeply", str(summary_path))) from None
     if not isinstance(summary, dict):
         raise InputError(Problem("must hold a JSON object", str(summary_path)))
+    _check_summary(summary, str(summary_path))
     tables = {name: t for name in RESULT_TABLES if (t := read_result_table(folder, name, required=False)) is not None}
     if not tables:
         raise InputError(Problem("no result tables (limits.csv, grants.csv, ...) in this folder", str(folder)))
     return ReportData(heading=f"optalloc report: {folder.name}", periods=[PeriodView(summary, tables)])
+
+
+def _check_summary(summary: dict, source: str) -> None:
+    """The parts of summary.json the page shows must have the types `optalloc solve` writes (else InputError)."""
+    problems = []
+
+    def number(v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        return abs(v) < 1e300 if isinstance(v, int) else bool(np.isfinite(v))
+
+    inst = summary.get("instance", {})
+    if not isinstance(inst, dict):
+        problems.append(Problem("must be an object", source, None, "instance"))
+    else:
+        for key in ("fcs", "sellers", "requests"):
+            if key in inst and not (isinstance(inst[key], int) and not isinstance(inst[key], bool) and inst[key] >= 0):
+                problems.append(Problem("must be a count (a whole number >= 0)", source, None, f"instance.{key}"))
+        months = inst.get("months", ["?"])
+        if not (isinstance(months, list) and months and all(isinstance(m, str) for m in months)):
+            problems.append(Problem("must be a non-empty list of months", source, None, "instance.months"))
+    st = summary.get("settlement")
+    if st is not None:
+        if not isinstance(st, dict):
+            problems.append(Problem("must be an object", source, None, "settlement"))
+        else:
+            for key in ("reservation_fees", "credits", "net"):
+                if not number(st.get(key)):
+                    problems.append(Problem("must be a finite number", source, None, f"settlement.{key}"))
+            if st.get("fully_offset_share") is not None and not number(st["fully_offset_share"]):
+                problems.append(Problem("must be a finite number or null", source, None, "settlement.fully_offset_share"))
+    if problems:
+        raise InputError(problems)
 
 
 def load_store_run(store, run_id: int) -> ReportData:

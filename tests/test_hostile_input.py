@@ -596,3 +596,34 @@ def test_the_installed_command_never_prints_a_traceback(tmp_path, damage):
     assert "Traceback" not in done.stderr
     if done.returncode:
         assert not (tmp_path / "out").exists()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(data=st.data())
+def test_report_on_a_mutated_output_folder_gives_exit_0_or_2(solved_small, data):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, page = Path(tmp) / "out", Path(tmp) / "r.html"
+        shutil.copytree(solved_small, folder)
+        if data.draw(st.booleans()):
+            name = data.draw(st.sampled_from(sorted(p.name for p in folder.glob("*.csv"))))
+            frame = pd.read_csv(folder / name, dtype=str, keep_default_na=False)
+            if len(frame):
+                frame.iloc[data.draw(st.integers(0, len(frame) - 1)), data.draw(st.integers(0, frame.shape[1] - 1))] = data.draw(cell_values)
+            frame.to_csv(folder / name, index=False, lineterminator="\n")
+        else:
+            summary = json.loads((folder / "summary.json").read_text())
+            part = data.draw(st.sampled_from(["instance", "settlement"]))
+            summary[part][data.draw(st.sampled_from(sorted(summary[part])))] = data.draw(json_values)
+            (folder / "summary.json").write_text(json.dumps(summary))
+        code, err = cli("report", folder, "-o", page, "-q")
+        _assert_clean(code, err)
+        assert page.exists() == (code == 0)
+
+
+def test_checked_result_tables_still_read_back_from_parquet(tmp_path):
+    out = tmp_path / "out"
+    assert cli("solve", WORKED, "-o", out, "--format", "parquet", "-q")[0] == 0
+    code, err = cli("report", out, "-o", tmp_path / "r.html", "-q")
+    assert code == 0, err
+    code, err = cli("settle", WORKED, "--previous", out, "-o", tmp_path / "settled", "-q")
+    assert code == 0, err
