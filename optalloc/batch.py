@@ -20,7 +20,6 @@ the same whichever executor ran them.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -36,8 +35,8 @@ from .clearing import clear_market, combine_markets, held_grants
 from .failpoints import failpoint
 from .instance import Instance
 from .progress import note
-from .io import format_frame
-from .schemas import TABLE_KEYS, TABLES, SolverOptions
+from .io import inputs_hash
+from .schemas import SolverOptions
 from .settlement import settle
 from .errors import StoreError
 from .store import Store
@@ -130,19 +129,6 @@ def make_executor(workers: int | None = None, scheduler: str | None = None) -> S
 
 
 # ---------------------------------------------------------------- the run
-
-
-def inputs_hash(instance: Instance) -> str:
-    """sha256 of a period's inputs: calendar and settings as JSON, then every table in key order as the CSV text
-    `write_tables` would write. Equal inputs, equal hash, whichever store or file they came from."""
-    h = hashlib.sha256()
-    meta = {"period": instance.period.model_dump(mode="json"), "settings": instance.settings.model_dump(mode="json")}
-    h.update(json.dumps(meta, sort_keys=True).encode())
-    for name in TABLES:
-        frame = getattr(instance, name).sort_values(TABLE_KEYS[name], kind="stable")
-        h.update(f"\n{name}\n".encode())
-        h.update(format_frame(frame).to_csv(index=False, lineterminator="\n").encode())
-    return h.hexdigest()
 
 
 @dataclass

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import traceback
@@ -35,18 +36,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from . import __version__
 from .baseline import BaselineResult, allocate
 from .clearing import clear_round, held_grants
 from .errors import InputError, OptallocError, Problem
-from .instance import Instance
+from .instance import Instance, pydantic_problems
 from .generate import GenerateSpec, generate, generate_single_pool
 from .outputs import check_file, check_folder
-from .io import ARRIVING_TABLES, load_arriving_tables, load_instance, read_result_table, write_instance, write_tables
+from .io import ARRIVING_TABLES, load_arriving_tables, load_instance, read_previous, write_instance, write_tables
 from .period import build_summary, clear_rounds, round_records, run_period
 from .batch import DEFAULT_TIME_LIMIT, make_executor, run_batch
 from .report import GENERATOR_TAG, load_output_folder, load_store_run, write_report
+from .schemas import SolverOptions
 from .simulate import SimulationSpec, simulate
 from .simulate import markdown as sim_markdown
 from .store import DEFAULT_URL, Store
@@ -60,9 +63,20 @@ OUT_RULE = "written atomically; an existing folder is replaced only if optalloc 
 OUT_HELP = f"output folder ({OUT_RULE})"
 
 
+def _seconds(text: str) -> float:
+    """--time-limit: a finite number of seconds above 0 (NaN, infinity, 0 and negatives are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0 or value > 1e7:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0 (at most 1e7), got {text!r}")
+    return value
+
+
 def _add_solver_args(p: argparse.ArgumentParser, time_limit_default: str = "none") -> None:
     g = p.add_argument_group("solver")
-    g.add_argument("--time-limit", type=float, help=f"seconds per solve (default: {time_limit_default})")
+    g.add_argument("--time-limit", type=_seconds, help=f"seconds per solve, above 0 (default: {time_limit_default})")
     g.add_argument("--backend", choices=["auto", "pyomo", "highspy"], help="model build path (default: auto, by size)")
     g.add_argument("--lp-method", choices=["auto", "ipm", "primal_simplex", "dual_simplex"],
                    help="HiGHS LP algorithm (default: auto, measured per model: interior point for the baseline, dual simplex for rounds)")
@@ -84,7 +98,10 @@ def _solver_overrides(args) -> dict:
 
 
 def _options(args, instance: Instance):
-    return instance.settings.solver.model_copy(update=_solver_overrides(args))
+    try:  # validated, not model_copy'd: an override is checked like the instance's own settings.solver
+        return SolverOptions.model_validate({**instance.settings.solver.model_dump(), **_solver_overrides(args)})
+    except ValidationError as e:
+        raise InputError(pydantic_problems(e, "command line", "solver.")) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -257,25 +274,20 @@ def _store_command(args) -> int:
     return 0
 
 
-def _baseline_from(folder: Path) -> BaselineResult:
-    limits = read_result_table(folder, "limits")
-    return BaselineResult(limits, pd.DataFrame(), pd.DataFrame(), float("nan"), "read", "file")
+def _baseline_from(previous: dict) -> BaselineResult:
+    return BaselineResult(previous["limits"], pd.DataFrame(), pd.DataFrame(), float("nan"), "read", "file")
 
 
-def _previous_clearing(folder: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
-    return (
-        read_result_table(folder, "grants", required=False),
-        read_result_table(folder, "pools", required=False),
-        read_result_table(folder, "round_prices", required=False),
-        read_result_table(folder, "grant_placements", required=False),
-    )
+def _previous_clearing(previous: dict) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
+    return previous["grants"], previous["pools"], previous["round_prices"], previous["grant_placements"]
 
 
 def _clear_next(instance: Instance, args, options) -> tuple[dict, dict]:
     """Clear exactly one more round on top of an earlier output folder."""
     prev = Path(args.previous)
-    baseline = _baseline_from(prev)
-    grants, pools, prices, placements = _previous_clearing(prev)
+    previous = read_previous(prev, instance, ("limits",))
+    baseline = _baseline_from(previous)
+    grants, pools, prices, placements = _previous_clearing(previous)
     cleared = [] if prices is None else sorted(set(prices.index.get_level_values("round")))
     rounds = instance.period.rounds
     todo = [r for r in rounds if r not in cleared]
@@ -338,6 +350,9 @@ def run(argv: list[str] | None = None) -> int:
         print(json.dumps(instance.summary(), indent=2, sort_keys=True))
         return 0
     options = _options(args, instance)
+    if getattr(args, "round", None) is not None and args.round not in instance.period.rounds:
+        raise InputError(Problem(f"round {args.round} is not a round of period {instance.period.period_id} "
+                                 f"(its rounds: {', '.join(map(str, instance.period.rounds))})", "--round"))
     if args.command == "solve":
         result = run_period(instance, options)
         tables, summary = result.tables(), result.summary()
@@ -355,8 +370,9 @@ def run(argv: list[str] | None = None) -> int:
     else:  # settle
         if args.previous:
             prev = Path(args.previous)
-            baseline = _baseline_from(prev)
-            grants, _, prices, _ = _previous_clearing(prev)
+            previous = read_previous(prev, instance, ("limits",))
+            baseline = _baseline_from(previous)
+            grants, _, prices, _ = _previous_clearing(previous)
             if grants is None or prices is None:
                 raise InputError(Problem("no cleared rounds to settle (grants.csv / round_prices.csv missing)", str(prev)))
             settlement = settle_grants(grants, prices, baseline.limits["limit_cube"], instance.sales, instance.grant_sales, instance.settings)

@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from .errors import InputError, Problem
-from .schemas import TABLE_KEYS, TABLES, Period, Settings
+from .schemas import PATTERN_RULES, TABLE_KEYS, TABLES, Period, Settings, id_problem
 from .validate import check_instance, raise_if, validate_table
 
 
@@ -22,7 +22,11 @@ def pydantic_problems(err: ValidationError, source: str, prefix: str = "") -> li
     problems = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"])
-        problems.append(Problem(e["msg"], source, None, f"{prefix}{loc}" if loc else prefix.rstrip(".") or None))
+        msg = e["msg"]
+        rule = PATTERN_RULES.get((e.get("ctx") or {}).get("pattern"))
+        if e["type"] == "string_pattern_mismatch" and rule:
+            msg = f"must be {rule}: {_short(e['input'])}"
+        problems.append(Problem(msg, source, None, f"{prefix}{loc}" if loc else prefix.rstrip(".") or None))
     return problems
 
 
@@ -34,6 +38,11 @@ def canonical_order(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, np.n
         return frame.reset_index(drop=True), np.arange(1, len(frame) + 1)
     ordered = frame.sort_values(keys, kind="stable")
     return ordered.reset_index(drop=True), ordered.index.to_numpy() + 1
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,8 @@ class Instance:
             settings = settings if isinstance(settings, Settings) else Settings.model_validate(settings or {})
         except ValidationError as e:
             problems += pydantic_problems(e, sources.get("meta", "instance"), "settings.")
+        if (why := id_problem(name)) is not None:
+            problems.append(Problem(f"instance name {why}: {_short(name)}", sources.get("meta", "instance"), None, "name"))
         for t in tables:
             if t not in TABLES:
                 problems.append(Problem(f"unknown table (expected: {', '.join(TABLES)})", sources.get(t, t)))
@@ -85,6 +96,9 @@ class Instance:
                     continue
                 raw = pd.DataFrame(columns=[c for c in TABLES[t][0].model_fields if TABLES[t][0].model_fields[c].is_required()])
             frame = raw if isinstance(raw, pd.DataFrame) else pd.DataFrame(list(raw))
+            if required and len(frame) == 0:  # no FCs, sellers or needs: nothing to allocate (the solver would fail)
+                problems.append(Problem("required table has no rows", sources[t]))
+                continue
             table, found = validate_table(t, frame, sources[t])
             problems += found
             typed[t] = table

@@ -6,36 +6,62 @@ replace a folder optalloc did not write (`optalloc.outputs`).
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import json
 import math
 import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import progress
 from .errors import InputError, Problem
 from .instance import Instance
 from .outputs import replace_folder
-from .schemas import TABLES
+from .schemas import TABLE_KEYS, TABLES
 
 META_FILE = "instance.json"
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 
-def _read_json(path: Path) -> dict:
+def _not_utf8(e: UnicodeDecodeError, path: Path) -> InputError:
+    return InputError(Problem(f"not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); save the file as UTF-8", str(path)))
+
+
+def read_text(path: Path) -> str:
+    """A file's text, UTF-8 (a leading BOM is dropped); unreadable or not UTF-8 is bad input naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as e:
         raise InputError(Problem(f"cannot read file: {e.strerror}", str(path))) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(e, path) from None
+
+
+def _read_json(path: Path) -> dict:
+    text = read_text(path)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(Problem(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", str(path))) from None
+    except RecursionError:
+        raise InputError(Problem("not valid JSON: nested too deeply", str(path))) from None
     if not isinstance(doc, dict):
         raise InputError(Problem("must hold a JSON object", str(path)))
     return doc
+
+
+def _name(value, default: str, path: Path) -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InputError(Problem("must be text", str(path), None, "name"))
+    return value
 
 
 def load_instance(path: str | os.PathLike) -> Instance:
@@ -58,9 +84,10 @@ def load_instance(path: str | os.PathLike) -> Instance:
             rows = doc[t]
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise InputError(Problem("must be a list of objects (one per row)", str(path), None, t))
-            tables[t] = pd.DataFrame(rows)
+            # An empty list is an empty table, as a header-only CSV is.
+            tables[t] = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(TABLES[t][0].model_fields))
     return Instance.from_tables(
-        name=str(doc.get("name", path.stem)),
+        name=_name(doc.get("name"), path.stem, path),
         period=doc["period"],
         settings=doc.get("settings"),
         tables=tables,
@@ -71,11 +98,25 @@ def load_instance(path: str | os.PathLike) -> Instance:
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path)
+            frame = pd.read_parquet(path)
+            # A table written from an indexed DataFrame keeps its index (e.g. seller_id): it is a column like any other.
+            return frame.reset_index() if any(n is not None for n in frame.index.names) else frame.reset_index(drop=True)
         # Read as text so ids keep their spelling ("007"); the validator converts numbers.
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise InputError(Problem(f"cannot read table: {e}", str(path))) from None
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(e, path) from None
+    except pd.errors.EmptyDataError:
+        raise InputError(Problem("empty file: a table needs at least its header line", str(path))) from None
+    except Exception as e:  # noqa: BLE001 - any reader failure on a user's file (corrupt Parquet, bad CSV) is bad input
+        raise InputError(Problem(f"cannot read table: {_reason(e)}", str(path))) from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas takes a first column without a header as the index
+        raise InputError(Problem("rows have more fields than the header line names", str(path), None, None))
+    return frame
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
 
 
 # Tables that arrive after a period is known: new requests, and the sales report.
@@ -105,12 +146,30 @@ def load_arriving_tables(base: Instance, files: dict[str, str | os.PathLike]) ->
     return replace(base, **new, sources={**base.sources, **{t: str(files[t]) for t in new}}, source_rows={**base.source_rows, **rows})
 
 
+INSTANCE_FILES = (META_FILE, *(f"{t}{s}" for t in TABLES for s in TABLE_SUFFIXES))
+
+
+def unknown_files(folder: Path) -> list[Problem]:
+    """Files of an instance folder that are neither instance.json nor a table (dot-files are ignored): a misspelt
+    table would otherwise be silently missing."""
+    problems = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.name in INSTANCE_FILES or entry.is_dir():  # folders (arrivals/) are the user's
+            continue
+        near = difflib.get_close_matches(entry.name, INSTANCE_FILES, n=1, cutoff=0.6) or difflib.get_close_matches(
+            entry.name.lower(), INSTANCE_FILES, n=1, cutoff=0.6)
+        hint = f" (did you mean {near[0]}?)" if near else f" (expected {META_FILE} and TABLE.csv or TABLE.parquet for tables {', '.join(TABLES)})"
+        problems.append(Problem(f"not a table of an instance{hint}", str(entry)))
+    return problems
+
+
 def _load_folder(folder: Path) -> Instance:
     meta_path = folder / META_FILE
     if not meta_path.exists():
         raise InputError(Problem(f"a table folder needs {META_FILE} with the period (and optional settings)", str(meta_path)))
     meta = _read_json(meta_path)
-    problems = [Problem("unknown key", str(meta_path), None, k) for k in meta if k not in {"name", "period", "settings"}]
+    problems = unknown_files(folder)
+    problems += [Problem("unknown key", str(meta_path), None, k) for k in meta if k not in {"name", "period", "settings"}]
     if "period" not in meta:
         problems.append(Problem("required key is missing", str(meta_path), None, "period"))
     tables, sources = {}, {"meta": str(meta_path)}
@@ -120,14 +179,21 @@ def _load_folder(folder: Path) -> Instance:
             problems.append(Problem(f"both {found[0].name} and {found[1].name} exist; keep one", str(folder)))
             continue
         if found:
-            tables[t] = _read_table(found[0])
+            if not found[0].is_file():
+                problems.append(Problem("not a file", str(found[0])))
+                continue
+            try:
+                tables[t] = _read_table(found[0])
+            except InputError as e:  # keep going: report every unreadable table at once
+                problems += e.problems
+                continue
             sources[t] = str(found[0])
         else:
             sources[t] = str(folder / f"{t}.csv")
     if problems:
         raise InputError(problems)
     return Instance.from_tables(
-        name=str(meta.get("name", folder.name)), period=meta["period"], settings=meta.get("settings"), tables=tables, sources=sources
+        name=_name(meta.get("name"), folder.name, meta_path), period=meta["period"], settings=meta.get("settings"), tables=tables, sources=sources
     )
 
 
@@ -214,19 +280,47 @@ RESULT_TABLES = {
 }
 
 
+# Columns of result tables that hold text; every other column holds numbers (or booleans).
+TEXT_RESULT_COLUMNS = {"seller_id", "request_id", "fc_id", "storage_type", "month", "months", "status", "reason", "method",
+                       "sales_source", "submitted_at", "source"}
+BOOL_RESULT_COLUMNS = {("grants", "paradoxically_rejected")}  # (round_prices has a count of that name)
+# Columns the commands that read a result table back need, besides its index.
+NEEDED_RESULT_COLUMNS = {
+    "limits": ["limit_cube"],
+    "fc_prices": ["capacity_cube", "baseline_cube"],
+    "grants": ["seller_id", "storage_type", "months", "granted_cube", "max_fee_per_cube", "max_cube", "min_cube", "submitted_at",
+               "paradoxically_rejected", "price_faced", "reason"],
+    "pools": ["pool_cube", "held_cube", "granted_cube"],
+    "round_prices": ["requests", "clearing_price"],
+    "grant_placements": ["cube"],
+    "settlement": ["seller_id", "storage_type", "granted_cube", "max_fee_per_cube", "fee_per_cube", "reservation_fee", "credit", "net"],
+}
+
+
 def read_result_table(folder: str | os.PathLike, name: str, required: bool = True) -> pd.DataFrame | None:
-    """Read one table written by `write_tables` (CSV or Parquet), indexed as it was written."""
+    """Read one table written by `write_tables` (CSV or Parquet), indexed as it was written.
+
+    A table that cannot be read, was cut short (a CSV not ending in a newline, as every written one does), lacks
+    a column, or holds text where numbers belong is bad input naming the file (and row and field)."""
     folder = Path(folder)
     for suffix in TABLE_SUFFIXES:
         path = folder / f"{name}{suffix}"
         if path.exists():
-            if suffix == ".csv":
-                frame = pd.read_csv(path, dtype={"seller_id": str, "request_id": str, "fc_id": str, "storage_type": str, "month": str, "months": str})
-            else:
-                frame = pd.read_parquet(path)
-            missing = [c for c in RESULT_TABLES[name] if c not in frame.columns]
+            try:
+                if suffix == ".csv":
+                    if not read_text(path).endswith("\n"):
+                        raise InputError(Problem("truncated: the last line is incomplete (the file does not end in a newline)", str(path)))
+                    frame = pd.read_csv(path, dtype={c: str for c in TEXT_RESULT_COLUMNS}, keep_default_na=False, na_values=[""])
+                else:
+                    frame = pd.read_parquet(path)
+            except InputError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a corrupt file is bad input, not a crash
+                raise InputError(Problem(f"cannot read result table: {_reason(e)}", str(path))) from None
+            missing = [c for c in RESULT_TABLES[name] + NEEDED_RESULT_COLUMNS.get(name, []) if c not in frame.columns]
             if missing:
                 raise InputError(Problem(f"not an optalloc result table (missing {missing})", str(path)))
+            _check_result_columns(frame, name, str(path))
             if "months" in frame.columns:
                 frame["months"] = frame["months"].map(lambda v: tuple(str(v).split(";")))
             if "submitted_at" in frame.columns:
@@ -235,3 +329,107 @@ def read_result_table(folder: str | os.PathLike, name: str, required: bool = Tru
     if required:
         raise InputError(Problem(f"missing result table {name}.csv (was this folder written by 'optalloc allocate/clear'?)", str(folder)))
     return None
+
+
+def _check_result_columns(frame: pd.DataFrame, name: str, source: str) -> None:
+    """Numbers where numbers belong, no blank keys, parseable times; else InputError naming row and field."""
+    problems: list[Problem] = []
+    rows = np.arange(1, len(frame) + 1)
+
+    def report(mask: np.ndarray, field: str, message: str) -> None:
+        for i in np.flatnonzero(mask)[:5]:
+            problems.append(Problem(message, source, int(rows[i]), field))
+
+    for col in frame.columns:
+        values = frame[col]
+        missing = values.isna().to_numpy()
+        if col in RESULT_TABLES[name]:
+            report(missing, col, "value is missing (a key column)")
+        if col == "submitted_at":
+            parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+            report(parsed.isna().to_numpy() & ~missing, col, "not an ISO 8601 date-time")
+        elif (name, col) in BOOL_RESULT_COLUMNS:
+            if values.dtype.kind != "b":
+                known = values.map(lambda v: v in (True, False) or str(v) in ("True", "False")).to_numpy(dtype=bool)
+                report(~known, col, "not True or False")
+                frame[col] = values.map(lambda v: v is True or str(v) == "True")
+        elif col not in TEXT_RESULT_COLUMNS:
+            if values.dtype.kind in "iu":
+                continue
+            number = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float) if values.dtype.kind != "f" else values.to_numpy()
+            report(np.isnan(number) & ~missing, col, "not a number")
+            report(np.isinf(number), col, "not a finite number")
+            if col == "round":
+                with np.errstate(invalid="ignore"):
+                    whole = np.isfinite(number) & (number == np.round(number)) & (np.abs(number) < 2.0**53)
+                report(np.isfinite(number) & ~whole, col, "not a whole number")
+                if whole.all():
+                    frame[col] = number.astype("int64")
+            elif values.dtype.kind != "f":
+                frame[col] = number
+    if problems:
+        raise InputError(problems)
+
+
+def inputs_hash(instance: Instance) -> str:
+    """sha256 of a period's inputs: calendar and settings as JSON, then every table in key order as the CSV text
+    `write_tables` would write. Equal inputs, equal hash, whichever store or file they came from. Written to
+    summary.json (`inputs_hash`), so a folder given as `--previous` can be checked to belong to the instance."""
+    h = hashlib.sha256()
+    meta = {"period": instance.period.model_dump(mode="json"), "settings": instance.settings.model_dump(mode="json")}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    for name in TABLES:
+        frame = getattr(instance, name).sort_values(TABLE_KEYS[name], kind="stable")
+        h.update(f"\n{name}\n".encode())
+        h.update(format_frame(frame).to_csv(index=False, lineterminator="\n").encode())
+    return h.hexdigest()
+
+
+def read_previous(folder: str | os.PathLike, instance: Instance, tables: tuple[str, ...]) -> dict[str, pd.DataFrame | None]:
+    """The result tables of an earlier output folder (`--previous`), checked to be whole and to belong to `instance`:
+    its summary.json carries the same `inputs_hash`, every table is readable and complete, round_prices has the
+    rounds the summary lists, grants has every request each round audited, limits covers every need.
+    `tables` names the ones required; the others are read when present. InputError names the file otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(Problem("no such output folder", str(folder), None, "--previous"))
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        raise InputError(Problem("not an optalloc output folder (no summary.json)", str(summary_path)))
+    summary = _read_json(summary_path)
+    expected = inputs_hash(instance)
+    found = summary.get("inputs_hash")
+    if found is None:
+        raise InputError(Problem("has no inputs_hash: written by an older optalloc, or not by optalloc; write it again", str(summary_path)))
+    if found != expected:
+        raise InputError(Problem(f"was written for another instance (inputs_hash {str(found)[:12]}..., this instance's is {expected[:12]}...)",
+                                 str(summary_path), None, "inputs_hash"))
+    out = {name: read_result_table(folder, name, required=name in tables) for name in
+           ("limits", "grants", "pools", "round_prices", "grant_placements")}
+    prices, grants, limits = out["round_prices"], out["grants"], out["limits"]
+    listed = {(int(r["round"]), str(r["storage_type"])) for r in summary.get("rounds") or [] if isinstance(r, dict) and "round" in r}
+    if prices is not None or listed:
+        have = set() if prices is None else {(int(r), str(k)) for r, k in prices.index}
+        if have != listed:
+            raise InputError(Problem(f"incomplete: has {len(have)} round/storage-type rows, summary.json lists {len(listed)}",
+                                     _table_path(folder, "round_prices")))
+        if grants is None and have:
+            raise InputError(Problem("missing result table grants (round_prices lists cleared rounds)", str(folder)))
+    if prices is not None and grants is not None:
+        audited = grants.groupby([grants.index.get_level_values("round"), grants["storage_type"]]).size()
+        want = prices["requests"].astype(float)
+        got = audited.reindex(want.index).fillna(0)
+        if (got.to_numpy() != want.to_numpy()).any() or len(audited) > len(want):
+            raise InputError(Problem("incomplete: fewer (or more) requests than round_prices.requests counts", _table_path(folder, "grants")))
+    if limits is not None:
+        keys = pd.MultiIndex.from_frame(instance.needs[["seller_id", "storage_type", "month"]])
+        if len(limits) != len(keys) or not keys.isin(limits.index).all():
+            raise InputError(Problem(f"incomplete: {len(limits)} limits for {len(keys)} needs of the instance", _table_path(folder, "limits")))
+    return out
+
+
+def _table_path(folder: Path, name: str) -> str:
+    for suffix in TABLE_SUFFIXES:
+        if (folder / f"{name}{suffix}").exists():
+            return str(folder / f"{name}{suffix}")
+    return str(folder / f"{name}.csv")

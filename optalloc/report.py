@@ -30,7 +30,7 @@ import pandas as pd
 
 from . import progress
 from .errors import InputError, Problem
-from .io import RESULT_TABLES, read_result_table
+from .io import RESULT_TABLES, read_result_table, read_text
 from .outputs import replace_file
 from .store.store import json_value
 
@@ -70,9 +70,14 @@ def load_output_folder(folder: str | os.PathLike) -> ReportData:
         raise InputError(Problem("not an optalloc output folder (no summary.json); give a folder written by 'optalloc solve' or "
                                  "'optalloc export', or a run id with --db", str(folder)))
     try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        summary = json.loads(read_text(summary_path))
     except json.JSONDecodeError as e:
         raise InputError(Problem(f"not valid JSON: {e.msg} (line {e.lineno})", str(summary_path))) from None
+    except RecursionError:
+        raise InputError(Problem("not valid JSON: nested too deeply", str(summary_path))) from None
+    if not isinstance(summary, dict):
+        raise InputError(Problem("must hold a JSON object", str(summary_path)))
+    _check_summary(summary, str(summary_path))
     tables = {name: t for name in RESULT_TABLES if (t := read_result_table(folder, name, required=False)) is not None}
     if not tables:
         raise InputError(Problem("no result tables (limits.csv, grants.csv, ...) in this folder", str(folder)))
@@ -111,6 +116,39 @@ def _run_title(run_id: int, record: dict) -> str:
     return f"run {run_id} ({record.get('command')}, {when})"
 
 
+def _check_summary(summary: dict, source: str) -> None:
+    """The parts of summary.json the page shows must have the types `optalloc solve` writes (else InputError)."""
+    problems = []
+
+    def number(v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        return abs(v) < 1e300 if isinstance(v, int) else bool(np.isfinite(v))
+
+    inst = summary.get("instance", {})
+    if not isinstance(inst, dict):
+        problems.append(Problem("must be an object", source, None, "instance"))
+    else:
+        for key in ("fcs", "sellers", "requests"):
+            if key in inst and not (isinstance(inst[key], int) and not isinstance(inst[key], bool) and inst[key] >= 0):
+                problems.append(Problem("must be a count (a whole number >= 0)", source, None, f"instance.{key}"))
+        months = inst.get("months", ["?"])
+        if not (isinstance(months, list) and months and all(isinstance(m, str) for m in months)):
+            problems.append(Problem("must be a non-empty list of months", source, None, "instance.months"))
+    st = summary.get("settlement")
+    if st is not None:
+        if not isinstance(st, dict):
+            problems.append(Problem("must be an object", source, None, "settlement"))
+        else:
+            for key in ("reservation_fees", "credits", "net"):
+                if not number(st.get(key)):
+                    problems.append(Problem("must be a finite number", source, None, f"settlement.{key}"))
+            if st.get("fully_offset_share") is not None and not number(st["fully_offset_share"]):
+                problems.append(Problem("must be a finite number or null", source, None, "settlement.fully_offset_share"))
+    if problems:
+        raise InputError(problems)
+
+
 def load_store_run(store, run_id: int) -> ReportData:
     """A run recorded in the store: its record, and the periods it touched as they stood when it ended."""
     runs = store.runs()
@@ -139,8 +177,10 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # text.parse_math off: labels are data (fc_id, seller_id, storage type) and '$' amounts, rendered literally,
+    # never as mathtext (an id with '$' would otherwise crash the page or typeset as a formula).
     plt.rcParams.update({"svg.hashsalt": "optalloc", "svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
-                         "axes.spines.right": False})
+                         "axes.spines.right": False, "text.parse_math": False})
     return plt
 
 

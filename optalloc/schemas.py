@@ -6,24 +6,66 @@ validated object by object; tables of any size are validated column-wise by `opt
 which reads these same field definitions, so the two can never disagree.
 
 Units: cube = cubic feet of storage for one month; fees in $ per cube; sales in $.
+
+Every number has an upper bound (documented on its field, tabulated in README.md's input section), so no input
+can make a sum, a price or a JSON output overflow to infinity; NaN and infinity are refused everywhere.
+Every id (and a list's items, the period_id and the instance name) follows one rule, `ID_RULE`.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"  # ASCII digits only (\d would take any script's digits)
 
-Id = Annotated[str, Field(min_length=1, max_length=128)]
+# Ids: printable text of 1-128 characters, without ';' (the list separator in tables and in the store) and without
+# control or invisible format characters (C0/C1 controls incl. NUL, tab and newlines, line/paragraph separators,
+# zero-width and bidi controls, BOM, lone surrogates): they break CSV lists, terminals, PostgreSQL and reports.
+ID_MAX_LENGTH = 128
+ID_PATTERN = (
+    r"^[^;\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]+$"
+)
+ID_RULE = f"printable text of at most {ID_MAX_LENGTH} characters, without ';' or control characters"
+# What a pattern means, in words, for error messages.
+PATTERN_RULES = {ID_PATTERN: ID_RULE, MONTH_PATTERN: "a calendar month, YYYY-MM"}
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` is not a valid id, or None (the rule of `Id`, for ids checked outside a model)."""
+    if not isinstance(value, str) or not value:
+        return "must be non-empty text"
+    if len(value) > ID_MAX_LENGTH:
+        return f"longer than {ID_MAX_LENGTH} characters"
+    if not _ID_RE.match(value):
+        return f"must be {ID_RULE}"
+    return None
+
+
+# Upper bounds of numbers (see README.md, "Input files").
+MAX_CUBE = 1e12  # cube: a trillion cubic feet, far above any network
+MAX_FEE = 1e6  # $ per cube
+MAX_SALES = 1e15  # $
+MAX_PRODUCTIVITY = 1e9  # $ sales per cube-month
+MAX_ROUND = 1_000_000
+
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN, description=ID_RULE)]
 Month = Annotated[str, Field(pattern=MONTH_PATTERN, description="calendar month, YYYY-MM")]
-Cube = Annotated[float, Field(ge=0, description="cubic feet", json_schema_extra={"unit": "cube"})]
+Cube = Annotated[float, Field(ge=0, le=MAX_CUBE, description=f"cubic feet, 0 to {MAX_CUBE:g}", json_schema_extra={"unit": "cube"})]
+Fee = Annotated[float, Field(ge=0, le=MAX_FEE, description=f"$ per cube, 0 to {MAX_FEE:g}", json_schema_extra={"unit": "$/cube"})]
+Dollars = Annotated[float, Field(ge=0, le=MAX_SALES, description=f"$, 0 to {MAX_SALES:g}", json_schema_extra={"unit": "$"})]
+Round = Annotated[int, Field(ge=1, le=MAX_ROUND, description=f"round number, 1 to {MAX_ROUND:,}")]
+
+# Python's re for patterns (the id pattern names surrogates, which the Rust engine cannot); no NaN or infinity.
+_STRICT = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re", allow_inf_nan=False)
 
 
 class _Row(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
 
 class FcRow(_Row):
@@ -44,7 +86,10 @@ class SellerRow(_Row):
 
     seller_id: Id
     performance_score: float = Field(ge=0, le=1000, description="0-1000, efficient use of space scores high")
-    productivity: float = Field(ge=0, description="projected sales $ per cube-month", json_schema_extra={"unit": "$/cube-month"})
+    productivity: float = Field(
+        ge=0, le=MAX_PRODUCTIVITY, description=f"projected sales $ per cube-month, 0 to {MAX_PRODUCTIVITY:g}",
+        json_schema_extra={"unit": "$/cube-month"},
+    )
     regions: list[Id] = Field(min_length=1, description="eligible regions; ';'-separated in tables")
     floor_cube: Cube = Field(default=0.0, description="guaranteed minimum limit per storage type and month it has need in")
 
@@ -67,10 +112,10 @@ class RequestRow(_Row):
     seller_id: Id
     storage_type: Id
     months: list[Month] = Field(min_length=1, description="months the grant must hold; ';'-separated in tables")
-    max_fee_per_cube: float = Field(ge=0, json_schema_extra={"unit": "$/cube"})
-    max_cube: float = Field(gt=0, json_schema_extra={"unit": "cube"})
+    max_fee_per_cube: Fee
+    max_cube: float = Field(gt=0, le=MAX_CUBE, description=f"cube, above 0, at most {MAX_CUBE:g}", json_schema_extra={"unit": "cube"})
     min_cube: Cube = Field(default=0.0, description="0 = any partial fill")
-    round: int = Field(ge=1)
+    round: Round
     submitted_at: datetime
 
     @model_validator(mode="after")
@@ -86,7 +131,7 @@ class MonthSalesRow(_Row):
     seller_id: Id
     storage_type: Id
     month: Month
-    sales: float = Field(ge=0, json_schema_extra={"unit": "$"})
+    sales: Dollars
     used_cube: Cube
 
 
@@ -94,7 +139,7 @@ class GrantSalesRow(_Row):
     """Incremental sales attributed directly to one granted request (table `grant_sales`)."""
 
     request_id: Id
-    incremental_sales: float = Field(ge=0, json_schema_extra={"unit": "$"})
+    incremental_sales: Dollars
 
 
 # Tables of an instance: name -> (row model, required?)
@@ -125,21 +170,21 @@ class SolverOptions(BaseModel):
     measured 10-100x slower than interior point or primal simplex (see benchmarks/).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
-    time_limit: float | None = Field(default=None, gt=0, description="seconds per solve; None = no limit")
-    mip_rel_gap: float = Field(default=1e-9, ge=0, description="relative MIP gap at which a solve counts as optimal")
+    time_limit: float | None = Field(default=None, gt=0, le=1e7, description="seconds per solve, above 0, at most 1e7; None = no limit")
+    mip_rel_gap: float = Field(default=1e-9, ge=0, le=1, description="relative MIP gap at which a solve counts as optimal, 0-1")
     lp_method: Literal["auto", "ipm", "primal_simplex", "dual_simplex"] = "auto"
     presolve: Literal["auto", "on", "off"] = Field(
         default="auto", description="auto = off for LPs (HiGHS presolve measured quadratic on these shapes), on for MIPs"
     )
     feasibility_tolerance: float = Field(default=1e-7, gt=0, le=1e-4, description="primal/dual feasibility tolerance (HiGHS default)")
-    threads: int = Field(default=1, ge=1, description="1 keeps results byte-identical run to run")
+    threads: int = Field(default=1, ge=1, le=1024, description="1 keeps results byte-identical run to run; at most 1024")
     backend: Literal["auto", "pyomo", "highspy"] = Field(
         default="auto", description="pyomo = reference model; highspy = vectorized arrays; auto picks by size"
     )
     auto_pyomo_max_rows: int = Field(
-        default=1_000, ge=0, description="auto uses the Pyomo reference up to this many baseline cells or round requests"
+        default=1_000, ge=0, le=10**12, description="auto uses the Pyomo reference up to this many baseline cells or round requests"
     )
     allow_nonoptimal: bool = Field(default=False, description="publish a result stopped at a limit instead of raising")
     log: bool = False
@@ -148,24 +193,27 @@ class SolverOptions(BaseModel):
 class Settings(BaseModel):
     """Policy parameters of the programme (defaults as the real programme publishes them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
     pool_share: float = Field(default=0.10, ge=0, le=1, description="share of FC capacity set aside as the pool")
-    headroom: float = Field(default=0.10, ge=0, description="limit <= (1+headroom) x max(P50, P90)")
-    need_tiers: list[float] = Field(
-        default=[0.5, 1.0], description="tier breakpoints as fractions of P50 need; the last tier runs to the cap"
+    headroom: float = Field(default=0.10, ge=0, le=100, description="limit <= (1+headroom) x max(P50, P90); 0-100")
+    need_tiers: list[Annotated[float, Field(le=1000)]] = Field(
+        default=[0.5, 1.0], max_length=100,
+        description="tier breakpoints as fractions of P50 need (each at most 1000, at most 100 tiers); the last tier runs to the cap",
     )
-    tier_weights: list[float] = Field(
-        default=[1.0, 0.1, 0.01], description="value weight per tier, one more than need_tiers, decreasing"
+    tier_weights: list[Annotated[float, Field(le=1e6)]] = Field(
+        default=[1.0, 0.1, 0.01], max_length=101, description="value weight per tier (each at most 1e6), one more than need_tiers, decreasing"
     )
     value_floor: float = Field(
         default=0.2, gt=0, le=1, description="seller value is compressed into [value_floor, 1]"
     )
     credit_rate: float = Field(default=0.15, ge=0, le=1)
     credit_cap_share: float = Field(default=1.0, ge=0, le=1, description="credits are capped at this share of the fee")
-    request_cap_share: float = Field(default=0.20, ge=0)
-    request_cap_cube: float = Field(default=2000.0, ge=0)
-    reserve_price: float | None = Field(default=None, ge=0, description="$ per cube; requests below it are not granted")
+    request_cap_share: float = Field(default=0.20, ge=0, le=1000, description="a request's cap as a share of its baseline limit; 0-1000")
+    request_cap_cube: float = Field(default=2000.0, ge=0, le=MAX_CUBE, description=f"a request's cap at least this cube; 0 to {MAX_CUBE:g}")
+    reserve_price: float | None = Field(
+        default=None, ge=0, le=MAX_FEE, description=f"$ per cube, 0 to {MAX_FEE:g}; requests below it are not granted"
+    )
     tie_rule: Literal["time_priority", "pro_rata"] = "time_priority"
     solver: SolverOptions = SolverOptions()
 
@@ -184,11 +232,11 @@ class Settings(BaseModel):
 class Period(BaseModel):
     """An allocation period: its months and its rounds, in order."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
     period_id: Id
     months: list[Month] = Field(min_length=1)
-    rounds: list[int] = Field(min_length=1, description="round numbers, cleared in this order")
+    rounds: list[Round] = Field(min_length=1, description=f"round numbers (1 to {MAX_ROUND:,}), cleared in this order")
     round_close_dates: list[date] | None = Field(
         default=None,
         description="the last day each round takes requests, one per round (YYYY-MM-DD); the nightly batch clears a round"

@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic.fields import FieldInfo
 
 from .errors import InputError, Problem
-from .schemas import TABLE_KEYS, TABLES, Period, _Row
+from .schemas import PATTERN_RULES, TABLE_KEYS, TABLES, Period, _Row
 
 LIST_SEPARATOR = ";"
 MAX_PROBLEMS_PER_CHECK = 50  # per field and check, so one bad column cannot flood the report
@@ -173,7 +173,75 @@ def _split_list(value) -> tuple[str, ...] | None:
 
 
 def _fmt(v) -> str:
-    return repr(v) if isinstance(v, str) else (f"{v:g}" if isinstance(v, (float, np.floating)) else f"{v}")
+    if isinstance(v, str):
+        text = repr(v)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return f"{v:g}" if isinstance(v, (float, np.floating)) else f"{v}"
+
+
+def _rule(pattern: str) -> str:
+    return PATTERN_RULES.get(pattern, f"match {pattern}")
+
+
+EXPECTED = {"float": "number", "int": "number", "str": "text", "list": "list or ';'-separated text", "datetime": "ISO 8601 date-time"}
+
+
+def _type_name(v) -> str | None:
+    """The name of a value's type when it is never acceptable as a number, an id or a list item (else None)."""
+    if isinstance(v, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "bytes"
+    if isinstance(v, (datetime, np.datetime64, pd.Timestamp)) or type(v).__name__ == "date":
+        return "timestamp"
+    if isinstance(v, (pd.Timedelta, np.timedelta64)) or type(v).__name__ == "timedelta":
+        return "duration"
+    if isinstance(v, dict):
+        return "object"
+    return None
+
+
+def _column_type(series: pd.Series) -> str | None:
+    """The name of a typed column's dtype (as Parquet gives) when it does not hold numbers or text, else None."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        inner = _column_type(pd.Series(dtype.categories))
+        return f"categorical of {inner}" if inner else None
+    if isinstance(dtype, pd.DatetimeTZDtype) or dtype.kind == "M":
+        return "timestamp"
+    if dtype.kind == "m":
+        return "duration"
+    if dtype.kind == "b" or isinstance(dtype, pd.BooleanDtype):
+        return "boolean"
+    if dtype.kind in ("S", "V"):
+        return "bytes"
+    if dtype.kind == "c":
+        return "complex"
+    name = str(dtype)
+    if "binary" in name:
+        return "bytes"
+    if "timestamp" in name or "date" in name:
+        return "timestamp"
+    if "duration" in name:
+        return "duration"
+    if "bool" in name:
+        return "boolean"
+    return None
+
+
+def _wrong_value_types(spec: "ColumnSpec", col: pd.Series) -> np.ndarray:
+    """Rows (of an object column, e.g. from JSON or mixed Parquet) whose value has a type the field never takes."""
+    if col.dtype != object:
+        return np.zeros(len(col), dtype=bool)
+    if spec.kind == "datetime":
+        return col.map(lambda v: _type_name(v) not in (None, "timestamp") or isinstance(v, (int, float)) and not isinstance(v, bool)).to_numpy(dtype=bool)
+    if spec.kind == "list":
+        return col.map(lambda v: _type_name(v) is not None).to_numpy(dtype=bool)
+    return col.map(lambda v: _type_name(v) is not None or isinstance(v, (list, tuple, np.ndarray))).to_numpy(dtype=bool)
+
+
+def _value_type(v) -> str:
+    return _type_name(v) or ("list" if isinstance(v, (list, tuple, np.ndarray)) else "number" if isinstance(v, (int, float)) else type(v).__name__)
 
 
 def validate_table(name: str, frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[Problem]]:
@@ -200,9 +268,27 @@ def validate_table(name: str, frame: pd.DataFrame, source: str) -> tuple[pd.Data
                 typed[spec.name] = _default_column(spec, len(frame))
             continue
         col = frame[spec.name]
+        wrong = _column_type(col)
+        if spec.kind == "datetime" and col.dtype.kind in "iuf" and col.notna().any():
+            wrong = "number"
+        mixed = col.dtype == object and not _all_text(col)  # e.g. JSON values, or Parquet binary (bytes objects)
+        if wrong is None and mixed:
+            names = col.dropna().map(_type_name)
+            if len(names) and names.notna().all() and names.nunique() == 1:
+                wrong = names.iloc[0]
+        if wrong is not None and not (spec.kind == "datetime" and wrong == "timestamp"):
+            out.table(f"column has type {wrong}; expected {EXPECTED[spec.kind]}", spec.name)
+            continue
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.astype(object).where(col.notna(), None)
+        bad_type = _wrong_value_types(spec, col) if mixed else np.zeros(len(col), dtype=bool)
+        if bad_type.any():
+            out.rows(bad_type, row_numbers, spec.name,
+                     lambda i: f"value has type {_value_type(col.iloc[i])}; expected {EXPECTED[spec.kind]}")
+            col = col.where(~bad_type, None)
         blank = _is_blank(col)
         if spec.required:
-            out.rows(blank, row_numbers, spec.name, "value is missing")
+            out.rows(blank & ~bad_type, row_numbers, spec.name, "value is missing")
         typed[spec.name] = _typed_column(spec, col, blank, row_numbers, out)
     if any(p.row is None for p in out.problems):  # a missing or unknown column: no typed table
         return frame, out.problems
@@ -215,17 +301,35 @@ def _default_column(spec: ColumnSpec, n: int) -> pd.Series:
     return pd.Series([spec.default] * n, dtype=object)
 
 
+def _safe_float(v) -> float:
+    if v is None or isinstance(v, bool):
+        return np.nan
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond float range (JSON allows any digits)
+        return np.inf if v > 0 else -np.inf
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _to_float(col: pd.Series) -> np.ndarray:
+    try:
+        return pd.to_numeric(col, errors="coerce").astype("float64").to_numpy()
+    except (OverflowError, TypeError, ValueError):
+        return np.array([_safe_float(v) for v in col], dtype="float64")
+
+
 def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.ndarray, out: _Collector) -> pd.Series:
     name = spec.name
     if spec.kind == "float" or spec.kind == "int":
-        values = pd.to_numeric(col, errors="coerce").astype("float64").to_numpy()
+        values = _to_float(col)
         bad = np.isnan(values) & ~blank
         out.rows(bad, rows, name, lambda i: f"not a number: {_fmt(col.iloc[i])}")
         inf = np.isinf(values)
         out.rows(inf, rows, name, "must be finite")
         if not spec.required and spec.default is not None:
             values = np.where(blank, spec.default, values)
-        ok = ~np.isnan(values)
+        ok = np.isfinite(values)
         with np.errstate(invalid="ignore"):
             if spec.ge is not None:
                 out.rows(ok & (values < spec.ge), rows, name, lambda i: f"must be >= {spec.ge:g}, got {values[i]:g}")
@@ -236,7 +340,8 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
         if spec.kind == "int":
             frac = ok & (values != np.round(values))
             out.rows(frac, rows, name, lambda i: f"must be a whole number, got {values[i]:g}")
-            return pd.Series(np.where(ok, values, 0).astype("int64"))
+            fits = ok & (np.abs(np.nan_to_num(values, posinf=0.0, neginf=0.0)) < 2.0**62)
+            return pd.Series(np.where(fits, values, 0).astype("int64"))
         return pd.Series(values)
     if spec.kind == "datetime":
         # Times are kept to the microsecond (what every store holds): finer digits are dropped here, on every path,
@@ -259,10 +364,14 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
             tuples = lists.map(lambda v: tuple(sorted(v)) if v is not None else ())
         count = items.groupby(level=0).size().reindex(range(len(col)), fill_value=0).to_numpy()
         out.rows((count == 0) & ~blank & ~bad_type, rows, name, "must name at least one item")
+        if spec.max_length:
+            badl = np.zeros(len(col), dtype=bool)
+            badl[items.index[items.astype("string").str.len().gt(spec.max_length).fillna(False).to_numpy(dtype=bool)]] = True
+            out.rows(badl, rows, name, f"items must be at most {spec.max_length} characters long")
         if spec.pattern:
             badp = np.zeros(len(col), dtype=bool)
             badp[items.index[~items.astype("string").str.fullmatch(spec.pattern).fillna(False).to_numpy(dtype=bool)]] = True
-            out.rows(badp, rows, name, lambda i: f"items must match {spec.pattern}: {_fmt(col.iloc[i])}")
+            out.rows(badp, rows, name, lambda i: f"items must be {_rule(spec.pattern)}: {_fmt(col.iloc[i])}")
         dup = np.zeros(len(col), dtype=bool)
         dup[items.index[items.to_frame().assign(r=items.index).duplicated().to_numpy()]] = True
         out.rows(dup, rows, name, "lists an item twice")
@@ -271,12 +380,13 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
     if col.dtype.kind == "f":  # ids read as floats by a CSV reader, e.g. "7" -> 7.0
         col = col.map(lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
     as_str = _as_text(col.map(lambda v: v if v is None or isinstance(v, str) else str(v)) if not _all_text(col) else col)
+    long_ = np.zeros(len(col), dtype=bool)
     if spec.max_length:
         long_ = as_str.str.len().gt(spec.max_length).fillna(False).to_numpy(dtype=bool)
         out.rows(long_, rows, name, f"longer than {spec.max_length} characters")
     if spec.pattern:
         ok = as_str.str.fullmatch(spec.pattern).fillna(True).to_numpy(dtype=bool)
-        out.rows(~ok & ~blank, rows, name, lambda i: f"must match {spec.pattern} (YYYY-MM): {_fmt(col.iloc[i])}")
+        out.rows(~ok & ~blank & ~long_, rows, name, lambda i: f"must be {_rule(spec.pattern)}: {_fmt(col.iloc[i])}")
     return as_str.astype(object).where(as_str.notna(), None).reset_index(drop=True)
 
 

@@ -139,7 +139,7 @@ def test_a_failure_while_writing_leaves_no_output(tmp_path, capsys, monkeypatch)
 @pytest.mark.parametrize(
     "months, message",
     [([], "must name at least one item"), (["2026-10", "2026-10"], "lists an item twice"),
-     (["26-10"], "items must match"), (5, "must be a list")],
+     (["26-10"], "items must be a calendar month, YYYY-MM"), (5, "must be a list")],
 )
 def test_bad_lists_in_json_are_named_like_bad_lists_in_tables(tmp_path, capsys, months, message):
     doc = json.loads((INSTANCES / "worked_example.json").read_text())
