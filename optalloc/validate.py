@@ -234,7 +234,12 @@ def _wrong_value_types(spec: "ColumnSpec", col: pd.Series) -> np.ndarray:
     if col.dtype != object:
         return np.zeros(len(col), dtype=bool)
     if spec.kind == "datetime":
-        return col.map(lambda v: _type_name(v) not in (None, "timestamp") or isinstance(v, (int, float)) and not isinstance(v, bool)).to_numpy(dtype=bool)
+        def bad(v) -> bool:
+            if _type_name(v) not in (None, "timestamp"):
+                return True
+            return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and not pd.isna(v)  # a number is no time
+
+        return col.map(bad).to_numpy(dtype=bool)
     if spec.kind == "list":
         return col.map(lambda v: _type_name(v) is not None).to_numpy(dtype=bool)
     return col.map(lambda v: _type_name(v) is not None or isinstance(v, (list, tuple, np.ndarray))).to_numpy(dtype=bool)

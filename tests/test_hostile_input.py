@@ -627,3 +627,12 @@ def test_checked_result_tables_still_read_back_from_parquet(tmp_path):
     assert code == 0, err
     code, err = cli("settle", WORKED, "--previous", out, "-o", tmp_path / "settled", "-q")
     assert code == 0, err
+
+
+def test_a_json_row_without_a_required_key_is_missing_not_mistyped(tmp_path):
+    def change(doc):
+        del doc["requests"][0]["submitted_at"]
+
+    code, err = cli("validate", worked(tmp_path, change))
+    refused(code, err, "requests, row 1, field 'submitted_at': value is missing")
+    assert "has type" not in err
