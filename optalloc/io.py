@@ -371,18 +371,27 @@ def _check_result_columns(frame: pd.DataFrame, name: str, source: str) -> None:
         raise InputError(problems)
 
 
-def inputs_hash(instance: Instance) -> str:
-    """sha256 of a period's inputs: calendar and settings as JSON, then every table in key order as the CSV text
-    `write_tables` would write. Equal inputs, equal hash, whichever store or file they came from. Written to
-    summary.json (`inputs_hash`), so a folder given as `--previous` can be checked to belong to the instance."""
+PERIOD_TABLES = ("fcs", "sellers", "needs")  # fixed once a period is known (requests and sales arrive later)
+
+
+def inputs_hash(instance: Instance, tables: tuple[str, ...] = tuple(TABLES)) -> str:
+    """sha256 of a period's inputs: calendar and settings as JSON, then each of `tables` in key order as the CSV
+    text `write_tables` would write. Equal inputs, equal hash, whichever store or file they came from."""
     h = hashlib.sha256()
     meta = {"period": instance.period.model_dump(mode="json"), "settings": instance.settings.model_dump(mode="json")}
     h.update(json.dumps(meta, sort_keys=True).encode())
-    for name in TABLES:
+    for name in tables:
         frame = getattr(instance, name).sort_values(TABLE_KEYS[name], kind="stable")
         h.update(f"\n{name}\n".encode())
         h.update(format_frame(frame).to_csv(index=False, lineterminator="\n").encode())
     return h.hexdigest()
+
+
+def period_hash(instance: Instance) -> str:
+    """The hash of what is fixed once a period is known: calendar, settings, FCs, sellers and needs. summary.json
+    carries it (`period_hash`), and `--previous` checks it: the next round's requests and the sales report may
+    arrive after a folder was written, but the period it belongs to may not change."""
+    return inputs_hash(instance, PERIOD_TABLES)
 
 
 def read_previous(folder: str | os.PathLike, instance: Instance, tables: tuple[str, ...]) -> dict[str, pd.DataFrame | None]:
@@ -397,13 +406,14 @@ def read_previous(folder: str | os.PathLike, instance: Instance, tables: tuple[s
     if not summary_path.is_file():
         raise InputError(Problem("not an optalloc output folder (no summary.json)", str(summary_path)))
     summary = _read_json(summary_path)
-    expected = inputs_hash(instance)
-    found = summary.get("inputs_hash")
+    expected = period_hash(instance)
+    found = summary.get("period_hash")
     if found is None:
-        raise InputError(Problem("has no inputs_hash: written by an older optalloc, or not by optalloc; write it again", str(summary_path)))
+        raise InputError(Problem("has no period_hash: written by an older optalloc, or not by optalloc; write it again", str(summary_path)))
     if found != expected:
-        raise InputError(Problem(f"was written for another instance (inputs_hash {str(found)[:12]}..., this instance's is {expected[:12]}...)",
-                                 str(summary_path), None, "inputs_hash"))
+        raise InputError(Problem(f"was written for another period or instance (period_hash {str(found)[:12]}..., this instance's is "
+                                 f"{expected[:12]}...): its calendar, settings, FCs, sellers or needs differ", str(summary_path), None,
+                                 "period_hash"))
     out = {name: read_result_table(folder, name, required=name in tables) for name in
            ("limits", "grants", "pools", "round_prices", "grant_placements")}
     prices, grants, limits = out["round_prices"], out["grants"], out["limits"]

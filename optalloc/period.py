@@ -11,7 +11,7 @@ from . import __version__
 from .baseline import BaselineResult, allocate
 from .clearing import RoundResult, clear_round, concat_results, held_grants
 from .instance import Instance
-from .io import inputs_hash
+from .io import inputs_hash, period_hash
 from .progress import stage
 from .schemas import SolverOptions
 from .settlement import settle as settle_grants
@@ -113,7 +113,7 @@ def build_summary(instance: Instance, baseline: BaselineResult | None, clearing:
     """The JSON summary, in reading order: the instance and its settings, the baseline, each round, the settlement
     (every field, with its unit, is documented in the README's "summary.json" table). Deterministic: no timings, no
     dates."""
-    out: dict = {"optalloc_version": __version__, "inputs_hash": inputs_hash(instance),  # what `--previous` checks a folder against
+    out: dict = {"optalloc_version": __version__, "inputs_hash": inputs_hash(instance), "period_hash": period_hash(instance),
                  "instance": instance.summary(), "settings": instance.settings.model_dump(mode="json")}
     if baseline is not None:
         fp = baseline.fc_prices

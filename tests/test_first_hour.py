@@ -163,7 +163,7 @@ def test_summary_is_in_reading_order_every_field_documented_with_pools_per_round
     assert run(["solve", str(INSTANCES / "small_network"), "-o", str(out), "-q"]) == 0
     text = (out / "summary.json").read_text()
     summary = json.loads(text)
-    assert list(summary) == ["optalloc_version", "inputs_hash", "instance", "settings", "baseline", "rounds", "settlement"]
+    assert list(summary) == ["optalloc_version", "inputs_hash", "period_hash", "instance", "settings", "baseline", "rounds", "settlement"]
     assert list(summary["rounds"][0])[:7] == ["round", "storage_type", "requests", "granted_requests", "granted_cube",
                                              "pool_available_cube", "pool_left_cube"]
     undocumented = _paths(summary) - _documented_fields()

@@ -343,9 +343,20 @@ def test_previous_from_another_instance_is_refused(tmp_path, round_one):
     folder = copy_small(tmp_path / "inst")
     edit(folder, "sellers", 1, "productivity", "12.5")
     out = tmp_path / "out"
-    refused(*cli("clear", folder, "--previous", round_one, "-o", out, "-q"), "summary.json, field 'inputs_hash': was written for another instance")
-    refused(*cli("settle", folder, "--previous", round_one, "-o", out, "-q"), "was written for another instance")
+    refused(*cli("clear", folder, "--previous", round_one, "-o", out, "-q"), "summary.json, field 'period_hash': was written for another period")
+    refused(*cli("settle", folder, "--previous", round_one, "-o", out, "-q"), "was written for another period")
     assert not out.exists()
+
+
+def test_requests_and_sales_that_arrive_after_a_round_do_not_make_the_folder_foreign(tmp_path):
+    """Round 1 cleared before the sales report (and round 2's requests) arrived: the next steps still continue from it."""
+    early = copy_small(tmp_path / "early")
+    requests = pd.read_csv(early / "requests.csv", dtype=str)
+    requests[requests["round"] == "1"].to_csv(early / "requests.csv", index=False)
+    (early / "sales.csv").unlink()
+    r1 = tmp_path / "r1"
+    assert cli("clear", early, "--round", "1", "-o", r1, "-q")[0] == 0
+    assert cli("clear", SMALL, "--previous", r1, "-o", tmp_path / "r2", "-q")[0] == 0
 
 
 def _corrupt_row(path: Path, row: int = 2) -> None:
@@ -372,7 +383,7 @@ def _damaged(round_one: Path, tmp_path: Path, damage) -> Path:
     (lambda p: (p / "limits.csv").write_bytes(b"\xff\xfe\x00"), "limits.csv: not UTF-8"),
     (lambda p: (p / "limits.csv").unlink(), "missing result table limits"),
     (lambda p: (p / "summary.json").unlink(), "no summary.json"),
-    (lambda p: (p / "summary.json").write_text("{}"), "has no inputs_hash"),
+    (lambda p: (p / "summary.json").write_text("{}"), "has no period_hash"),
     (lambda p: (p / "grants.csv").write_text("round,request_id\n1,Q1\n"), "not an optalloc result table"),
 ], ids=["cut-mid-line", "cut-lines", "limits-short", "prices-short", "corrupt-cells", "not-utf8", "no-limits", "no-summary", "no-hash",
         "wrong-columns"])
