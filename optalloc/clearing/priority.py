@@ -1,0 +1,246 @@
+"""The priority rule (models/clearing.md, "The priority rule"): requests ranked by fee (cents, highest first),
+then submitted_at, then request_id; each in turn gets as much as it can — up to max_cube, and either at least
+min_cube or nothing — while every higher-ranked grant (and every earlier round's grant) keeps its cube.
+
+Exact method, in integers (cents, milli-cube). The state is the cube D_c each eligibility class already holds
+and one feasible placement Z of it on the class arcs (class, FC). For request i of class c, what it can get is
+    a_i = min(max_cube_i, E_c),  E_c = max extra cube class c can hold with every other class's cube fixed
+(the set of feasible grants for i is the interval [0, E_c], because its own grant only adds to its class).
+E_c is found by:
+  1. the direct room: sum over c's FCs of the least room left over c's months under Z. If it covers
+     max_cube_i, i gets max_cube_i, placed there (exact: a feasible extension of Z).
+  2. if no class sharing a pool row with c can move (each has a single FC), the direct room *is* E_c.
+  3. otherwise one LP: max sum of c's placement, every other class's cube fixed, placement free (the
+     class-aggregated model of models/clearing.md, warm-started between calls). Its value is snapped to the
+     milli-cube grid (the only tolerance: 1e-6 cube, a thousandth of the smallest step).
+E_c never increases as grants are added, so a cached upper bound per class skips every later request of a
+class that is full (or whose bound is below the request's min_cube and which has no direct room).
+With one pool per class (single-FC, single-month rounds) step 3 never runs: the result is the greedy sort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..solver import LinearProgram, check_outcome, csr_from_triplets, new_highs, pass_model, run_highs
+from ..schemas import SolverOptions
+
+CENTS, MILLI = 100, 1000
+SNAP = 1e-3  # milli-cube: an LP value this close to a whole milli-cube is that milli-cube
+
+
+def to_cents(x) -> np.ndarray:
+    return np.rint(np.asarray(x, dtype=float) * CENTS).astype(np.int64)
+
+
+def to_milli(x) -> np.ndarray:
+    return np.rint(np.asarray(x, dtype=float) * MILLI).astype(np.int64)
+
+
+def _snap(v: float) -> int:
+    r = np.rint(v)
+    return int(max(r if abs(v - r) < SNAP else np.floor(v), 0))
+
+
+def rank_order(fee: np.ndarray, submitted_at: np.ndarray, request_id: np.ndarray) -> np.ndarray:
+    """Positions in priority order: fee in cents (highest first), then submitted_at, then request_id."""
+    f = pd.DataFrame({"fee": -to_cents(fee), "t": submitted_at, "id": request_id})
+    return f.sort_values(["fee", "t", "id"], kind="stable").index.to_numpy()
+
+
+@dataclass
+class PriorityOutcome:
+    grant: np.ndarray  # milli-cube per request (input order)
+    avail: np.ndarray  # milli-cube each request could have got at its turn (capped at max_cube)
+    place: np.ndarray  # milli-cube per class arc (this round's and held grants together)
+    lp_calls: int
+
+
+class _State:
+    """Class cube D, a feasible placement Z on class arcs, and the room it leaves per pool row (milli-cube)."""
+
+    def __init__(self, d, options: SolverOptions):
+        self.d, self.options = d, options
+        nca = len(d.carc_class)
+        self.n_pool = len(d.pools)
+        self.R = to_milli(d.pools["pool_cube"].to_numpy()).astype(float)
+        # arc -> its pool rows, padded with a sentinel row of infinite room
+        order = np.argsort(d.centry_carc, kind="stable")
+        e_carc, e_pool = d.centry_carc[order], d.centry_pool[order]
+        per = np.bincount(e_carc, minlength=nca)
+        width = int(per.max()) if nca else 1
+        self.arc_rows = np.full((nca, width), self.n_pool, dtype=np.int64)
+        pos = np.arange(len(e_carc)) - np.repeat(np.cumsum(per) - per, per)
+        self.arc_rows[e_carc, pos] = e_pool
+        self.cstart = np.searchsorted(d.carc_class, np.arange(d.n_classes + 1))
+        self.D = np.bincount(d.held_class, weights=to_milli(d.held_cube), minlength=d.n_classes).astype(np.int64)
+        self.Z = np.zeros(nca)
+        self.room = np.concatenate([self.R, [np.inf]])
+        self.ub = np.full(d.n_classes, np.iinfo(np.int64).max, dtype=np.int64)
+        # Direct room is exact for class c when no *other* class touching one of its pool rows has a second FC
+        # (c's own cube moving between its FCs adds no room for c).
+        n_arcs = np.diff(self.cstart)
+        ent_cls = d.carc_class[e_carc]
+        mov = n_arcs[ent_cls] > 1
+        rows_mov = pd.DataFrame({"row": e_pool[mov], "cls": ent_cls[mov]}).drop_duplicates()
+        n_mov = rows_mov.groupby("row")["cls"].size().reindex(range(self.n_pool + 1), fill_value=0).to_numpy()
+        own = (n_arcs[d.carc_class] > 1).astype(np.int64)
+        valid = self.arc_rows < self.n_pool
+        arc_movable = (((n_mov[self.arc_rows] - own[:, None]) > 0) & valid).any(axis=1)
+        self.exact_direct = ~np.bincount(d.carc_class, weights=arc_movable, minlength=d.n_classes).astype(bool)
+        self.h = None
+        self.lp_calls = 0
+        self._lp_x = None
+        if len(d.held_cube):
+            self._place_held()
+
+    # ----------------------------------------------------------------- placement bookkeeping
+    def _set_placement(self, Z: np.ndarray) -> None:
+        self.Z = Z
+        use = np.bincount(self.d.centry_pool, weights=Z[self.d.centry_carc], minlength=self.n_pool)
+        self.room = np.concatenate([self.R - use, [np.inf]])
+
+    def _place_held(self) -> None:
+        d = self.d
+        single = np.diff(self.cstart) == 1
+        if single.all():
+            Z = np.zeros(len(d.carc_class))
+            Z[self.cstart[:-1]] = self.D
+            self._set_placement(Z)
+        else:
+            self._lp()
+            self._set_placement(self._solve(None))
+
+    def direct(self, c: int) -> tuple[np.ndarray, int]:
+        s, e = self.cstart[c], self.cstart[c + 1]
+        ra = self.room[self.arc_rows[s:e]].min(axis=1)
+        avail = np.floor(np.maximum(ra, 0.0) + 1e-6)
+        return avail, int(avail.sum())
+
+    def commit_direct(self, c: int, avail: np.ndarray, a: int) -> None:
+        s = self.cstart[c]
+        cum = np.cumsum(avail)
+        take = np.clip(a - (cum - avail), 0.0, avail)
+        arcs = np.flatnonzero(take > 0) + s
+        self.Z[arcs] += take[take > 0]
+        rows = self.arc_rows[arcs]
+        np.subtract.at(self.room, rows.ravel(), np.repeat(take[take > 0], rows.shape[1]))
+        self.room[self.n_pool] = np.inf
+        self.D[c] += a
+        if self.h is not None:
+            self.h.changeRowBounds(int(self.n_lp_pool + c), float(self.D[c]), float(self.D[c]))
+
+    # ----------------------------------------------------------------- the LP (class-aggregated placement)
+    def _lp(self) -> None:
+        d = self.d
+        nca = len(d.carc_class)
+        used = np.unique(d.centry_pool)
+        pos = np.full(self.n_pool, -1)
+        pos[used] = np.arange(len(used))
+        self.n_lp_pool = len(used)
+        rows = np.concatenate([pos[d.centry_pool], len(used) + d.carc_class])
+        cols = np.concatenate([d.centry_carc, np.arange(nca)])
+        start, index, value = csr_from_triplets(rows, cols, np.ones(len(rows)), len(used) + d.n_classes)
+        lp = LinearProgram(
+            col_cost=np.zeros(nca), col_lower=np.zeros(nca), col_upper=np.full(nca, np.inf),
+            row_lower=np.concatenate([np.full(len(used), -np.inf), self.D.astype(float)]),
+            row_upper=np.concatenate([self.R[used], self.D.astype(float)]),
+            row_start=start, col_index=index, value=value, maximize=True,
+        )
+        self.h = new_highs(self.options, is_mip=False, kind="clearing")
+        pass_model(self.h, lp)
+
+    def _solve(self, c: int | None) -> np.ndarray:
+        out = check_outcome(run_highs(self.h, is_mip=False), self.options.model_copy(update={"allow_nonoptimal": False}),
+                            f"clearing round {self.d.round} (priority: room for one class)")
+        self.lp_calls += 1
+        return np.maximum(out.x, 0.0)
+
+    def lp_extra(self, c: int) -> int:
+        """E_c exactly: max cube class c can add with every other class's cube fixed."""
+        if self.h is None:
+            self._lp()
+        s, e = self.cstart[c], self.cstart[c + 1]
+        idx = np.arange(s, e, dtype=np.int32)
+        self.h.changeColsCost(len(idx), idx, np.ones(len(idx)))
+        row = int(self.n_lp_pool + c)
+        self.h.changeRowBounds(row, float(self.D[c]), np.inf)
+        x = self._solve(c)
+        self.h.changeColsCost(len(idx), idx, np.zeros(len(idx)))
+        self.h.changeRowBounds(row, float(self.D[c]), float(self.D[c]))
+        self._lp_x, self._lp_c = x, c
+        return _snap(float(x[s:e].sum()) - float(self.D[c]))
+
+    def commit_lp(self, c: int, a: int) -> None:
+        s, e = self.cstart[c], self.cstart[c + 1]
+        Z = self._lp_x.copy()
+        excess = Z[s:e].sum() - (self.D[c] + a)
+        if excess > 0:  # take the surplus off c's last FCs (fewer cube is always feasible)
+            part = Z[s:e][::-1]
+            cut = np.clip(excess - (np.cumsum(part) - part), 0.0, part)
+            Z[s:e] = (part - cut)[::-1]
+        self.D[c] += a
+        self.h.changeRowBounds(int(self.n_lp_pool + c), float(self.D[c]), float(self.D[c]))
+        self._set_placement(Z)
+
+
+def clear_by_priority(d, options: SolverOptions) -> PriorityOutcome:
+    """The priority rule on a prepared round (see the module docstring)."""
+    st = _State(d, options)
+    u, m = to_milli(d.max_cube), to_milli(d.min_cube)
+    grant, avail_of = np.zeros(d.n, np.int64), np.zeros(d.n, np.int64)
+    order = rank_order(d.fee, d.req["submitted_at"].to_numpy(), d.req["request_id"].to_numpy())
+    for i in order:
+        c, ui, mi = int(d.req_class[i]), int(u[i]), int(m[i])
+        if st.ub[c] <= 0:
+            continue
+        avail, direct_total = st.direct(c)
+        if direct_total >= ui:
+            a, via = ui, "direct"
+        elif st.exact_direct[c]:
+            a, via = direct_total, "direct"
+            st.ub[c] = direct_total
+        elif st.ub[c] < max(mi, 1) and direct_total > 0:
+            a, via = min(direct_total, ui), "bound"  # some room, less than min_cube: no need for the exact amount
+        else:
+            e = st.lp_extra(c)
+            st.ub[c] = e
+            a, via = min(e, ui), "lp"
+            if a >= ui or a <= direct_total:
+                # the direct placement suffices for what i will take (keeps Z integral where it can)
+                pass
+        avail_of[i] = a
+        if a <= 0 or a < mi:
+            continue
+        if via == "direct" or (via == "lp" and a <= direct_total):
+            st.commit_direct(c, avail, a)
+        else:
+            st.commit_lp(c, a)
+        grant[i] = a
+        if st.ub[c] != np.iinfo(np.int64).max:
+            st.ub[c] -= a
+    return PriorityOutcome(grant, avail_of, st.Z, st.lp_calls)
+
+
+def place_classes(d, grant_milli: np.ndarray, options: SolverOptions) -> np.ndarray:
+    """Where the cube sits, in milli-cube per class arc: one placement chosen from the class totals alone (this
+    round's grants plus the held ones), so that every way of computing the rule publishes the same placement.
+    Classes with a single FC need no choice; otherwise one feasibility LP of the class-aggregated model."""
+    D = np.bincount(d.req_class, weights=grant_milli, minlength=d.n_classes) + np.bincount(
+        d.held_class, weights=to_milli(d.held_cube), minlength=d.n_classes)
+    st = _State.__new__(_State)
+    st.d, st.options = d, options
+    cstart = np.searchsorted(d.carc_class, np.arange(d.n_classes + 1))
+    Z = np.zeros(len(d.carc_class))
+    if len(Z) == 0:
+        return Z
+    if (np.diff(cstart) == 1).all():
+        Z[cstart[:-1]] = D
+        return Z
+    st.n_pool, st.R, st.D = len(d.pools), to_milli(d.pools["pool_cube"].to_numpy()).astype(float), D.astype(np.int64)
+    st._lp()
+    st.lp_calls = 0
+    return st._solve(None)
