@@ -29,6 +29,7 @@ from ..solver import LinearProgram, check_outcome, csr_from_triplets, new_highs,
 from ..schemas import SolverOptions
 
 CENTS, MILLI = 100, 1000
+SIMPLEX_STRATEGY = 1  # HiGHS dual simplex (primal simplex was seen to report a feasible room LP infeasible)
 SNAP = 1e-3  # milli-cube: an LP value this close to a whole milli-cube is that milli-cube
 
 
@@ -91,11 +92,35 @@ class _State:
         valid = self.arc_rows < self.n_pool
         arc_movable = (((n_mov[self.arc_rows] - own[:, None]) > 0) & valid).any(axis=1)
         self.exact_direct = ~np.bincount(d.carc_class, weights=arc_movable, minlength=d.n_classes).astype(bool)
+        # Hall bound (models/clearing.md): classes whose FCs all lie inside N(c) must sit inside N(c), so
+        # E_c <= min over c's months t of [pool of N(c) in t - cube of those classes that hold in t].
+        months = pd.Index(sorted(d.pools["month"].unique()))
+        row_month = np.concatenate([months.get_indexer(d.pools["month"]), [-1]])
+        self.class_month = np.zeros((d.n_classes, len(months)), dtype=bool)
+        first_arc_rows = self.arc_rows[self.cstart[:-1]] if nca else np.zeros((0, width), np.int64)
+        for j in range(width):
+            mth = row_month[first_arc_rows[:, j]]
+            ok = mth >= 0
+            self.class_month[np.flatnonzero(ok), mth[ok]] = True
+        fcs = pd.Index(sorted(pd.unique(d.carc_fc)))
+        A = np.zeros((d.n_classes, len(fcs)), dtype=np.int32)
+        A[d.carc_class, fcs.get_indexer(d.carc_fc)] = 1
+        self.inside = (A @ (1 - A).T) == 0  # inside[c', c]: N(c') within N(c)
+        pool_fc_month = np.zeros((len(fcs), len(months)))
+        fc_of_row = fcs.get_indexer(d.pools["fc_id"])
+        okr = fc_of_row >= 0
+        np.add.at(pool_fc_month, (fc_of_row[okr], row_month[:-1][okr]), self.R[okr])
+        self.pool_of_class = A @ pool_fc_month  # pool of N(c) per month
         self.h = None
         self.lp_calls = 0
         self._lp_x = None
         if len(d.held_cube):
             self._place_held()
+
+    def hall_bound(self, c: int) -> int:
+        held = (self.D[:, None] * self.class_month)[self.inside[:, c]].sum(axis=0)
+        left = (self.pool_of_class[c] - held)[self.class_month[c]]
+        return int(max(np.floor(left.min() + 1e-6), 0)) if len(left) else 0
 
     # ----------------------------------------------------------------- placement bookkeeping
     def _set_placement(self, Z: np.ndarray) -> None:
@@ -151,13 +176,18 @@ class _State:
             row_start=start, col_index=index, value=value, maximize=True,
         )
         self.h = new_highs(self.options, is_mip=False, kind="clearing")
+        # Many small re-solves after a change of one row's bounds and a few costs: simplex, warm-started from
+        # the previous basis (interior point would start over every time).
+        self.h.setOptionValue("solver", "simplex")
+        self.h.setOptionValue("simplex_strategy", SIMPLEX_STRATEGY)
         pass_model(self.h, lp)
 
     def _solve(self, c: int | None) -> np.ndarray:
         out = check_outcome(run_highs(self.h, is_mip=False), self.options.model_copy(update={"allow_nonoptimal": False}),
                             f"clearing round {self.d.round} (priority: room for one class)")
         self.lp_calls += 1
-        return np.maximum(out.x, 0.0)
+        x = out.x if out.x is not None else np.asarray(self.h.getSolution().col_value)
+        return np.maximum(x, 0.0)
 
     def lp_extra(self, c: int) -> int:
         """E_c exactly: max cube class c can add with every other class's cube fixed."""
@@ -203,7 +233,10 @@ def clear_by_priority(d, options: SolverOptions) -> PriorityOutcome:
         elif st.exact_direct[c]:
             a, via = direct_total, "direct"
             st.ub[c] = direct_total
-        elif st.ub[c] < max(mi, 1) and direct_total > 0:
+        elif (hb := st.hall_bound(c)) <= direct_total:
+            a, via = direct_total, "direct"  # direct room <= E_c <= Hall bound: exact
+            st.ub[c] = direct_total
+        elif min(st.ub[c], hb) < max(mi, 1) and direct_total > 0:
             a, via = min(direct_total, ui), "bound"  # some room, less than min_cube: no need for the exact amount
         else:
             e = st.lp_extra(c)
