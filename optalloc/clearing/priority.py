@@ -166,11 +166,19 @@ class _State:
         pos = np.full(self.n_pool, -1)
         pos[used] = np.arange(len(used))
         self.n_lp_pool = len(used)
-        rows = np.concatenate([pos[d.centry_pool], len(used) + d.carc_class])
-        cols = np.concatenate([d.centry_carc, np.arange(nca)])
-        start, index, value = csr_from_triplets(rows, cols, np.ones(len(rows)), len(used) + d.n_classes)
+        # Columns: place (class arcs), then extra[c] (one per class). Rows: pool_capacity, then
+        # class_balance[c]: sum of c's place - extra[c] = D_c. The objective max sum extra never changes;
+        # extra[c] is opened (upper bound = what the request asks) only while c is the one asking. Only
+        # bounds change between solves, so dual simplex restarts from an optimal basis that stays dual feasible.
+        ncl = d.n_classes
+        self.n_arcs = nca
+        rows = np.concatenate([pos[d.centry_pool], len(used) + d.carc_class, len(used) + np.arange(ncl)])
+        cols = np.concatenate([d.centry_carc, np.arange(nca), nca + np.arange(ncl)])
+        vals = np.concatenate([np.ones(len(d.centry_pool) + nca), -np.ones(ncl)])
+        start, index, value = csr_from_triplets(rows, cols, vals, len(used) + ncl)
         lp = LinearProgram(
-            col_cost=np.zeros(nca), col_lower=np.zeros(nca), col_upper=np.full(nca, np.inf),
+            col_cost=np.concatenate([np.zeros(nca), np.ones(ncl)]), col_lower=np.zeros(nca + ncl),
+            col_upper=np.concatenate([np.full(nca, np.inf), np.zeros(ncl)]),
             row_lower=np.concatenate([np.full(len(used), -np.inf), self.D.astype(float)]),
             row_upper=np.concatenate([self.R[used], self.D.astype(float)]),
             row_start=start, col_index=index, value=value, maximize=True,
@@ -187,22 +195,19 @@ class _State:
                             f"clearing round {self.d.round} (priority: room for one class)")
         self.lp_calls += 1
         x = out.x if out.x is not None else np.asarray(self.h.getSolution().col_value)
-        return np.maximum(x, 0.0)
+        return np.maximum(x[: self.n_arcs], 0.0)
 
-    def lp_extra(self, c: int) -> int:
-        """E_c exactly: max cube class c can add with every other class's cube fixed."""
+    def lp_extra(self, c: int, cap: int) -> int:
+        """min(cap, E_c) exactly: E_c = max cube class c can add with every other class's cube fixed."""
         if self.h is None:
             self._lp()
         s, e = self.cstart[c], self.cstart[c + 1]
-        idx = np.arange(s, e, dtype=np.int32)
-        self.h.changeColsCost(len(idx), idx, np.ones(len(idx)))
-        row = int(self.n_lp_pool + c)
-        self.h.changeRowBounds(row, float(self.D[c]), np.inf)
+        col = int(self.n_arcs + c)
+        self.h.changeColBounds(col, 0.0, float(cap))
         x = self._solve(c)
-        self.h.changeColsCost(len(idx), idx, np.zeros(len(idx)))
-        self.h.changeRowBounds(row, float(self.D[c]), float(self.D[c]))
+        self.h.changeColBounds(col, 0.0, 0.0)
         self._lp_x, self._lp_c = x, c
-        return _snap(float(x[s:e].sum()) - float(self.D[c]))
+        return min(_snap(float(x[s:e].sum()) - float(self.D[c])), cap)
 
     def commit_lp(self, c: int, a: int) -> None:
         s, e = self.cstart[c], self.cstart[c + 1]
@@ -239,9 +244,10 @@ def clear_by_priority(d, options: SolverOptions) -> PriorityOutcome:
         elif min(st.ub[c], hb) < max(mi, 1) and direct_total > 0:
             a, via = min(direct_total, ui), "bound"  # some room, less than min_cube: no need for the exact amount
         else:
-            e = st.lp_extra(c)
-            st.ub[c] = e
-            a, via = min(e, ui), "lp"
+            e = st.lp_extra(c, ui)
+            if e < ui:
+                st.ub[c] = e
+            a, via = e, "lp"
             if a >= ui or a <= direct_total:
                 # the direct placement suffices for what i will take (keeps Z integral where it can)
                 pass
