@@ -410,3 +410,21 @@ def test_no_rejected_or_cut_request_could_get_more_without_taking_from_a_higher_
             assert best <= got + 1e-6, rid  # cut: it got all it could
         else:
             assert best < max(min_cube, 0.001) - 1e-6 or best <= 1e-6, rid  # rejected: its minimum did not fit
+
+
+def test_every_family_of_both_builds_is_named_in_models_clearing_md():
+    """Docs as a contract: each constraint family of the Pyomo build and each row family of the array build
+    appears in models/clearing.md as `name`."""
+    from pathlib import Path
+
+    import pyomo.environ as pyo
+
+    from optalloc.clearing import build_clearing_arrays
+
+    doc = (Path(__file__).resolve().parents[1] / "models" / "clearing.md").read_text()
+    d = prepare_clearing(one_pool([request("R1", 5.0, 60, min_cube=10), request("R2", 4.0, 60)]), 1, EMPTY_LIMITS)
+    m = build_clearing_model(d)
+    pyomo_names = {c.local_name for c in m.component_objects(ctype=pyo.Constraint)} | {v.local_name for v in m.component_objects(ctype=pyo.Var)}
+    _, fam = build_clearing_arrays(d)
+    missing = sorted(n for n in pyomo_names | set(fam) | {"place_class", "extra"} if f"`{n}`" not in doc and f"`{n}[" not in doc)
+    assert missing == []
