@@ -41,6 +41,26 @@ def to_milli(x) -> np.ndarray:
     return np.rint(np.asarray(x, dtype=float) * MILLI).astype(np.int64)
 
 
+def _level_from_top(avail: np.ndarray, a: int) -> np.ndarray:
+    """Whole amounts take <= avail summing to a, lowering the largest rooms to a common level first."""
+    if len(avail) == 1:
+        return np.array([float(a)])
+    srt = np.sort(avail)[::-1]
+    # the level L with sum(max(avail - L, 0)) = a
+    csum = np.cumsum(srt)
+    k = np.arange(1, len(srt) + 1)
+    levels = (csum - a) / k
+    j = int(np.flatnonzero(levels >= np.r_[srt[1:], -np.inf])[0]) if len(srt) else 0
+    L = max(np.ceil(levels[j]), 0.0)
+    take = np.maximum(avail - L, 0.0)
+    short = a - take.sum()  # the ceiling left a few milli-cube: hand them out in FC order where room is left
+    if short > 0:
+        cap = avail - take
+        cum = np.cumsum(cap)
+        take = take + np.clip(short - (cum - cap), 0.0, cap)
+    return take
+
+
 def _snap(v: float) -> int:
     r = np.rint(v)
     return int(max(r if abs(v - r) < SNAP else np.floor(v), 0))
@@ -114,6 +134,7 @@ class _State:
         self.h = None
         self.lp_calls = 0
         self._lp_x = None
+        self.cut: dict[int, tuple] = {}
         if len(d.held_cube):
             self._place_held()
 
@@ -147,8 +168,9 @@ class _State:
 
     def commit_direct(self, c: int, avail: np.ndarray, a: int) -> None:
         s = self.cstart[c]
-        cum = np.cumsum(avail)
-        take = np.clip(a - (cum - avail), 0.0, avail)
+        # Spread: level the room of c's FCs from the top (take from the roomiest first, down to a common level),
+        # so that no FC is emptied while others of the class have room; keeps direct room for later classes.
+        take = _level_from_top(avail, a)
         arcs = np.flatnonzero(take > 0) + s
         self.Z[arcs] += take[take > 0]
         rows = self.arc_rows[arcs]
@@ -194,6 +216,7 @@ class _State:
         out = check_outcome(run_highs(self.h, is_mip=False), self.options.model_copy(update={"allow_nonoptimal": False}),
                             f"clearing round {self.d.round} (priority: room for one class)")
         self.lp_calls += 1
+        self._last = out
         x = out.x if out.x is not None else np.asarray(self.h.getSolution().col_value)
         return np.maximum(x[: self.n_arcs], 0.0)
 
@@ -207,7 +230,23 @@ class _State:
         x = self._solve(c)
         self.h.changeColBounds(col, 0.0, 0.0)
         self._lp_x, self._lp_c = x, c
-        return min(_snap(float(x[s:e].sum()) - float(self.D[c])), cap)
+        value = min(_snap(float(x[s:e].sum()) - float(self.D[c])), cap)
+        duals = self._last.row_duals
+        if value < cap and duals is not None:
+            # Weak duality: the class rows' duals g of this optimum stay dual feasible whatever D becomes, so
+            # E_c(D') <= E_c(D) + g.(D' - D) for every later D' (the pool rows do not change). g[c] = -1 exactly
+            # (c's own cube takes from its room one for one); it fixes HiGHS's sign convention.
+            g = np.round(duals[self.n_lp_pool : self.n_lp_pool + d_n(self)], 9)
+            if abs(abs(g[c]) - 1.0) < 1e-9:
+                self.cut[c] = (float(value), self.D.astype(float), g * -np.sign(g[c]))
+        return value
+
+    def dual_bound(self, c: int) -> float:
+        """An upper bound on E_c from the last room LP of class c (inf if none)."""
+        if c not in self.cut:
+            return np.inf
+        e0, D0, g = self.cut[c]
+        return e0 + float(g @ (self.D - D0))
 
     def commit_lp(self, c: int, a: int) -> None:
         s, e = self.cstart[c], self.cstart[c + 1]
@@ -222,14 +261,22 @@ class _State:
         self._set_placement(Z)
 
 
+def d_n(st: _State) -> int:
+    return st.d.n_classes
+
+
 def clear_by_priority(d, options: SolverOptions) -> PriorityOutcome:
     """The priority rule on a prepared round (see the module docstring)."""
     st = _State(d, options)
     u, m = to_milli(d.max_cube), to_milli(d.min_cube)
     grant, avail_of = np.zeros(d.n, np.int64), np.zeros(d.n, np.int64)
     order = rank_order(d.fee, d.req["submitted_at"].to_numpy(), d.req["request_id"].to_numpy())
+    # Cube still to be asked by each class (this request included): the room LP looks for all of it at once, and
+    # trimming its placement back to what is granted leaves that room at the class's own FCs for its next requests.
+    rem = np.bincount(d.req_class, weights=u, minlength=d.n_classes).astype(np.int64)
     for i in order:
         c, ui, mi = int(d.req_class[i]), int(u[i]), int(m[i])
+        rem[c] -= ui
         if st.ub[c] <= 0:
             continue
         avail, direct_total = st.direct(c)
@@ -238,16 +285,17 @@ def clear_by_priority(d, options: SolverOptions) -> PriorityOutcome:
         elif st.exact_direct[c]:
             a, via = direct_total, "direct"
             st.ub[c] = direct_total
-        elif (hb := st.hall_bound(c)) <= direct_total:
-            a, via = direct_total, "direct"  # direct room <= E_c <= Hall bound: exact
+        elif (hb := min(st.hall_bound(c), int(np.floor(min(st.dual_bound(c), 9e18) + 1e-6)))) <= direct_total:
+            a, via = direct_total, "direct"  # direct room <= E_c <= bound (Hall or LP dual): exact
             st.ub[c] = direct_total
         elif min(st.ub[c], hb) < max(mi, 1) and direct_total > 0:
             a, via = min(direct_total, ui), "bound"  # some room, less than min_cube: no need for the exact amount
         else:
-            e = st.lp_extra(c, ui)
-            if e < ui:
+            cap = ui + int(rem[c])
+            e = st.lp_extra(c, cap)
+            if e < cap:
                 st.ub[c] = e
-            a, via = e, "lp"
+            a, via = min(e, ui), "lp"
             if a >= ui or a <= direct_total:
                 # the direct placement suffices for what i will take (keeps Z integral where it can)
                 pass
