@@ -173,7 +173,7 @@ class SolverOptions(BaseModel):
     model_config = _STRICT
 
     time_limit: float | None = Field(default=None, gt=0, le=1e7, description="seconds per solve, above 0, at most 1e7; None = no limit")
-    mip_rel_gap: float = Field(default=1e-9, ge=0, le=1, description="relative MIP gap at which a solve counts as optimal, 0-1")
+    mip_rel_gap: float = Field(default=0.0, ge=0, le=1, description="relative MIP gap at which a solve counts as optimal, 0-1; 0 leaves only the absolute gap 1e-6, below the smallest objective step (1 cent x 0.001 cube = 1e-5)")
     lp_method: Literal["auto", "ipm", "primal_simplex", "dual_simplex"] = "auto"
     presolve: Literal["auto", "on", "off"] = Field(
         default="auto", description="auto = off for LPs (HiGHS presolve measured quadratic on these shapes), on for MIPs"
@@ -214,7 +214,14 @@ class Settings(BaseModel):
     reserve_price: float | None = Field(
         default=None, ge=0, le=MAX_FEE, description=f"$ per cube, 0 to {MAX_FEE:g}; requests below it are not granted"
     )
-    tie_rule: Literal["time_priority", "pro_rata"] = "time_priority"
+    clearing_rule: Literal["priority", "welfare", "pro_rata"] = Field(
+        default="priority",
+        description="priority = granted starting with the highest fee (then earliest, then smallest id), each request"
+        " as much as fits, min_cube or nothing; welfare = max sum of fee x grant; pro_rata = share the marginal fee level",
+    )
+    tie_rule: Literal["time_priority", "pro_rata"] = Field(
+        default="time_priority", description="older spelling: pro_rata selects clearing_rule pro_rata"
+    )
     solver: SolverOptions = SolverOptions()
 
     @model_validator(mode="after")

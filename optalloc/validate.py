@@ -466,6 +466,38 @@ def check_instance(tables: dict[str, pd.DataFrame], period: Period, sources: dic
     if "grant_sales" in tables:
         ids = tables["requests"]["request_id"] if "requests" in tables else []
         problems += _membership(tables["grant_sales"], "request_id", ids, sources["grant_sales"], "request")
+    problems += check_units(tables, sources)
+    return problems
+
+
+# Units the clearing rule computes in exactly (models/clearing.md, "Units"): fees in whole cents per cube, cube in
+# whole thousandths. A value within 1e-6 of the grid is on it (CSV/JSON round-off of a decimal).
+UNIT_STEPS = {"fcs": {"capacity_cube": 0.001, "pool_cube": 0.001},
+              "requests": {"max_fee_per_cube": 0.01, "max_cube": 0.001, "min_cube": 0.001}}
+UNIT_NAMES = {0.01: "a whole number of cents ($ per cube with at most 2 decimals)", 0.001: "a multiple of 0.001 cube (at most 3 decimals)"}
+
+
+def check_units(tables: dict[str, pd.DataFrame], sources: dict[str, str]) -> list[Problem]:
+    """Fees a whole number of cents, cube a multiple of 0.001; max_cube at least 0.001. Names file, row and field."""
+    problems: list[Problem] = []
+    for name, fields in UNIT_STEPS.items():
+        if name not in tables:
+            continue
+        table, out = tables[name], _Collector(sources[name])
+        rows = np.arange(1, len(table) + 1)
+        for field, step in fields.items():
+            if field not in table:
+                continue
+            x = pd.to_numeric(table[field], errors="coerce").to_numpy(float)
+            k = x * round(1 / step)
+            with np.errstate(invalid="ignore"):
+                off = np.isfinite(x) & (np.abs(k - np.rint(k)) > 1e-6 + 1e-12 * np.abs(k))
+            out.rows(off, rows, field, lambda i, x=x, step=step: f"{float(x[i])!r} is not {UNIT_NAMES[step]}")
+        if name == "requests" and "max_cube" in table:
+            x = pd.to_numeric(table["max_cube"], errors="coerce").to_numpy(float)
+            with np.errstate(invalid="ignore"):
+                out.rows(np.rint(x * 1000) < 1, rows, "max_cube", lambda i, x=x: f"max_cube {float(x[i])!r} is below the smallest grant, 0.001 cube")
+        problems += out.problems
     return problems
 
 

@@ -20,6 +20,11 @@ def one_pool(requests, pool=100.0, settings=None, **kw):
     return make(fcs=[fc(capacity_cube=1000.0, pool_cube=pool)], requests=requests, settings=settings, **kw)
 
 
+def with_rule(inst, rule):
+    tables = {"fcs": inst.fcs, "sellers": inst.sellers, "needs": inst.needs, "requests": inst.requests}
+    return type(inst).from_tables(period=inst.period, settings=inst.settings.model_copy(update={"clearing_rule": rule}), tables=tables)
+
+
 def granted(res) -> dict:
     return res.grants["granted_cube"].droplevel("round").to_dict()
 
@@ -61,13 +66,14 @@ def test_a_multi_month_grant_holds_the_same_cube_in_every_month(method):
 
 
 @pytest.mark.parametrize("method", SOLVERS)
-def test_min_cube_makes_a_mip_and_its_prices_come_from_the_fixed_lp(method):
+def test_welfare_min_cube_makes_a_mip_and_its_prices_come_from_the_fixed_lp(method):
     inst = one_pool(
         [
             request("R1", 5.0, 60, min_cube=60, minute=1),
             request("R2", 4.0, 60, min_cube=60, minute=2),
             request("R3", 3.0, 50, minute=3),
-        ]
+        ],
+        settings={"clearing_rule": "welfare"},
     )
     res = clear_round(inst, 1, limits=EMPTY_LIMITS, method=method)
     assert granted(res) == {"R1": 60.0, "R2": 0.0, "R3": 40.0}
@@ -159,7 +165,7 @@ single_pool_requests = st.lists(st.tuples(fees, st.integers(1, 80), st.integers(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(reqs=single_pool_requests, pool=st.floats(0.0, 600.0))
+@given(reqs=single_pool_requests, pool=st.integers(0, 600_000).map(lambda x: x / 1000))
 def test_a_single_pool_divisible_round_equals_the_greedy_sort_exactly(reqs, pool):
     inst = one_pool([request(f"R{i:02d}", f, c, minute=m) for i, (f, c, m) in enumerate(reqs)], pool=pool)
     sort = clear_round(inst, 1, limits=EMPTY_LIMITS, method="sort")
@@ -175,11 +181,13 @@ def test_a_single_pool_divisible_round_equals_the_greedy_sort_exactly(reqs, pool
         assert lo - 1e-9 <= lp.pools["dual_price"].iloc[0] <= max(hi, lo) + 1e-9
 
 
+@pytest.mark.parametrize("rule", ["priority", "welfare"])
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000), min_share=st.sampled_from([0.0, 0.2]))
 @example(seed=3951, min_share=0.2)  # HiGHS semi-continuous columns returned 9e-5 < min_cube here, then a solve error
-def test_pyomo_reference_and_highspy_fast_path_agree_on_general_rounds(seed, min_share):
-    inst = generate(GenerateSpec(sellers=30, fcs=4, regions=2, storage_types=2, months=3, rounds=2, requests=60, min_cube_share=min_share, seed=seed))
+def test_pyomo_reference_and_highspy_fast_path_agree_on_general_rounds(rule, seed, min_share):
+    inst = with_rule(generate(GenerateSpec(sellers=30, fcs=4, regions=2, storage_types=2, months=3, rounds=2, requests=60,
+                                           min_cube_share=min_share, seed=seed)), rule)
     limits = allocate(inst).limits["limit_cube"]
     for r in inst.period.rounds:
         a = clear_round(inst, r, limits=limits, method="pyomo")
@@ -236,3 +244,187 @@ def test_equal_fee_min_cube_requests_that_cannot_both_fit_go_by_time(method):
                          request("R-div", 5.0, 30, minute=3)])
         got = granted(clear_round(inst, 1, limits=EMPTY_LIMITS, method=method))
         assert got == {early: 60.0, late: 0.0, "R-div": 30.0}
+
+
+# ------------------------------------------------------------------ the priority rule (issue 10)
+
+BIG_SETTINGS = {"request_cap_cube": 2e9}
+
+
+def big_pool(requests, pool, settings=None, **kw):
+    return make(fcs=[fc(capacity_cube=max(pool, 1.0), pool_cube=pool)], requests=requests, settings={**BIG_SETTINGS, **(settings or {})}, **kw)
+
+
+def audit_of(res):
+    return res.grants.droplevel("round")
+
+
+@pytest.mark.parametrize("method", [None, "pyomo", "highspy"])
+def test_priority_a_lower_fee_never_displaces_a_higher_one(method):
+    inst = big_pool([request("A", 5.0, 60, min_cube=60, minute=1), request("B", 4.0, 100, min_cube=100, minute=2)], 100.0)
+    res = clear_round(inst, 1, limits=EMPTY_LIMITS, method=method)
+    assert granted(res) == {"A": 60.0, "B": 0.0}
+    assert res.prices.loc[(1, "standard"), "clearing_price"] == 5.0
+    b = audit_of(res).loc["B"]
+    assert (b["status"], b["reason"], bool(b["paradoxically_rejected"])) == ("rejected", "min_cube_did_not_fit", False)
+
+
+def test_welfare_lets_the_lower_fee_in_and_flags_the_higher_one():
+    inst = big_pool([request("A", 5.0, 60, min_cube=60, minute=1), request("B", 4.0, 100, min_cube=100, minute=2)], 100.0,
+                    settings={"clearing_rule": "welfare"})
+    res = clear_round(inst, 1, limits=EMPTY_LIMITS)
+    assert granted(res) == {"A": 0.0, "B": 100.0}
+    assert res.prices.loc[(1, "standard"), "clearing_price"] == 4.0
+    assert bool(audit_of(res).loc["A", "paradoxically_rejected"])  # fee $5 above the price $4, rejected
+
+
+@pytest.mark.parametrize("rule", ["priority", "welfare"])
+def test_no_mip_gap_moves_the_price(rule):
+    reqs = [request("BIG", 5.0, 1e9, minute=0), request("M3", 1.05, 15, min_cube=10, minute=2), request("M4", 1.00, 15, min_cube=10, minute=1)]
+    res = clear_round(big_pool(reqs, 1_000_000_010.0, settings={"clearing_rule": rule}), 1, limits=EMPTY_LIMITS)
+    assert granted(res) == {"BIG": 1e9, "M3": 10.0, "M4": 0.0}
+    assert res.prices.loc[(1, "standard"), "clearing_price"] == 1.05
+
+
+@pytest.mark.parametrize("method", [None, "pyomo", "highspy"])
+def test_ties_at_one_fee_go_to_the_earliest_request_with_minimums(method):
+    inst = big_pool([request("R80", 5.0, 29, min_cube=15, minute=1), request("R142", 5.0, 95, min_cube=67.6, minute=2)], 77.0)
+    res = clear_round(inst, 1, limits=EMPTY_LIMITS, method=method)
+    assert granted(res) == {"R80": 29.0, "R142": 0.0}
+    assert audit_of(res).loc["R142", ["status", "reason"]].tolist() == ["rejected", "min_cube_did_not_fit"]
+
+
+def test_a_cut_request_above_the_price_is_flagged_and_explained():
+    # A (east only, $5) is cut: east is full. B (west, $3) is granted: the type's price is $3 < $5.
+    fcs = [fc("E1", region="east", pool_cube=50.0), fc("W1", region="west", pool_cube=50.0)]
+    sellers = [seller("A", regions="east"), seller("B", regions="west")]
+    reqs = [request("A", 5.0, 80, seller_id="A"), request("B", 3.0, 10, seller_id="B")]
+    res = clear_round(make(fcs=fcs, sellers=sellers, requests=reqs), 1, limits=EMPTY_LIMITS)
+    a = audit_of(res).loc["A"]
+    assert (a["granted_cube"], a["status"], a["reason"], bool(a["paradoxically_rejected"])) == (50.0, "partially_granted", "outbid", True)
+
+
+def test_forced_methods_that_cannot_compute_the_rule_refuse():
+    two_fcs = make(fcs=[fc("E1", pool_cube=50.0), fc("E2", pool_cube=50.0)], requests=[request("R1", 5.0, 60)])
+    with pytest.raises(InputError, match="sort"):
+        clear_round(two_fcs, 1, limits=EMPTY_LIMITS, method="sort")
+    pro = one_pool([request("R1", 5.0, 60)], settings={"tie_rule": "pro_rata"})
+    for method in ["sort", "highspy", "pyomo"]:
+        with pytest.raises(InputError, match="pro_rata"):
+            clear_round(pro, 1, limits=EMPTY_LIMITS, method=method)
+
+
+@pytest.mark.parametrize("field,value", [("max_fee_per_cube", 4.255), ("max_cube", 10.0005), ("min_cube", 0.0001), ("max_cube", 1e-7)])
+def test_fees_in_cents_and_cube_in_thousandths_are_validated(field, value):
+    row = request("R1", 5.0, 60)
+    row[field] = value
+    with pytest.raises(InputError) as e:
+        one_pool([row])
+    assert field in str(e.value) and "requests" in str(e.value)
+
+
+def greedy_skip_if_min_does_not_fit(reqs, pool_milli):
+    """Independent statement of the rule on one pool, in milli-cube: rank, then each takes min(max, left) if >= min."""
+    left, out = pool_milli, {}
+    for rid, cents, mx, mn, minute in sorted(reqs, key=lambda r: (-r[1], r[4], r[0])):
+        take = min(mx, left)
+        out[rid] = take if take > 0 and take >= mn else 0
+        left -= out[rid]
+    return out
+
+
+cents = st.sampled_from([100, 250, 300, 300, 425, 500, 500, 750, 751])
+single_pool_min_requests = st.lists(
+    st.tuples(cents, st.integers(1, 80_000), st.sampled_from([0.0, 0.0, 0.3, 0.7, 1.0]), st.integers(0, 5)), min_size=1, max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reqs=single_pool_min_requests, pool=st.integers(0, 600_000))
+def test_priority_on_one_pool_equals_an_independent_greedy(reqs, pool):
+    rows = [(f"R{i:02d}", c, mx, int(mx * share), minute) for i, (c, mx, share, minute) in enumerate(reqs)]
+    inst = big_pool([request(r, c / 100, mx / 1000, min_cube=mn / 1000, minute=minute) for r, c, mx, mn, minute in rows], pool / 1000)
+    got = {k: round(v * 1000) for k, v in granted(clear_round(inst, 1, limits=EMPTY_LIMITS)).items()}
+    assert got == greedy_skip_if_min_does_not_fit(rows, pool)
+
+
+def _could_get_more(inst, res, limits):
+    """For every request that took part and was rejected or cut: the most it could get with every higher-ranked
+    grant of the round kept (cube fixed, FC free) and the rest 0, by an LP written here from the instance tables."""
+    import highspy
+
+    g = res.grants.droplevel("round").reset_index()
+    live = g[~g["reason"].isin(["over_request_cap", "below_reserve", "no_eligible_pool"])].copy()
+    live["cents"] = np.rint(live["max_fee_per_cube"] * 100)
+    live = live.sort_values(["cents", "submitted_at", "request_id"], ascending=[False, True, True], kind="stable").reset_index(drop=True)
+    pool = inst.fcs.set_index(["fc_id", "storage_type", "month"])["pool_cube"]
+    pool = np.floor(pool * 1000 + 1e-6) / 1000
+    fc_region = inst.fcs.drop_duplicates("fc_id").set_index("fc_id")["region"]
+    regions = inst.sellers.set_index("seller_id")["regions"]
+
+    def arcs(row):
+        return [f for f in fc_region.index if fc_region[f] in regions[row.seller_id]
+                and all(pool.get((f, row.storage_type, t), 0.0) > 0 for t in row.months)]
+
+    worst = []
+    for k, row in live.iterrows():
+        if row.status == "granted":
+            continue
+        members = [live.iloc[j] for j in range(k)] + [row]
+        cols = [(j, f) for j, r in enumerate(members) for f in arcs(r)]
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        inf = highspy.kHighsInf
+        for j, f in cols:
+            h.addVar(0, inf)
+        h.changeColCost(len(cols) - 1, 0)
+        pool_rows = {}
+        for c, (j, f) in enumerate(cols):
+            for t in members[j].months:
+                pool_rows.setdefault((f, members[j].storage_type, t), []).append(c)
+        for key, cs in pool_rows.items():
+            h.addRow(-inf, float(pool[key]), len(cs), np.array(cs, np.int32), np.ones(len(cs)))
+        for j, r in enumerate(members):
+            cs = [c for c, (jj, _) in enumerate(cols) if jj == j]
+            if j < k:
+                h.addRow(float(r.granted_cube), float(r.granted_cube), len(cs), np.array(cs, np.int32), np.ones(len(cs)))
+            else:
+                h.addRow(0.0, float(r.max_cube), len(cs), np.array(cs, np.int32), np.ones(len(cs)))
+                h.changeColsCost(len(cs), np.array(cs, np.int32), np.ones(len(cs)))
+        h.changeObjectiveSense(highspy.ObjSense.kMaximize)
+        h.run()
+        assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+        best = h.getInfo().objective_function_value
+        worst.append((row.request_id, row.granted_cube, row.min_cube, best))
+    return worst
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 100_000), min_share=st.sampled_from([0.0, 0.3]))
+def test_no_rejected_or_cut_request_could_get_more_without_taking_from_a_higher_rank(seed, min_share):
+    inst = generate(GenerateSpec(sellers=20, fcs=4, regions=2, storage_types=1, months=3, rounds=1, requests=40,
+                                 second_region_share=0.5, min_cube_share=min_share, seed=seed))
+    limits = allocate(inst).limits["limit_cube"]
+    res = clear_round(inst, 1, limits=limits)
+    for rid, got, min_cube, best in _could_get_more(inst, res, limits):
+        if got > 0:
+            assert best <= got + 1e-6, rid  # cut: it got all it could
+        else:
+            assert best < max(min_cube, 0.001) - 1e-6 or best <= 1e-6, rid  # rejected: its minimum did not fit
+
+
+def test_every_family_of_both_builds_is_named_in_models_clearing_md():
+    """Docs as a contract: each constraint family of the Pyomo build and each row family of the array build
+    appears in models/clearing.md as `name`."""
+    from pathlib import Path
+
+    import pyomo.environ as pyo
+
+    from optalloc.clearing import build_clearing_arrays
+
+    doc = (Path(__file__).resolve().parents[1] / "models" / "clearing.md").read_text()
+    d = prepare_clearing(one_pool([request("R1", 5.0, 60, min_cube=10), request("R2", 4.0, 60)]), 1, EMPTY_LIMITS)
+    m = build_clearing_model(d)
+    pyomo_names = {c.local_name for c in m.component_objects(ctype=pyo.Constraint)} | {v.local_name for v in m.component_objects(ctype=pyo.Var)}
+    _, fam = build_clearing_arrays(d)
+    missing = sorted(n for n in pyomo_names | set(fam) | {"place_class", "extra"} if f"`{n}`" not in doc and f"`{n}[" not in doc)
+    assert missing == []

@@ -34,7 +34,7 @@ def test_every_chart_of_a_solved_period_renders_in_a_real_browser(solved, tmp_pa
     # 3 rounds x 2 storage types of supply/demand curves, utilization, segments, fees/credits/net
     assert figures == 9 and shown == 9
     assert dom.count('data-rendered="true"') == 9
-    for text in ("round 1, oversize", "clearing price $3.33", "capacity used", "baseline vs reserved", "reservation fee: $41,172"):
+    for text in ("round 1, oversize", "clearing price $3.33", "capacity used", "baseline vs reserved", "reservation fee: $41,301"):
         assert text in dom, text
 
 

@@ -24,12 +24,13 @@ import pandas as pd
 import highspy
 import pyomo.environ as pyo
 
-from .errors import InputError, Problem
-from .instance import Instance
-from .placement import split_by_class
-from .progress import note, stage
-from .schemas import Settings, SolverOptions
-from .solver import (
+from ..errors import InputError, Problem
+from ..instance import Instance
+from ..placement import split_by_class
+from ..progress import note, stage
+from ..schemas import Settings, SolverOptions
+from .priority import MILLI, clear_by_priority, place_classes, rank_order, to_cents, to_milli
+from ..solver import (
     INTEGER,
     LinearProgram,
     SolveOutcome,
@@ -186,12 +187,14 @@ def prepare_clearing(instance: Instance, round_: int, limits: pd.Series, held: p
     audit["reason"] = ""
     caps = request_caps(requests, limits, settings)
     audit["request_cap_cube"] = caps
-    over = requests["max_cube"].to_numpy() > caps + EPS
+    over = to_milli(requests["max_cube"].to_numpy()) > np.floor(caps * MILLI + 1e-6)
     audit.loc[over, "reason"] = OVER_CAP
     if settings.reserve_price is not None:
-        below = (requests["max_fee_per_cube"].to_numpy() < settings.reserve_price) & (audit["reason"] == "").to_numpy()
+        below = (to_cents(requests["max_fee_per_cube"].to_numpy()) < to_cents(settings.reserve_price)) & (audit["reason"] == "").to_numpy()
         audit.loc[below, "reason"] = BELOW_RESERVE
     pools = initial_pool(instance).rename("pool_cube").reset_index()
+    # The rule works in whole milli-cube: a derived pool (pool_share x capacity) counts its whole milli-cube only.
+    pools["pool_cube"] = np.floor(pools["pool_cube"].to_numpy(float) * MILLI + 1e-6) / MILLI
 
     live = requests[audit["reason"] == ""].copy()
     live["q0"] = live.index
@@ -261,6 +264,8 @@ class Solution:
     placements: tuple[np.ndarray, np.ndarray, np.ndarray]  # (member, class arc, cube); members n.. are held grants
     pool_dual: np.ndarray  # per pool row
     method: str
+    rule: str = "welfare"
+    avail: np.ndarray | None = None  # priority: cube each request could have got at its turn (its reason)
 
 
 def _single_pool_of_class(d: ClearingData) -> np.ndarray:
@@ -521,9 +526,10 @@ def _solve_pyomo_model(m: pyo.ConcreteModel, d: ClearingData, options: SolverOpt
             m.filled[q].domain = pyo.Reals
             m.filled[q].fix(on[q])
     priced = solve_pyomo(m, options, what=what + " (revenue)", kind="clearing")
-    _pyomo_restrict_to_optimal_face(m, priced)
-    declare_time_priority(m, d)
-    solve_pyomo(m, options, what=what + " (time priority)", duals=False, kind="clearing")
+    if priced.status == "optimal":  # allow_nonoptimal and stopped: no optimal face to restrict to
+        _pyomo_restrict_to_optimal_face(m, priced)
+        declare_time_priority(m, d)
+        solve_pyomo(m, options, what=what + " (time priority)", duals=False, kind="clearing")
     arc_req, arc_carc = d.request_arcs
     grant = np.array([m.grant[q].value or 0.0 for q in range(d.n)])
     place = np.array([m.place[a].value or 0.0 for a in range(len(arc_req))])
@@ -614,6 +620,8 @@ def _lexicographic_lp(lp: LinearProgram, d: ClearingData, options: SolverOptions
     h = new_highs(options, is_mip=False, kind="clearing")
     pass_model(h, lp)
     first = _run(h, options, what + " (revenue)", False)
+    if first.status != "optimal":  # allow_nonoptimal and stopped: no optimal face to restrict to
+        return first.x, first
     _highs_restrict_to_optimal_face(h, lp, first)
     n_cols = len(lp.col_cost)
     h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), np.concatenate([d.time_weight, np.zeros(n_cols - d.n)]))
@@ -669,14 +677,14 @@ def _clean(a: np.ndarray) -> np.ndarray:
 
 
 def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
-    grant = _clean(np.where(sol.grant > EPS, sol.grant, 0.0))
+    grant = np.maximum(to_milli(sol.grant), 0) / MILLI  # whole milli-cube (exact for the priority rule)
     audit = d.audit.copy()
     audit["granted_cube"] = 0.0
     q0 = d.req["q0"].to_numpy()
     audit.loc[q0, "granted_cube"] = grant
     g = audit["granted_cube"].to_numpy()
-    mx = audit["max_cube"].to_numpy()
-    status = np.where(g >= mx - EPS, GRANTED, np.where(g > 0, PARTIAL, REJECTED))
+    g_milli, mx_milli = to_milli(g), to_milli(audit["max_cube"].to_numpy())
+    status = np.where(g_milli >= mx_milli, GRANTED, np.where(g_milli > 0, PARTIAL, REJECTED))
     audit["status"] = status
     # Clearing price per storage type: types are separate markets (capacity never moves between them).
     types = sorted(d.pools["storage_type"].unique())
@@ -712,13 +720,22 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
         above_price = fee > faced + 1e-6  # False where the request did not take part (NaN)
     reason = audit["reason"].to_numpy(object).copy()
     short = took_part & (status != GRANTED)
+    rejected = short & (status == REJECTED)
+    has_min = audit["min_cube"].to_numpy() > 0
     reason[short] = OUTBID
-    reason[short & (status == REJECTED) & (audit["min_cube"].to_numpy() > EPS) & ((room_all > EPS) | above_price)] = MIN_CUBE
-    reason[short & (status == REJECTED) & (room_before <= EPS)] = EXHAUSTED  # earlier rounds' grants fill all it could use
+    if sol.avail is not None:  # the priority rule knows what each request could have got at its turn
+        could = np.zeros(len(audit))
+        could[q0] = sol.avail
+        reason[rejected & has_min & (could > 0)] = MIN_CUBE
+    else:
+        reason[rejected & has_min & ((room_all > EPS) | above_price)] = MIN_CUBE
+    reason[rejected & (reason != MIN_CUBE) & (room_before <= EPS)] = EXHAUSTED  # earlier rounds' grants fill all it could use
     reason[status == GRANTED] = ""
     audit["reason"] = reason
     audit["price_faced"] = _clean(faced)
-    audit["paradoxically_rejected"] = took_part & (status == REJECTED) & above_price
+    # Rejected or cut although its fee is above the lowest fee granted cube of its storage type this round.
+    price_cents = to_cents(type_price.reindex(audit["storage_type"]).fillna(np.inf).to_numpy().clip(max=1e15))
+    audit["paradoxically_rejected"] = short & (to_cents(fee) > price_cents) & type_price.reindex(audit["storage_type"]).notna().to_numpy()
 
     audit["round"] = d.round
     cols = ["round", "request_id", "seller_id", "storage_type", "months", "max_fee_per_cube", "max_cube", "min_cube",
@@ -764,27 +781,119 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     return RoundResult(d.round, grants, placements, pools, prices)
 
 
-def choose_method(d: ClearingData, options: SolverOptions) -> str:
+def clearing_rule(settings: Settings) -> str:
+    """The rule a round is cleared by: settings.clearing_rule; tie_rule = pro_rata (the older spelling) selects pro_rata."""
+    return "pro_rata" if settings.tie_rule == "pro_rata" else settings.clearing_rule
+
+
+def _refuse(message: str) -> None:
+    raise InputError(Problem(message, "settings", None, "solver.backend"))
+
+
+def choose_method(d: ClearingData, options: SolverOptions, method: str | None = None) -> str:
+    """How the round's rule is computed. A forced method that cannot compute the rule on this round refuses."""
+    rule = clearing_rule(d.settings)
+    exact_sort = d.single_pool and d.divisible
+    if rule == "pro_rata":
+        if method not in (None, "pro_rata"):
+            _refuse(f"clearing rule 'pro_rata' is computed only by its own method, not {method!r}")
+        return "pro_rata"
+    if method == "sort" and not exact_sort:
+        _refuse("method 'sort' needs every request to draw from exactly one pool (one FC, one month) and no min_cube")
+    if method == "pro_rata":
+        _refuse(f"method 'pro_rata' computes only the pro_rata rule, not {rule!r}")
+    if method is not None:
+        return method
     if d.n == 0:
         return "sort" if d.single_pool else "highspy"  # only earlier grants to place
-    if d.settings.tie_rule == "pro_rata":
-        return "pro_rata"
-    if d.single_pool and d.divisible:
-        return "sort"
+    if exact_sort:
+        return "sort"  # both rules equal the greedy sort there (models/clearing.md)
+    if rule == "priority":
+        return "pyomo" if options.backend == "pyomo" else "highspy"  # the exact sequential method; "pyomo" is its slow reference
     if options.backend == "auto":
         return "pyomo" if d.n <= options.auto_pyomo_max_rows else "highspy"
     return options.backend
 
 
 def solve_clearing(d: ClearingData, options: SolverOptions, method: str | None = None) -> Solution:
-    method = method or choose_method(d, options)
+    method = choose_method(d, options, method)
+    rule = clearing_rule(d.settings)
     if d.n == 0 and len(d.held_cube) == 0:
         empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-        return Solution(np.zeros(0), empty, np.zeros(len(d.pools)), "empty")
-    if method in ("sort", "pro_rata"):
-        with stage(f"round {d.round}: solve"):
-            return clear_by_sort(d) if method == "sort" else clear_pro_rata(d)
-    return _solve_pyomo(d, options) if method == "pyomo" else _solve_arrays(d, options)
+        return Solution(np.zeros(0), empty, np.zeros(len(d.pools)), "empty", rule)
+    with stage(f"round {d.round}: solve"):
+        if method == "sort":
+            sol = clear_by_sort(d)
+        elif method == "pro_rata":
+            sol = clear_pro_rata(d)
+        elif rule == "priority":
+            sol = _solve_priority_pyomo(d, options) if method == "pyomo" else _solve_priority(d, options)
+        else:
+            sol = None
+    if sol is None:
+        sol = _solve_pyomo(d, options) if method == "pyomo" else _solve_arrays(d, options)
+    sol.rule = rule
+    return sol
+
+
+# ---------------------------------------------------------------- the priority rule
+
+
+def price_pools(d: ClearingData, grant: np.ndarray, options: SolverOptions) -> np.ndarray:
+    """Pool prices beside a priority answer: the duals of the revenue LP with the rule's fill decisions fixed
+    (a min_cube request granted keeps [min_cube, max_cube], one rejected gets 0). On divisible single-month
+    rounds the rule's grants are an optimum of this LP, so these duals are exact prices supporting them."""
+    if d.n == 0:
+        return np.zeros(len(d.pools))
+    filled = grant[d.min_cube > EPS] > 0
+    lp, fam = build_clearing_arrays(d, filled=filled)
+    h = new_highs(options, is_mip=False, kind="clearing")
+    pass_model(h, lp)
+    priced = _run(h, options, f"clearing round {d.round} (pool prices)", False)
+    dual = np.zeros(len(d.pools))
+    if priced.row_duals is not None:
+        dual[np.unique(d.centry_pool)] = priced.row_duals[fam["pool_capacity"]]
+    return np.abs(dual)
+
+
+def _solve_priority(d: ClearingData, options: SolverOptions) -> Solution:
+    out = clear_by_priority(d, options)
+    note(f"round {d.round}: priority rule, {out.lp_calls} room LPs")
+    grant = out.grant / MILLI
+    place = place_classes(d, out.grant, options) / MILLI
+    placements = split_by_class(d.member_class, np.concatenate([grant, d.held_cube]), d.carc_class, place, d.n_classes)
+    return Solution(grant, placements, price_pools(d, grant, options), "priority", "priority", out.avail / MILLI)
+
+
+def _solve_priority_pyomo(d: ClearingData, options: SolverOptions) -> Solution:
+    """Reference for the priority rule, obviously correct and slow: the Pyomo model, one LP per request in rank
+    order — max grant[i] with every higher-ranked grant fixed and every lower-ranked one 0 — then the request
+    gets that (snapped to whole milli-cube) if it reaches its min_cube, else 0."""
+    m = build_clearing_model(d)
+    m.min_fill.deactivate()
+    m.max_fill.deactivate()
+    for q in m.MIN_REQUESTS:
+        m.filled[q].fix(0)
+    m.revenue.deactivate()
+    u, mn = to_milli(d.max_cube), to_milli(d.min_cube)
+    for q in m.REQUESTS:
+        m.grant[q].fix(0.0)
+    got, avail = np.zeros(d.n), np.zeros(d.n)
+    order = rank_order(d.fee, d.req["submitted_at"].to_numpy(), d.req["request_id"].to_numpy())
+    for i in order:
+        i = int(i)
+        m.grant[i].unfix()
+        m.one = pyo.Objective(expr=m.grant[i], sense=pyo.maximize)
+        solve_pyomo(m, options.model_copy(update={"allow_nonoptimal": False}), what=f"clearing round {d.round} (priority reference)", duals=False, kind="clearing")
+        m.del_component(m.one)
+        v = float(np.rint(pyo.value(m.grant[i]) * MILLI)) if abs(pyo.value(m.grant[i]) * MILLI - np.rint(pyo.value(m.grant[i]) * MILLI)) < 1e-3 else float(np.floor(pyo.value(m.grant[i]) * MILLI))
+        v = min(max(v, 0.0), float(u[i]))
+        avail[i] = v / MILLI
+        got[i] = v / MILLI if v >= mn[i] and v > 0 else 0.0
+        m.grant[i].fix(got[i])
+    place = place_classes(d, to_milli(got), options) / MILLI  # the same placement as the fast method publishes
+    placements = split_by_class(d.member_class, np.concatenate([got, d.held_cube]), d.carc_class, place, d.n_classes)
+    return Solution(got, placements, price_pools(d, got, options), "priority", "priority", avail)
 
 
 def clear_round(

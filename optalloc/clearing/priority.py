@@ -1,0 +1,333 @@
+"""The priority rule (models/clearing.md, "The priority rule"): requests ranked by fee (cents, highest first),
+then submitted_at, then request_id; each in turn gets as much as it can — up to max_cube, and either at least
+min_cube or nothing — while every higher-ranked grant (and every earlier round's grant) keeps its cube.
+
+Exact method, in integers (cents, milli-cube). The state is the cube D_c each eligibility class already holds
+and one feasible placement Z of it on the class arcs (class, FC). For request i of class c, what it can get is
+    a_i = min(max_cube_i, E_c),  E_c = max extra cube class c can hold with every other class's cube fixed
+(the set of feasible grants for i is the interval [0, E_c], because its own grant only adds to its class).
+E_c is found by:
+  1. the direct room: sum over c's FCs of the least room left over c's months under Z. If it covers
+     max_cube_i, i gets max_cube_i, placed there (exact: a feasible extension of Z).
+  2. if no class sharing a pool row with c can move (each has a single FC), the direct room *is* E_c.
+  3. otherwise one LP: max sum of c's placement, every other class's cube fixed, placement free (the
+     class-aggregated model of models/clearing.md, warm-started between calls). Its value is snapped to the
+     milli-cube grid (the only tolerance: 1e-6 cube, a thousandth of the smallest step).
+E_c never increases as grants are added, so a cached upper bound per class skips every later request of a
+class that is full (or whose bound is below the request's min_cube and which has no direct room).
+With one pool per class (single-FC, single-month rounds) step 3 never runs: the result is the greedy sort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..solver import LinearProgram, check_outcome, csr_from_triplets, new_highs, pass_model, run_highs
+from ..schemas import SolverOptions
+
+CENTS, MILLI = 100, 1000
+SIMPLEX_STRATEGY = 1  # HiGHS dual simplex (primal simplex was seen to report a feasible room LP infeasible)
+SNAP = 1e-3  # milli-cube: an LP value this close to a whole milli-cube is that milli-cube
+
+
+def to_cents(x) -> np.ndarray:
+    return np.rint(np.asarray(x, dtype=float) * CENTS).astype(np.int64)
+
+
+def to_milli(x) -> np.ndarray:
+    return np.rint(np.asarray(x, dtype=float) * MILLI).astype(np.int64)
+
+
+def _level_from_top(avail: np.ndarray, a: int) -> np.ndarray:
+    """Whole amounts take <= avail summing to a, lowering the largest rooms to a common level first."""
+    if len(avail) == 1:
+        return np.array([float(a)])
+    srt = np.sort(avail)[::-1]
+    # the level L with sum(max(avail - L, 0)) = a
+    csum = np.cumsum(srt)
+    k = np.arange(1, len(srt) + 1)
+    levels = (csum - a) / k
+    j = int(np.flatnonzero(levels >= np.r_[srt[1:], -np.inf])[0]) if len(srt) else 0
+    L = max(np.ceil(levels[j]), 0.0)
+    take = np.maximum(avail - L, 0.0)
+    short = a - take.sum()  # the ceiling left a few milli-cube: hand them out in FC order where room is left
+    if short > 0:
+        cap = avail - take
+        cum = np.cumsum(cap)
+        take = take + np.clip(short - (cum - cap), 0.0, cap)
+    return take
+
+
+def _snap(v: float) -> int:
+    r = np.rint(v)
+    return int(max(r if abs(v - r) < SNAP else np.floor(v), 0))
+
+
+def rank_order(fee: np.ndarray, submitted_at: np.ndarray, request_id: np.ndarray) -> np.ndarray:
+    """Positions in priority order: fee in cents (highest first), then submitted_at, then request_id."""
+    f = pd.DataFrame({"fee": -to_cents(fee), "t": submitted_at, "id": request_id})
+    return f.sort_values(["fee", "t", "id"], kind="stable").index.to_numpy()
+
+
+@dataclass
+class PriorityOutcome:
+    grant: np.ndarray  # milli-cube per request (input order)
+    avail: np.ndarray  # milli-cube each request could have got at its turn (capped at max_cube)
+    place: np.ndarray  # milli-cube per class arc (this round's and held grants together)
+    lp_calls: int
+
+
+class _State:
+    """Class cube D, a feasible placement Z on class arcs, and the room it leaves per pool row (milli-cube)."""
+
+    def __init__(self, d, options: SolverOptions):
+        self.d, self.options = d, options
+        nca = len(d.carc_class)
+        self.n_pool = len(d.pools)
+        self.R = to_milli(d.pools["pool_cube"].to_numpy()).astype(float)
+        # arc -> its pool rows, padded with a sentinel row of infinite room
+        order = np.argsort(d.centry_carc, kind="stable")
+        e_carc, e_pool = d.centry_carc[order], d.centry_pool[order]
+        per = np.bincount(e_carc, minlength=nca)
+        width = int(per.max()) if nca else 1
+        self.arc_rows = np.full((nca, width), self.n_pool, dtype=np.int64)
+        pos = np.arange(len(e_carc)) - np.repeat(np.cumsum(per) - per, per)
+        self.arc_rows[e_carc, pos] = e_pool
+        self.cstart = np.searchsorted(d.carc_class, np.arange(d.n_classes + 1))
+        self.D = np.bincount(d.held_class, weights=to_milli(d.held_cube), minlength=d.n_classes).astype(np.int64)
+        self.Z = np.zeros(nca)
+        self.room = np.concatenate([self.R, [np.inf]])
+        self.ub = np.full(d.n_classes, np.iinfo(np.int64).max, dtype=np.int64)
+        # Direct room is exact for class c when no *other* class touching one of its pool rows has a second FC
+        # (c's own cube moving between its FCs adds no room for c).
+        n_arcs = np.diff(self.cstart)
+        ent_cls = d.carc_class[e_carc]
+        mov = n_arcs[ent_cls] > 1
+        rows_mov = pd.DataFrame({"row": e_pool[mov], "cls": ent_cls[mov]}).drop_duplicates()
+        n_mov = rows_mov.groupby("row")["cls"].size().reindex(range(self.n_pool + 1), fill_value=0).to_numpy()
+        own = (n_arcs[d.carc_class] > 1).astype(np.int64)
+        valid = self.arc_rows < self.n_pool
+        arc_movable = (((n_mov[self.arc_rows] - own[:, None]) > 0) & valid).any(axis=1)
+        self.exact_direct = ~np.bincount(d.carc_class, weights=arc_movable, minlength=d.n_classes).astype(bool)
+        # Hall bound (models/clearing.md): classes whose FCs all lie inside N(c) must sit inside N(c), so
+        # E_c <= min over c's months t of [pool of N(c) in t - cube of those classes that hold in t].
+        months = pd.Index(sorted(d.pools["month"].unique()))
+        row_month = np.concatenate([months.get_indexer(d.pools["month"]), [-1]])
+        self.class_month = np.zeros((d.n_classes, len(months)), dtype=bool)
+        first_arc_rows = self.arc_rows[self.cstart[:-1]] if nca else np.zeros((0, width), np.int64)
+        for j in range(width):
+            mth = row_month[first_arc_rows[:, j]]
+            ok = mth >= 0
+            self.class_month[np.flatnonzero(ok), mth[ok]] = True
+        fcs = pd.Index(sorted(pd.unique(d.carc_fc)))
+        A = np.zeros((d.n_classes, len(fcs)), dtype=np.int32)
+        A[d.carc_class, fcs.get_indexer(d.carc_fc)] = 1
+        self.inside = (A @ (1 - A).T) == 0  # inside[c', c]: N(c') within N(c)
+        pool_fc_month = np.zeros((len(fcs), len(months)))
+        fc_of_row = fcs.get_indexer(d.pools["fc_id"])
+        okr = fc_of_row >= 0
+        np.add.at(pool_fc_month, (fc_of_row[okr], row_month[:-1][okr]), self.R[okr])
+        self.pool_of_class = A @ pool_fc_month  # pool of N(c) per month
+        self.h = None
+        self.lp_calls = 0
+        self._lp_x = None
+        self.cut: dict[int, tuple] = {}
+        if len(d.held_cube):
+            self._place_held()
+
+    def hall_bound(self, c: int) -> int:
+        held = (self.D[:, None] * self.class_month)[self.inside[:, c]].sum(axis=0)
+        left = (self.pool_of_class[c] - held)[self.class_month[c]]
+        return int(max(np.floor(left.min() + 1e-6), 0)) if len(left) else 0
+
+    # ----------------------------------------------------------------- placement bookkeeping
+    def _set_placement(self, Z: np.ndarray) -> None:
+        self.Z = Z
+        use = np.bincount(self.d.centry_pool, weights=Z[self.d.centry_carc], minlength=self.n_pool)
+        self.room = np.concatenate([self.R - use, [np.inf]])
+
+    def _place_held(self) -> None:
+        d = self.d
+        single = np.diff(self.cstart) == 1
+        if single.all():
+            Z = np.zeros(len(d.carc_class))
+            Z[self.cstart[:-1]] = self.D
+            self._set_placement(Z)
+        else:
+            self._lp()
+            self._set_placement(self._solve(None))
+
+    def direct(self, c: int) -> tuple[np.ndarray, int]:
+        s, e = self.cstart[c], self.cstart[c + 1]
+        ra = self.room[self.arc_rows[s:e]].min(axis=1)
+        avail = np.floor(np.maximum(ra, 0.0) + 1e-6)
+        return avail, int(avail.sum())
+
+    def commit_direct(self, c: int, avail: np.ndarray, a: int) -> None:
+        s = self.cstart[c]
+        # Spread: level the room of c's FCs from the top (take from the roomiest first, down to a common level),
+        # so that no FC is emptied while others of the class have room; keeps direct room for later classes.
+        take = _level_from_top(avail, a)
+        arcs = np.flatnonzero(take > 0) + s
+        self.Z[arcs] += take[take > 0]
+        rows = self.arc_rows[arcs]
+        np.subtract.at(self.room, rows.ravel(), np.repeat(take[take > 0], rows.shape[1]))
+        self.room[self.n_pool] = np.inf
+        self.D[c] += a
+        if self.h is not None:
+            self.h.changeRowBounds(int(self.n_lp_pool + c), float(self.D[c]), float(self.D[c]))
+
+    # ----------------------------------------------------------------- the LP (class-aggregated placement)
+    def _lp(self) -> None:
+        d = self.d
+        nca = len(d.carc_class)
+        used = np.unique(d.centry_pool)
+        pos = np.full(self.n_pool, -1)
+        pos[used] = np.arange(len(used))
+        self.n_lp_pool = len(used)
+        # Columns: place (class arcs), then extra[c] (one per class). Rows: pool_capacity, then
+        # class_balance[c]: sum of c's place - extra[c] = D_c. The objective max sum extra never changes;
+        # extra[c] is opened (upper bound = what the request asks) only while c is the one asking. Only
+        # bounds change between solves, so dual simplex restarts from an optimal basis that stays dual feasible.
+        ncl = d.n_classes
+        self.n_arcs = nca
+        rows = np.concatenate([pos[d.centry_pool], len(used) + d.carc_class, len(used) + np.arange(ncl)])
+        cols = np.concatenate([d.centry_carc, np.arange(nca), nca + np.arange(ncl)])
+        vals = np.concatenate([np.ones(len(d.centry_pool) + nca), -np.ones(ncl)])
+        start, index, value = csr_from_triplets(rows, cols, vals, len(used) + ncl)
+        lp = LinearProgram(
+            col_cost=np.concatenate([np.zeros(nca), np.ones(ncl)]), col_lower=np.zeros(nca + ncl),
+            col_upper=np.concatenate([np.full(nca, np.inf), np.zeros(ncl)]),
+            row_lower=np.concatenate([np.full(len(used), -np.inf), self.D.astype(float)]),
+            row_upper=np.concatenate([self.R[used], self.D.astype(float)]),
+            row_start=start, col_index=index, value=value, maximize=True,
+        )
+        self.h = new_highs(self.options, is_mip=False, kind="clearing")
+        # Many small re-solves after a change of one row's bounds and a few costs: simplex, warm-started from
+        # the previous basis (interior point would start over every time).
+        self.h.setOptionValue("solver", "simplex")
+        self.h.setOptionValue("simplex_strategy", SIMPLEX_STRATEGY)
+        pass_model(self.h, lp)
+
+    def _solve(self, c: int | None) -> np.ndarray:
+        out = check_outcome(run_highs(self.h, is_mip=False), self.options.model_copy(update={"allow_nonoptimal": False}),
+                            f"clearing round {self.d.round} (priority: room for one class)")
+        self.lp_calls += 1
+        self._last = out
+        x = out.x if out.x is not None else np.asarray(self.h.getSolution().col_value)
+        return np.maximum(x[: self.n_arcs], 0.0)
+
+    def lp_extra(self, c: int, cap: int) -> int:
+        """min(cap, E_c) exactly: E_c = max cube class c can add with every other class's cube fixed."""
+        if self.h is None:
+            self._lp()
+        s, e = self.cstart[c], self.cstart[c + 1]
+        col = int(self.n_arcs + c)
+        self.h.changeColBounds(col, 0.0, float(cap))
+        x = self._solve(c)
+        self.h.changeColBounds(col, 0.0, 0.0)
+        self._lp_x, self._lp_c = x, c
+        value = min(_snap(float(x[s:e].sum()) - float(self.D[c])), cap)
+        duals = self._last.row_duals
+        if value < cap and duals is not None:
+            # Weak duality: the class rows' duals g of this optimum stay dual feasible whatever D becomes, so
+            # E_c(D') <= E_c(D) + g.(D' - D) for every later D' (the pool rows do not change). g[c] = -1 exactly
+            # (c's own cube takes from its room one for one); it fixes HiGHS's sign convention.
+            g = np.round(duals[self.n_lp_pool : self.n_lp_pool + d_n(self)], 9)
+            if abs(abs(g[c]) - 1.0) < 1e-9:
+                self.cut[c] = (float(value), self.D.astype(float), g * -np.sign(g[c]))
+        return value
+
+    def dual_bound(self, c: int) -> float:
+        """An upper bound on E_c from the last room LP of class c (inf if none)."""
+        if c not in self.cut:
+            return np.inf
+        e0, D0, g = self.cut[c]
+        return e0 + float(g @ (self.D - D0))
+
+    def commit_lp(self, c: int, a: int) -> None:
+        s, e = self.cstart[c], self.cstart[c + 1]
+        Z = self._lp_x.copy()
+        excess = Z[s:e].sum() - (self.D[c] + a)
+        if excess > 0:  # take the surplus off c's last FCs (fewer cube is always feasible)
+            part = Z[s:e][::-1]
+            cut = np.clip(excess - (np.cumsum(part) - part), 0.0, part)
+            Z[s:e] = (part - cut)[::-1]
+        self.D[c] += a
+        self.h.changeRowBounds(int(self.n_lp_pool + c), float(self.D[c]), float(self.D[c]))
+        self._set_placement(Z)
+
+
+def d_n(st: _State) -> int:
+    return st.d.n_classes
+
+
+def clear_by_priority(d, options: SolverOptions) -> PriorityOutcome:
+    """The priority rule on a prepared round (see the module docstring)."""
+    st = _State(d, options)
+    u, m = to_milli(d.max_cube), to_milli(d.min_cube)
+    grant, avail_of = np.zeros(d.n, np.int64), np.zeros(d.n, np.int64)
+    order = rank_order(d.fee, d.req["submitted_at"].to_numpy(), d.req["request_id"].to_numpy())
+    # Cube still to be asked by each class (this request included): the room LP looks for all of it at once, and
+    # trimming its placement back to what is granted leaves that room at the class's own FCs for its next requests.
+    rem = np.bincount(d.req_class, weights=u, minlength=d.n_classes).astype(np.int64)
+    for i in order:
+        c, ui, mi = int(d.req_class[i]), int(u[i]), int(m[i])
+        rem[c] -= ui
+        if st.ub[c] <= 0:
+            continue
+        avail, direct_total = st.direct(c)
+        if direct_total >= ui:
+            a, via = ui, "direct"
+        elif st.exact_direct[c]:
+            a, via = direct_total, "direct"
+            st.ub[c] = direct_total
+        elif (hb := min(st.hall_bound(c), int(np.floor(min(st.dual_bound(c), 9e18) + 1e-6)))) <= direct_total:
+            a, via = direct_total, "direct"  # direct room <= E_c <= bound (Hall or LP dual): exact
+            st.ub[c] = direct_total
+        elif min(st.ub[c], hb) < max(mi, 1) and direct_total > 0:
+            a, via = min(direct_total, ui), "bound"  # some room, less than min_cube: no need for the exact amount
+        else:
+            cap = ui + int(rem[c])
+            e = st.lp_extra(c, cap)
+            if e < cap:
+                st.ub[c] = e
+            a, via = min(e, ui), "lp"
+            if a >= ui or a <= direct_total:
+                # the direct placement suffices for what i will take (keeps Z integral where it can)
+                pass
+        avail_of[i] = a
+        if a <= 0 or a < mi:
+            continue
+        if via == "direct" or (via == "lp" and a <= direct_total):
+            st.commit_direct(c, avail, a)
+        else:
+            st.commit_lp(c, a)
+        grant[i] = a
+        if st.ub[c] != np.iinfo(np.int64).max:
+            st.ub[c] -= a
+    return PriorityOutcome(grant, avail_of, st.Z, st.lp_calls)
+
+
+def place_classes(d, grant_milli: np.ndarray, options: SolverOptions) -> np.ndarray:
+    """Where the cube sits, in milli-cube per class arc: one placement chosen from the class totals alone (this
+    round's grants plus the held ones), so that every way of computing the rule publishes the same placement.
+    Classes with a single FC need no choice; otherwise one feasibility LP of the class-aggregated model."""
+    D = np.bincount(d.req_class, weights=grant_milli, minlength=d.n_classes) + np.bincount(
+        d.held_class, weights=to_milli(d.held_cube), minlength=d.n_classes)
+    st = _State.__new__(_State)
+    st.d, st.options = d, options
+    cstart = np.searchsorted(d.carc_class, np.arange(d.n_classes + 1))
+    Z = np.zeros(len(d.carc_class))
+    if len(Z) == 0:
+        return Z
+    if (np.diff(cstart) == 1).all():
+        Z[cstart[:-1]] = D
+        return Z
+    st.n_pool, st.R, st.D = len(d.pools), to_milli(d.pools["pool_cube"].to_numpy()).astype(float), D.astype(np.int64)
+    st._lp()
+    st.lp_calls = 0
+    return st._solve(None)
