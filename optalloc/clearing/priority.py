@@ -29,7 +29,7 @@ from ..solver import LinearProgram, check_outcome, csr_from_triplets, new_highs,
 from ..schemas import SolverOptions
 
 CENTS, MILLI = 100, 1000
-SIMPLEX_STRATEGY = 1  # HiGHS dual simplex (primal simplex was seen to report a feasible room LP infeasible)
+SIMPLEX_STRATEGY = 4  # HiGHS primal simplex: the previous optimum stays primal feasible when one column opens
 SNAP = 1e-3  # milli-cube: an LP value this close to a whole milli-cube is that milli-cube
 
 
@@ -133,6 +133,7 @@ class _State:
         self.pool_of_class = A @ pool_fc_month  # pool of N(c) per month
         self.h = None
         self.lp_calls = 0
+        self.fallbacks = 0
         self._lp_x = None
         self.cut: dict[int, tuple] = {}
         if len(d.held_cube):
@@ -213,7 +214,17 @@ class _State:
         pass_model(self.h, lp)
 
     def _solve(self, c: int | None) -> np.ndarray:
-        out = check_outcome(run_highs(self.h, is_mip=False), self.options.model_copy(update={"allow_nonoptimal": False}),
+        out = run_highs(self.h, is_mip=False)
+        if out.status != "optimal":
+            # Primal simplex from the previous basis is the fast path (only the asking class's column opened), but
+            # it was seen to report a feasible room LP infeasible: such an answer is re-checked from scratch by
+            # dual simplex before it counts.
+            self.fallbacks += 1
+            self.h.setOptionValue("simplex_strategy", 1)
+            self.h.clearSolver()
+            out = run_highs(self.h, is_mip=False)
+            self.h.setOptionValue("simplex_strategy", SIMPLEX_STRATEGY)
+        out = check_outcome(out, self.options.model_copy(update={"allow_nonoptimal": False}),
                             f"clearing round {self.d.round} (priority: room for one class)")
         self.lp_calls += 1
         self._last = out
@@ -329,5 +340,5 @@ def place_classes(d, grant_milli: np.ndarray, options: SolverOptions) -> np.ndar
         return Z
     st.n_pool, st.R, st.D = len(d.pools), to_milli(d.pools["pool_cube"].to_numpy()).astype(float), D.astype(np.int64)
     st._lp()
-    st.lp_calls = 0
+    st.lp_calls = st.fallbacks = 0
     return st._solve(None)
