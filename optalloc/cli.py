@@ -63,6 +63,38 @@ OUT_RULE = "written atomically; an existing folder is replaced only if optalloc 
 OUT_HELP = f"output folder ({OUT_RULE})"
 
 
+def _whole(lo: int, hi: int):
+    """An argparse type: a whole number in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo:,} and {hi:,}, got {value:,}")
+        return value
+    return parse
+
+
+def _number(lo: float, hi: float, *, above: bool = False):
+    """An argparse type: a finite number in [lo, hi] (above lo, if `above`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or value > hi or value < lo or (above and value == lo):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'above' if above else 'from'} {lo:g} {'and at most' if above else 'to'} "
+                                             f"{hi:g}, got {text!r}")
+        return value
+    return parse
+
+
+COUNTS = {"sellers": (1, 100_000_000), "fcs": (1, 100_000), "regions": (1, 10_000), "storage-types": (1, 7), "months": (1, 12),
+          "rounds": (1, 1_000), "requests": (0, 1_000_000_000), "seed": (0, 2**32 - 1)}
+SHARE = _number(0.0, 1.0)
+
+
 def _seconds(text: str) -> float:
     """--time-limit: a finite number of seconds above 0 (NaN, infinity, 0 and negatives are refused)."""
     try:
@@ -138,12 +170,13 @@ def _parser() -> argparse.ArgumentParser:
         ("sellers", "sellers"), ("fcs", "fulfillment centers"), ("regions", "regions"), ("storage-types", "storage types (1-7)"),
         ("months", "months in the period"), ("rounds", "rounds in the period"), ("requests", "reservation requests"), ("seed", "random seed"),
     ]:
-        g.add_argument(f"--{name}", type=int, default=getattr(defaults, name.replace("-", "_")), help=f"{help_} (default %(default)s)")
+        g.add_argument(f"--{name}", type=_whole(*COUNTS[name]), default=getattr(defaults, name.replace("-", "_")), help=f"{help_} (default %(default)s)")
     for name, help_ in [
         ("min-cube-share", "share of requests with a min_cube"), ("multi-month-share", "share of requests naming several months"),
         ("tightness", "FC capacity as a multiple of total P50 need"), ("second-region-share", "share of sellers using a second region"),
     ]:
-        g.add_argument(f"--{name}", type=float, default=getattr(defaults, name.replace("-", "_")), help=f"{help_} (default %(default)s)")
+        kind = _number(0.0, 1000.0, above=True) if name == "tightness" else SHARE
+        g.add_argument(f"--{name}", type=kind, default=getattr(defaults, name.replace("-", "_")), help=f"{help_} (default %(default)s)")
     g.add_argument("--single-pool", action="store_true", help="one FC, type, month and round of divisible requests (the sort-shaped round)")
     _store_commands(sub)
     _simulate_command(sub)
@@ -160,17 +193,19 @@ def _simulate_command(sub) -> None:
     defaults = SimulationSpec()
     for name, help_ in [("sellers", "sellers in the market"), ("fcs", "fulfillment centers"), ("regions", "regions the FCs are in"),
                         ("storage_types", "storage types, each its own market (1-7)"), ("rounds", "rounds in the period"), ("seed", "random seed")]:
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help=f"{help_} (default %(default)s)")
+        p.add_argument(f"--{name.replace('_', '-')}", type=_whole(*COUNTS[name.replace("_", "-")]), default=getattr(defaults, name),
+                       help=f"{help_} (default %(default)s)")
     for name, help_ in [("tightness", "FC capacity / forecast need"), ("pool_share", "share of capacity in the pool"),
                         ("forecast_error", "sd of log(true need / forecast)"), ("productivity_error", "sd of log(true / estimated productivity)"),
                         ("margin", "profit per $ of sales")]:
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name), help=f"{help_} (default %(default)s)")
+        kind = {"tightness": _number(0.0, 1000.0, above=True), "pool_share": SHARE}.get(name, _number(0.0, 100.0))
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name), help=f"{help_} (default %(default)s)")
 
 
 def _simulate(args) -> int:
     fields = {f: getattr(args, f) for f in SimulationSpec.__dataclass_fields__ if hasattr(args, f)}
-    if not 1 <= args.storage_types <= 7:
-        raise InputError(Problem("must be between 1 and 7", "--storage-types"))
+    if args.regions > args.fcs:
+        raise InputError(Problem(f"{args.regions} regions need at least as many FCs (--fcs {args.fcs})", "--regions"))
     if args.out:
         check_folder(args.out)
     result = simulate(SimulationSpec(**fields))
@@ -194,7 +229,7 @@ def _store_commands(sub) -> None:
         return p
 
     def lock_timeout(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for another run to finish (default %(default)s)")
+        p.add_argument("--lock-timeout", type=_number(0.0, 1e7), default=600.0, help="seconds to wait for another run to finish (default %(default)s)")
 
     p = cmd("ingest", "add a period, new requests or a sales report to the store (validated as by 'validate')")
     p.add_argument("instance", nargs="?", help="an instance (JSON or folder): registers its period, adds its requests and sales")
@@ -204,7 +239,7 @@ def _store_commands(sub) -> None:
     lock_timeout(p)
     p = cmd("batch", "the nightly job: baselines, every round closed before --date, settlements; each in its own transaction")
     p.add_argument("--date", type=date.fromisoformat, help="the night to run for, YYYY-MM-DD (default: today, UTC)")
-    p.add_argument("--workers", type=int, help="Dask LocalCluster worker processes (default: one per core; 0 = in this process)")
+    p.add_argument("--workers", type=_whole(0, 4096), help="Dask LocalCluster worker processes (default: one per core; 0 = in this process)")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler to run the solves on")
     lock_timeout(p)
     _add_solver_args(p, time_limit_default=f"the instance's, else {DEFAULT_TIME_LIMIT:g}")
@@ -313,6 +348,9 @@ def _clear_next(instance: Instance, args, options) -> tuple[dict, dict]:
 
 
 def _generate(args) -> int:
+    if not args.single_pool and args.regions > args.fcs:
+        raise InputError(Problem(f"{args.regions} regions need at least as many FCs (--fcs {args.fcs}): a region without an FC "
+                                 "would leave its sellers nowhere to go", "--regions"))
     check_folder(args.out)
     if args.single_pool:
         with stage(f"generate {args.requests} single-pool requests"):

@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import INSTANCES
+from optalloc.cli import main
 
 
 def optalloc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -25,3 +28,22 @@ def test_an_unreachable_dask_scheduler_is_exit_5_and_the_run_is_recorded_failed(
 
     runs = Store(db).runs()
     assert runs["outcome"].iloc[-1] == "failed" and "Dask scheduler" in runs["error"].iloc[-1]
+
+
+BAD_ARGS = [
+    ["generate", "-o", "{out}", "--sellers", "-1"], ["generate", "-o", "{out}", "--requests", "-5"], ["generate", "-o", "{out}", "--months", "0"],
+    ["generate", "-o", "{out}", "--rounds", "0"], ["generate", "-o", "{out}", "--tightness", "nan"], ["generate", "-o", "{out}", "--min-cube-share", "2"],
+    ["generate", "-o", "{out}", "--sellers", "8", "--fcs", "2", "--requests", "10"],  # 3 regions, 2 FCs: a region with no FC
+    ["simulate", "--sellers", "0"], ["simulate", "--forecast-error", "-1"], ["simulate", "--pool-share", "inf"], ["simulate", "--fcs", "2"],
+    ["batch", "--lock-timeout", "nan"], ["batch", "--workers", "-1"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_ARGS, ids=[" ".join(a[:1] + a[3:] if a[0] == "generate" else a) for a in BAD_ARGS])
+def test_nonsense_arguments_are_exit_2_before_any_work(tmp_path, capsys, args):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main([a.format(out=out) for a in args] + ["-q"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err and ("argument --" in err or "--regions" in err)
+    assert not out.exists()
