@@ -45,7 +45,8 @@ from .report import load_output_folder, load_store_run, write_report
 from .simulate import SimulationSpec, simulate
 from .simulate import markdown as sim_markdown
 from .store import DEFAULT_URL, Store
-from .store.store import URL_ENV
+from .errors import StoreError
+from .store.store import URL_ENV, is_in_memory, resolve_url
 from .settlement import settle as settle_grants
 from .progress import set_quiet, stage
 
@@ -189,11 +190,21 @@ def _store_commands(sub) -> None:
     p.add_argument("-o", "--out", required=True, help="the HTML file to write (atomically)")
 
 
+def _open_store(args, *, create: bool = False) -> Store:
+    """The store of a store command. Only ingest may create one; none may use an in-memory database (a writer would
+    write into nothing, a reader would read an empty store)."""
+    url = resolve_url(args.db)
+    if is_in_memory(url):
+        raise StoreError(f"{url} is an in-memory database: nothing would be stored or found there; give a file (sqlite:///PATH) or a"
+                         " PostgreSQL URL")
+    return Store(url, create=create)
+
+
 def _report(args) -> int:
     if Path(args.source).is_dir():
         data = load_output_folder(args.source)
     elif args.source.isdigit():
-        data = load_store_run(Store(args.db), int(args.source))
+        data = load_store_run(_open_store(args), int(args.source))
     else:
         raise InputError(Problem("neither an output folder nor a run id", args.source))
     with stage(f"write {args.out}"):
@@ -204,7 +215,7 @@ def _report(args) -> int:
 def _store_command(args) -> int:
     if args.command == "report":
         return _report(args)
-    store = Store(args.db)
+    store = _open_store(args, create=args.command == "ingest")
     if args.command == "ingest":
         files = {t: getattr(args, t) for t in ARRIVING_TABLES if getattr(args, t)}
         if bool(args.instance) == bool(args.period or files):

@@ -174,3 +174,76 @@ def test_an_unreachable_store_is_exit_5_not_a_traceback():
     assert done.returncode == 5 and "cannot open store" in done.stderr and "Traceback" not in done.stderr
     with pytest.raises(StoreError, match="not a database URL"):
         Store("::not a url::")
+
+
+# ---------------------------------------------------------------- opening a store: nothing is created by a reader, bad stores are exit 5
+
+
+@pytest.mark.parametrize("command", [["status"], ["export", "--period", "P", "-o", "OUT"], ["report", "1", "-o", "OUT"],
+                                     ["batch", "--workers", "0"]])
+def test_status_on_a_missing_sqlite_path_creates_nothing(tmp_path, command):
+    """A mistyped path (here in a missing folder too): exit 5 naming it, and no file or folder appears."""
+    path = tmp_path / "no-such-folder" / "typo.db"
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    done = cli(*args, db=f"sqlite:///{path}")
+    assert done.returncode == 5 and f"no store at {path}" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+    flat = tmp_path / "typo.db"  # an existing folder: no file either
+    done = cli(*args, db=f"sqlite:///{flat}")
+    assert done.returncode == 5 and f"no store at {flat}" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ingest_creates_a_new_store_and_its_folder(tmp_path):
+    path = tmp_path / "new" / "store.db"
+    assert cli("ingest", str(SMALL), db=f"sqlite:///{path}").returncode == 0
+    assert path.is_file() and cli("status", db=f"sqlite:///{path}").returncode == 0
+
+
+def test_status_on_an_empty_postgres_database_is_exit_5_and_creates_no_schema(store_url):
+    done = cli("status", db=store_url)
+    assert done.returncode == 5 and "Traceback" not in done.stderr
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://") if store_url.startswith("postgresql") else store_url)
+    if store_url.startswith("sqlite"):
+        assert "no store at" in done.stderr
+    else:
+        assert "no optalloc store at" in done.stderr
+        with engine.connect() as conn:
+            assert sa.inspect(conn).get_table_names() == []
+        missing = store_url.rsplit("/", 1)[0] + "/no_such_database"
+        done = cli("status", db=missing)
+        assert done.returncode == 5 and "no_such_database" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("command", [["ingest", str(SMALL)], ["batch", "--workers", "0"], ["status"]])
+def test_writer_refuses_in_memory_store(url, command):
+    done = cli(*command, db=url)
+    assert done.returncode == 5 and "in-memory database" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"\x8f\x00 not a database at all " * 40, b"SQLite format 3\x00" + b"\xff" * 3000])
+@pytest.mark.parametrize("command", [["ingest", str(SMALL)], ["status"]])
+def test_zero_length_and_corrupt_sqlite_files_are_exit_5(tmp_path, content, command):
+    path = tmp_path / "store.db"
+    path.write_bytes(content)
+    done = cli(*command, db=f"sqlite:///{path}")
+    assert done.returncode == 5 and str(path) in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert path.read_bytes() == content  # not treated as a new store
+
+
+def test_an_sqlite_database_of_something_else_is_not_taken_over(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE mine (x)")
+    done = cli("ingest", str(SMALL), db=f"sqlite:///{path}")
+    assert done.returncode == 5 and "not an optalloc store" in done.stderr
+
+
+def test_a_malformed_url_is_exit_5():
+    for url in ("postgresql://u@h:notaport/db", "nosuchdb://x/y"):
+        done = cli("status", db=url)
+        assert done.returncode == 5 and "Traceback" not in done.stderr, done.stderr
