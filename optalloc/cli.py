@@ -12,7 +12,8 @@ The nightly job, on a store (--db URL, or $OPTALLOC_DB, else sqlite:///optalloc.
   optalloc ingest   INSTANCE | --period P [--requests F] [--sales F] [--grant-sales F]
   optalloc batch    [--date YYYY-MM-DD] [--workers N | --scheduler ADDRESS]
   optalloc export   --period P -o OUT           the stored results, as 'solve' writes them
-  optalloc status                               periods, rounds and runs as JSON
+  optalloc status                               periods (holds, failures), rounds and runs as JSON
+  optalloc period   hold P [--reason TEXT] | release P   the batch skips a held period
   optalloc report   RUN_OR_OUTPUT_DIR -o report.html   a self-contained HTML page of a run or an output folder
 
 Exit codes: 0 ok, 2 invalid input, 3 infeasible model, 4 solver stopped without an optimal answer,
@@ -51,7 +52,7 @@ from .settlement import settle as settle_grants
 from .progress import set_quiet, stage
 
 
-STORE_COMMANDS = ("ingest", "batch", "export", "status", "report")
+STORE_COMMANDS = ("ingest", "batch", "export", "status", "report", "period")
 
 
 def _add_solver_args(p: argparse.ArgumentParser, time_limit_default: str = "none") -> None:
@@ -184,7 +185,12 @@ def _store_commands(sub) -> None:
     p.add_argument("--period", required=True, help="period_id")
     p.add_argument("-o", "--out", required=True, help="output folder (written atomically, replaced if it exists)")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    cmd("status", "print the store's periods, rounds and latest runs as JSON")
+    cmd("status", "print the store's periods (with holds and failures), rounds and latest runs as JSON")
+    p = cmd("period", "hold a period (the batch skips it until released) or release it")
+    p.add_argument("action", choices=["hold", "release"])
+    p.add_argument("period_id")
+    p.add_argument("--reason", help="with hold: why (shown by 'status')")
+    lock_timeout(p)
     p = cmd("report", "one self-contained HTML page: supply/demand curves, utilization, segments, fees and credits")
     p.add_argument("source", metavar="RUN_OR_OUTPUT_DIR", help="an output folder of 'solve' or 'export', or a run id in the store (--db)")
     p.add_argument("-o", "--out", required=True, help="the HTML file to write (atomically)")
@@ -240,6 +246,15 @@ def _store_command(args) -> int:
         finally:
             executor.close()
         print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True))
+        for f in report.failures:
+            print(f"optalloc: error: period {f['period_id']} failed at {f['step']}: {f['error']}", file=sys.stderr)
+        return report.exit_code
+    elif args.command == "period":
+        if args.reason is not None and args.action == "release":
+            raise InputError(Problem("--reason goes with hold, not release", "--reason"))
+        with store.lock(args.lock_timeout):
+            done = store.hold(args.period_id, args.reason) if args.action == "hold" else store.release(args.period_id)
+        print(json.dumps(done, indent=2, sort_keys=True))
     elif args.command == "export":
         tables, summary = store.period_tables(args.period)
         with stage(f"write {args.out}"):

@@ -34,12 +34,12 @@ def test_the_migrated_schema_is_the_code_s_schema(store_url):
     from alembic.migration import MigrationContext
 
     store = Store(store_url)
-    assert store.schema_revision() == head_revision() == "0001"
+    assert store.schema_revision() == head_revision() == "0002"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), T.metadata)
     assert diff == []
     Store(store_url)  # opening an up-to-date store again migrates nothing and fails nothing
-    assert store.schema_revision() == "0001"
+    assert store.schema_revision() == "0002"
 
 
 def test_an_ingested_instance_comes_back_exactly(store_url):
@@ -180,7 +180,7 @@ def test_an_unreachable_store_is_exit_5_not_a_traceback():
 
 
 @pytest.mark.parametrize("command", [["status"], ["export", "--period", "P", "-o", "OUT"], ["report", "1", "-o", "OUT"],
-                                     ["batch", "--workers", "0"]])
+                                     ["batch", "--workers", "0"], ["period", "hold", "P"]])
 def test_status_on_a_missing_sqlite_path_creates_nothing(tmp_path, command):
     """A mistyped path (here in a missing folder too): exit 5 naming it, and no file or folder appears."""
     path = tmp_path / "no-such-folder" / "typo.db"
@@ -247,3 +247,88 @@ def test_a_malformed_url_is_exit_5():
     for url in ("postgresql://u@h:notaport/db", "nosuchdb://x/y"):
         done = cli("status", db=url)
         assert done.returncode == 5 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_store_created_by_0001_upgrades(store_url):
+    from alembic import command
+
+    from optalloc.store.store import _alembic_config, resolve_url
+
+    engine = sa.create_engine(resolve_url(store_url))
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(sa.text("INSERT INTO runs (run_id, command, started_at, outcome, solver, solver_version, optalloc_version, options, host, pid)"
+                             " VALUES (1, 'ingest', '2026-11-30 00:00:00+00:00', 'ok', 'highs', '1', '0', '{}', 'h', 1)"))
+        conn.execute(sa.text("INSERT INTO periods (period_id, name, months, settings, ingested_at) VALUES ('P', 'p', '2026-10', '{}',"
+                             " '2026-11-30 00:00:00+00:00')"))
+    engine.dispose()
+    done = cli("status", db=store_url)  # an existing store: opening it upgrades it
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["schema_revision"] == "0002" and status["periods"][0]["held"] is None and status["periods"][0]["failure"] is None
+
+
+def test_unanswering_postgres_endpoint_times_out():
+    """An endpoint that accepts TCP and never answers: exit 5 naming the host, within the connect timeout."""
+    import os
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(server.accept()[0])  # and say nothing
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        done = cli("status", db=f"postgresql://u@127.0.0.1:{port}/db", env={**os.environ, "OPTALLOC_DB_CONNECT_TIMEOUT": "2"})
+        took = time.monotonic() - t0
+    finally:
+        server.close()
+        for s in held:
+            s.close()
+    assert done.returncode == 5 and "127.0.0.1" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert took < 30, took  # the default without a timeout: for ever
+
+
+def test_a_connection_lost_mid_run_is_exit_5_and_the_run_is_recorded_failed(pg_server, tmp_path):
+    import os
+    import time
+
+    import psycopg
+    from pgserver import fresh_database
+
+    with fresh_database(pg_server) as url:
+        assert cli("ingest", str(SMALL), db=url).returncode == 0
+        batch = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "batch", "--db", url, "--date", "2026-10-01", "--workers", "0", "-q"],
+                                 env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-claimed:sleep=6"}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        store = Store(url)
+        deadline = time.monotonic() + 120
+        while not store.rounds()["cleared_run_id"].isna().all() or not (store.runs()["command"] == "batch").any():
+            time.sleep(0.2)
+            assert time.monotonic() < deadline
+        time.sleep(2.0)  # inside round 1's transaction, asleep
+        store.engine.dispose()
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                                  (name,)).fetchall()
+        assert killed
+        out, err = batch.communicate(timeout=120)
+        assert batch.returncode == 5 and "Traceback" not in err and "connection" in err.lower(), err
+        runs = Store(url).runs()
+        assert runs["outcome"].tolist()[-1] == "failed"
+        assert Store(url).rounds()["cleared_run_id"].isna().all()  # round 1's transaction died with its connection

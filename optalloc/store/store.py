@@ -47,7 +47,6 @@ CONNECT_TIMEOUT_ENV = "OPTALLOC_DB_CONNECT_TIMEOUT"  # seconds to wait for Postg
 STATEMENT_TIMEOUT_ENV = "OPTALLOC_DB_STATEMENT_TIMEOUT"  # seconds any one PostgreSQL statement may take (default 1800; 0 = none)
 DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_STATEMENT_TIMEOUT = 1800
-SQLITE_HEADER = b"SQLite format 3\x00"
 LOCK_KEY = 0x0BA7C4  # PostgreSQL advisory lock id of the store's writer lock
 LIST_COLUMNS = {"months", "regions"}
 STATIC_TABLES = ("fcs", "sellers", "needs")  # fixed once a period is ingested
@@ -135,7 +134,7 @@ class Store:
             self.engine = sa.create_engine(self.url, connect_args=_connect_args(self.backend))
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError, ValueError, TypeError) as e:
             raise StoreError(f"cannot use store {self.display_url}: {e}") from None
-        _store_errors(self.engine, self.display_url)
+        _store_errors(self.engine, self.display_url, self._sqlite_file)
         if self.backend == "sqlite":
             _sqlite_transactions(self.engine)
         self._writer = self.engine.execution_options(optalloc_write=True)
@@ -251,6 +250,7 @@ class Store:
         plain = json_value
         periods, rounds = self.periods(), self.rounds().reset_index()
         runs = self.runs().tail(last_runs).reset_index()
+        failures = self.current_failures()
         return {
             "store": self.display_url,
             "schema_revision": self.schema_revision(),
@@ -260,6 +260,8 @@ class Store:
                     "baseline_run_id": plain(row.baseline_run_id),
                     "sales_received_at": plain(row.sales_received_at),
                     "settled_run_id": plain(row.settled_run_id),
+                    "held": None if pd.isna(row.held_at) else {"since": plain(row.held_at), "reason": plain(row.hold_reason)},
+                    "failure": failures.get(pid),
                     "rounds": [
                         {"round": int(r.round), "close_date": r.close_date, "cleared_run_id": plain(r.cleared_run_id)}
                         for r in rounds[rounds["period_id"] == pid].itertuples()
@@ -272,6 +274,67 @@ class Store:
                 for r in runs.itertuples()
             ],
         }
+
+    # ------------------------------------------------------------ holds and failures
+
+    def hold(self, period_id: str, reason: str | None = None) -> dict:
+        """Hold a period: `batch` skips it until released. Recorded as a run; holding a held period keeps its
+        since-time (and changes the reason when one is given). Call it holding the writer lock."""
+        return self._set_hold(period_id, hold=True, reason=reason)
+
+    def release(self, period_id: str) -> dict:
+        return self._set_hold(period_id, hold=False, reason=None)
+
+    def _set_hold(self, period_id: str, *, hold: bool, reason: str | None) -> dict:
+        with self.transaction() as conn:
+            row = conn.execute(sa.select(T.periods.c.held_at, T.periods.c.hold_reason).where(T.periods.c.period_id == period_id)).one_or_none()
+            if row is None:
+                known = sorted(conn.execute(sa.select(T.periods.c.period_id)).scalars())
+                raise InputError(Problem(f"no period {period_id!r} in the store (periods: {', '.join(known) or 'none'})", self.display_url,
+                                         None, "period"))
+            run_id = self.start_run(conn, "hold" if hold else "release")
+            was_held = row.held_at is not None
+            if hold:
+                values = {"hold_reason": reason if reason is not None else row.hold_reason}
+                if not was_held:
+                    values["held_at"] = now()
+            else:
+                values = {"held_at": None, "hold_reason": None}
+            conn.execute(T.periods.update().where(T.periods.c.period_id == period_id).values(**values))
+            result = {"run_id": run_id, "period_id": period_id, "held": hold, "was_held": was_held}
+            if hold:
+                result["reason"] = values["hold_reason"]
+            self.finish_run(conn, run_id, "ok", steps=[{k: v for k, v in result.items() if k != "run_id"}])
+        return result
+
+    def held_periods(self) -> dict[str, dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(T.periods.c.period_id, T.periods.c.held_at, T.periods.c.hold_reason)
+                                .where(T.periods.c.held_at.is_not(None))).all()
+        return {r.period_id: {"since": json_value(r.held_at), "reason": r.hold_reason} for r in rows}
+
+    def record_failure(self, run_id: int, period_id: str, step: str, error: str, exit_code: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(T.period_failures.insert().values(run_id=run_id, period_id=period_id, step=step, error=error, exit_code=exit_code,
+                                                           failed_at=now()))
+
+    def current_failures(self) -> dict[str, dict]:
+        """Each period whose last attempt failed: its latest failure, unless a later run has written a result of it since."""
+        with self.engine.connect() as conn:
+            failures = conn.execute(sa.select(T.period_failures).order_by(T.period_failures.c.run_id)).all()
+            if not failures:
+                return {}
+            periods = {r.period_id: r for r in conn.execute(sa.select(T.periods.c.period_id, T.periods.c.baseline_run_id,
+                                                                                T.periods.c.settled_run_id)).all()}
+            cleared = dict(conn.execute(sa.select(T.rounds.c.period_id, sa.func.max(T.rounds.c.cleared_run_id)).group_by(T.rounds.c.period_id)).all())
+        latest = {f.period_id: f for f in failures}
+        out = {}
+        for pid, f in latest.items():
+            p = periods.get(pid)
+            later = max([x for x in (p.baseline_run_id, p.settled_run_id, cleared.get(pid)) if x is not None], default=0) if p else 0
+            if later <= f.run_id:
+                out[pid] = {"run_id": f.run_id, "step": f.step, "error": f.error, "exit_code": f.exit_code, "failed_at": json_value(f.failed_at)}
+        return out
 
     # ------------------------------------------------------------ periods and inputs
 
@@ -519,15 +582,11 @@ def _check_sqlite_file(path: str, create: bool) -> None:
         return
     if not os.path.isfile(path):
         raise StoreError(f"{path} is not a file, so not an SQLite store")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(SQLITE_HEADER))
-    except OSError as e:
-        raise StoreError(f"cannot read store {path}: {e.strerror}") from None
-    if not head:
+    # Only stat, never open: closing any descriptor of an SQLite file drops this process's POSIX locks on it, which
+    # corrupts the database when another connection of this process is open (SQLite's "How To Corrupt" 2.2).
+    # A file that is not SQLite is found by SQLite itself ("file is not a database"; see _store_errors).
+    if os.stat(path).st_size == 0:
         raise StoreError(f"{path} is an empty (zero-length) file, not an optalloc store; refusing to use it")
-    if head != SQLITE_HEADER:
-        raise StoreError(f"{path} is not an SQLite database (corrupt, or another kind of file); refusing to use it")
 
 
 def _seconds(env: str, default: float) -> float:
@@ -559,13 +618,15 @@ def _connect_args(backend: str) -> dict:
     }
 
 
-def _store_errors(engine: sa.Engine, display_url: str) -> None:
+def _store_errors(engine: sa.Engine, display_url: str, sqlite_file: str | None = None) -> None:
     """Every database error, whatever statement or connection raised it, becomes a one-line StoreError (exit 5)."""
 
     @sa.event.listens_for(engine, "handle_error")
     def _handle(ctx) -> None:
         e = ctx.original_exception
         message = _one_line(e)
+        if sqlite_file and message in ("file is not a database", "database disk image is malformed"):
+            raise StoreError(f"{sqlite_file} is not an SQLite database or is corrupt ({message}); refusing to use it") from None
         if ctx.statement is None or ctx.connection is None:
             raise StoreError(f"cannot open store {display_url}: {message}") from None
         if ctx.is_disconnect:
