@@ -6,6 +6,8 @@ One run (`run_batch`, `optalloc batch`), holding the store's writer lock:
    go one after another (each holds the grants of the ones before), while its storage types (`clear_round`
    clears each type as its own market) and other periods are independent and are solved side by side;
 3. settlement of every period whose rounds are all cleared and whose sales report is in.
+Held periods (`optalloc period hold`) are skipped. A period whose step fails is recorded as failed (period, step,
+error) and its later steps wait for the next run; the other periods go on (see `run_batch`).
 
 What a run does is recorded in `runs`: its date, the hash of its inputs, solver and versions, options,
 objective, timings per step and outcome. Re-running changes nothing but adds its own record (`nothing_to_do`);

@@ -42,7 +42,7 @@ runs = sa.Table(
     "runs",
     metadata,
     sa.Column("run_id", sa.Integer(), primary_key=True, autoincrement=True),
-    sa.Column("command", sa.String(32), nullable=False),  # batch | ingest
+    sa.Column("command", sa.String(32), nullable=False),  # batch | ingest | hold | release
     sa.Column("run_date", sa.Date(), nullable=True),  # the night a batch run is for
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
