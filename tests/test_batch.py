@@ -371,3 +371,33 @@ def test_held_period_is_skipped_and_released(store_url):
     done = cli("batch", "--date", "2026-10-01", "--workers", "0", db=store_url)
     assert done.returncode == 0 and json.loads(done.stdout)["outcome"] == "ok"
     assert store.runs()["command"].tolist() == ["ingest", "hold", "batch", "release", "batch"]
+
+
+def test_a_period_whose_data_no_longer_loads_fails_alone(store_url, tmp_path):
+    """A stored period that no longer validates (as after a stricter release): step 'load', exit 2, the others go on."""
+    import json
+    import shutil
+
+    from optalloc.errors import InputError, Problem
+
+    other = tmp_path / "P202611"
+    shutil.copytree(SMALL, other)
+    meta = json.loads((other / "instance.json").read_text())
+    meta["period"]["period_id"] = "P202611"
+    (other / "instance.json").write_text(json.dumps(meta))
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    store.ingest(load_instance(other))
+    real = store.instance
+
+    def instance(period_id):
+        if period_id == "P202611":
+            raise InputError(Problem("no longer valid", "sellers", 3, "productivity"))
+        return real(period_id)
+
+    store.instance = instance
+    report = run_batch(store, date(2026, 10, 1))
+    assert report.outcome == "failed" and report.exit_code == 2
+    assert [(f["period_id"], f["step"]) for f in report.failures] == [("P202611", "load")]
+    assert "\n" not in report.failures[0]["error"] and "no longer valid" in report.failures[0]["error"]
+    assert store.rounds().loc[PERIOD]["cleared_run_id"].notna().all() and pd.notna(store.periods().loc[PERIOD, "settled_run_id"])

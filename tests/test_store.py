@@ -332,3 +332,15 @@ def test_a_connection_lost_mid_run_is_exit_5_and_the_run_is_recorded_failed(pg_s
         runs = Store(url).runs()
         assert runs["outcome"].tolist()[-1] == "failed"
         assert Store(url).rounds()["cleared_run_id"].isna().all()  # round 1's transaction died with its connection
+
+
+def test_a_statement_past_the_statement_timeout_is_exit_5(pg_server, monkeypatch):
+    from pgserver import fresh_database
+
+    monkeypatch.setenv("OPTALLOC_DB_STATEMENT_TIMEOUT", "0.5")
+    with fresh_database(pg_server) as url:
+        store = Store(url)
+        with pytest.raises(StoreError, match="statement timeout"):
+            with store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_sleep(3)"))
+        store.engine.dispose()
