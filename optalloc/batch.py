@@ -6,6 +6,8 @@ One run (`run_batch`, `optalloc batch`), holding the store's writer lock:
    go one after another (each holds the grants of the ones before), while its storage types (`clear_round`
    clears each type as its own market) and other periods are independent and are solved side by side;
 3. settlement of every period whose rounds are all cleared and whose sales report is in.
+Held periods (`optalloc period hold`) are skipped. A period whose step fails is recorded as failed (period, step,
+error) and its later steps wait for the next run; the other periods go on (see `run_batch`).
 
 What a run does is recorded in `runs`: its date, the hash of its inputs, solver and versions, options,
 objective, timings per step and outcome. Re-running changes nothing but adds its own record (`nothing_to_do`);
@@ -23,7 +25,6 @@ import hashlib
 import logging
 import os
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -32,13 +33,13 @@ import pandas as pd
 
 from .baseline import BaselineResult, allocate
 from .clearing import clear_market, combine_markets, held_grants
+from .errors import OptallocError, StoreError
 from .failpoints import failpoint
 from .instance import Instance
 from .progress import note
 from .io import inputs_hash
 from .schemas import SolverOptions
 from .settlement import settle
-from .errors import StoreError
 from .store import Store
 
 DEFAULT_TIME_LIMIT = 3600.0
@@ -134,10 +135,38 @@ def make_executor(workers: int | None = None, scheduler: str | None = None) -> S
 @dataclass
 class BatchReport:
     run_id: int
-    outcome: str  # ok | nothing_to_do
+    outcome: str  # ok | nothing_to_do | failed (some period failed; the others went on)
     steps: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     objective: float = 0.0
+    failures: list[dict] = field(default_factory=list)  # {period_id, step, error, exit_code}, in the order they happened
+    skipped: list[dict] = field(default_factory=list)  # {period_id, reason: held, hold_reason, held_since}
+
+    @property
+    def exit_code(self) -> int:
+        """0, or the exit code of the failure of the first failed period by period id."""
+        if not self.failures:
+            return 0
+        return min(self.failures, key=lambda f: f["period_id"])["exit_code"]
+
+
+@dataclass
+class _Failed:
+    """A work unit's exception, returned instead of raised so that one period's failure leaves the others' results."""
+
+    error: BaseException
+
+
+def _isolated(fn: Callable, *args):
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 -- reported as the period's failure
+        return _Failed(e)
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return f"{type(e).__name__}: {text}" if not isinstance(e, OptallocError) else text or type(e).__name__
 
 
 class _Run:
@@ -148,6 +177,37 @@ class _Run:
         self.instances: dict[str, Instance] = {}
         self._limits: dict[str, pd.Series] = {}
         self.report = BatchReport(run_id, "nothing_to_do")
+        self.held = store.held_periods()
+        self.failed: set[str] = set()
+        self.report.skipped = [{"period_id": p, "reason": "held", "hold_reason": h["reason"], "held_since": h["since"]}
+                               for p, h in sorted(self.held.items())]
+        for p in sorted(self.held):
+            note(f"{p}: held ({self.held[p]['reason'] or 'no reason given'}); skipped")
+
+    def active(self, period_id: str) -> bool:
+        return period_id not in self.held and period_id not in self.failed
+
+    def fail(self, period_id: str, step: str, error: BaseException) -> None:
+        """Record a period's failure (the run goes on with the others). A store error is not the period's: it aborts."""
+        if isinstance(error, StoreError):
+            raise error
+        message = one_line(error)
+        code = getattr(error, "exit_code", 1)
+        self.failed.add(period_id)
+        self.report.failures.append({"period_id": period_id, "step": step, "error": message, "exit_code": code})
+        self.report.outcome = "failed"
+        self.store.record_failure(self.run_id, period_id, step, message, code)
+        note(f"{period_id} {step}: FAILED ({message}); its other steps wait for the next run")
+
+    def prepare(self, period_id: str, step: str, build: Callable):
+        """`build()`, or None after recording the period's failure (its data no longer loads, say)."""
+        try:
+            return build()
+        except StoreError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self.fail(period_id, "load" if period_id not in self.instances else step, e)
+            return None
 
     def instance(self, period_id: str) -> Instance:
         if period_id not in self.instances:
@@ -167,59 +227,91 @@ class _Run:
     def step(self, what: str, seconds: float, **details) -> None:
         self.report.steps.append({"step": what, **details})
         self.report.timings[what] = round(seconds, 3)
-        self.report.outcome = "ok"
+        if self.report.outcome != "failed":
+            self.report.outcome = "ok"
         note(f"{what}: done in {seconds:.2f}s ({self.executor.description})")
+
+    def map(self, fn: Callable, calls: list[tuple]) -> list:
+        return self.executor.map(_isolated, [(fn, *args) for args in calls]) if calls else []
 
     def baselines(self) -> None:
         periods = self.store.periods()
-        todo = periods.index[periods["baseline_run_id"].isna()].tolist()
+        todo, calls = [], []
+        for p in periods.index[periods["baseline_run_id"].isna()]:
+            if self.active(p) and (call := self.prepare(p, "baseline", lambda p=p: (self.instance(p), self.options(p)))) is not None:
+                todo.append(p)
+                calls.append(call)
         if not todo:
             return
         t0 = time.perf_counter()
-        results = self.executor.map(allocate_period, [(self.instance(p), self.options(p)) for p in todo])
+        results = self.map(allocate_period, calls)
         for p, result in zip(todo, results):
+            if isinstance(result, _Failed):
+                self.fail(p, "baseline", result.error)
+                continue
             self.store.commit_baseline(p, result, self.run_id)
             self.step(f"{p} baseline", time.perf_counter() - t0, period_id=p, objective=result.objective, status=result.status)
 
     def due_wave(self) -> list[tuple[str, int]]:
-        """For each period, its first uncleared round if that round closed before the run's date."""
+        """For each period not held nor failed in this run, its first uncleared round if that round closed before the run's date."""
         rounds = self.store.rounds().reset_index()
         open_ = rounds[rounds["cleared_run_id"].isna()].sort_values(["period_id", "round"]).groupby("period_id").head(1)
         due = open_[open_["close_date"] < pd.Timestamp(self.on).date()]
-        return list(zip(due["period_id"], due["round"].astype(int)))
+        return [(p, r) for p, r in zip(due["period_id"], due["round"].astype(int)) if self.active(p)]
+
+    def _round_calls(self, p: str, r: int) -> list[tuple]:
+        inst = self.instance(p)
+        limits = self.limits(p)
+        held = held_grants(self.store.results(p, ["grants"])["grants"])
+        calls = []
+        for k in sorted(inst.fcs["storage_type"].unique()):
+            of_k = limits.index.get_level_values("storage_type") == k
+            calls.append((inst.of_storage_type(k), r, limits[of_k], held[held["storage_type"] == k], self.options(p), None))
+        return calls
 
     def clear_wave(self, wave: list[tuple[str, int]]) -> None:
         t0 = time.perf_counter()
-        calls, owner = [], []
+        calls, owner, ready = [], [], []
         for p, r in wave:
-            inst = self.instance(p)
-            limits = self.limits(p)
-            held = held_grants(self.store.results(p, ["grants"])["grants"])
-            for k in sorted(inst.fcs["storage_type"].unique()):
-                of_k = limits.index.get_level_values("storage_type") == k
-                calls.append((inst.of_storage_type(k), r, limits[of_k], held[held["storage_type"] == k], self.options(p), None))
-                owner.append((p, r))
-        note(f"wave {', '.join(f'{p} round {r}' for p, r in wave)}: {len(calls)} markets on {self.executor.description}")
-        results = self.executor.map(clear_market, calls)
-        for p, r in wave:
-            result = combine_markets([res for res, o in zip(results, owner) if o == (p, r)])
+            mine = self.prepare(p, f"round {r}", lambda p=p, r=r: self._round_calls(p, r))
+            if mine is None:
+                continue
+            ready.append((p, r))
+            calls += mine
+            owner += [(p, r)] * len(mine)
+        note(f"wave {', '.join(f'{p} round {r}' for p, r in ready)}: {len(calls)} markets on {self.executor.description}")
+        results = self.map(clear_market, calls)
+        for p, r in ready:
+            mine = [res for res, o in zip(results, owner) if o == (p, r)]
+            failed = next((res for res in mine if isinstance(res, _Failed)), None)
+            if failed is not None:
+                self.fail(p, f"round {r}", failed.error)
+                continue
+            result = self.prepare(p, f"round {r}", lambda mine=mine: combine_markets(mine))
+            if result is None:
+                continue
             self.store.commit_round(p, result, self.run_id)
             failpoint(f"round-{r}-committed")
             objective = float(result.prices["objective"].sum())
             self.report.objective += objective
             self.step(f"{p} round {r}", time.perf_counter() - t0, period_id=p, round=r, objective=objective,
-                      granted_cube=float(result.grants["granted_cube"].sum()), markets=sum(o == (p, r) for o in owner))
+                      granted_cube=float(result.grants["granted_cube"].sum()), markets=len(mine))
+
+    def _settle(self, p: str) -> pd.DataFrame:
+        inst = self.instance(p)
+        t = self.store.results(p, ["grants", "round_prices"])
+        return settle(t["grants"], t["round_prices"], self.limits(p), inst.sales, inst.grant_sales, inst.settings)
 
     def settlements(self) -> None:
         periods = self.store.periods()
         rounds = self.store.rounds().reset_index()
         all_cleared = rounds.groupby("period_id")["cleared_run_id"].apply(lambda s: bool(s.notna().all()))
         ready = periods[periods["settled_run_id"].isna() & periods["sales_received_at"].notna()].index
-        for p in [p for p in ready if all_cleared.get(p, False)]:
+        for p in [p for p in ready if all_cleared.get(p, False) and self.active(p)]:
             t0 = time.perf_counter()
-            inst = self.instance(p)
-            t = self.store.results(p, ["grants", "round_prices"])
-            settlement = settle(t["grants"], t["round_prices"], self.limits(p), inst.sales, inst.grant_sales, inst.settings)
+            settlement = self.prepare(p, "settlement", lambda p=p: self._settle(p))
+            if settlement is None:
+                continue
             self.store.commit_settlement(p, settlement, self.run_id)
             self.step(f"{p} settlement", time.perf_counter() - t0, period_id=p, grants=len(settlement),
                       reservation_fees=float(settlement["reservation_fee"].sum()), credits=float(settlement["credit"].sum()))
@@ -233,8 +325,12 @@ def run_batch(
     executor: SerialExecutor | DaskExecutor | None = None,
     lock_timeout: float = 600.0,
 ) -> BatchReport:
-    """Do everything due in the store on the night of `on` (see the module docstring). Raises on the first failure,
-    after recording it; what committed before it stays, and the next run picks up the rest."""
+    """Do everything due in the store on the night of `on` (see the module docstring), but for held periods.
+
+    Fault isolation: a period whose load, baseline, round or settlement fails is recorded as failed (its id, step and
+    error, in `period_failures` and the report) and its later steps wait for the next run; the other periods go on.
+    The run's outcome is then `failed`. A store error (the database is lost, say) aborts the run: it is recorded as
+    failed when the store can still be reached, and raised. What committed before any failure stays."""
     executor = executor or SerialExecutor()
     overrides = overrides or {}
     with store.lock(lock_timeout):
@@ -250,13 +346,17 @@ def run_batch(
                 run.clear_wave(wave)
             run.settlements()
         except BaseException as e:
-            with store.transaction() as conn:
-                store.finish_run(conn, run_id, "failed", error="".join(traceback.format_exception_only(e)).strip(), steps=run.report.steps,
-                                 timings=run.report.timings, inputs_hash=_hash(run))
+            try:
+                with store.transaction() as conn:
+                    store.finish_run(conn, run_id, "failed", error=one_line(e), steps=run.report.steps, timings=run.report.timings,
+                                     inputs_hash=_hash(run))
+            except StoreError as lost:  # best effort: the store may be what failed
+                note(f"could not record run {run_id} as failed: {lost}")
             raise
+        error = "; ".join(f"{f['period_id']} {f['step']}: {f['error']}" for f in run.report.failures) or None
         with store.transaction() as conn:
             store.finish_run(conn, run_id, run.report.outcome, steps=run.report.steps, timings=run.report.timings,
-                             objective=run.report.objective, inputs_hash=_hash(run))
+                             objective=run.report.objective, inputs_hash=_hash(run), error=error)
         return run.report
 
 

@@ -12,7 +12,8 @@ The nightly job, on a store (--db URL, or $OPTALLOC_DB, else sqlite:///optalloc.
   optalloc ingest   INSTANCE | --period P [--requests F] [--sales F] [--grant-sales F]
   optalloc batch    [--date YYYY-MM-DD] [--workers N | --scheduler ADDRESS]
   optalloc export   --period P -o OUT           the stored results, as 'solve' writes them
-  optalloc status                               periods, rounds and runs as JSON
+  optalloc status                               periods (holds, failures), rounds and runs as JSON
+  optalloc period   hold P [--reason TEXT] | release P   the batch skips a held period
   optalloc report   RUN_OR_OUTPUT_DIR -o report.html   a self-contained HTML page of a run or an output folder
 
 Exit codes: 0 ok, 2 invalid input (or an output path it must not write), 3 infeasible model, 4 solver stopped
@@ -53,12 +54,13 @@ from .schemas import SolverOptions
 from .simulate import SimulationSpec, simulate
 from .simulate import markdown as sim_markdown
 from .store import DEFAULT_URL, Store
-from .store.store import URL_ENV
+from .errors import StoreError
+from .store.store import URL_ENV, is_in_memory, resolve_url
 from .settlement import settle as settle_grants
 from .progress import set_quiet, stage
 
 
-STORE_COMMANDS = ("ingest", "batch", "export", "status", "report")
+STORE_COMMANDS = ("ingest", "batch", "export", "status", "report", "period")
 OUT_RULE = "written atomically; an existing folder is replaced only if optalloc wrote it"
 OUT_HELP = f"output folder ({OUT_RULE})"
 
@@ -247,11 +249,26 @@ def _store_commands(sub) -> None:
     p.add_argument("--period", required=True, help="the stored period to export, e.g. P202610 ('optalloc status' lists them)")
     p.add_argument("-o", "--out", required=True, help=OUT_HELP)
     p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv)")
-    cmd("status", "print the store's periods, rounds and latest runs as JSON")
+    cmd("status", "print the store's periods (with holds and failures), rounds and latest runs as JSON")
+    p = cmd("period", "hold a period (the batch skips it until released) or release it")
+    p.add_argument("action", choices=["hold", "release"], help="hold: the batch skips the period; release: it is processed again")
+    p.add_argument("period_id", help="the stored period, e.g. P202610 ('optalloc status' lists them)")
+    p.add_argument("--reason", help="with hold: why (shown by 'optalloc status')")
+    lock_timeout(p)
     p = cmd("report", "one self-contained HTML page: supply/demand curves, utilization, segments, fees and credits")
     p.add_argument("source", metavar="RUN_OR_OUTPUT_DIR", help="an output folder of 'solve' or 'export', or a run id in the store (--db)")
     p.add_argument("-o", "--out", required=True, help="the HTML file to write (atomically; an existing file is replaced only if it is an "
                                                        "optalloc report)")
+
+
+def _open_store(args, *, create: bool = False) -> Store:
+    """The store of a store command. Only ingest may create one; none may use an in-memory database (a writer would
+    write into nothing, a reader would read an empty store)."""
+    url = resolve_url(args.db)
+    if is_in_memory(url):
+        raise StoreError(f"{url} is an in-memory database: nothing would be stored or found there; give a file (sqlite:///PATH) or a"
+                         " PostgreSQL URL")
+    return Store(url, create=create)
 
 
 def _report(args) -> int:
@@ -259,7 +276,7 @@ def _report(args) -> int:
     if Path(args.source).is_dir():
         data = load_output_folder(args.source)
     elif args.source.isdigit():
-        data = load_store_run(Store(args.db), int(args.source))
+        data = load_store_run(_open_store(args), int(args.source))
     else:
         raise InputError(Problem("neither an output folder nor a run id", args.source))
     with stage(f"write {args.out}"):
@@ -272,7 +289,7 @@ def _store_command(args) -> int:
         return _report(args)
     if args.command == "export":
         check_folder(args.out)  # before the store is opened: a refused target costs nothing
-    store = Store(args.db)
+    store = _open_store(args, create=args.command == "ingest")
     if args.command == "ingest":
         files = {t: getattr(args, t) for t in ARRIVING_TABLES if getattr(args, t)}
         if bool(args.instance) == bool(args.period or files):
@@ -300,6 +317,15 @@ def _store_command(args) -> int:
         finally:
             executor.close()
         print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True))
+        for f in report.failures:
+            print(f"optalloc: error: period {f['period_id']} failed at {f['step']}: {f['error']}", file=sys.stderr)
+        return report.exit_code
+    elif args.command == "period":
+        if args.reason is not None and args.action == "release":
+            raise InputError(Problem("--reason goes with hold, not release", "--reason"))
+        with store.lock(args.lock_timeout):
+            done = store.hold(args.period_id, args.reason) if args.action == "hold" else store.release(args.period_id)
+        print(json.dumps(done, indent=2, sort_keys=True))
     elif args.command == "export":
         tables, summary = store.period_tables(args.period)
         with stage(f"write {args.out}"):

@@ -252,3 +252,152 @@ def test_a_run_records_the_hash_of_its_inputs(tmp_path):
     assert store.runs().loc[report.run_id, "inputs_hash"] == hashlib.sha256(f"{PERIOD}:{inputs_hash(inst)};".encode()).hexdigest()
     cheaper = replace(inst, requests=inst.requests.assign(max_fee_per_cube=inst.requests["max_fee_per_cube"] - 0.01))
     assert inputs_hash(cheaper) != inputs_hash(inst)
+
+
+# ---------------------------------------------------------------- fault isolation, hold and release
+
+
+def infeasible_copy(tmp_path, period_id: str = "P202609"):
+    """small_network under another period id, with sellers' floors far above capacity: its baseline is infeasible."""
+    import json
+    import shutil
+
+    folder = tmp_path / period_id
+    shutil.copytree(SMALL, folder)
+    meta = json.loads((folder / "instance.json").read_text())
+    meta["period"]["period_id"] = period_id
+    (folder / "instance.json").write_text(json.dumps(meta))
+    sellers = pd.read_csv(folder / "sellers.csv", dtype=str)
+    sellers["floor_cube"] = "1000000"
+    sellers.to_csv(folder / "sellers.csv", index=False)
+    return folder
+
+
+def status(db: str) -> dict:
+    import json
+
+    done = cli("status", db=db)
+    assert done.returncode == 0, done.stderr
+    return {p["period_id"]: p for p in json.loads(done.stdout)["periods"]}
+
+
+def test_one_infeasible_period_does_not_block_the_others(store_url, tmp_path):
+    import json
+
+    assert cli("ingest", str(infeasible_copy(tmp_path)), db=store_url).returncode == 0
+    assert cli("ingest", str(SMALL), db=store_url).returncode == 0
+    done = cli("batch", "--date", "2026-10-01", "--workers", "0", db=store_url)
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    assert "period P202609 failed at baseline: " in done.stderr and "infeasible" in done.stderr.lower()
+    report = json.loads(done.stdout)
+    assert report["outcome"] == "failed" and [(f["period_id"], f["step"], f["exit_code"]) for f in report["failures"]] == [("P202609", "baseline", 3)]
+    assert [s["step"] for s in report["steps"]] == [f"{PERIOD} baseline", f"{PERIOD} round 1", f"{PERIOD} round 2", f"{PERIOD} round 3",
+                                                     f"{PERIOD} settlement"]
+    store = Store(store_url)
+    run_row = store.runs().iloc[-1]
+    assert run_row["outcome"] == "failed" and run_row["error"].startswith("P202609 baseline: ")
+    periods = status(store_url)
+    assert periods["P202609"]["failure"]["step"] == "baseline" and periods["P202609"]["failure"]["run_id"] == report["run_id"]
+    assert "infeasible" in periods["P202609"]["failure"]["error"].lower() and periods[PERIOD]["failure"] is None
+    assert pd.isna(store.periods().loc["P202609", "baseline_run_id"])
+    # The next night it fails again (still recorded, still exit 3) and blocks nothing; held, it is skipped.
+    again = cli("batch", "--date", "2026-10-02", "--workers", "0", db=store_url)
+    assert again.returncode == 3 and json.loads(again.stdout)["steps"] == []
+    assert cli("period", "hold", "P202609", "--reason", "floors above capacity", db=store_url).returncode == 0
+    held = cli("batch", "--date", "2026-10-03", "--workers", "0", db=store_url)
+    assert held.returncode == 0, held.stderr
+    report = json.loads(held.stdout)
+    assert report["outcome"] == "nothing_to_do" and report["skipped"][0]["period_id"] == "P202609"
+    assert report["skipped"][0]["reason"] == "held" and report["skipped"][0]["hold_reason"] == "floors above capacity"
+
+
+def test_a_failed_round_is_recorded_with_its_period_and_step(store_url, tmp_path):
+    """A solver stopped at its limit in one period's round (exit 4) while the other period clears all its rounds."""
+    import json
+    import shutil
+
+    other = tmp_path / "P202611"
+    shutil.copytree(SMALL, other)
+    meta = json.loads((other / "instance.json").read_text())
+    meta["period"]["period_id"] = "P202611"
+    (other / "instance.json").write_text(json.dumps(meta))
+    assert cli("ingest", str(SMALL), db=store_url).returncode == 0
+    assert cli("ingest", str(other), db=store_url).returncode == 0
+    store = Store(store_url)
+    run_batch(store, date(2026, 9, 1))  # both baselines, no round due yet
+    from optalloc import batch as B
+
+    real = B.clear_market
+
+    def stalls(market, r, *args):
+        if market.period.period_id == PERIOD and r == 2:
+            from optalloc.errors import SolveError
+
+            raise SolveError("time limit reached", "time_limit")
+        return real(market, r, *args)
+
+    B.clear_market = stalls
+    try:
+        report = run_batch(store, date(2026, 10, 1))
+    finally:
+        B.clear_market = real
+    assert report.outcome == "failed" and report.exit_code == 4
+    assert [(f["period_id"], f["step"]) for f in report.failures] == [(PERIOD, "round 2")]
+    assert store.rounds().loc[PERIOD]["cleared_run_id"].notna().tolist() == [True, False, False]
+    assert store.rounds().loc["P202611"]["cleared_run_id"].notna().tolist() == [True, True, True]
+    assert store.current_failures()[PERIOD]["step"] == "round 2"
+    fixed = run_batch(store, date(2026, 10, 1))  # the next run (the limit raised, say) does the rest
+    assert fixed.outcome == "ok" and PERIOD not in store.current_failures()
+
+
+def test_held_period_is_skipped_and_released(store_url):
+    import json
+
+    assert cli("ingest", str(SMALL), db=store_url).returncode == 0
+    unknown = cli("period", "hold", "NOPE", db=store_url)
+    assert unknown.returncode == 2 and "no period 'NOPE'" in unknown.stderr and "Traceback" not in unknown.stderr
+    held = cli("period", "hold", PERIOD, "--reason", "sales report disputed", db=store_url)
+    assert held.returncode == 0, held.stderr
+    shown = status(store_url)[PERIOD]["held"]
+    assert shown["reason"] == "sales report disputed" and shown["since"]
+    done = cli("batch", "--date", "2026-10-01", "--workers", "0", db=store_url)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["outcome"] == "nothing_to_do" and report["steps"] == [] and report["skipped"][0]["reason"] == "held"
+    store = Store(store_url)
+    assert pd.isna(store.periods().loc[PERIOD, "baseline_run_id"]) and len(in_rounds(store)) == 0
+    assert cli("period", "release", PERIOD, db=store_url).returncode == 0
+    assert status(store_url)[PERIOD]["held"] is None
+    done = cli("batch", "--date", "2026-10-01", "--workers", "0", db=store_url)
+    assert done.returncode == 0 and json.loads(done.stdout)["outcome"] == "ok"
+    assert store.runs()["command"].tolist() == ["ingest", "hold", "batch", "release", "batch"]
+
+
+def test_a_period_whose_data_no_longer_loads_fails_alone(store_url, tmp_path):
+    """A stored period that no longer validates (as after a stricter release): step 'load', exit 2, the others go on."""
+    import json
+    import shutil
+
+    from optalloc.errors import InputError, Problem
+
+    other = tmp_path / "P202611"
+    shutil.copytree(SMALL, other)
+    meta = json.loads((other / "instance.json").read_text())
+    meta["period"]["period_id"] = "P202611"
+    (other / "instance.json").write_text(json.dumps(meta))
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    store.ingest(load_instance(other))
+    real = store.instance
+
+    def instance(period_id):
+        if period_id == "P202611":
+            raise InputError(Problem("no longer valid", "sellers", 3, "productivity"))
+        return real(period_id)
+
+    store.instance = instance
+    report = run_batch(store, date(2026, 10, 1))
+    assert report.outcome == "failed" and report.exit_code == 2
+    assert [(f["period_id"], f["step"]) for f in report.failures] == [("P202611", "load")]
+    assert "\n" not in report.failures[0]["error"] and "no longer valid" in report.failures[0]["error"]
+    assert store.rounds().loc[PERIOD]["cleared_run_id"].notna().all() and pd.notna(store.periods().loc[PERIOD, "settled_run_id"])

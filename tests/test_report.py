@@ -61,6 +61,9 @@ def test_a_stored_run_gets_its_record_and_its_periods(tmp_path, chromium):
 
 @pytest.mark.parametrize("source, message", [("nonsense", "neither an output folder nor a run id"), ("7", "no run 7 in the store")])
 def test_a_bad_source_is_a_clear_error(tmp_path, source, message):
+    from optalloc.store import Store
+
+    Store(f"sqlite:///{tmp_path}/s.db")  # an empty store: the run is what is missing
     done = subprocess.run([sys.executable, "-m", "optalloc.cli", "report", source, "--db", f"sqlite:///{tmp_path}/s.db", "-o",
                            str(tmp_path / "r.html")], capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr

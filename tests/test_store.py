@@ -34,12 +34,12 @@ def test_the_migrated_schema_is_the_code_s_schema(store_url):
     from alembic.migration import MigrationContext
 
     store = Store(store_url)
-    assert store.schema_revision() == head_revision() == "0001"
+    assert store.schema_revision() == head_revision() == "0002"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), T.metadata)
     assert diff == []
     Store(store_url)  # opening an up-to-date store again migrates nothing and fails nothing
-    assert store.schema_revision() == "0001"
+    assert store.schema_revision() == "0002"
 
 
 def test_an_ingested_instance_comes_back_exactly(store_url):
@@ -174,3 +174,173 @@ def test_an_unreachable_store_is_exit_5_not_a_traceback():
     assert done.returncode == 5 and "cannot open store" in done.stderr and "Traceback" not in done.stderr
     with pytest.raises(StoreError, match="not a database URL"):
         Store("::not a url::")
+
+
+# ---------------------------------------------------------------- opening a store: nothing is created by a reader, bad stores are exit 5
+
+
+@pytest.mark.parametrize("command", [["status"], ["export", "--period", "P", "-o", "OUT"], ["report", "1", "-o", "OUT"],
+                                     ["batch", "--workers", "0"], ["period", "hold", "P"]])
+def test_status_on_a_missing_sqlite_path_creates_nothing(tmp_path, command):
+    """A mistyped path (here in a missing folder too): exit 5 naming it, and no file or folder appears."""
+    path = tmp_path / "no-such-folder" / "typo.db"
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    done = cli(*args, db=f"sqlite:///{path}")
+    assert done.returncode == 5 and f"no store at {path}" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+    flat = tmp_path / "typo.db"  # an existing folder: no file either
+    done = cli(*args, db=f"sqlite:///{flat}")
+    assert done.returncode == 5 and f"no store at {flat}" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ingest_creates_a_new_store_and_its_folder(tmp_path):
+    path = tmp_path / "new" / "store.db"
+    assert cli("ingest", str(SMALL), db=f"sqlite:///{path}").returncode == 0
+    assert path.is_file() and cli("status", db=f"sqlite:///{path}").returncode == 0
+
+
+def test_status_on_an_empty_postgres_database_is_exit_5_and_creates_no_schema(store_url):
+    done = cli("status", db=store_url)
+    assert done.returncode == 5 and "Traceback" not in done.stderr
+    engine = sa.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://") if store_url.startswith("postgresql") else store_url)
+    if store_url.startswith("sqlite"):
+        assert "no store at" in done.stderr
+    else:
+        assert "no optalloc store at" in done.stderr
+        with engine.connect() as conn:
+            assert sa.inspect(conn).get_table_names() == []
+        missing = store_url.rsplit("/", 1)[0] + "/no_such_database"
+        done = cli("status", db=missing)
+        assert done.returncode == 5 and "no_such_database" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("command", [["ingest", str(SMALL)], ["batch", "--workers", "0"], ["status"]])
+def test_writer_refuses_in_memory_store(url, command):
+    done = cli(*command, db=url)
+    assert done.returncode == 5 and "in-memory database" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"\x8f\x00 not a database at all " * 40, b"SQLite format 3\x00" + b"\xff" * 3000])
+@pytest.mark.parametrize("command", [["ingest", str(SMALL)], ["status"]])
+def test_zero_length_and_corrupt_sqlite_files_are_exit_5(tmp_path, content, command):
+    path = tmp_path / "store.db"
+    path.write_bytes(content)
+    done = cli(*command, db=f"sqlite:///{path}")
+    assert done.returncode == 5 and str(path) in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert path.read_bytes() == content  # not treated as a new store
+
+
+def test_an_sqlite_database_of_something_else_is_not_taken_over(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE mine (x)")
+    done = cli("ingest", str(SMALL), db=f"sqlite:///{path}")
+    assert done.returncode == 5 and "not an optalloc store" in done.stderr
+
+
+def test_a_malformed_url_is_exit_5():
+    for url in ("postgresql://u@h:notaport/db", "nosuchdb://x/y"):
+        done = cli("status", db=url)
+        assert done.returncode == 5 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_store_created_by_0001_upgrades(store_url):
+    from alembic import command
+
+    from optalloc.store.store import _alembic_config, resolve_url
+
+    engine = sa.create_engine(resolve_url(store_url))
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(sa.text("INSERT INTO runs (run_id, command, started_at, outcome, solver, solver_version, optalloc_version, options, host, pid)"
+                             " VALUES (1, 'ingest', '2026-11-30 00:00:00+00:00', 'ok', 'highs', '1', '0', '{}', 'h', 1)"))
+        conn.execute(sa.text("INSERT INTO periods (period_id, name, months, settings, ingested_at) VALUES ('P', 'p', '2026-10', '{}',"
+                             " '2026-11-30 00:00:00+00:00')"))
+    engine.dispose()
+    done = cli("status", db=store_url)  # an existing store: opening it upgrades it
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["schema_revision"] == "0002" and status["periods"][0]["held"] is None and status["periods"][0]["failure"] is None
+
+
+def test_unanswering_postgres_endpoint_times_out():
+    """An endpoint that accepts TCP and never answers: exit 5 naming the host, within the connect timeout."""
+    import os
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(server.accept()[0])  # and say nothing
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        done = cli("status", db=f"postgresql://u@127.0.0.1:{port}/db", env={**os.environ, "OPTALLOC_DB_CONNECT_TIMEOUT": "2"})
+        took = time.monotonic() - t0
+    finally:
+        server.close()
+        for s in held:
+            s.close()
+    assert done.returncode == 5 and "127.0.0.1" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert took < 30, took  # the default without a timeout: for ever
+
+
+def test_a_connection_lost_mid_run_is_exit_5_and_the_run_is_recorded_failed(pg_server, tmp_path):
+    import os
+    import time
+
+    import psycopg
+    from pgserver import fresh_database
+
+    with fresh_database(pg_server) as url:
+        assert cli("ingest", str(SMALL), db=url).returncode == 0
+        batch = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "batch", "--db", url, "--date", "2026-10-01", "--workers", "0", "-q"],
+                                 env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-claimed:sleep=6"}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        store = Store(url)
+        deadline = time.monotonic() + 120
+        while not store.rounds()["cleared_run_id"].isna().all() or not (store.runs()["command"] == "batch").any():
+            time.sleep(0.2)
+            assert time.monotonic() < deadline
+        time.sleep(2.0)  # inside round 1's transaction, asleep
+        store.engine.dispose()
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                                  (name,)).fetchall()
+        assert killed
+        out, err = batch.communicate(timeout=120)
+        assert batch.returncode == 5 and "Traceback" not in err and "connection" in err.lower(), err
+        runs = Store(url).runs()
+        assert runs["outcome"].tolist()[-1] == "failed"
+        assert Store(url).rounds()["cleared_run_id"].isna().all()  # round 1's transaction died with its connection
+
+
+def test_a_statement_past_the_statement_timeout_is_exit_5(pg_server, monkeypatch):
+    from pgserver import fresh_database
+
+    monkeypatch.setenv("OPTALLOC_DB_STATEMENT_TIMEOUT", "0.5")
+    with fresh_database(pg_server) as url:
+        store = Store(url)
+        with pytest.raises(StoreError, match="statement timeout"):
+            with store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_sleep(3)"))
+        store.engine.dispose()

@@ -1,7 +1,8 @@
 """The store: a real database holding periods, rounds, requests, results and runs.
 
 An SQLite file by default (no set-up), PostgreSQL by URL (`OPTALLOC_DB=postgresql://user@host/db`).
-The schema is created and upgraded by the Alembic migrations in `migrations/` when a store is opened.
+The schema is created (only by a writer that may create a store: `Store(url, create=True)`) and upgraded by the
+Alembic migrations in `migrations/` when a store is opened.
 
 This is the loading/writing layer of the nightly job: it reads and writes tables, it never solves.
 """

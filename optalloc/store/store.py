@@ -26,6 +26,7 @@ from importlib import metadata as importlib_metadata
 import pandas as pd
 import sqlalchemy as sa
 from alembic import command
+from alembic import util as alembic_util
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
@@ -42,6 +43,10 @@ from . import tables as T
 
 DEFAULT_URL = "sqlite:///optalloc.db"
 URL_ENV = "OPTALLOC_DB"
+CONNECT_TIMEOUT_ENV = "OPTALLOC_DB_CONNECT_TIMEOUT"  # seconds to wait for PostgreSQL to answer a connection (default 10)
+STATEMENT_TIMEOUT_ENV = "OPTALLOC_DB_STATEMENT_TIMEOUT"  # seconds any one PostgreSQL statement may take (default 1800; 0 = none)
+DEFAULT_CONNECT_TIMEOUT = 10
+DEFAULT_STATEMENT_TIMEOUT = 1800
 LOCK_KEY = 0x0BA7C4  # PostgreSQL advisory lock id of the store's writer lock
 LIST_COLUMNS = {"months", "regions"}
 STATIC_TABLES = ("fcs", "sellers", "needs")  # fixed once a period is ingested
@@ -66,6 +71,15 @@ def resolve_url(url: str | None = None) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url.removeprefix(prefix)
     return url
+
+
+def is_in_memory(url: str) -> bool:
+    """sqlite:// and sqlite:///:memory: (a database that ends with its process)."""
+    try:
+        u = sa.make_url(resolve_url(url))
+    except (sa.exc.ArgumentError, ValueError):
+        return False
+    return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
 
 
 def _alembic_config() -> Config:
@@ -99,27 +113,45 @@ def solver_version() -> str:
 
 
 class Store:
-    def __init__(self, url: str | None = None, *, migrate: bool = True):
+    """The store at `url`. `create=False` (the read-only commands, batch, period): the store must already exist, and
+    nothing is created when it does not (no file, no folder, no schema). `create=True` (ingest, and the Python API's
+    default): a missing SQLite file (and its folder) or an empty database becomes a new store."""
+
+    def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool = True):
         self.url = resolve_url(url)
         try:
             u = sa.make_url(self.url)
-        except sa.exc.ArgumentError as e:
+            u.port  # noqa: B018 -- a bad port (":notaport") is only found when read
+        except (sa.exc.ArgumentError, ValueError) as e:
             raise StoreError(f"not a database URL: {self.url!r} ({e})") from None
         self.display_url = u.render_as_string(hide_password=True)
         self.backend = u.get_backend_name()
-        self._sqlite_file = u.database if self.backend == "sqlite" and u.database not in (None, "", ":memory:") else None
+        self.in_memory = self.backend == "sqlite" and u.database in (None, "", ":memory:")
+        self._sqlite_file = u.database if self.backend == "sqlite" and not self.in_memory else None
         if self._sqlite_file:
-            os.makedirs(os.path.dirname(os.path.abspath(self._sqlite_file)), exist_ok=True)
+            _check_sqlite_file(self._sqlite_file, create)
         try:
-            self.engine = sa.create_engine(self.url, connect_args={"timeout": 60} if self.backend == "sqlite" else {})
-        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
+            self.engine = sa.create_engine(self.url, connect_args=_connect_args(self.backend))
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError, ValueError, TypeError) as e:
             raise StoreError(f"cannot use store {self.display_url}: {e}") from None
+        _store_errors(self.engine, self.display_url, self._sqlite_file)
         if self.backend == "sqlite":
             _sqlite_transactions(self.engine)
         self._writer = self.engine.execution_options(optalloc_write=True)
-        if migrate and self.schema_revision() != head_revision():
+        revision = self.schema_revision() if migrate or not create else None
+        if revision is None and not create:
+            if self._sqlite_file:
+                raise StoreError(f"no optalloc store at {self._sqlite_file} (an SQLite database without the store's tables)")
+            raise StoreError(f"no optalloc store at {self.display_url} (the database has no optalloc schema; 'optalloc ingest' creates one)")
+        if revision is None and self._sqlite_file and self._has_tables():
+            raise StoreError(f"{self._sqlite_file} is an SQLite database but not an optalloc store (it has other tables); refusing to use it")
+        if migrate and revision != head_revision():
             with self.lock(timeout=60):
                 self.upgrade()
+
+    def _has_tables(self) -> bool:
+        with self.engine.connect() as conn:
+            return bool(sa.inspect(conn).get_table_names())
 
     def transaction(self):
         """A write transaction (`with store.transaction() as conn:`): committed at the end of the block, rolled back
@@ -135,18 +167,15 @@ class Store:
             with self.transaction() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
-        except sa.exc.OperationalError as e:
-            raise StoreError(f"cannot open store {self.display_url}: {e.orig}") from None
+        except alembic_util.CommandError as e:  # e.g. a store written by a newer optalloc
+            raise StoreError(f"cannot upgrade store {self.display_url}: {_one_line(e)}") from None
 
     def schema_revision(self) -> str | None:
         """The migration the database is at (None for a new, empty one)."""
-        try:
-            with self.engine.connect() as conn:
-                if not sa.inspect(conn).has_table("alembic_version"):
-                    return None
-                return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-        except sa.exc.OperationalError as e:
-            raise StoreError(f"cannot open store {self.display_url}: {e.orig}") from None
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
     @contextmanager
     def lock(self, timeout: float = 0.0) -> Iterator[None]:
@@ -161,8 +190,11 @@ class Store:
                 try:
                     yield
                 finally:
-                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-                    conn.commit()
+                    try:
+                        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                        conn.commit()
+                    except StoreError:
+                        pass  # the connection was lost, and the server released the lock with it
         elif self._sqlite_file:
             fd = os.open(self._sqlite_file + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -218,6 +250,7 @@ class Store:
         plain = json_value
         periods, rounds = self.periods(), self.rounds().reset_index()
         runs = self.runs().tail(last_runs).reset_index()
+        failures = self.current_failures()
         return {
             "store": self.display_url,
             "schema_revision": self.schema_revision(),
@@ -227,6 +260,8 @@ class Store:
                     "baseline_run_id": plain(row.baseline_run_id),
                     "sales_received_at": plain(row.sales_received_at),
                     "settled_run_id": plain(row.settled_run_id),
+                    "held": None if pd.isna(row.held_at) else {"since": plain(row.held_at), "reason": plain(row.hold_reason)},
+                    "failure": failures.get(pid),
                     "rounds": [
                         {"round": int(r.round), "close_date": r.close_date, "cleared_run_id": plain(r.cleared_run_id)}
                         for r in rounds[rounds["period_id"] == pid].itertuples()
@@ -239,6 +274,67 @@ class Store:
                 for r in runs.itertuples()
             ],
         }
+
+    # ------------------------------------------------------------ holds and failures
+
+    def hold(self, period_id: str, reason: str | None = None) -> dict:
+        """Hold a period: `batch` skips it until released. Recorded as a run; holding a held period keeps its
+        since-time (and changes the reason when one is given). Call it holding the writer lock."""
+        return self._set_hold(period_id, hold=True, reason=reason)
+
+    def release(self, period_id: str) -> dict:
+        return self._set_hold(period_id, hold=False, reason=None)
+
+    def _set_hold(self, period_id: str, *, hold: bool, reason: str | None) -> dict:
+        with self.transaction() as conn:
+            row = conn.execute(sa.select(T.periods.c.held_at, T.periods.c.hold_reason).where(T.periods.c.period_id == period_id)).one_or_none()
+            if row is None:
+                known = sorted(conn.execute(sa.select(T.periods.c.period_id)).scalars())
+                raise InputError(Problem(f"no period {period_id!r} in the store (periods: {', '.join(known) or 'none'})", self.display_url,
+                                         None, "period"))
+            run_id = self.start_run(conn, "hold" if hold else "release")
+            was_held = row.held_at is not None
+            if hold:
+                values = {"hold_reason": reason if reason is not None else row.hold_reason}
+                if not was_held:
+                    values["held_at"] = now()
+            else:
+                values = {"held_at": None, "hold_reason": None}
+            conn.execute(T.periods.update().where(T.periods.c.period_id == period_id).values(**values))
+            result = {"run_id": run_id, "period_id": period_id, "held": hold, "was_held": was_held}
+            if hold:
+                result["reason"] = values["hold_reason"]
+            self.finish_run(conn, run_id, "ok", steps=[{k: v for k, v in result.items() if k != "run_id"}])
+        return result
+
+    def held_periods(self) -> dict[str, dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(T.periods.c.period_id, T.periods.c.held_at, T.periods.c.hold_reason)
+                                .where(T.periods.c.held_at.is_not(None))).all()
+        return {r.period_id: {"since": json_value(r.held_at), "reason": r.hold_reason} for r in rows}
+
+    def record_failure(self, run_id: int, period_id: str, step: str, error: str, exit_code: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(T.period_failures.insert().values(run_id=run_id, period_id=period_id, step=step, error=error, exit_code=exit_code,
+                                                           failed_at=now()))
+
+    def current_failures(self) -> dict[str, dict]:
+        """Each period whose last attempt failed: its latest failure, unless a later run has written a result of it since."""
+        with self.engine.connect() as conn:
+            failures = conn.execute(sa.select(T.period_failures).order_by(T.period_failures.c.run_id)).all()
+            if not failures:
+                return {}
+            periods = {r.period_id: r for r in conn.execute(sa.select(T.periods.c.period_id, T.periods.c.baseline_run_id,
+                                                                                T.periods.c.settled_run_id)).all()}
+            cleared = dict(conn.execute(sa.select(T.rounds.c.period_id, sa.func.max(T.rounds.c.cleared_run_id)).group_by(T.rounds.c.period_id)).all())
+        latest = {f.period_id: f for f in failures}
+        out = {}
+        for pid, f in latest.items():
+            p = periods.get(pid)
+            later = max([x for x in (p.baseline_run_id, p.settled_run_id, cleared.get(pid)) if x is not None], default=0) if p else 0
+            if later <= f.run_id:
+                out[pid] = {"run_id": f.run_id, "step": f.step, "error": f.error, "exit_code": f.exit_code, "failed_at": json_value(f.failed_at)}
+        return out
 
     # ------------------------------------------------------------ periods and inputs
 
@@ -466,6 +562,77 @@ class Store:
                 raise AlreadyDone(f"period {period_id} was already settled")
             write_frame(conn, T.settlements, settlement, period_id=period_id, run_id=run_id)
             failpoint("settlement-written")
+
+
+# ---------------------------------------------------------------- opening: files, timeouts, errors
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+
+
+def _check_sqlite_file(path: str, create: bool) -> None:
+    """A store file must be an SQLite database. Only a writer that may create a store (ingest) creates a missing one."""
+    if not os.path.exists(path):
+        if not create:
+            raise StoreError(f"no store at {path} (no such file; only 'optalloc ingest' creates a store)")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create store {path}: {e.strerror}") from None
+        return
+    if not os.path.isfile(path):
+        raise StoreError(f"{path} is not a file, so not an SQLite store")
+    # Only stat, never open: closing any descriptor of an SQLite file drops this process's POSIX locks on it, which
+    # corrupts the database when another connection of this process is open (SQLite's "How To Corrupt" 2.2).
+    # A file that is not SQLite is found by SQLite itself ("file is not a database"; see _store_errors).
+    if os.stat(path).st_size == 0:
+        raise StoreError(f"{path} is an empty (zero-length) file, not an optalloc store; refusing to use it")
+
+
+def _seconds(env: str, default: float) -> float:
+    value = os.environ.get(env)
+    if value is None or value == "":
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise StoreError(f"${env} must be a number of seconds, not {value!r}") from None
+    if not seconds >= 0 or math.isinf(seconds):
+        raise StoreError(f"${env} must be a number of seconds >= 0, not {value!r}")
+    return seconds
+
+
+def _connect_args(backend: str) -> dict:
+    """SQLite: wait up to 60 s for a locked database. PostgreSQL: a connect timeout (an endpoint that accepts TCP but
+    never answers must not hang the job), a statement timeout, and TCP keepalives (a connection lost in silence)."""
+    if backend == "sqlite":
+        return {"timeout": 60}
+    if backend != "postgresql":
+        return {}
+    connect = _seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT)
+    statement = _seconds(STATEMENT_TIMEOUT_ENV, DEFAULT_STATEMENT_TIMEOUT)
+    return {
+        "connect_timeout": max(1, math.ceil(connect)) if connect else 0,
+        "options": f"-c statement_timeout={int(statement * 1000)}",
+        "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+    }
+
+
+def _store_errors(engine: sa.Engine, display_url: str, sqlite_file: str | None = None) -> None:
+    """Every database error, whatever statement or connection raised it, becomes a one-line StoreError (exit 5)."""
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _handle(ctx) -> None:
+        e = ctx.original_exception
+        message = _one_line(e)
+        if sqlite_file and message in ("file is not a database", "database disk image is malformed"):
+            raise StoreError(f"{sqlite_file} is not an SQLite database or is corrupt ({message}); refusing to use it") from None
+        if ctx.statement is None or ctx.connection is None:
+            raise StoreError(f"cannot open store {display_url}: {message}") from None
+        if ctx.is_disconnect:
+            raise StoreError(f"lost the connection to store {display_url}: {message}") from None
+        raise StoreError(f"store {display_url}: {message}") from None
 
 
 # ---------------------------------------------------------------- frames <-> tables

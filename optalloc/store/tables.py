@@ -42,7 +42,7 @@ runs = sa.Table(
     "runs",
     metadata,
     sa.Column("run_id", sa.Integer(), primary_key=True, autoincrement=True),
-    sa.Column("command", sa.String(32), nullable=False),  # batch | ingest
+    sa.Column("command", sa.String(32), nullable=False),  # batch | ingest | hold | release
     sa.Column("run_date", sa.Date(), nullable=True),  # the night a batch run is for
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
@@ -73,6 +73,20 @@ periods = sa.Table(
     _num("baseline_objective", nullable=True),
     sa.Column("baseline_status", sa.String(32), nullable=True),
     _run_ref("settled_run_id", nullable=True),
+    sa.Column("held_at", sa.DateTime(timezone=True), nullable=True),  # `optalloc period hold`: the batch skips it until released
+    _text("hold_reason", nullable=True),
+)
+
+# A period's step that failed in a batch run (the run went on with the other periods).
+period_failures = sa.Table(
+    "period_failures",
+    metadata,
+    sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.run_id"), primary_key=True),
+    _period_key(),
+    sa.Column("step", sa.String(64), nullable=False),  # load | baseline | round N | settlement
+    _text("error"),  # one line
+    sa.Column("exit_code", sa.Integer(), nullable=False),  # 2 input, 3 infeasible, 4 solver, 1 other
+    sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 rounds = sa.Table(
