@@ -43,8 +43,8 @@ WRITERS = {
     "allocate": ["allocate", WORKED],
     "clear": ["clear", WORKED],
     "settle": ["settle", WORKED],
-    "generate": ["generate", "--sellers", "5", "--fcs", "2", "--requests", "5"],
-    "simulate": ["simulate", "--sellers", "20", "--fcs", "2"],
+    "generate": ["generate", "--sellers", "5", "--fcs", "2", "--regions", "1", "--requests", "5"],
+    "simulate": ["simulate", "--sellers", "20", "--fcs", "2", "--regions", "1"],
 }
 
 
