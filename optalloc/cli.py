@@ -119,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_ in [
         ("sellers", "sellers"), ("fcs", "fulfillment centers"), ("regions", "regions"), ("storage-types", "storage types (1-7)"),
         ("months", "months in the period"), ("rounds", "rounds in the period"), ("requests", "reservation requests"), ("seed", "random seed"),
+        ("history-weeks", "weeks of seller history to write beside the instance (0 = none)"),
     ]:
         g.add_argument(f"--{name}", type=int, default=getattr(defaults, name.replace("-", "_")), help=f"{help_} (default %(default)s)")
     for name, help_ in [
