@@ -126,3 +126,41 @@ def test_forecast_refuses_bad_history_and_an_instance_without_history(generated,
     (folder / "history.csv").unlink()
     code, err = run_cli(["forecast", str(folder), "-o", str(out), "-q"], capsys)
     assert code == 2 and "no history table" in err and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def forecast_instance(generated):
+    """The generated instance with its needs and seller scores taken from its own history."""
+    from dataclasses import replace
+
+    from optalloc.forecast import run_forecast
+    from optalloc.io import load_instance
+
+    inst = load_instance(generated)
+    result = run_forecast(inst, method="seasonal_yoy")
+    sellers = inst.sellers.drop(columns=["performance_score", "productivity"]).merge(
+        result.performance[["seller_id", "performance_score", "productivity"]], on="seller_id", how="left").fillna(
+        {"performance_score": 0.0, "productivity": 0.0})
+    return replace(inst, needs=result.needs.assign(floor_cube=np.nan), sellers=sellers, requests=inst.requests.iloc[:0])
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 39), st.floats(0, 400), st.floats(0, 1.0))
+def test_a_sellers_limit_does_not_fall_when_its_score_and_forecast_both_rise(forecast_instance, who, score_up, need_up):
+    from dataclasses import replace
+
+    from optalloc.baseline import allocate
+
+    inst = forecast_instance
+    seller = inst.sellers["seller_id"].iloc[who]
+    sellers = inst.sellers.copy()
+    mask = sellers["seller_id"] == seller
+    sellers.loc[mask, "performance_score"] = np.minimum(1000.0, sellers.loc[mask, "performance_score"] + score_up)
+    needs = inst.needs.copy()
+    mine = needs["seller_id"] == seller
+    needs.loc[mine, ["p50_cube", "p90_cube"]] = np.round(needs.loc[mine, ["p50_cube", "p90_cube"]] * (1 + need_up), 3)
+    before = allocate(inst).limits["limit_cube"]
+    after = allocate(replace(inst, sellers=sellers, needs=needs)).limits["limit_cube"]
+    b = before[before.index.get_level_values("seller_id") == seller]
+    a = after.reindex(b.index)
+    assert (a >= b - 1e-6).all(), pd.concat([b, a], axis=1)
