@@ -244,7 +244,7 @@ def cold_start(q50: np.ndarray, q90: np.ndarray, Y: np.ndarray, keys: pd.DataFra
     for cols in (["storage_type", "category", "size_band"], ["storage_type"], []):
         if not todo.any():
             break
-        gkey = keys[cols].astype(str).agg("|".join, axis=1).to_numpy() if cols else np.zeros(len(keys), dtype=str)
+        gkey = keys.groupby(cols, sort=True).ngroup().to_numpy() if cols else np.zeros(len(keys), dtype=int)
         mk = gkey[ok]
         for g in np.unique(gkey[todo]):
             peers = mk == g
