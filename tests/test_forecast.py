@@ -164,3 +164,23 @@ def test_a_sellers_limit_does_not_fall_when_its_score_and_forecast_both_rise(for
     b = before[before.index.get_level_values("seller_id") == seller]
     a = after.reindex(b.index)
     assert (a >= b - 1e-6).all(), pd.concat([b, a], axis=1)
+
+
+def test_a_json_instance_with_a_few_weeks_forecasts_but_cannot_backtest(tmp_path, capsys):
+    import json
+
+    from conftest import INSTANCES
+
+    doc = json.loads((INSTANCES / "worked_example.json").read_text())
+    weeks = ["2026-07-06", "2026-07-13", "2026-07-20", "2026-07-27", "2026-08-03"]
+    doc["history"] = [{"seller_id": s["seller_id"], "storage_type": "standard", "week": w, "shipped_cube": 1000 + 100 * i,
+                       "sales": 5e4, "on_hand_cube": 7000} for s in doc["sellers"] for i, w in enumerate(weeks)]
+    path = tmp_path / "inst.json"
+    path.write_text(json.dumps(doc))
+    code, err = run_cli(["forecast", str(path), "-o", str(tmp_path / "out"), "-q"], capsys)
+    assert code == 0, err
+    needs = pd.read_csv(tmp_path / "out" / "needs.csv")
+    assert needs["p50_cube"].tolist() == [7500.0] * 6  # 6 cover weeks x the mean of the last 4 weeks (1,250)
+    code, err = run_cli(["forecast", str(path), "-o", str(tmp_path / "bt"), "--backtest", "-q"], capsys)
+    assert code == 2 and f"{path}: history, field 'week': too little history for a backtest" in err
+    assert not (tmp_path / "bt").exists()

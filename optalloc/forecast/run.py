@@ -36,7 +36,7 @@ def horizon_weeks(panel: Panel, months: list[str]) -> pd.DatetimeIndex:
 
 
 def backtest(panel: Panel, H: int, methods=METHODS, *, origins: int = 3, step: int = 4, seed: int = 0, threads: int = 1,
-             **lgb_args) -> pd.DataFrame:
+             source: str = "history", **lgb_args) -> pd.DataFrame:
     """Rolling origins: cutoffs W - H - step k (k = 0..origins-1); each method forecasts H weeks from each cutoff
     seeing only the weeks before it; errors pooled over series alive at the cutoff and over origins, per horizon."""
     W = panel.y.shape[1]
@@ -44,7 +44,7 @@ def backtest(panel: Panel, H: int, methods=METHODS, *, origins: int = 3, step: i
     rows = []
     cutoffs = [W - H - step * k for k in range(origins) if W - H - step * k > 13]
     if not cutoffs:
-        raise InputError(Problem(f"too little history for a backtest: {W} weeks, horizon {H}", "history", None, "week"))
+        raise InputError(Problem(f"too little history for a backtest: {W} weeks, horizon {H}", source, None, "week"))
     for method in methods:
         ys, p50s, p90s = [], [], []
         for c in cutoffs:
@@ -91,7 +91,8 @@ def run_forecast(instance: Instance, *, with_backtest: bool = False, method: str
     H = len(weeks)
     bt, scores = None, {}
     if with_backtest:
-        bt = backtest(panel, H, origins=origins, step=step, seed=seed, threads=threads, **lgb_args)
+        bt = backtest(panel, H, origins=origins, step=step, seed=seed, threads=threads, source=instance.sources.get("history", "history"),
+                      **lgb_args)
         method, scores = choose(bt)
     q50, q90, cold = forecast(method, panel.y, H, panel.woy(H), panel.keys, seed=seed, threads=threads, **lgb_args)
     needs = monthly_needs(panel, weeks, q50, q90, months)
