@@ -184,3 +184,13 @@ def test_a_json_instance_with_a_few_weeks_forecasts_but_cannot_backtest(tmp_path
     code, err = run_cli(["forecast", str(path), "-o", str(tmp_path / "bt"), "--backtest", "-q"], capsys)
     assert code == 2 and f"{path}: history, field 'week': too little history for a backtest" in err
     assert not (tmp_path / "bt").exists()
+
+
+def test_the_loop_runs_periods_on_its_own_history(generated):
+    from optalloc.forecast.loop import run_loop
+    from optalloc.io import load_instance
+
+    report = run_loop(load_instance(generated), 2)
+    assert report["period_id"].drop_duplicates().tolist() == ["P202610", "P202701"]
+    assert report.groupby("period")["limit_share"].sum().round(9).eq(1.0).all()
+    assert report["coverage_90"].between(0, 1).all() and report["mean_score"].dropna().between(0, 1000).all()
