@@ -93,7 +93,7 @@ def _number(lo: float, hi: float, *, above: bool = False):
 
 
 COUNTS = {"sellers": (1, 100_000_000), "fcs": (1, 100_000), "regions": (1, 10_000), "storage-types": (1, 7), "months": (1, 12),
-          "rounds": (1, 1_000), "requests": (0, 1_000_000_000), "seed": (0, 2**32 - 1)}
+          "rounds": (1, 1_000), "requests": (0, 1_000_000_000), "seed": (0, 2**32 - 1), "history-weeks": (0, 520)}
 SHARE = _number(0.0, 1.0)
 
 
@@ -171,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_ in [
         ("sellers", "sellers"), ("fcs", "fulfillment centers"), ("regions", "regions"), ("storage-types", "storage types (1-7)"),
         ("months", "months in the period"), ("rounds", "rounds in the period"), ("requests", "reservation requests"), ("seed", "random seed"),
+        ("history-weeks", "weeks of seller history to write beside the instance (0 = none)"),
     ]:
         g.add_argument(f"--{name}", type=_whole(*COUNTS[name]), default=getattr(defaults, name.replace("-", "_")), help=f"{help_} (default %(default)s)")
     for name, help_ in [
@@ -182,7 +183,48 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--single-pool", action="store_true", help="one FC, type, month and round of divisible requests (the sort-shaped round)")
     _store_commands(sub)
     _simulate_command(sub)
+    _forecast_command(sub)
     return parser
+
+
+def _forecast_command(sub) -> None:
+    p = sub.add_parser("forecast", help="needs (P50/P90 cube per month) and performance scores from the instance's history",
+                       description="Forecast each seller's weekly shipped cube (P50/P90), turn it into cube to hold per month "
+                                   "(models/forecast.md) and score inventory performance; --backtest picks the method on rolling origins.")
+    p.add_argument("instance", help="an instance (JSON or folder) with a history table")
+    p.add_argument("-o", "--out", required=True, help=OUT_HELP)
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--backtest", action="store_true", help="score every method on rolling origins, write backtest.csv, use the best")
+    p.add_argument("--method", choices=["seasonal_naive", "seasonal_yoy", "lightgbm"], default="lightgbm",
+                   help="the method without --backtest (default %(default)s)")
+    p.add_argument("--origins", type=_whole(1, 52), default=3, help="backtest origins, 4 weeks apart (default %(default)s)")
+    p.add_argument("--settlement", metavar="FILE", help="settlement.csv of the last period: credits over fees score the use of granted space")
+    p.add_argument("--seed", type=_whole(0, 2**32 - 1), default=0, help="random seed of the gradient-boosted model (default %(default)s)")
+    p.add_argument("--threads", type=_whole(1, 256), default=1, help="LightGBM threads (results are reproducible for a given number)")
+
+
+def _forecast(args) -> int:
+    from .forecast import run_forecast
+
+    check_folder(args.out, inputs=(args.instance,))
+    with stage("load and validate"):
+        instance = load_instance(args.instance)
+    settlement = None
+    if args.settlement:
+        try:
+            settlement = pd.read_csv(args.settlement, dtype={"seller_id": str})
+        except (OSError, ValueError) as e:
+            raise InputError(Problem(f"cannot read table: {e}", args.settlement)) from None
+        missing = [c for c in ("seller_id", "credit", "reservation_fee") if c not in settlement.columns]
+        if missing:
+            raise InputError(Problem(f"not a settlement table (missing {missing})", args.settlement))
+    with stage("forecast" + (" and backtest" if args.backtest else "")):
+        result = run_forecast(instance, with_backtest=args.backtest, method=args.method, origins=args.origins, seed=args.seed,
+                              threads=args.threads, settlement=settlement)
+    with stage(f"write {args.out}"):
+        write_tables(args.out, result.tables(), result.summary, fmt=args.format, inputs=(args.instance,))
+    return 0
 
 
 def _simulate_command(sub) -> None:
@@ -405,6 +447,8 @@ def run(argv: list[str] | None = None) -> int:
         return _store_command(args)
     if args.command == "simulate":
         return _simulate(args)
+    if args.command == "forecast":
+        return _forecast(args)
     inputs = (args.instance, getattr(args, "previous", None))
     if args.command != "validate":
         check_folder(args.out, inputs=inputs)  # before any work: a refused target costs nothing

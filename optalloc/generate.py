@@ -34,6 +34,7 @@ class GenerateSpec:
     with_sales: bool = True
     first_month: str = "2026-10"
     seed: int = 0
+    history_weeks: int = 0  # > 0: also a weekly `history` table ending before the period (optalloc.history)
 
 
 def _ids(prefix: str, n: int) -> np.ndarray:
@@ -146,6 +147,12 @@ def generate(spec: GenerateSpec) -> Instance:
         tables["sales"] = needs[["seller_id", "storage_type", "month"]].assign(
             sales=np.round(prod * used * rng.uniform(0.7, 1.3, len(needs)), 2), used_cube=used
         )
+    if spec.history_weeks > 0:  # its own random stream: the other tables do not change with it
+        from .history import COVER_WEEKS, generate_history
+
+        typical = size[s_idx] * type_share[s_idx, k_idx] / COVER_WEEKS
+        series = pd.DataFrame({"seller_id": seller_ids[s_idx], "storage_type": np.array(types)[k_idx], "weekly_cube": typical})
+        tables["history"] = generate_history(series, spec.history_weeks, months[0], spec.seed)
     # Round r took requests for the 7 days from start + 7(r - 1) (above): it closes on the last of them.
     closes = [(start + pd.Timedelta(days=7 * r - 1)).date().isoformat() for r in range(1, spec.rounds + 1)]
     period = {"period_id": f"P{months[0].replace('-', '')}", "months": months, "rounds": list(range(1, spec.rounds + 1)), "round_close_dates": closes}

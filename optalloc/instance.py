@@ -56,6 +56,7 @@ class Instance:
     requests: pd.DataFrame
     sales: pd.DataFrame
     grant_sales: pd.DataFrame
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)  # optional: see optalloc.history
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     # Each table's rows are in canonical (key) order; source_rows[t][i] is the 1-based row of its file that row i
     # came from, so later checks (the store's ingest) still name the user's row.
@@ -122,6 +123,7 @@ class Instance:
             requests=typed["requests"],
             sales=typed["sales"],
             grant_sales=typed["grant_sales"],
+            history=typed["history"],
             sources=sources,
             source_rows=source_rows,
         )

@@ -142,6 +142,20 @@ class GrantSalesRow(_Row):
     incremental_sales: Dollars
 
 
+class HistoryRow(_Row):
+    """What a seller did in one storage type and week (table `history`): the source of needs and scores
+    (`optalloc.forecast`). Weeks are Mondays (ISO dates) before the period; checked in `optalloc.history`."""
+
+    seller_id: Id
+    storage_type: Id
+    week: Id = Field(description="the week's Monday, YYYY-MM-DD")
+    shipped_cube: Cube = Field(description="cube of the units sold (shipped) that week")
+    sales: float = Field(ge=0, description="sales that week", json_schema_extra={"unit": "$"})
+    on_hand_cube: Cube = Field(description="average daily cube stored that week")
+    category: Id | None = Field(default=None, description="seller attribute for cold start, e.g. toys")
+    size_band: Id | None = Field(default=None, description="seller attribute for cold start, e.g. small/medium/large")
+
+
 # Tables of an instance: name -> (row model, required?)
 TABLES: dict[str, tuple[type[_Row], bool]] = {
     "fcs": (FcRow, True),
@@ -150,6 +164,7 @@ TABLES: dict[str, tuple[type[_Row], bool]] = {
     "requests": (RequestRow, False),
     "sales": (MonthSalesRow, False),
     "grant_sales": (GrantSalesRow, False),
+    "history": (HistoryRow, False),
 }
 
 # Primary keys: duplicates are bad input.
@@ -160,6 +175,7 @@ TABLE_KEYS: dict[str, list[str]] = {
     "requests": ["request_id"],
     "sales": ["seller_id", "storage_type", "month"],
     "grant_sales": ["request_id"],
+    "history": ["seller_id", "storage_type", "week"],
 }
 
 

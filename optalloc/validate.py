@@ -466,6 +466,10 @@ def check_instance(tables: dict[str, pd.DataFrame], period: Period, sources: dic
     if "grant_sales" in tables:
         ids = tables["requests"]["request_id"] if "requests" in tables else []
         problems += _membership(tables["grant_sales"], "request_id", ids, sources["grant_sales"], "request")
+    if "history" in tables:
+        from .history import check_history
+
+        problems += check_history(tables["history"], sellers["seller_id"], storage_types, period, sources["history"])
     problems += check_units(tables, sources)
     return problems
 

@@ -1,0 +1,114 @@
+"""history -> backtest -> chosen method -> needs (cube to hold per month) and performance scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError, Problem
+from ..history import COVER_WEEKS
+from ..instance import Instance
+from .methods import METHODS, Panel, age, forecast, make_panel
+from .metrics import coverage, wql
+from .performance import performance_scores
+
+
+@dataclass
+class ForecastResult:
+    needs: pd.DataFrame
+    performance: pd.DataFrame
+    backtest: pd.DataFrame | None
+    summary: dict
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        t = {"needs": self.needs.set_index(["seller_id", "storage_type", "month"]), "performance": self.performance.set_index("seller_id")}
+        if self.backtest is not None:
+            t["backtest"] = self.backtest.set_index(["method", "horizon"])
+        return t
+
+
+def horizon_weeks(panel: Panel, months: list[str]) -> pd.DatetimeIndex:
+    """The Mondays after the last week of history up to the last Monday of the period's last month."""
+    end = pd.Period(months[-1], "M").end_time.normalize()
+    return pd.date_range(panel.weeks[-1] + pd.Timedelta(weeks=1), end, freq="7D")
+
+
+def backtest(panel: Panel, H: int, methods=METHODS, *, origins: int = 3, step: int = 4, seed: int = 0, threads: int = 1,
+             source: str = "history", **lgb_args) -> pd.DataFrame:
+    """Rolling origins: cutoffs W - H - step k (k = 0..origins-1); each method forecasts H weeks from each cutoff
+    seeing only the weeks before it; errors pooled over series alive at the cutoff and over origins, per horizon."""
+    W = panel.y.shape[1]
+    woy = panel.woy(H)
+    rows = []
+    cutoffs = [W - H - step * k for k in range(origins) if W - H - step * k > 13]
+    if not cutoffs:
+        raise InputError(Problem(f"too little history for a backtest: {W} weeks, horizon {H}", source, None, "week"))
+    for method in methods:
+        ys, p50s, p90s = [], [], []
+        for c in cutoffs:
+            Y = panel.y[:, :c]
+            alive = age(Y) >= 1
+            q50, q90, _ = forecast(method, Y[alive], H, woy, panel.keys[alive].reset_index(drop=True), seed=seed, threads=threads, **lgb_args)
+            ys.append(panel.y[alive, c : c + H])
+            p50s.append(q50)
+            p90s.append(q90)
+        y, q50, q90 = np.concatenate(ys), np.concatenate(p50s), np.concatenate(p90s)
+        for h in range(H):
+            rows.append({"method": method, "horizon": h + 1, "wql_50": wql(y[:, h], q50[:, h], 0.5), "wql_90": wql(y[:, h], q90[:, h], 0.9),
+                         "coverage_90": coverage(y[:, h], q90[:, h]), "series": int(len(y))})
+    return pd.DataFrame(rows)
+
+
+def choose(bt: pd.DataFrame) -> tuple[str, dict]:
+    """The method with the lowest mean over horizons of (wql_50 + wql_90) / 2; ties go to the earlier in METHODS."""
+    score = bt.assign(wql=(bt["wql_50"] + bt["wql_90"]) / 2).groupby("method")["wql"].mean()
+    order = [m for m in METHODS if m in score.index]
+    best = min(order, key=lambda m: (round(float(score[m]), 12), order.index(m)))
+    return best, {m: float(score[m]) for m in order}
+
+
+def monthly_needs(panel: Panel, weeks: pd.DatetimeIndex, q50: np.ndarray, q90: np.ndarray, months: list[str]) -> pd.DataFrame:
+    """need(m) = COVER_WEEKS x the mean of the weekly quantile over the weeks whose Monday is in month m."""
+    month_of = weeks.strftime("%Y-%m").to_numpy()
+    frames = []
+    for m in months:
+        cols = np.flatnonzero(month_of == m)
+        p50 = COVER_WEEKS * q50[:, cols].mean(axis=1)
+        p90 = COVER_WEEKS * q90[:, cols].mean(axis=1)
+        frames.append(panel.keys[["seller_id", "storage_type"]].assign(month=m, p50_cube=np.round(p50, 3), p90_cube=np.round(np.maximum(p90, p50), 3)))
+    return pd.concat(frames).sort_values(["seller_id", "storage_type", "month"], kind="stable").reset_index(drop=True)
+
+
+def run_forecast(instance: Instance, *, with_backtest: bool = False, method: str = "lightgbm", origins: int = 3, step: int = 4,
+                 seed: int = 0, threads: int = 1, settlement: pd.DataFrame | None = None, **lgb_args) -> ForecastResult:
+    if instance.history is None or not len(instance.history):
+        raise InputError(Problem("the instance has no history table (history.csv / history.parquet / \"history\")", instance.sources.get("history", "history")))
+    panel = make_panel(instance.history)
+    months = list(instance.period.months)
+    weeks = horizon_weeks(panel, months)
+    H = len(weeks)
+    bt, scores = None, {}
+    if with_backtest:
+        bt = backtest(panel, H, origins=origins, step=step, seed=seed, threads=threads, source=instance.sources.get("history", "history"),
+                      **lgb_args)
+        method, scores = choose(bt)
+    q50, q90, cold = forecast(method, panel.y, H, panel.woy(H), panel.keys, seed=seed, threads=threads, **lgb_args)
+    needs = monthly_needs(panel, weeks, q50, q90, months)
+    perf = performance_scores(instance.history, settlement)
+    summary = {
+        "method": method,
+        "mean_wql": scores,
+        "horizon_weeks": H,
+        "cover_weeks": COVER_WEEKS,
+        "series": int(len(panel.keys)),
+        "cold_start_series": int(cold.sum()),
+        "history_weeks": [str(panel.weeks[0].date()), str(panel.weeks[-1].date())],
+        "backtest": None if bt is None else {"origins": origins, "step_weeks": step},
+        "seed": seed,
+    }
+    if bt is not None:
+        by = bt.groupby("method")[["coverage_90"]].mean()
+        summary["mean_coverage_90"] = {m: float(by.loc[m, "coverage_90"]) for m in scores}
+    return ForecastResult(needs, perf, bt, summary)
