@@ -93,9 +93,13 @@ def _restricted_lp(d: BaselineData, layout: ClassLayout, pc: Pieces, cols: np.nd
     )
 
 
-def _block_prices(d: BaselineData, layout: ClassLayout, pc: Pieces, options: SolverOptions, blocks: int) -> np.ndarray:
-    """A first guess of each class's marginal value: the class LP with each class's pieces, sorted by value,
-    merged into `blocks` columns of their summed width and width-weighted value."""
+def _block_start(d: BaselineData, layout: ClassLayout, pc: Pieces, options: SolverOptions, blocks: int):
+    """Where to start: the class LP with each class's pieces, sorted by value, merged into `blocks` columns of their
+    summed width and width-weighted value. Its solution says, per class, which blocks are full, which are empty and
+    where the margin lies: pieces of full blocks start held at their upper bound, of empty ones at their floor, and
+    the pieces of the marginal blocks (a partial block, or the two either side of the full/empty boundary) start
+    free. That start is feasible (the merged solution is a point of it), so the first margin LP always solves.
+    Returns (λ guess, held values, free mask), or None when the merged LP fails."""
     order = np.lexsort((-pc.coef, pc.cls))
     cls = pc.cls[order]
     first = np.searchsorted(cls, np.arange(layout.n_classes))
@@ -112,7 +116,21 @@ def _block_prices(d: BaselineData, layout: ClassLayout, pc: Pieces, options: Sol
                        what="baseline allocation (first prices)", check=False)
     if out.status != OPTIMAL or out.row_duals is None:
         return None
-    return _class_prices(out, layout)
+    x = np.zeros(n)
+    x[keep] = out.x[: len(merged.coef)]
+    eps = 1e-9 * np.maximum(ub, 1.0)
+    full = (keep & (x >= ub - eps)).reshape(layout.n_classes, blocks)
+    empty = (~keep | (x <= lb + eps)).reshape(layout.n_classes, blocks)
+    partial = ~full & ~empty
+    nxt = np.concatenate([full[:, 1:], np.zeros((layout.n_classes, 1), bool)], axis=1)
+    prv = np.concatenate([np.ones((layout.n_classes, 1), bool), full[:, :-1]], axis=1)
+    marginal = (partial | (full & ~nxt) | (~full & prv)).ravel()
+    free = np.zeros(len(pc.coef), dtype=bool)
+    free[order] = marginal[block]
+    held = np.where(full.ravel()[block], pc.ub[order], pc.lb[order])
+    fixed = np.empty(len(pc.coef))
+    fixed[order] = held
+    return _class_prices(out, layout), fixed, free
 
 
 def _class_prices(out, layout: ClassLayout) -> np.ndarray:
@@ -122,7 +140,7 @@ def _class_prices(out, layout: ClassLayout) -> np.ndarray:
     return -np.asarray(out.row_duals[r_bal:])
 
 
-def solve_by_margin(d: BaselineData, layout: ClassLayout, options: SolverOptions, blocks: int = 32, band: float = 0.02):
+def solve_by_margin(d: BaselineData, layout: ClassLayout, options: SolverOptions, blocks: int = 64):
     """The class LP solved exactly on its margin (models/baseline.md, "The exact fast method").
 
     Every optimum fills a class's pieces worth more than the class's marginal value λ_c and leaves those worth
@@ -134,17 +152,13 @@ def solve_by_margin(d: BaselineData, layout: ClassLayout, options: SolverOptions
     capacity row, objective, status, free pieces in the last LP)."""
     pc = _pieces(d, layout)
     n_pieces = len(pc.coef)
-    lam = _block_prices(d, layout, pc, options, blocks) if n_pieces else np.zeros(layout.n_classes)
-    if lam is None:  # the merged LP failed (infeasible floors, say): the whole LP decides and diagnoses
-        lam = np.zeros(layout.n_classes)
-        free = np.ones(n_pieces, dtype=bool)
+    start = _block_start(d, layout, pc, options, blocks) if n_pieces else None
+    if start is None:  # no pieces, or the merged LP failed (infeasible floors, say): the whole LP decides and diagnoses
+        fixed, free = pc.lb.copy(), np.ones(n_pieces, dtype=bool)
     else:
-        price = lam[pc.cls]
-        free = np.abs(pc.coef - price) <= band * np.maximum(np.abs(price), 1e-12)
+        _, fixed, free = start
     tol = 1e-9 * max(1.0, float(np.abs(pc.coef).max(initial=0.0)))
-    for _ in range(50):
-        price = lam[pc.cls]
-        fixed = np.where(pc.coef > price, pc.ub, pc.lb)
+    for _ in range(100):
         cols = np.flatnonzero(free)
         outcome = solve_arrays(_restricted_lp(d, layout, pc, cols, fixed), options, what="baseline allocation", check=False)
         if outcome.status != OPTIMAL or outcome.row_duals is None:
@@ -154,12 +168,13 @@ def solve_by_margin(d: BaselineData, layout: ClassLayout, options: SolverOptions
                 duals = None if outcome.row_duals is None else outcome.row_duals[: len(np.unique(layout.arc_cap))]
                 tier = outcome.x[: len(cols)].reshape(len(d.cells), d.n_tiers)
                 return tier, outcome.x[len(cols):], duals, float(pc.coef @ tier.ravel()), outcome, len(cols)
-            free[:] = True  # held pieces made it infeasible, or a solve stopped: let the whole LP decide
+            free[:] = True  # a solve stopped (the start is feasible, so not infeasible): the whole LP decides
             continue
         lam = _class_prices(outcome, layout)
         price = lam[pc.cls]
         held = ~free
-        wrong = held & (((fixed == pc.ub) & (pc.coef < price - tol) & (pc.ub > pc.lb)) | ((fixed == pc.lb) & (pc.coef > price + tol) & (pc.ub > pc.lb)))
+        at_ub = fixed >= pc.ub
+        wrong = held & (pc.ub > pc.lb) & ((at_ub & (pc.coef < price - tol)) | (~at_ub & (pc.coef > price + tol)))
         if not wrong.any():
             tier = fixed.copy()
             tier[cols] = outcome.x[: len(cols)]
