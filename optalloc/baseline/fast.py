@@ -99,7 +99,7 @@ def _block_start(d: BaselineData, layout: ClassLayout, pc: Pieces, options: Solv
     where the margin lies: pieces of full blocks start held at their upper bound, of empty ones at their floor, and
     the pieces of the marginal blocks (a partial block, or the two either side of the full/empty boundary) start
     free. That start is feasible (the merged solution is a point of it), so the first margin LP always solves.
-    Returns (λ guess, held values, free mask), or None when the merged LP fails."""
+    Returns (held values, free mask), or None when the merged LP fails."""
     order = np.lexsort((-pc.coef, pc.cls))
     cls = pc.cls[order]
     first = np.searchsorted(cls, np.arange(layout.n_classes))
@@ -130,7 +130,7 @@ def _block_start(d: BaselineData, layout: ClassLayout, pc: Pieces, options: Solv
     held = np.where(full.ravel()[block], pc.ub[order], pc.lb[order])
     fixed = np.empty(len(pc.coef))
     fixed[order] = held
-    return _class_prices(out, layout), fixed, free
+    return fixed, free
 
 
 def _class_prices(out, layout: ClassLayout) -> np.ndarray:
@@ -144,9 +144,10 @@ def solve_by_margin(d: BaselineData, layout: ClassLayout, options: SolverOptions
     """The class LP solved exactly on its margin (models/baseline.md, "The exact fast method").
 
     Every optimum fills a class's pieces worth more than the class's marginal value λ_c and leaves those worth
-    less at their floor; only pieces near λ_c are undecided. So: guess λ from a small LP over merged pieces,
-    hold every piece clearly above (below) its λ at its upper (lower) bound, solve the LP over the pieces near
-    the margin, and check the held pieces against the new λ (the reduced-cost test of LP optimality). Pieces
+    less at their floor; only pieces near λ_c are undecided. So: start from a small LP over merged pieces
+    (`_block_start`: pieces of full blocks held at their upper bound, of empty ones at their floor, the marginal
+    blocks free), solve the LP over the free pieces, and check the held pieces against its λ (the reduced-cost
+    test of LP optimality). Pieces
     that fail join the free set and the LP is solved again; when none fails, the held values and the small
     LP's solution are an optimum of the whole LP, with its duals. Returns (tier, class_place, fc duals by
     capacity row, objective, status, free pieces in the last LP)."""
@@ -156,7 +157,7 @@ def solve_by_margin(d: BaselineData, layout: ClassLayout, options: SolverOptions
     if start is None:  # no pieces, or the merged LP failed (infeasible floors, say): the whole LP decides and diagnoses
         fixed, free = pc.lb.copy(), np.ones(n_pieces, dtype=bool)
     else:
-        _, fixed, free = start
+        fixed, free = start
     tol = 1e-9 * max(1.0, float(np.abs(pc.coef).max(initial=0.0)))
     for _ in range(100):
         cols = np.flatnonzero(free)
