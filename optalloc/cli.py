@@ -425,8 +425,6 @@ def _generate(args) -> int:
             instance = generate_single_pool(args.requests, seed=args.seed)
     else:
         fields = {f: getattr(args, f) for f in GenerateSpec.__dataclass_fields__ if hasattr(args, f)}
-        if not 1 <= args.storage_types <= 7:
-            raise InputError(Problem("must be between 1 and 7", "--storage-types"))
         with stage(f"generate {args.sellers} sellers, {args.requests} requests"):
             instance = generate(GenerateSpec(**fields))
     with stage(f"write {args.out}"):
