@@ -16,6 +16,8 @@ from datetime import datetime
 import annotated_types as at
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic.fields import FieldInfo
 
 from .errors import InputError, Problem
@@ -137,7 +139,36 @@ def _as_text(series: pd.Series) -> pd.Series:
     return series.astype("string").str.strip()
 
 
+def _arrow_text(series: pd.Series) -> pa.ChunkedArray | None:
+    """The Arrow strings behind a pyarrow-backed text column (what the CSV and Parquet readers give), else None:
+    Arrow's kernels then check millions of cells without a Python call per cell."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        return pa.chunked_array(pa.array(series.array))
+    return None
+
+
+def _factorized(col: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """(codes, distinct values) of a column: ids, months and region lists repeat on many rows, so each check runs
+    once per distinct value and its verdict is read back by code (-1 = missing). Values that cannot be hashed
+    (which the type check has already reported) get one code per row."""
+    try:
+        codes, uniques = pd.factorize(col.reset_index(drop=True), use_na_sentinel=True)
+    except TypeError:
+        return np.arange(len(col)), col.reset_index(drop=True)
+    return codes, pd.Series(uniques)
+
+
+def _by_row(per_value: np.ndarray, codes: np.ndarray, missing=False) -> np.ndarray:
+    """A per-distinct-value array read back onto the rows (`missing` where the row has no value)."""
+    return np.append(per_value, np.array([missing], dtype=per_value.dtype))[codes]
+
+
 def _is_blank(series: pd.Series) -> np.ndarray:
+    arrow = _arrow_text(series)
+    if arrow is not None:
+        blank = pc.or_kleene(pc.is_null(arrow), pc.equal(pc.utf8_trim_whitespace(arrow), ""))
+        return pc.fill_null(blank, True).to_numpy(zero_copy_only=False).astype(bool)
     if _all_text(series):
         return (series.isna() | _as_text(series).eq("")).fillna(True).to_numpy(dtype=bool)
     if series.dtype == object:
@@ -318,6 +349,12 @@ def _safe_float(v) -> float:
 
 
 def _to_float(col: pd.Series) -> np.ndarray:
+    arrow = _arrow_text(col)
+    if arrow is not None:  # Arrow parses a subset of what pandas does, to the same values; anything else goes below
+        try:
+            return pc.cast(pc.utf8_trim_whitespace(arrow), pa.float64()).to_numpy(zero_copy_only=False).astype("float64")
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     try:
         return pd.to_numeric(col, errors="coerce").astype("float64").to_numpy()
     except (OverflowError, TypeError, ValueError):
@@ -357,42 +394,48 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
         bad = parsed.isna().to_numpy() & ~blank
         out.rows(bad, rows, name, lambda i: f"not an ISO 8601 date-time: {_fmt(col.iloc[i])}")
         return parsed.dt.floor("us").reset_index(drop=True)
-    if spec.kind == "list":
+    if spec.kind == "list":  # each distinct list checked once (sellers share region lists, requests month lists)
         if _all_text(col):  # the fast path for tables read from CSV
-            items, tuples = _split_text_lists(col)
-            bad_type = np.zeros(len(col), dtype=bool)
+            codes, distinct = _factorized(col)
+            items, tuples = _split_text_lists(distinct)
+            bad_type = np.zeros(len(distinct), dtype=bool)
         else:  # lists or single strings, e.g. from JSON
-            lists = col.reset_index(drop=True).map(_split_list)
+            codes, distinct = np.arange(len(col)), col.reset_index(drop=True)
+            lists = distinct.map(_split_list)
             bad_type = lists.isna().to_numpy(dtype=bool) & ~blank
-            out.rows(bad_type, rows, name, "must be a list (';'-separated in tables)")
             items = lists.dropna().explode().dropna().astype(object)
             tuples = lists.map(lambda v: tuple(sorted(v)) if v is not None else ())
-        count = items.groupby(level=0).size().reindex(range(len(col)), fill_value=0).to_numpy()
-        out.rows((count == 0) & ~blank & ~bad_type, rows, name, "must name at least one item")
+        out.rows(_by_row(bad_type, codes), rows, name, "must be a list (';'-separated in tables)")
+        count = items.groupby(level=0).size().reindex(range(len(distinct)), fill_value=0).to_numpy()
+        out.rows(_by_row(count == 0, codes, True) & ~blank & ~_by_row(bad_type, codes), rows, name, "must name at least one item")
         if spec.max_length:
-            badl = np.zeros(len(col), dtype=bool)
+            badl = np.zeros(len(distinct), dtype=bool)
             badl[items.index[items.astype("string").str.len().gt(spec.max_length).fillna(False).to_numpy(dtype=bool)]] = True
-            out.rows(badl, rows, name, f"items must be at most {spec.max_length} characters long")
+            out.rows(_by_row(badl, codes), rows, name, f"items must be at most {spec.max_length} characters long")
         if spec.pattern:
-            badp = np.zeros(len(col), dtype=bool)
+            badp = np.zeros(len(distinct), dtype=bool)
             badp[items.index[~items.astype("string").str.fullmatch(spec.pattern).fillna(False).to_numpy(dtype=bool)]] = True
-            out.rows(badp, rows, name, lambda i: f"items must be {_rule(spec.pattern)}: {_fmt(col.iloc[i])}")
-        dup = np.zeros(len(col), dtype=bool)
+            out.rows(_by_row(badp, codes), rows, name, lambda i: f"items must be {_rule(spec.pattern)}: {_fmt(col.iloc[i])}")
+        dup = np.zeros(len(distinct), dtype=bool)
         dup[items.index[items.to_frame().assign(r=items.index).duplicated().to_numpy()]] = True
-        out.rows(dup, rows, name, "lists an item twice")
-        return tuples
-    # str
-    if col.dtype.kind == "f":  # ids read as floats by a CSV reader, e.g. "7" -> 7.0
-        col = col.map(lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
-    as_str = _as_text(col.map(lambda v: v if v is None or isinstance(v, str) else str(v)) if not _all_text(col) else col)
+        out.rows(_by_row(dup, codes), rows, name, "lists an item twice")
+        per_value = np.empty(len(distinct) + 1, dtype=object)
+        per_value[:-1] = tuples.to_numpy(dtype=object)
+        per_value[-1] = ()
+        return pd.Series(per_value[codes], dtype=object)
+    # str: each distinct value checked once (an id repeats on many rows); rows share the checked value's object
+    codes, distinct = _factorized(col)
+    if distinct.dtype.kind == "f":  # ids read as floats by a reader, e.g. "7" -> 7.0
+        distinct = distinct.map(lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
+    as_str = _as_text(distinct.map(lambda v: v if v is None or isinstance(v, str) else str(v)) if not _all_text(distinct) else distinct)
     long_ = np.zeros(len(col), dtype=bool)
     if spec.max_length:
-        long_ = as_str.str.len().gt(spec.max_length).fillna(False).to_numpy(dtype=bool)
+        long_ = _by_row(as_str.str.len().gt(spec.max_length).fillna(False).to_numpy(dtype=bool), codes)
         out.rows(long_, rows, name, f"longer than {spec.max_length} characters")
     if spec.pattern:
-        ok = as_str.str.fullmatch(spec.pattern).fillna(True).to_numpy(dtype=bool)
+        ok = _by_row(as_str.str.fullmatch(spec.pattern).fillna(True).to_numpy(dtype=bool), codes, True)
         out.rows(~ok & ~blank & ~long_, rows, name, lambda i: f"must be {_rule(spec.pattern)}: {_fmt(col.iloc[i])}")
-    return as_str.astype(object).where(as_str.notna(), None).reset_index(drop=True)
+    return pd.Series(_by_row(as_str.astype(object).where(as_str.notna(), None).to_numpy(dtype=object), codes, None), dtype=object)
 
 
 def check_keys(name: str, table: pd.DataFrame, source: str) -> list[Problem]:
@@ -493,8 +536,8 @@ def check_units(tables: dict[str, pd.DataFrame], sources: dict[str, str]) -> lis
             if field not in table:
                 continue
             x = pd.to_numeric(table[field], errors="coerce").to_numpy(float)
-            k = x * round(1 / step)
-            with np.errstate(invalid="ignore"):
+            with np.errstate(invalid="ignore", over="ignore"):  # a value near 1e308 is refused by its bound already
+                k = x * round(1 / step)
                 off = np.isfinite(x) & (np.abs(k - np.rint(k)) > 1e-6 + 1e-12 * np.abs(k))
             out.rows(off, rows, field, lambda i, x=x, step=step: f"{float(x[i])!r} is not {UNIT_NAMES[step]}")
         if name == "requests" and "max_cube" in table:
