@@ -245,6 +245,12 @@ def _simulate_command(sub) -> None:
                         ("margin", "profit per $ of sales")]:
         kind = {"tightness": _number(0.0, 1000.0, above=True), "pool_share": SHARE}.get(name, _number(0.0, 100.0))
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name), help=f"{help_} (default %(default)s)")
+    g = p.add_argument_group("several periods (history -> forecast -> limits -> market -> next history)")
+    g.add_argument("--periods", type=_whole(1, 40), help="run this many periods (1-40) with a seeded 104-week history instead of the "
+                                                         "one-period market comparison")
+    g.add_argument("--forecast-method", choices=["lightgbm", "seasonal_naive", "seasonal_yoy", "backtest"], default="lightgbm",
+                   help="with --periods: how each period's needs are forecast (default %(default)s)")
+    g.add_argument("--reform-share", type=SHARE, default=0.5, help="with --periods: share of overstocking sellers who reform (default %(default)s)")
 
 
 def _simulate(args) -> int:
@@ -253,6 +259,23 @@ def _simulate(args) -> int:
         raise InputError(Problem(f"{args.regions} regions need at least as many FCs (--fcs {args.fcs})", "--regions"))
     if args.out:
         check_folder(args.out)
+    if args.periods is not None:
+        from .simulate import simulate_periods
+
+        groups, by_period, summary = simulate_periods(SimulationSpec(**fields), args.periods, method=args.forecast_method,
+                                                      reform_share=args.reform_share)
+        shown = groups.set_index(["period", "group"]).drop(columns="period_id")
+        shares = [c for c in shown.columns if c.endswith("_share")]
+        shown[shares] = shown[shares] * 100  # percent, so that small groups' shares show their digits
+        shown = shown.rename(columns={c: c.replace("_share", "_%") for c in shares})
+        print(f"## optalloc simulate --periods {args.periods} (seed {args.seed}): who gets the space, period by period\n\n"
+              f"{sim_markdown(shown)}\n\n"
+              f"## forecast calibration and the market, per period\n\n{sim_markdown(by_period.set_index('period'))}")
+        if args.out:
+            with stage(f"write {args.out}"):
+                write_tables(args.out, {"groups": groups.set_index(["period", "group"]), "periods": by_period.set_index("period")}, summary,
+                             fmt=args.format)
+        return 0
     result = simulate(SimulationSpec(**fields))
     print(f"## optalloc simulate (seed {args.seed}): the pool's space, market vs planner's LP alone\n\n{sim_markdown(result.headline)}\n\n"
           f"## by round of grant\n\n{sim_markdown(result.by_round)}")
