@@ -1,6 +1,7 @@
 """The nightly batch job: everything that is due in the store, each result in its own transaction.
 
 One run (`run_batch`, `optalloc batch`), holding the store's writer lock:
+0. the forecast step: needs and performance scores from history for every period that has history but no needs;
 1. baseline limits for every period that has none yet;
 2. every round whose close date is before the run's date and that is not cleared, in order: a period's rounds
    go one after another (each holds the grants of the ones before), while its storage types (`clear_round`
@@ -56,6 +57,15 @@ class ClusterError(StoreError):
 
 def allocate_period(instance: Instance, options: SolverOptions) -> BaselineResult:
     return allocate(instance, options)
+
+
+def forecast_needs(instance: Instance) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The period's needs and performance scores from its history, as `optalloc forecast` (and `solve`) computes them."""
+    from .forecast.apply import forecast_period, forecast_tables
+
+    result = forecast_period(instance)
+    needs, perf = forecast_tables(result)
+    return needs, perf, result.summary
 
 
 # ---------------------------------------------------------------- executors
@@ -234,6 +244,35 @@ class _Run:
     def map(self, fn: Callable, calls: list[tuple]) -> list:
         return self.executor.map(_isolated, [(fn, *args) for args in calls]) if calls else []
 
+    def forecasts(self) -> None:
+        """The forecast step: a period with history but no needs (and no baseline yet) gets its needs and scores from
+        its history, committed in one transaction; a period that has needs is never re-forecast."""
+        from .forecast.apply import needs_forecast
+
+        periods = self.store.periods()
+        todo, calls = [], []
+        for p in periods.index[periods["baseline_run_id"].isna() & periods["forecast_run_id"].isna()]:
+            if not self.active(p):
+                continue
+            inst = self.prepare(p, "forecast", lambda p=p: self.instance(p))
+            if inst is not None and needs_forecast(inst):
+                todo.append(p)
+                calls.append((inst,))
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        results = self.map(forecast_needs, calls)
+        for p, result in zip(todo, results):
+            if isinstance(result, _Failed):
+                self.fail(p, "forecast", result.error)
+                continue
+            needs, perf, summary = result
+            self.store.commit_forecast(p, needs, perf, summary, self.run_id)
+            self.instances.pop(p, None)  # the baseline reads the period back, with the needs and scores just stored
+            self.step(f"{p} forecast", time.perf_counter() - t0, period_id=p, method=summary["method"], series=summary["series"],
+                      needs=len(needs), sellers_without_history=summary["sellers_without_history"],
+                      history_weeks=summary["history_weeks"])
+
     def baselines(self) -> None:
         periods = self.store.periods()
         todo, calls = [], []
@@ -327,7 +366,7 @@ def run_batch(
 ) -> BatchReport:
     """Do everything due in the store on the night of `on` (see the module docstring), but for held periods.
 
-    Fault isolation: a period whose load, baseline, round or settlement fails is recorded as failed (its id, step and
+    Fault isolation: a period whose load, forecast, baseline, round or settlement fails is recorded as failed (its id, step and
     error, in `period_failures` and the report) and its later steps wait for the next run; the other periods go on.
     The run's outcome is then `failed`. A store error (the database is lost, say) aborts the run: it is recorded as
     failed when the store can still be reached, and raised. What committed before any failure stays."""
@@ -341,6 +380,7 @@ def run_batch(
             run_id = store.start_run(conn, "batch", run_date=on, options={"overrides": overrides, "executor": executor.description})
         run = _Run(store, run_id, on, overrides, executor)
         try:
+            run.forecasts()
             run.baselines()
             while wave := run.due_wave():
                 run.clear_wave(wave)

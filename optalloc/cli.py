@@ -9,7 +9,7 @@
   optalloc simulate [-o DIR] [--sellers N ...]  a seeded market simulation against the planner's LP alone
 
 The nightly job, on a store (--db URL, or $OPTALLOC_DB, else sqlite:///optalloc.db):
-  optalloc ingest   INSTANCE | --period P [--requests F] [--sales F] [--grant-sales F]
+  optalloc ingest   INSTANCE | --period P [--requests F] [--sales F] [--grant-sales F] | --history F [--period P]
   optalloc batch    [--date YYYY-MM-DD] [--workers N | --scheduler ADDRESS]
   optalloc export   --period P -o OUT           the stored results, as 'solve' writes them
   optalloc status                               periods (holds, failures), rounds and runs as JSON
@@ -45,8 +45,9 @@ from .clearing import clear_round, held_grants
 from .errors import InputError, OptallocError, Problem
 from .instance import Instance, pydantic_problems
 from .generate import GenerateSpec, generate, generate_single_pool
+from .forecast.apply import forecast_period, forecast_tables, needs_forecast, with_forecast
 from .outputs import check_file, check_folder
-from .io import ARRIVING_TABLES, load_arriving_tables, load_instance, read_previous, write_instance, write_tables
+from .io import ARRIVING_TABLES, load_arriving_tables, load_history_file, load_instance, read_previous, write_instance, write_tables
 from .period import build_summary, clear_rounds, round_records, run_period
 from .batch import DEFAULT_TIME_LIMIT, make_executor, run_batch
 from .report import GENERATOR_TAG, load_output_folder, load_store_run, write_report
@@ -244,6 +245,12 @@ def _simulate_command(sub) -> None:
                         ("margin", "profit per $ of sales")]:
         kind = {"tightness": _number(0.0, 1000.0, above=True), "pool_share": SHARE}.get(name, _number(0.0, 100.0))
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name), help=f"{help_} (default %(default)s)")
+    g = p.add_argument_group("several periods (history -> forecast -> limits -> market -> next history)")
+    g.add_argument("--periods", type=_whole(1, 40), help="run this many periods (1-40) with a seeded 104-week history instead of the "
+                                                         "one-period market comparison")
+    g.add_argument("--forecast-method", choices=["lightgbm", "seasonal_naive", "seasonal_yoy", "backtest"], default="lightgbm",
+                   help="with --periods: how each period's needs are forecast (default %(default)s)")
+    g.add_argument("--reform-share", type=SHARE, default=0.5, help="with --periods: share of overstocking sellers who reform (default %(default)s)")
 
 
 def _simulate(args) -> int:
@@ -252,6 +259,23 @@ def _simulate(args) -> int:
         raise InputError(Problem(f"{args.regions} regions need at least as many FCs (--fcs {args.fcs})", "--regions"))
     if args.out:
         check_folder(args.out)
+    if args.periods is not None:
+        from .simulate import simulate_periods
+
+        groups, by_period, summary = simulate_periods(SimulationSpec(**fields), args.periods, method=args.forecast_method,
+                                                      reform_share=args.reform_share)
+        shown = groups.set_index(["period", "group"]).drop(columns="period_id")
+        shares = [c for c in shown.columns if c.endswith("_share")]
+        shown[shares] = shown[shares] * 100  # percent, so that small groups' shares show their digits
+        shown = shown.rename(columns={c: c.replace("_share", "_%") for c in shares})
+        print(f"## optalloc simulate --periods {args.periods} (seed {args.seed}): who gets the space, period by period\n\n"
+              f"{sim_markdown(shown)}\n\n"
+              f"## forecast calibration and the market, per period\n\n{sim_markdown(by_period.set_index('period'))}")
+        if args.out:
+            with stage(f"write {args.out}"):
+                write_tables(args.out, {"groups": groups.set_index(["period", "group"]), "periods": by_period.set_index("period")}, summary,
+                             fmt=args.format)
+        return 0
     result = simulate(SimulationSpec(**fields))
     print(f"## optalloc simulate (seed {args.seed}): the pool's space, market vs planner's LP alone\n\n{sim_markdown(result.headline)}\n\n"
           f"## by round of grant\n\n{sim_markdown(result.by_round)}")
@@ -280,6 +304,9 @@ def _store_commands(sub) -> None:
     p.add_argument("--period", help="with table files (needed with them): the stored period they belong to, e.g. P202610")
     for table in ARRIVING_TABLES:
         p.add_argument(f"--{table.replace('_', '-')}", metavar="FILE", help=f"a {table} table (CSV or Parquet) for --period")
+    p.add_argument("--history", metavar="FILE", help="weeks of seller history (CSV or Parquet) to append to the store's history (weekly:"
+                                                      " stored weeks given again identically are skipped, changed ones refused); with"
+                                                      " --period checked against that period, else against every stored period's sellers")
     lock_timeout(p)
     p = cmd("batch", "the nightly job: baselines, every round closed before --date, settlements; each in its own transaction")
     p.add_argument("--date", type=date.fromisoformat, help="the night to run for, YYYY-MM-DD (default: today, UTC)")
@@ -334,12 +361,13 @@ def _store_command(args) -> int:
     store = _open_store(args, create=args.command == "ingest")
     if args.command == "ingest":
         files = {t: getattr(args, t) for t in ARRIVING_TABLES if getattr(args, t)}
-        if bool(args.instance) == bool(args.period or files):
-            raise InputError(Problem("give either an instance, or --period with table files (--requests, --sales, --grant-sales)", "ingest"))
+        if bool(args.instance) == bool(args.period or files or args.history):
+            raise InputError(Problem("give either an instance, or --period with table files (--requests, --sales, --grant-sales), or"
+                                     " --history FILE", "ingest"))
         if files and not args.period:
             raise InputError(Problem("--period is needed with --requests, --sales or --grant-sales: name the stored period the files "
                                      "belong to ('optalloc status' lists them)", "ingest"))
-        if args.period and not files:
+        if args.period and not files and not args.history:
             raise InputError(Problem("nothing to ingest: name at least one table file", "--period"))
         with store.lock(args.lock_timeout):
             if args.instance:
@@ -347,9 +375,20 @@ def _store_command(args) -> int:
                     instance = load_instance(args.instance)
                 counts = store.ingest(instance)
             else:
-                with stage("load and validate"):
-                    instance = load_arriving_tables(store.instance(args.period), files)
-                counts = store.ingest(instance, tables=list(files))
+                counts = {}
+                if args.history:
+                    with stage("load and validate"):
+                        base = store.instance(args.period) if args.period else None
+                        sellers, types = (base.sellers["seller_id"], base.fcs["storage_type"].unique()) if base else store.known_sellers_and_types()
+                        if base is None and not len(sellers):
+                            raise InputError(Problem("the store has no period yet: ingest an instance first (history names its sellers)",
+                                                     args.history))
+                        history, rows = load_history_file(args.history, sellers, types, base.period if base else None)
+                    counts = store.ingest_history(history, args.history, lambda i: int(rows[i]))
+                if files:
+                    with stage("load and validate"):
+                        instance = load_arriving_tables(store.instance(args.period), files)
+                    counts = {**store.ingest(instance, tables=list(files)), **({"history": counts["history"]} if counts else {})}
         print(json.dumps(counts, indent=2, sort_keys=True))
     elif args.command == "batch":
         on = args.date or datetime.now(UTC).date()
@@ -455,6 +494,14 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(json.dumps(instance.summary(), indent=2, sort_keys=True))
         return 0
+    forecast_out = {}
+    if needs_forecast(instance):  # history but no needs: forecast them first, as the batch's forecast step does
+        with stage(f"forecast ({instance.settings.forecast_method})"):
+            forecast = forecast_period(instance)
+        instance = with_forecast(instance, forecast)
+        needs, perf = forecast_tables(forecast)
+        forecast_out = {"needs": needs.drop(columns="floor_cube").set_index(["seller_id", "storage_type", "month"]),
+                        "performance": perf.set_index("seller_id")}
     options = _options(args, instance)
     if getattr(args, "round", None) is not None and args.round not in instance.period.rounds:
         raise InputError(Problem(f"round {args.round} is not a round of period {instance.period.period_id} "
@@ -489,7 +536,7 @@ def run(argv: list[str] | None = None) -> int:
             tables = {"round_prices": result.clearing.round_prices, "settlement": result.settlement}
             summary = build_summary(instance, None, result.clearing, result.settlement)
     with stage(f"write {args.out}"):
-        write_tables(args.out, tables, summary, fmt=args.format, inputs=inputs)
+        write_tables(args.out, {**forecast_out, **tables}, summary, fmt=args.format, inputs=inputs)
     return 0
 
 

@@ -20,8 +20,9 @@ CATEGORIES = ["toys", "home", "apparel", "electronics", "beauty", "sports", "boo
 HOLIDAY_PEAK = {"toys": 2.5, "home": 0.8, "apparel": 0.9, "electronics": 1.6, "beauty": 0.7, "sports": 0.4, "books": 0.9}
 
 
-def check_history(history: pd.DataFrame, seller_ids, storage_types, period: Period, source: str) -> list[Problem]:
-    """Rows name known sellers and storage types; weeks are ISO dates, Mondays, before the period."""
+def check_history(history: pd.DataFrame, seller_ids, storage_types, period: Period | None, source: str) -> list[Problem]:
+    """Rows name known sellers and storage types; weeks are ISO dates, Mondays, before the period (with no period, as
+    for a history file appended to the store, only Mondays)."""
     from .validate import _Collector, _membership
 
     problems = _membership(history, "seller_id", seller_ids, source, "seller")
@@ -35,6 +36,8 @@ def check_history(history: pd.DataFrame, seller_ids, storage_types, period: Peri
     ok = weeks.notna().to_numpy()
     dow = weeks.dt.day_of_week.to_numpy()
     out.rows(ok & (dow != 0), rows, "week", lambda i: f"{text.iloc[i]} is a {weeks.iloc[i].day_name()}; a week is named by its Monday")
+    if period is None:
+        return problems + out.problems
     start = pd.Timestamp(period.months[0] + "-01")
     out.rows(ok & (weeks >= start).to_numpy(), rows, "week", lambda i: f"{text.iloc[i]} is not before the period (it starts {start.date()})")
     return problems + out.problems

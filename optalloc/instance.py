@@ -40,6 +40,10 @@ def canonical_order(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, np.n
     return ordered.reset_index(drop=True), ordered.index.to_numpy() + 1
 
 
+def _has_rows(table) -> bool:
+    return table is not None and len(table) > 0
+
+
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -92,12 +96,14 @@ class Instance:
         for t, (_, required) in TABLES.items():
             raw = tables.get(t)
             if raw is None:
-                if required:
+                if required and not (t == "needs" and _has_rows(tables.get("history"))):
                     problems.append(Problem("required table is missing", sources[t]))
                     continue
                 raw = pd.DataFrame(columns=[c for c in TABLES[t][0].model_fields if TABLES[t][0].model_fields[c].is_required()])
             frame = raw if isinstance(raw, pd.DataFrame) else pd.DataFrame(list(raw))
-            if required and len(frame) == 0:  # no FCs, sellers or needs: nothing to allocate (the solver would fail)
+            if t == "needs" and len(frame) == 0 and _has_rows(tables.get("history")):
+                pass  # needs come from the history: `optalloc.forecast.apply.with_forecast` (solve and the batch run it)
+            elif required and len(frame) == 0:  # no FCs, sellers or needs: nothing to allocate (the solver would fail)
                 problems.append(Problem("required table has no rows", sources[t]))
                 continue
             table, found = validate_table(t, frame, sources[t])

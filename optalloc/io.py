@@ -165,6 +165,8 @@ def load_arriving_tables(base: Instance, files: dict[str, str | os.PathLike]) ->
         if not path.is_file():
             raise InputError(Problem("no such file", str(path)))
         context = {t: getattr(base, t) for t in ("fcs", "sellers", "needs")}
+        if not len(base.needs):  # a period whose needs the batch forecasts from its history
+            context["history"] = base.history
         if name == "grant_sales":
             context["requests"] = pd.concat([new.get("requests", base.requests.iloc[:0]), base.requests]).drop_duplicates("request_id")
         checked = Instance.from_tables(
@@ -173,6 +175,26 @@ def load_arriving_tables(base: Instance, files: dict[str, str | os.PathLike]) ->
         )
         new[name], rows[name] = getattr(checked, name), checked.source_rows[name]
     return replace(base, **new, sources={**base.sources, **{t: str(files[t]) for t in new}}, source_rows={**base.source_rows, **rows})
+
+
+def load_history_file(path: str | os.PathLike, seller_ids, storage_types, period=None) -> tuple[pd.DataFrame, np.ndarray]:
+    """A `history` table file (CSV or Parquet) checked as an instance's history is: its row model, no duplicate
+    (seller, storage type, week), known sellers and storage types, weeks that are Mondays (and before `period`, when
+    given). Problems name the file, row and field. Returns the rows in key order and each one's row in the file."""
+    from .history import check_history
+    from .instance import canonical_order
+    from .validate import check_keys, validate_table
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(Problem("no such file", str(path)))
+    table, problems = validate_table("history", _read_table(path), str(path))
+    if not any(p.row is None for p in problems):
+        problems += check_keys("history", table, str(path))
+        problems += check_history(table, pd.Index(seller_ids), pd.Index(storage_types), period, str(path))
+    if problems:
+        raise InputError(problems)
+    return canonical_order(table, "history")
 
 
 INSTANCE_FILES = (META_FILE, *(f"{t}{s}" for t in TABLES for s in TABLE_SUFFIXES))

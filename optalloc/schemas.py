@@ -238,6 +238,11 @@ class Settings(BaseModel):
     tie_rule: Literal["time_priority", "pro_rata"] = Field(
         default="time_priority", description="older spelling: pro_rata selects clearing_rule pro_rata"
     )
+    forecast_method: Literal["lightgbm", "seasonal_naive", "seasonal_yoy", "backtest"] = Field(
+        default="lightgbm",
+        description="how a period given history but no needs is forecast (solve, the batch's forecast step): a method, or backtest ="
+        " the best of the three on rolling origins, as `optalloc forecast` (its default: lightgbm)",
+    )
     solver: SolverOptions = SolverOptions()
 
     @model_validator(mode="after")

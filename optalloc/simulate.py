@@ -85,12 +85,41 @@ def _bids(first: pd.DataFrame, r: int, rng: np.random.Generator, opens: pd.Times
     return out
 
 
+def simulate_periods(spec: SimulationSpec, periods: int, *, method: str = "lightgbm", reform_share: float = 0.5,
+                     history_weeks: int = 104, options: SolverOptions | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """`optalloc simulate --periods N`: the market of `spec` with a seeded history, run for `periods` periods by
+    `optalloc.forecast.loop.run_loop` (history -> forecast -> limits -> market -> next history). Returns the
+    per-period, per-group table, the per-period table and the summary."""
+    from .forecast.loop import run_loop
+
+    with stage("simulate: market and history"):
+        base = generate(GenerateSpec(sellers=spec.sellers, fcs=spec.fcs, regions=spec.regions, storage_types=spec.storage_types, months=3,
+                                     rounds=spec.rounds, requests=0, tightness=spec.tightness, with_sales=False, history_weeks=history_weeks,
+                                     seed=spec.seed))
+        market = replace(base, fcs=base.fcs.assign(pool_cube=np.round(base.fcs["capacity_cube"] * spec.pool_share, 1)),
+                         settings=base.settings.model_copy(update={"pool_share": spec.pool_share}), name=f"simulation_s{spec.seed}")
+    with stage(f"simulate: {periods} periods"):
+        groups, by_period = run_loop(market, periods, spec=spec, reform_share=reform_share, method=method, seed=spec.seed, options=options)
+    first, last = groups[groups["period"] == 1].set_index("group"), groups[groups["period"] == periods].set_index("group")
+    summary = {
+        "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
+        "periods": periods, "forecast_method": method, "reform_share": reform_share, "history_weeks": history_weeks,
+        "coverage_90_weekly": [round(float(v), 4) for v in by_period["coverage_90_weekly"]],
+        "coverage_90_monthly": [round(float(v), 4) for v in by_period["coverage_90_monthly"]],
+        "limit_share": {g: [round(float(v), 4) for v in groups[groups["group"] == g]["limit_share"]] for g in groups["group"].unique()},
+        "limit_per_need": {g: [round(float(v), 4) for v in groups[groups["group"] == g]["limit_per_need"]] for g in groups["group"].unique()},
+        "mean_score": {g: [round(float(v), 1) for v in groups[groups["group"] == g]["mean_score"]] for g in groups["group"].unique()},
+        "reformed_share_change": round(float(last.loc["reformed", "limit_share"] - first.loc["reformed", "limit_share"]), 4)
+        if "reformed" in first.index and first.loc["reformed", "sellers"] else None,
+    }
+    return groups.round(4), by_period.drop(columns="seconds").round(4), summary
+
+
 def simulate(spec: SimulationSpec, options: SolverOptions | None = None) -> SimulationResult:
     rng = np.random.default_rng(spec.seed + 1)  # the market itself comes from `generate` with spec.seed
     with stage("simulate: market"):
         market = _market(spec)
     options = options or market.settings.solver
-    period = market.period
     sellers = market.sellers.set_index("seller_id")
     true_prod = sellers["productivity"] * np.exp(rng.normal(0.0, spec.productivity_error, len(sellers)))
     needs = market.needs.copy()
@@ -105,40 +134,8 @@ def simulate(spec: SimulationSpec, options: SolverOptions | None = None) -> Simu
     needs["planner_limit"] = planner.reindex(key).fillna(0.0).to_numpy()
     needs["shortfall"] = (needs["true_need"] - needs["limit"]).clip(lower=0.0)
 
-    # Bidders: one request per (seller, storage type) short in some month, for the months it is short in.
-    short = needs[needs["shortfall"] > EPS]
-    bidders = short.groupby(["seller_id", "storage_type"], sort=True).agg(months=("month", lambda m: tuple(sorted(m))),
-                                                                          want=("shortfall", "mean")).reset_index()
-    bidders["value"] = spec.margin * true_prod.reindex(bidders["seller_id"]).to_numpy() * bidders["months"].map(len).to_numpy()
-    bidders["max_fee_per_cube"] = np.round(bidders["value"] * rng.uniform(*spec.shading, len(bidders)), 2)
-    weights = np.array(spec.first_round_weights[: spec.rounds], dtype=float)
-    weights = np.pad(weights, (0, spec.rounds - len(weights)), constant_values=weights[-1] if len(weights) else 1.0)
-    bidders["first_round"] = np.array(period.rounds)[rng.choice(spec.rounds, len(bidders), p=weights / weights.sum())]
-    bidders["max_cube"] = np.round(bidders["want"], 0)
-    caps = request_caps(bidders, limits, market.settings)
-    bidders["max_cube"] = np.minimum(bidders["max_cube"], np.floor(caps))
-    bidders = bidders[bidders["max_cube"] >= 1].reset_index(drop=True)
-    note(f"simulate: {len(sellers)} sellers, {len(bidders)} short of space bid over {spec.rounds} rounds")
-
-    # Rounds: first bids, plus rebids of the earlier round's losers for what they did not get.
-    opens0 = pd.Timestamp(f"{period.months[0]}-01", tz="UTC") - pd.Timedelta(days=7 * (spec.rounds + 1))
-    requests, results, pending = [], [], bidders.iloc[:0]
-    for i, r in enumerate(period.rounds):
-        fresh = bidders[bidders["first_round"] == r]
-        bids = _bids(pd.concat([fresh, pending]), r, rng, opens0 + pd.Timedelta(days=7 * i))
-        requests.append(bids)
-        all_requests = pd.concat(requests, ignore_index=True)
-        inst = replace(market, requests=all_requests[["request_id", "seller_id", "storage_type", "months", "max_fee_per_cube", "max_cube",
-                                                      "min_cube", "round", "submitted_at"]])
-        res = clear_round(inst, r, limits=limits, held=held_grants(*[x.grants for x in results]), options=options)
-        results.append(res)
-        got = res.grants.reset_index().set_index("request_id")["granted_cube"].reindex(bids["request_id"]).to_numpy()
-        rest = bids.assign(max_cube=np.round(bids["max_cube"].to_numpy() - got, 0))
-        rest = rest[rest["max_cube"] >= 1]
-        raised = rest["max_fee_per_cube"] + spec.raise_share * (rest["value"] - rest["max_fee_per_cube"])
-        pending = rest.assign(max_fee_per_cube=np.round(np.minimum(raised, rest["value"]), 2))
-
-    requests = pd.concat(requests, ignore_index=True)
+    requests, results = market_rounds(market, needs, limits, true_prod, spec, rng, options)
+    note(f"simulate: {len(sellers)} sellers, {requests['seller_id'].nunique() if len(requests) else 0} short of space bid over {spec.rounds} rounds")
     grants = pd.concat([x.grants for x in results]).sort_index()
     prices = pd.concat([x.prices for x in results]).sort_index()
 
@@ -163,6 +160,48 @@ def simulate(spec: SimulationSpec, options: SolverOptions | None = None) -> Simu
     truth = needs.set_index(["seller_id", "storage_type", "month"])[
         ["p50_cube", "true_need", "limit", "planner_limit", "granted", "used_cube", "sales"]].sort_index()
     return SimulationResult(spec, headline, by_round, requests, grants, settlement, truth)
+
+
+def market_rounds(market: Instance, needs: pd.DataFrame, limits: pd.Series, true_prod: pd.Series, spec: SimulationSpec,
+                  rng: np.random.Generator, options: SolverOptions) -> tuple[pd.DataFrame, list]:
+    """The period's rounds: sellers short of space (`needs.shortfall` > 0 in some month) bid for it, as the module
+    docstring says, and every round is cleared by the engine with the earlier rounds' grants held. Returns every bid
+    and each round's result."""
+    period = market.period
+    # Bidders: one request per (seller, storage type) short in some month, for the months it is short in.
+    short = needs[needs["shortfall"] > EPS]
+    bidders = short.groupby(["seller_id", "storage_type"], sort=True).agg(months=("month", lambda m: tuple(sorted(m))),
+                                                                          want=("shortfall", "mean")).reset_index()
+    bidders["value"] = spec.margin * true_prod.reindex(bidders["seller_id"]).to_numpy() * bidders["months"].map(len).to_numpy()
+    bidders["max_fee_per_cube"] = np.round(bidders["value"] * rng.uniform(*spec.shading, len(bidders)), 2)
+    weights = np.array(spec.first_round_weights[: spec.rounds], dtype=float)
+    weights = np.pad(weights, (0, spec.rounds - len(weights)), constant_values=weights[-1] if len(weights) else 1.0)
+    bidders["first_round"] = np.array(period.rounds)[rng.choice(spec.rounds, len(bidders), p=weights / weights.sum())]
+    bidders["max_cube"] = np.round(bidders["want"], 0)
+    caps = request_caps(bidders, limits, market.settings)
+    bidders["max_cube"] = np.minimum(bidders["max_cube"], np.floor(caps))
+    bidders = bidders[(bidders["max_cube"] >= 1) & (bidders["max_fee_per_cube"] > 0)].reset_index(drop=True)  # no free bids
+
+    # Rounds: first bids, plus rebids of the earlier round's losers for what they did not get.
+    opens0 = pd.Timestamp(f"{period.months[0]}-01", tz="UTC") - pd.Timedelta(days=7 * (spec.rounds + 1))
+    requests, results, pending = [], [], bidders.iloc[:0]
+    for i, r in enumerate(period.rounds):
+        fresh = bidders[bidders["first_round"] == r]
+        bids = _bids(pd.concat([fresh, pending]), r, rng, opens0 + pd.Timedelta(days=7 * i))
+        requests.append(bids)
+        all_requests = pd.concat(requests, ignore_index=True)
+        inst = replace(market, requests=all_requests[["request_id", "seller_id", "storage_type", "months", "max_fee_per_cube", "max_cube",
+                                                      "min_cube", "round", "submitted_at"]])
+        res = clear_round(inst, r, limits=limits, held=held_grants(*[x.grants for x in results]), options=options)
+        results.append(res)
+        got = res.grants.reset_index().set_index("request_id")["granted_cube"].reindex(bids["request_id"]).to_numpy()
+        rest = bids.assign(max_cube=np.round(bids["max_cube"].to_numpy() - got, 0))
+        rest = rest[rest["max_cube"] >= 1]
+        raised = rest["max_fee_per_cube"] + spec.raise_share * (rest["value"] - rest["max_fee_per_cube"])
+        pending = rest.assign(max_fee_per_cube=np.round(np.minimum(raised, rest["value"]), 2))
+
+    return pd.concat(requests, ignore_index=True), results
+
 
 
 def _headline(needs, prod, market_used, planner_extra, planner_used, settlement, market) -> pd.DataFrame:

@@ -190,7 +190,7 @@ def test_the_loop_runs_periods_on_its_own_history(generated):
     from optalloc.forecast.loop import run_loop
     from optalloc.io import load_instance
 
-    report = run_loop(load_instance(generated), 2)
+    report, periods = run_loop(load_instance(generated), 2, method="seasonal_yoy")
     assert report["period_id"].drop_duplicates().tolist() == ["P202610", "P202701"]
     assert report.groupby("period")["limit_share"].sum().round(9).eq(1.0).all()
-    assert report["coverage_90"].between(0, 1).all() and report["mean_score"].dropna().between(0, 1000).all()
+    assert periods["coverage_90_weekly"].between(0, 1).all() and report["mean_score"].dropna().between(0, 1000).all()

@@ -34,12 +34,12 @@ def test_the_migrated_schema_is_the_code_s_schema(store_url):
     from alembic.migration import MigrationContext
 
     store = Store(store_url)
-    assert store.schema_revision() == head_revision() == "0002"
+    assert store.schema_revision() == head_revision() == "0003"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), T.metadata)
     assert diff == []
     Store(store_url)  # opening an up-to-date store again migrates nothing and fails nothing
-    assert store.schema_revision() == "0002"
+    assert store.schema_revision() == "0003"
 
 
 def test_an_ingested_instance_comes_back_exactly(store_url):
@@ -267,7 +267,7 @@ def test_a_store_created_by_0001_upgrades(store_url):
     done = cli("status", db=store_url)  # an existing store: opening it upgrades it
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
-    assert status["schema_revision"] == "0002" and status["periods"][0]["held"] is None and status["periods"][0]["failure"] is None
+    assert status["schema_revision"] == "0003" and status["periods"][0]["held"] is None and status["periods"][0]["failure"] is None
 
 
 def test_unanswering_postgres_endpoint_times_out():

@@ -21,6 +21,7 @@ class ForecastResult:
     performance: pd.DataFrame
     backtest: pd.DataFrame | None
     summary: dict
+    weekly: tuple | None = None  # (series keys, horizon weeks, weekly P50, weekly P90): the loop checks calibration with it
 
     def tables(self) -> dict[str, pd.DataFrame]:
         t = {"needs": self.needs.set_index(["seller_id", "storage_type", "month"]), "performance": self.performance.set_index("seller_id")}
@@ -81,6 +82,53 @@ def monthly_needs(panel: Panel, weeks: pd.DatetimeIndex, q50: np.ndarray, q90: n
     return pd.concat(frames).sort_values(["seller_id", "storage_type", "month"], kind="stable").reset_index(drop=True)
 
 
+def can_sell(instance: Instance) -> pd.DataFrame:
+    """(seller_id, storage_type, month) where the seller can sell: an FC of that storage type and month in one of its
+    regions."""
+    cells = instance.fcs[["region", "storage_type", "month"]].drop_duplicates()
+    regions = instance.sellers[["seller_id", "regions"]].explode("regions").rename(columns={"regions": "region"})
+    out = regions.merge(cells, on="region")[["seller_id", "storage_type", "month"]].drop_duplicates()
+    return out.sort_values(["seller_id", "storage_type", "month"], kind="stable").reset_index(drop=True)
+
+
+NEW_SELLER_PEERS = 3  # cold-start series of a storage type a seller without history borrows from (else the lower quartile)
+NEW_SELLER_QUANTILE = 0.25
+
+
+def complete_needs(needs: pd.DataFrame, instance: Instance, cold_series: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Needs for every (seller, storage type, month) the seller can sell in (models/forecast.md, "Sellers without
+    history"): a seller with history but none in a storage type gets 0 there (its history shows it does not sell it);
+    a seller with no history at all gets, per storage type and month, the median P50 and P90 of the cold-start series
+    (sellers new to that type, fewer than 8 weeks) when there are at least 3, else the lower quartile of all of that
+    type's series in that month (a small seller's need), else 0."""
+    key = ["seller_id", "storage_type", "month"]
+    want = can_sell(instance)
+    missing = want.merge(needs[key], on=key, how="left", indicator=True)
+    missing = missing[missing["_merge"] == "left_only"].drop(columns="_merge")
+    with_history = set(needs["seller_id"])
+    old = missing["seller_id"].isin(with_history).to_numpy()
+    new = missing[~old]
+    young = needs.merge(cold_series, on=["seller_id", "storage_type"])
+    peer50, peer90 = {}, {}
+    for (k, m), g in needs.groupby(["storage_type", "month"], sort=True):
+        y = young[(young["storage_type"] == k) & (young["month"] == m)]
+        if len(y) >= NEW_SELLER_PEERS:
+            peer50[k, m], peer90[k, m] = float(y["p50_cube"].median()), float(y["p90_cube"].median())
+        else:
+            peer50[k, m], peer90[k, m] = float(g["p50_cube"].quantile(NEW_SELLER_QUANTILE)), float(g["p90_cube"].quantile(NEW_SELLER_QUANTILE))
+    pairs = list(zip(new["storage_type"], new["month"]))
+    p50 = np.round([peer50.get(p, 0.0) for p in pairs], 3)
+    p90 = np.round([max(peer90.get(p, 0.0), peer50.get(p, 0.0)) for p in pairs], 3)
+    filled = pd.concat([
+        needs,
+        missing[old].assign(p50_cube=0.0, p90_cube=0.0),
+        new.assign(p50_cube=np.asarray(p50, dtype=float), p90_cube=np.asarray(p90, dtype=float)),
+    ], ignore_index=True)
+    filled = filled.sort_values(key, kind="stable").reset_index(drop=True)
+    return filled, {"sellers_without_history": int(new["seller_id"].nunique()), "zero_need_rows": int(old.sum()),
+                    "new_seller_rows": int(len(new))}
+
+
 def run_forecast(instance: Instance, *, with_backtest: bool = False, method: str = "lightgbm", origins: int = 3, step: int = 4,
                  seed: int = 0, threads: int = 1, settlement: pd.DataFrame | None = None, **lgb_args) -> ForecastResult:
     if instance.history is None or not len(instance.history):
@@ -96,6 +144,7 @@ def run_forecast(instance: Instance, *, with_backtest: bool = False, method: str
         method, scores = choose(bt)
     q50, q90, cold = forecast(method, panel.y, H, panel.woy(H), panel.keys, seed=seed, threads=threads, **lgb_args)
     needs = monthly_needs(panel, weeks, q50, q90, months)
+    needs, filled = complete_needs(needs, instance, panel.keys.loc[cold, ["seller_id", "storage_type"]])
     perf = performance_scores(instance.history, settlement)
     summary = {
         "method": method,
@@ -104,6 +153,7 @@ def run_forecast(instance: Instance, *, with_backtest: bool = False, method: str
         "cover_weeks": COVER_WEEKS,
         "series": int(len(panel.keys)),
         "cold_start_series": int(cold.sum()),
+        **filled,
         "history_weeks": [str(panel.weeks[0].date()), str(panel.weeks[-1].date())],
         "backtest": None if bt is None else {"origins": origins, "step_weeks": step},
         "seed": seed,
@@ -111,4 +161,4 @@ def run_forecast(instance: Instance, *, with_backtest: bool = False, method: str
     if bt is not None:
         by = bt.groupby("method")[["coverage_90"]].mean()
         summary["mean_coverage_90"] = {m: float(by.loc[m, "coverage_90"]) for m in scores}
-    return ForecastResult(needs, perf, bt, summary)
+    return ForecastResult(needs, perf, bt, summary, (panel.keys, weeks, q50, q90))

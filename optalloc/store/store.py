@@ -257,6 +257,7 @@ class Store:
             "periods": [
                 {
                     "period_id": pid,
+                    "forecast_run_id": plain(row.forecast_run_id),
                     "baseline_run_id": plain(row.baseline_run_id),
                     "sales_received_at": plain(row.sales_received_at),
                     "settled_run_id": plain(row.settled_run_id),
@@ -365,6 +366,12 @@ class Store:
                 sa.select(T.rounds.c.round, T.rounds.c.close_date).where(T.rounds.c.period_id == period_id).order_by(T.rounds.c.round)
             ).all()
             tables = {name: read_frame(conn, table, period_id) for name, table in T.INPUT_TABLES.items()}
+            tables["history"] = self._period_history(conn, period, tables["sellers"]["seller_id"], tables["fcs"]["storage_type"])
+            performance = read_frame(conn, T.performance, period_id)
+        if len(performance):
+            from ..forecast.apply import apply_scores
+
+            tables["sellers"] = apply_scores(tables["sellers"], performance)
         return Instance.from_tables(
             name=period.name,
             period={
@@ -375,8 +382,74 @@ class Store:
             },
             settings=json.loads(period.settings),
             tables={name: frame.drop(columns=BOOKKEEPING_COLUMNS, errors="ignore") for name, frame in tables.items()},
-            sources={"meta": f"{self.display_url}: periods", **{t: f"{self.display_url}: {t}" for t in T.INPUT_TABLES}},
+            sources={"meta": f"{self.display_url}: periods", **{t: f"{self.display_url}: {t}" for t in (*T.INPUT_TABLES, "history")}},
         )
+
+    def _period_history(self, conn: sa.Connection, period, sellers: pd.Series, storage_types: pd.Series) -> pd.DataFrame:
+        """A period's history: the stored weeks before its first day, of its sellers and storage types, ingested before
+        its forecast or baseline was computed (so weeks appended later never change a period already done)."""
+        h = T.history
+        start = period.months.split(";")[0] + "-01"
+        q = sa.select(h).where(h.c.week < start)
+        done = [r for r in (period.forecast_run_id, period.baseline_run_id) if r is not None]
+        if done:
+            q = q.where(h.c.ingest_run_id < min(done))
+        rows = conn.execute(q).all()
+        frame = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in h.columns])
+        for c in ("shipped_cube", "sales", "on_hand_cube"):
+            frame[c] = frame[c].astype(float)
+        frame = frame[frame["seller_id"].isin(set(sellers)) & frame["storage_type"].isin(set(storage_types))]
+        frame = frame.drop(columns=["ingest_run_id"]).sort_values(["seller_id", "storage_type", "week"], kind="stable")
+        return frame.reset_index(drop=True)
+
+    def history_weeks(self) -> tuple[str | None, str | None, int]:
+        """The first and last week of the stored history, and its rows."""
+        h = T.history
+        with self.engine.connect() as conn:
+            first, last, n = conn.execute(sa.select(sa.func.min(h.c.week), sa.func.max(h.c.week), sa.func.count()).select_from(h)).one()
+        return first, last, int(n)
+
+    def known_sellers_and_types(self) -> tuple[list[str], list[str]]:
+        """Every seller and storage type of any stored period (what a history file may name)."""
+        with self.engine.connect() as conn:
+            sellers = sorted(set(conn.execute(sa.select(T.sellers.c.seller_id)).scalars()))
+            types = sorted(set(conn.execute(sa.select(T.fcs.c.storage_type)).scalars()))
+        return sellers, types
+
+    def ingest_history(self, history: pd.DataFrame, source: str, file_row=lambda i: i + 1) -> dict:
+        """Append history rows (validated by the caller) in one transaction, recorded as an ingest run: rows already
+        stored identically are skipped (re-ingesting a week is harmless), a stored (seller, storage type, week) with
+        other values is refused naming the file's row; on any problem nothing is written."""
+        with self.transaction() as conn:
+            run_id = self.start_run(conn, "ingest")
+            added = self._add_history(conn, history, source, file_row, run_id)
+            counts = {"history": added}
+            self.finish_run(conn, run_id, "ok", steps=[counts])
+        return {**counts, "run_id": run_id}
+
+    def _add_history(self, conn: sa.Connection, history: pd.DataFrame, source: str, file_row, run_id: int) -> int:
+        if not len(history):
+            return 0
+        h = T.history
+        keys = ["seller_id", "storage_type", "week"]
+        weeks = sorted(set(history["week"]))
+        stored = conn.execute(sa.select(h).where(h.c.week >= weeks[0], h.c.week <= weeks[-1])).all()
+        names = [c.name for c in h.columns if c.name != "ingest_run_id"]
+        ours = frame_records(history.reset_index(drop=True), h)
+        theirs = {tuple(getattr(r, k) for k in keys): {n: getattr(r, n) for n in names} for r in stored}
+        fresh, problems = [], []
+        for i, r in enumerate(ours):
+            key = tuple(r[k] for k in keys)
+            if key not in theirs:
+                fresh.append(i)
+            elif {n: r.get(n) for n in names} != theirs[key]:
+                problems.append(Problem(f"already in the store with other values (seller_id, storage_type, week {'/'.join(key)}); stored"
+                                        " history is never changed", source, file_row(i), "week"))
+        if problems:
+            raise InputError(problems)
+        if fresh:
+            conn.execute(h.insert(), [{**ours[i], "ingest_run_id": run_id} for i in fresh])
+        return len(fresh)
 
     def ingest(self, instance: Instance, *, tables: Iterable[str] | None = None) -> dict:
         """Add an instance to the store in one transaction, and record the ingest as a run.
@@ -420,6 +493,8 @@ class Store:
                 new[name] = fresh
             if problems:
                 raise InputError(sorted(problems, key=lambda p: (p.file or "", p.row or 0)))
+            counts["history"] = self._add_history(conn, instance.history, instance.sources.get("history", "history"),
+                                                  lambda i: instance.file_row("history", i), run_id)
             for name, fresh in new.items():
                 write_frame(conn, T.INPUT_TABLES[name], fresh, period_id=pid, ingest_run_id=run_id)
                 counts[name] = len(fresh)
@@ -452,6 +527,8 @@ class Store:
         if json.loads(stored.settings) != json.loads(settings):
             differs.append("settings")
         for name in STATIC_TABLES:
+            if name == "needs" and stored.forecast_run_id is not None and not len(instance.needs):
+                continue  # the batch forecast this period's needs from its history
             ours = canonical_records(getattr(instance, name), name)
             theirs = canonical_records(read_frame(conn, T.INPUT_TABLES[name], p.period_id).drop(columns=BOOKKEEPING_COLUMNS, errors="ignore"), name)
             if ours != theirs:
@@ -495,7 +572,7 @@ class Store:
         clearing = ClearingResult(rounds) if rounds else None
         settled = pd.notna(self.periods().loc[period_id, "settled_run_id"])
         settlement = self.results(period_id, ["settlement"])["settlement"] if settled else None
-        tables = {**(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
+        tables = {**self.forecast_tables(period_id), **(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
         if settlement is not None:
             tables["settlement"] = settlement
         return tables, build_summary(instance, baseline, clearing, settlement)
@@ -504,6 +581,31 @@ class Store:
         with self.engine.connect() as conn:
             frame = read_frame(conn, T.round_prices, period_id)
         return frame.drop(columns=BOOKKEEPING_COLUMNS, errors="ignore").set_index(["round", "storage_type"]).sort_index()
+
+    def commit_forecast(self, period_id: str, needs: pd.DataFrame, performance: pd.DataFrame, summary: dict, run_id: int) -> None:
+        """Claim the period's forecast and write the needs and performance scores it produced, in one transaction."""
+        with self.transaction() as conn:
+            claimed = conn.execute(
+                T.periods.update().where(T.periods.c.period_id == period_id, T.periods.c.forecast_run_id.is_(None),
+                                         T.periods.c.baseline_run_id.is_(None))
+                .values(forecast_run_id=run_id, forecast=json.dumps(summary, sort_keys=True))
+            ).rowcount
+            stored = conn.execute(sa.select(sa.func.count()).where(T.needs.c.period_id == period_id)).scalar()
+            if claimed != 1 or stored:
+                raise AlreadyDone(f"the needs of period {period_id} were already written")
+            write_frame(conn, T.needs, needs, period_id=period_id)
+            write_frame(conn, T.performance, performance, period_id=period_id, run_id=run_id)
+            failpoint("forecast-written")
+
+    def forecast_tables(self, period_id: str) -> dict[str, pd.DataFrame]:
+        """The needs and performance tables a period's forecast step wrote ({} when its needs were given)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(T.periods.c.forecast_run_id).where(T.periods.c.period_id == period_id)).one()
+            if row.forecast_run_id is None:
+                return {}
+            needs = read_frame(conn, T.needs, period_id).drop(columns=[*BOOKKEEPING_COLUMNS, "floor_cube"], errors="ignore")
+            perf = read_frame(conn, T.performance, period_id).drop(columns=BOOKKEEPING_COLUMNS, errors="ignore")
+        return {"needs": needs.set_index(["seller_id", "storage_type", "month"]), "performance": perf.set_index("seller_id")}
 
     def commit_baseline(self, period_id: str, result: BaselineResult, run_id: int) -> None:
         with self.transaction() as conn:

@@ -75,6 +75,8 @@ periods = sa.Table(
     _run_ref("settled_run_id", nullable=True),
     sa.Column("held_at", sa.DateTime(timezone=True), nullable=True),  # `optalloc period hold`: the batch skips it until released
     _text("hold_reason", nullable=True),
+    _run_ref("forecast_run_id", nullable=True),  # the batch run whose forecast step wrote the period's needs and scores
+    _text("forecast", nullable=True),  # that forecast's summary (method, scores, history weeks used), JSON
 )
 
 # A period's step that failed in a batch run (the run went on with the other periods).
@@ -83,7 +85,7 @@ period_failures = sa.Table(
     metadata,
     sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.run_id"), primary_key=True),
     _period_key(),
-    sa.Column("step", sa.String(64), nullable=False),  # load | baseline | round N | settlement
+    sa.Column("step", sa.String(64), nullable=False),  # load | forecast | baseline | round N | settlement
     _text("error"),  # one line
     sa.Column("exit_code", sa.Integer(), nullable=False),  # 2 input, 3 infeasible, 4 solver, 1 other
     sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
@@ -170,6 +172,23 @@ grant_sales = sa.Table(
     _period_key(),
     _key("request_id"),
     _num("incremental_sales"),
+    _run_ref("ingest_run_id"),
+)
+
+# What sellers did, per seller, storage type and week (optalloc.history): one table for the whole store, not per
+# period. A period's forecast reads the weeks before its first day that were ingested before its forecast (or, for a
+# period given needs, its baseline) ran: see Store.history.
+history = sa.Table(
+    "history",
+    metadata,
+    _key("seller_id"),
+    _key("storage_type"),
+    sa.Column("week", sa.String(10), primary_key=True),  # the week's Monday, YYYY-MM-DD (text order is date order)
+    _num("shipped_cube"),
+    _num("sales"),
+    _num("on_hand_cube"),
+    sa.Column("category", ID, nullable=True),
+    sa.Column("size_band", ID, nullable=True),
     _run_ref("ingest_run_id"),
 )
 
@@ -303,6 +322,22 @@ settlements = sa.Table(
     sa.Column("sales_source", sa.String(32), nullable=False),
     _num("credit"),
     _num("net"),
+    _run_ref(),
+)
+
+# The scores a period's forecast step computed (optalloc.forecast.performance): they replace its sellers'
+# performance_score and productivity (the sellers table keeps what was ingested).
+performance = sa.Table(
+    "performance",
+    metadata,
+    _period_key(),
+    _key("seller_id"),
+    _num("performance_score"),
+    _num("productivity"),
+    _num("sell_through"),
+    _num("excess_share"),
+    _num("in_stock_rate"),
+    _num("space_use", nullable=True),
     _run_ref(),
 )
 

@@ -1,0 +1,161 @@
+"""History in the store (SQLite and PostgreSQL): `ingest --history` appends weeks (idempotent, validated, all or
+nothing); an instance with history round-trips byte for byte; the batch's forecast step writes a period's needs and
+scores (the same as `optalloc forecast`), and a period whose forecast fails fails alone."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import INSTANCES
+from optalloc.cli import main
+from optalloc.store import Store
+
+
+def cli(*args: str, db: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "optalloc.cli", *args, "--db", db, "-q"], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=600)
+
+
+def run_main(args) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """30 sellers, 2 storage types, 60 weeks of history, and the same instance without its needs."""
+    root = tmp_path_factory.mktemp("hist")
+    path = root / "inst"
+    assert run_main(["generate", "-o", str(path), "--sellers", "30", "--requests", "20", "-q", "--history-weeks", "60"]) == 0
+    no_needs = root / "no_needs"
+    shutil.copytree(path, no_needs)
+    (no_needs / "needs.csv").unlink()
+    return path, no_needs
+
+
+def same_folders(a, b) -> None:
+    names = sorted(p.name for p in a.iterdir())
+    assert sorted(p.name for p in b.iterdir()) == names
+    match, mismatch, errors = filecmp.cmpfiles(a, b, names, shallow=False)
+    assert mismatch == [] and errors == [], mismatch
+
+
+def batch_steps(done: subprocess.CompletedProcess) -> list[str]:
+    return [s["step"] for s in json.loads(done.stdout)["steps"]]
+
+
+def test_an_instance_with_history_and_needs_round_trips_byte_for_byte(generated, store_url, tmp_path):
+    inst, _ = generated
+    solved, exported = tmp_path / "solved", tmp_path / "exported"
+    assert run_main(["solve", str(inst), "-o", str(solved), "-q"]) == 0
+    assert cli("ingest", str(inst), db=store_url).returncode == 0
+    done = cli("batch", "--date", "2027-01-05", "--workers", "0", db=store_url)
+    assert done.returncode == 0, done.stderr
+    assert not any(s.endswith("forecast") for s in batch_steps(done))  # a period that has needs is not re-forecast
+    assert cli("export", "--period", "P202610", "-o", str(exported), db=store_url).returncode == 0
+    same_folders(solved, exported)  # summary.json too: the same inputs_hash, history included
+    back = Store(store_url).instance("P202610")
+    assert len(back.history) == len(pd.read_csv(inst / "history.csv"))
+
+
+def test_history_is_appended_week_by_week_idempotently_and_changed_weeks_are_refused(generated, store_url, tmp_path):
+    inst, _ = generated
+    history = pd.read_csv(inst / "history.csv", dtype=str, keep_default_na=False)
+    last = sorted(history["week"].unique())[-2:]
+    early = tmp_path / "early"
+    shutil.copytree(inst, early)
+    history[~history["week"].isin(last)].to_csv(early / "history.csv", index=False)
+    first = cli("ingest", str(early), db=store_url)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["history"] == (~history["week"].isin(last)).sum()
+    weekly = tmp_path / "weekly.csv"
+    new_rows = history[history["week"].isin(last)].iloc[::-1]  # any row order
+    new_rows.to_csv(weekly, index=False)
+    done = cli("ingest", "--history", str(weekly), db=store_url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["history"] == len(new_rows)
+    again = cli("ingest", "--history", str(weekly), db=store_url)  # the same weeks again: nothing added, no error
+    assert again.returncode == 0 and json.loads(again.stdout)["history"] == 0
+    store = Store(store_url)
+    assert store.history_weeks() == (history["week"].min(), history["week"].max(), len(history))
+    # The period now sees every week, as the file instance does: the same inputs as the whole file.
+    from optalloc.io import inputs_hash, load_instance
+
+    assert inputs_hash(store.instance("P202610")) == inputs_hash(load_instance(inst))
+
+    changed = new_rows.copy()
+    changed.iloc[2, changed.columns.get_loc("shipped_cube")] = "123.456"
+    changed.to_csv(weekly, index=False)
+    refused = cli("ingest", "--history", str(weekly), db=store_url)
+    assert refused.returncode == 2
+    assert f"{weekly}, row 3, field 'week': already in the store with other values" in refused.stderr
+    bad = new_rows.copy()
+    bad.iloc[4, bad.columns.get_loc("week")] = "2026-08-26"  # a Wednesday
+    bad.iloc[5, bad.columns.get_loc("seller_id")] = "NOBODY"
+    bad.to_csv(weekly, index=False)
+    refused = cli("ingest", "--history", str(weekly), db=store_url)
+    assert refused.returncode == 2
+    assert f"{weekly}, row 5, field 'week': 2026-08-26 is a Wednesday" in refused.stderr
+    assert f"{weekly}, row 6, field 'seller_id': unknown seller 'NOBODY'" in refused.stderr
+    late = new_rows.copy()
+    late["week"] = "2026-10-05"
+    late.iloc[:1].to_csv(weekly, index=False)
+    refused = cli("ingest", "--history", str(weekly), "--period", "P202610", db=store_url)
+    assert refused.returncode == 2 and "is not before the period (it starts 2026-10-01)" in refused.stderr
+    assert Store(store_url).history_weeks()[2] == len(history)  # nothing of the refused files was written
+
+
+def test_the_batch_forecasts_a_period_without_needs_as_optalloc_forecast_does(generated, store_url, tmp_path):
+    _, no_needs = generated
+    fc, solved, exported = tmp_path / "fc", tmp_path / "solved", tmp_path / "exported"
+    assert run_main(["forecast", str(no_needs), "-o", str(fc), "-q"]) == 0
+    assert run_main(["solve", str(no_needs), "-o", str(solved), "-q"]) == 0
+    assert cli("ingest", str(no_needs), db=store_url).returncode == 0
+    done = cli("batch", "--date", "2027-01-05", "--workers", "0", db=store_url)
+    assert done.returncode == 0, done.stderr
+    steps = batch_steps(done)
+    assert steps[:2] == ["P202610 forecast", "P202610 baseline"]
+    assert cli("export", "--period", "P202610", "-o", str(exported), db=store_url).returncode == 0
+    assert filecmp.cmp(fc / "needs.csv", exported / "needs.csv", shallow=False)
+    assert filecmp.cmp(fc / "performance.csv", exported / "performance.csv", shallow=False)
+    same_folders(solved, exported)  # solve forecasts first too: the same files, byte for byte
+    status = json.loads(cli("status", db=store_url).stdout)
+    assert status["periods"][0]["forecast_run_id"] == json.loads(done.stdout)["run_id"]
+    # Re-ingesting the instance (still without needs) is accepted; a second night forecasts nothing again.
+    assert cli("ingest", str(no_needs), db=store_url).returncode == 0
+    again = cli("batch", "--date", "2027-01-06", "--workers", "0", db=store_url)
+    assert again.returncode == 0 and json.loads(again.stdout)["outcome"] == "nothing_to_do"
+
+
+def test_a_period_whose_forecast_fails_fails_alone_at_step_forecast(generated, store_url, tmp_path):
+    _, no_needs = generated
+    doc = json.loads((INSTANCES / "worked_example.json").read_text())
+    doc["period"]["period_id"] = "SHORT"
+    doc["settings"]["forecast_method"] = "backtest"  # 5 weeks cannot be backtested
+    del doc["needs"]
+    weeks = ["2026-07-06", "2026-07-13", "2026-07-20", "2026-07-27", "2026-08-03"]
+    doc["history"] = [{"seller_id": s["seller_id"], "storage_type": "standard", "week": w, "shipped_cube": 1000 + 100 * i, "sales": 5e4,
+                       "on_hand_cube": 7000} for s in doc["sellers"] for i, w in enumerate(weeks)]
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps(doc))
+    assert cli("ingest", str(short), db=store_url).returncode == 0
+    assert cli("ingest", str(no_needs), db=store_url).returncode == 0
+    done = cli("batch", "--date", "2027-01-05", "--workers", "0", db=store_url)
+    assert done.returncode == 2
+    report = json.loads(done.stdout)
+    assert [(f["period_id"], f["step"]) for f in report["failures"]] == [("SHORT", "forecast")]
+    assert "too little history for a backtest" in report["failures"][0]["error"]
+    assert "period SHORT failed at forecast" in done.stderr
+    assert "P202610 settlement" in [s["step"] for s in report["steps"]]  # the other period went all the way
+    status = {p["period_id"]: p for p in json.loads(cli("status", db=store_url).stdout)["periods"]}
+    assert status["SHORT"]["failure"]["step"] == "forecast" and status["SHORT"]["baseline_run_id"] is None
+    assert status["P202610"]["failure"] is None and status["P202610"]["forecast_run_id"] is not None
