@@ -256,3 +256,16 @@ def test_a_float_column_without_a_unit_is_refused_and_nothing_is_written(tmp_pat
     assert not (tmp_path / "out").exists()
     with pytest.raises(units.UnitError, match="no unit declared for row"):
         units.round_table("headline", pd.DataFrame({"metric": ["new metric"], "market": [1.0]}))
+
+
+def test_the_readme_units_table_lists_every_declared_column_with_its_decimals():
+    from conftest import ROOT
+
+    section = (ROOT / "README.md").read_text().split("### Units and rounding", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    documented = {}
+    for line in section.splitlines():
+        cells = line.split(" | ")
+        if len(cells) == 3 and cells[1].strip().isdigit():
+            for name in re.findall(r"`([a-z_0-9]+)`", cells[2]):
+                documented.setdefault(name, int(cells[1]))
+    assert documented == {name: unit.decimals for name, unit in units.COLUMNS.items()}
