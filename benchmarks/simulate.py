@@ -25,9 +25,9 @@ def main() -> None:
     seconds = time.perf_counter() - t
     print(f"{spec.sellers:,} sellers, {spec.fcs} FCs, {spec.storage_types} storage types, {spec.rounds} rounds, seed {spec.seed}: "
           f"{len(result.requests):,} bids, {seconds:.1f} s\n")
-    print(markdown(result.headline))
+    print(markdown(result.headline, "headline"))
     print()
-    print(markdown(result.by_round))
+    print(markdown(result.by_round, "by_round"))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from datetime import date
 
 import pandas as pd
 
+from . import units
 from .baseline import BaselineResult, allocate
 from .clearing import clear_market, combine_markets, held_grants
 from .errors import OptallocError, StoreError
@@ -148,7 +149,7 @@ class BatchReport:
     outcome: str  # ok | nothing_to_do | failed (some period failed; the others went on)
     steps: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    objective: float = 0.0
+    objective: float = 0.0  # $: the rounds' objectives summed as round_prices shows them (each to the cent)
     failures: list[dict] = field(default_factory=list)  # {period_id, step, error, exit_code}, in the order they happened
     skipped: list[dict] = field(default_factory=list)  # {period_id, reason: held, hold_reason, held_since}
 
@@ -187,6 +188,7 @@ class _Run:
         self.instances: dict[str, Instance] = {}
         self._limits: dict[str, pd.Series] = {}
         self.report = BatchReport(run_id, "nothing_to_do")
+        self._objective_cents = 0  # the report's objective, summed exactly in cents
         self.held = store.held_periods()
         self.failed: set[str] = set()
         self.report.skipped = [{"period_id": p, "reason": "held", "hold_reason": h["reason"], "held_since": h["since"]}
@@ -289,7 +291,8 @@ class _Run:
                 self.fail(p, "baseline", result.error)
                 continue
             self.store.commit_baseline(p, result, self.run_id)
-            self.step(f"{p} baseline", time.perf_counter() - t0, period_id=p, objective=result.objective, status=result.status)
+            self.step(f"{p} baseline", time.perf_counter() - t0, period_id=p, objective=units.value(result.objective, units.VALUE),
+                      status=result.status)
 
     def due_wave(self) -> list[tuple[str, int]]:
         """For each period not held nor failed in this run, its first uncleared round if that round closed before the run's date."""
@@ -331,10 +334,12 @@ class _Run:
                 continue
             self.store.commit_round(p, result, self.run_id)
             failpoint(f"round-{r}-committed")
-            objective = float(result.prices["objective"].sum())
-            self.report.objective += objective
-            self.step(f"{p} round {r}", time.perf_counter() - t0, period_id=p, round=r, objective=objective,
-                      granted_cube=float(result.grants["granted_cube"].sum()), markets=len(mine))
+            # Totals as the exported tables show them: each row rounded (cents, milli-cube), summed exactly.
+            cents = int(units.steps(result.prices["objective"], units.MONEY).sum())
+            self._objective_cents += cents
+            self.report.objective = self._objective_cents / units.MONEY.scale
+            self.step(f"{p} round {r}", time.perf_counter() - t0, period_id=p, round=r, objective=cents / units.MONEY.scale,
+                      granted_cube=units.total(result.grants["granted_cube"], units.CUBE), markets=len(mine))
 
     def _settle(self, p: str) -> pd.DataFrame:
         inst = self.instance(p)
@@ -352,8 +357,9 @@ class _Run:
             if settlement is None:
                 continue
             self.store.commit_settlement(p, settlement, self.run_id)
+            shown = units.round_table("settlement", settlement)
             self.step(f"{p} settlement", time.perf_counter() - t0, period_id=p, grants=len(settlement),
-                      reservation_fees=float(settlement["reservation_fee"].sum()), credits=float(settlement["credit"].sum()))
+                      reservation_fees=units.total(shown["reservation_fee"], units.MONEY), credits=units.total(shown["credit"], units.MONEY))
 
 
 def run_batch(

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from . import __version__
+from . import __version__, units
 from .baseline import BaselineResult, allocate
 from .clearing import clear_round, held_grants
 from .errors import InputError, OptallocError, Problem
@@ -277,11 +277,12 @@ def _simulate(args) -> int:
                              fmt=args.format)
         return 0
     result = simulate(SimulationSpec(**fields))
-    print(f"## optalloc simulate (seed {args.seed}): the pool's space, market vs planner's LP alone\n\n{sim_markdown(result.headline)}\n\n"
-          f"## by round of grant\n\n{sim_markdown(result.by_round)}")
+    print(f"## optalloc simulate (seed {args.seed}): the pool's space, market vs planner's LP alone\n\n{sim_markdown(result.headline, 'headline')}\n\n"
+          f"## by round of grant\n\n{sim_markdown(result.by_round, 'by_round')}")
     if args.out:
+        headline = units.round_table("headline", result.headline.reset_index()).set_index("metric")
         summary = {"spec": dataclasses.asdict(result.spec),
-                   "headline": {m: {c: (None if pd.isna(v) else float(v)) for c, v in row.items()} for m, row in result.headline.iterrows()}}
+                   "headline": {m: {c: (None if pd.isna(v) else float(v)) for c, v in row.items()} for m, row in headline.iterrows()}}
         with stage(f"write {args.out}"):
             write_tables(args.out, result.tables(), summary, fmt=args.format)
     return 0

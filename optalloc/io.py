@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from . import progress
+from . import progress, units
 from .errors import InputError, Problem
 from .instance import Instance
 from .outputs import replace_folder
@@ -286,8 +286,13 @@ def write_tables(
     summary_name: str = "summary.json",
     inputs: tuple = (),
     store: str | None = None,
+    round_units: bool = True,
 ) -> Path:
     """Write tables and `summary_name` into out_dir atomically (all or nothing).
+
+    Every number column is rounded to its unit on the way out (`optalloc.units`: money to the cent, cube to 0.001);
+    a float column without a declared unit is an error. `round_units=False` writes the frames as they are (an
+    instance: its tables are inputs and are written exactly as held).
 
     out_dir is replaced only if it is new, empty or written by optalloc, and never if it is the current folder,
     an input (`inputs`) or the folder of the store (`store`): see `optalloc.outputs`.
@@ -296,7 +301,8 @@ def write_tables(
     def write(tmp: Path) -> list[str]:
         names = []
         for name, frame in tables.items():
-            frame = format_frame(frame.reset_index())
+            frame = frame.reset_index()
+            frame = format_frame(units.round_table(name, frame) if round_units else frame)
             if fmt == "parquet":
                 frame.to_parquet(tmp / f"{name}.parquet", index=False)
                 names.append(f"{name}.parquet")
@@ -315,7 +321,8 @@ def write_instance(instance: Instance, out_dir: str | os.PathLike, fmt: str = "p
     """Write an instance as a table folder (used by `optalloc generate`)."""
     meta = {"name": instance.name, "period": instance.period.model_dump(mode="json", exclude_none=True), "settings": instance.settings.model_dump(exclude_defaults=True)}
     tables = {t: getattr(instance, t) for t in TABLES if len(getattr(instance, t)) or TABLES[t][1]}
-    return write_tables(out_dir, {t: f.set_index(f.columns[0]) for t, f in tables.items()}, meta, fmt, summary_name=META_FILE, **check)
+    return write_tables(out_dir, {t: f.set_index(f.columns[0]) for t, f in tables.items()}, meta, fmt, summary_name=META_FILE,
+                        round_units=False, **check)
 
 
 # Result tables read back (by `clear --previous`, `settle --previous` and `report`): name -> index columns.

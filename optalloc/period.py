@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, units
 from .baseline import BaselineResult, allocate
 from .clearing import RoundResult, clear_round, concat_results, held_grants
 from .instance import Instance
@@ -73,10 +73,6 @@ class PeriodResult:
         return build_summary(self.instance, self.baseline, self.clearing, self.settlement)
 
 
-def _num(x) -> float | None:
-    return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), 6)
-
-
 # The order of a round's record in summary.json: what it is, what was asked and granted, the pool, the prices, the solve.
 ROUND_FIELDS = ("round", "storage_type", "requests", "granted_requests", "granted_cube", "pool_available_cube", "pool_left_cube",
                 "clearing_price", "pool_dual_max", "paradoxically_rejected", "objective", "method")
@@ -84,23 +80,23 @@ ROUND_FIELDS = ("round", "storage_type", "requests", "granted_requests", "grante
 
 def _plain(v):
     if isinstance(v, (float, np.floating)):
-        return _num(v)
+        return None if np.isnan(v) else float(v)
     if isinstance(v, np.integer):
         return int(v)
     return v
 
 
 def round_records(round_prices: pd.DataFrame, pools: pd.DataFrame | None = None) -> list[dict]:
-    """One record per (round, storage type), in ROUND_FIELDS order (any other column of round_prices after them).
-    With `pools`: the pool available to the round (pool less earlier rounds' grants held) and left after it, summed
-    over FCs and months (cube-months)."""
-    rp = round_prices.copy()
+    """One record per (round, storage type), in ROUND_FIELDS order (any other column of round_prices after them),
+    each number as round_prices.csv shows it. With `pools`: the pool available to the round (pool less earlier
+    rounds' grants held) and left after it, summed over FCs and months (cube-months) from the rows pools.csv shows."""
+    rp = units.round_table("round_prices", round_prices)
     if pools is not None and len(pools):
-        p = pools.reset_index()
+        p = units.round_table("pools", pools.reset_index())
         p["available"] = (p["pool_cube"] - p["held_cube"]).clip(lower=0.0)
-        by = p.groupby(["round", "storage_type"])[["available", "pool_after"]].sum()
-        rp["pool_available_cube"] = by["available"].reindex(rp.index)
-        rp["pool_left_cube"] = by["pool_after"].reindex(rp.index)
+        by = p.groupby(["round", "storage_type"])
+        rp["pool_available_cube"] = by["available"].agg(lambda v: units.total(v, units.CUBE)).reindex(rp.index)
+        rp["pool_left_cube"] = by["pool_after"].agg(lambda v: units.total(v, units.CUBE)).reindex(rp.index)
     rows = rp.reset_index().to_dict("records")
     out = []
     for row in rows:
@@ -112,28 +108,30 @@ def round_records(round_prices: pd.DataFrame, pools: pd.DataFrame | None = None)
 def build_summary(instance: Instance, baseline: BaselineResult | None, clearing: ClearingResult | None, settlement: pd.DataFrame | None) -> dict:
     """The JSON summary, in reading order: the instance and its settings, the baseline, each round, the settlement
     (every field, with its unit, is documented in the README's "summary.json" table). Deterministic: no timings, no
-    dates."""
+    dates. Numbers are rounded to their unit (`optalloc.units`), and every total is the exact sum of the rows its
+    table shows (summing settlement.csv's reservation_fee gives settlement.reservation_fees to the cent)."""
     out: dict = {"optalloc_version": __version__, "inputs_hash": inputs_hash(instance), "period_hash": period_hash(instance),
                  "instance": instance.summary(), "settings": instance.settings.model_dump(mode="json")}
     if baseline is not None:
         fp = baseline.fc_prices
         out["baseline"] = {
             "status": baseline.status,
-            "allocated_cube": _num(baseline.limits["limit_cube"].sum()),
-            "net_capacity_cube": _num(fp["net_cube"].sum()),
-            "pool_cube": _num(fp["pool_cube"].sum()),
-            "binding_fc_rows": int((fp["shadow_price"] > 0).sum()),
-            "objective": _num(baseline.objective),
+            "allocated_cube": units.total(baseline.limits["limit_cube"], units.CUBE),
+            "net_capacity_cube": units.total(fp["net_cube"], units.CUBE),
+            "pool_cube": units.total(fp["pool_cube"], units.CUBE),
+            "binding_fc_rows": int((units.rounded(fp["shadow_price"], units.DUAL) > 0).sum()),
+            "objective": units.value(baseline.objective, units.VALUE),
         }
     if clearing is not None:
         out["rounds"] = round_records(clearing.round_prices, clearing.pools)
     if settlement is not None:
+        shown = units.round_table("settlement", settlement)
         out["settlement"] = {
             "grants": int(len(settlement)),
-            "reservation_fees": _num(settlement["reservation_fee"].sum()),
-            "credits": _num(settlement["credit"].sum()),
-            "net": _num(settlement["net"].sum()),
-            "fully_offset_share": _num((settlement["net"] <= 1e-6).mean()) if len(settlement) else None,
+            "reservation_fees": units.total(shown["reservation_fee"], units.MONEY),
+            "credits": units.total(shown["credit"], units.MONEY),
+            "net": units.total(shown["net"], units.MONEY),
+            "fully_offset_share": units.value((shown["net"] == 0).mean(), units.SHARE) if len(settlement) else None,
         }
     return out
 

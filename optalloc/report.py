@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import progress
+from . import progress, units
 from .errors import InputError, Problem
 from .io import RESULT_TABLES, read_result_table, read_text
 from .outputs import replace_file
@@ -211,7 +211,7 @@ def supply_demand_chart(grants: pd.DataFrame, pools: pd.DataFrame, prices: pd.Da
         for x0, w, fee in zip(x[:-1], granted, fees):
             if w > EPS:
                 ax.fill_between([x0, x0 + w], 0, fee, color="#9ecae1", linewidth=0, step="pre")
-    ax.axvline(supply, color="#c0392b", linewidth=1.4, label=f"supply: pool left {supply:,.0f} cube/month")
+    ax.axvline(supply, color="#c0392b", linewidth=1.4, label=f"supply: pool left {units.text(supply, units.CUBE)} cube/month")
     price = prices.loc[(round_, storage_type), "clearing_price"] if (round_, storage_type) in prices.index else np.nan
     if pd.notna(price):
         ax.axhline(price, color="#27ae60", linestyle="--", linewidth=1.2, label=f"clearing price ${price:,.2f}")
@@ -284,7 +284,7 @@ def money_chart(settlement: pd.DataFrame) -> str:
     for ax, col, color in zip(axes, ["reservation_fee", "credit", "net"], ["#1f4e79", "#27ae60", "#c0392b"]):
         values = settlement[col].to_numpy(float)
         ax.hist(values, bins=min(30, max(5, len(values) // 3)), color=color)
-        ax.set_title(f"{col.replace('_', ' ')}: ${values.sum():,.0f} in all", fontsize=8)
+        ax.set_title(f"{col.replace('_', ' ')}: ${units.text(units.total(values, units.MONEY), units.MONEY)} in all", fontsize=8)
         ax.set_xlabel("$ per grant")
     axes[0].set_ylabel("grants")
     return _svg(fig)
@@ -321,8 +321,11 @@ def _figure(svg: str, name: str) -> str:
     return f'<figure class="chart" data-chart="{html.escape(name)}">{svg}</figure>'
 
 
-def _table(frame: pd.DataFrame, floatfmt: str = "{:,.2f}") -> str:
-    return frame.to_html(border=0, float_format=floatfmt.format, na_rep="", escape=True)
+def _table(frame: pd.DataFrame, name: str, rename: dict[str, str] | None = None) -> str:
+    """A table of the page, every number in its unit's decimals (`optalloc.units`: money to the cent, cube to 0.001)."""
+    found = units.units_of(name, frame)
+    formatters = {(rename or {}).get(c, c): (lambda v, u=u: units.text(v, u)) for c, u in found.items() if frame[c].dtype.kind == "f"}
+    return frame.rename(columns=rename or {}).to_html(border=0, formatters=formatters, na_rep="", escape=True)
 
 
 def _kpis(items: list[tuple[str, str]]) -> str:
@@ -330,14 +333,16 @@ def _kpis(items: list[tuple[str, str]]) -> str:
 
 
 def period_section(view: PeriodView) -> str:
-    t, s = view.tables, view.summary
+    # Rounded as the output tables are, so a stored run and its exported folder show the same numbers.
+    t, s = {name: units.round_table(name, frame) for name, frame in view.tables.items()}, view.summary
     parts = [f"<h2>{html.escape(view.title)}</h2>"]
     inst = s.get("instance", {})
     kpis = [("months", f"{inst.get('months', ['?'])[0]} … {inst.get('months', ['?'])[-1]}"), ("FCs", str(inst.get("fcs", "?"))),
             ("sellers", f"{inst.get('sellers', 0):,}"), ("requests", f"{inst.get('requests', 0):,}")]
     if "settlement" in s:
         st = s["settlement"]
-        kpis += [("reservation fees", f"${st['reservation_fees']:,.0f}"), ("credits", f"${st['credits']:,.0f}"), ("net", f"${st['net']:,.0f}"),
+        kpis += [("reservation fees", f"${units.text(st['reservation_fees'], units.MONEY)}"), ("credits", f"${units.text(st['credits'], units.MONEY)}"),
+                 ("net", f"${units.text(st['net'], units.MONEY)}"),
                  ("fees fully offset", f"{(st.get('fully_offset_share') or 0):.0%}")]
     parts.append(_kpis(kpis))
 
@@ -350,14 +355,14 @@ def period_section(view: PeriodView) -> str:
         prices = t["round_prices"]
         charts = [_figure(supply_demand_chart(t["grants"], t["pools"], prices, int(r), str(k)), f"supply-demand {r} {k}") for r, k in prices.index]
         parts.append('<div class="grid">' + "".join(charts) + "</div>")
-        parts.append(_table(prices.drop(columns=["objective"], errors="ignore")))
+        parts.append(_table(prices.drop(columns=["objective"], errors="ignore"), "round_prices"))
     if "fc_prices" in t:
         parts.append("<h3>Utilization</h3>")
         parts.append(_figure(utilization_chart(t["fc_prices"], t.get("pools")), "utilization"))
     if "limits" in t:
         parts.append("<h3>Baseline vs reserved space</h3>")
         seg = segments(t["limits"], t.get("grants"))
-        parts.append('<div class="grid">' + _figure(segment_chart(seg), "segments") + _table(seg.rename(columns={"reserved_share": "reserved / baseline"}))
+        parts.append('<div class="grid">' + _figure(segment_chart(seg), "segments") + _table(seg, "segments", {"reserved_share": "reserved / baseline"})
                      + "</div>")
     if "settlement" in t and len(t["settlement"]):
         st = t["settlement"]
@@ -365,12 +370,13 @@ def period_section(view: PeriodView) -> str:
         parts.append(_figure(money_chart(st), "money"))
         parts.append("<h4>Largest reservation fees</h4>")
         top = st.sort_values(["reservation_fee", "seller_id"], ascending=[False, True], kind="stable").head(10)
-        parts.append(_table(top[["seller_id", "storage_type", "granted_cube", "max_fee_per_cube", "fee_per_cube", "reservation_fee", "credit", "net"]]))
+        parts.append(_table(top[["seller_id", "storage_type", "granted_cube", "max_fee_per_cube", "fee_per_cube", "reservation_fee", "credit", "net"]],
+                            "settlement"))
     if "grants" in t:
         para = t["grants"][t["grants"]["paradoxically_rejected"].astype(bool)]
         if len(para):
             parts.append("<h4>Rejected although their fee is above the price they faced</h4>")
-            parts.append(_table(para[["seller_id", "storage_type", "max_fee_per_cube", "max_cube", "min_cube", "price_faced", "reason"]]))
+            parts.append(_table(para[["seller_id", "storage_type", "max_fee_per_cube", "max_cube", "min_cube", "price_faced", "reason"]], "grants"))
     return "\n".join(parts)
 
 
@@ -383,7 +389,7 @@ def render(data: ReportData) -> str:
         body.append(_kpis([("outcome", str(r.get("outcome"))), ("solver", f"{r.get('solver')} {r.get('solver_version')}"),
                            ("optalloc", str(r.get("optalloc_version"))), ("seconds", f"{sum(timings.values()):.1f}")]))
         if timings:
-            body.append(_table(pd.DataFrame({"seconds": timings}).rename_axis("step")))
+            body.append(_table(pd.DataFrame({"seconds": timings}).rename_axis("step"), "timings"))
     body += [period_section(v) for v in data.periods]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + GENERATOR_TAG + "<meta name=\"viewport\" content=\"width=device-width\">"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from . import units
 from .baseline import allocate
 from .clearing import clear_round, held_grants, request_caps
 from .generate import GenerateSpec, generate
@@ -210,7 +211,8 @@ def _headline(needs, prod, market_used, planner_extra, planner_used, settlement,
     planner_given = float(planner_extra.sum())
     market_sales = float((prod * market_used).sum())
     planner_sales = float((prod * planner_used).sum())
-    winners = settlement.groupby("seller_id")[["reservation_fee", "credit", "net"]].sum()
+    shown = units.round_table("settlement", settlement)  # money totals as settlement.csv shows its rows
+    winners = shown.groupby("seller_id")[["reservation_fee", "credit", "net"]].sum()
     rows = {
         "pool (cube-months)": (pool_total, pool_total),
         "pool space given out (cube-months)": (granted, planner_given),
@@ -219,12 +221,13 @@ def _headline(needs, prod, market_used, planner_extra, planner_used, settlement,
         "sales per cube-month given out ($)": (market_sales / granted if granted else np.nan, planner_sales / planner_given if planner_given else np.nan),
         "sellers given pool space": (float((needs.groupby("seller_id")["granted"].sum() > EPS).sum()),
                                      float((planner_extra.groupby(needs["seller_id"]).sum() > EPS).sum())),
-        "reservation fees ($)": (float(settlement["reservation_fee"].sum()), 0.0),
-        "performance credits ($)": (float(settlement["credit"].sum()), 0.0),
-        "fees net of credits ($)": (float(settlement["net"].sum()), 0.0),
-        "winners whose fee credits fully offset (share)": (float((winners["net"] <= EPS).mean()) if len(winners) else np.nan, np.nan),
+        "reservation fees ($)": (units.total(shown["reservation_fee"], units.MONEY), 0.0),
+        "performance credits ($)": (units.total(shown["credit"], units.MONEY), 0.0),
+        "fees net of credits ($)": (units.total(shown["net"], units.MONEY), 0.0),
+        "winners whose fee credits fully offset (share)": (float((winners["net"] == 0).mean()) if len(winners) else np.nan, np.nan),
     }
-    return pd.DataFrame.from_dict(rows, orient="index", columns=["market", "planner_lp"]).rename_axis("metric").round(4)
+    # Each row's unit: optalloc.units.ROW_UNITS["headline"] (rounded when written or printed).
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["market", "planner_lp"]).rename_axis("metric")
 
 
 def _by_round(requests: pd.DataFrame, grants: pd.DataFrame, settlement: pd.DataFrame) -> pd.DataFrame:
@@ -239,7 +242,7 @@ def _by_round(requests: pd.DataFrame, grants: pd.DataFrame, settlement: pd.DataF
     bids = requests.groupby(key).agg(bids=("request_id", "size"))
     g = grants.reset_index()
     granted = g[g["granted_cube"] > EPS].groupby(key).agg(granted_requests=("request_id", "size"), granted_cube=("granted_cube", "sum"))
-    st = settlement.reset_index()
+    st = units.round_table("settlement", settlement.reset_index())  # fees and net as settlement.csv shows them
     st["offered"] = st["max_fee_per_cube"] * st["granted_cube"]
     st["at_round_price"] = np.minimum(st["max_fee_per_cube"], st["round_clearing_price"].fillna(np.inf)) * st["granted_cube"]
     paid = st.groupby(key).agg(offered=("offered", "sum"), at_round_price=("at_round_price", "sum"), paid=("reservation_fee", "sum"),
@@ -253,17 +256,24 @@ def _by_round(requests: pd.DataFrame, grants: pd.DataFrame, settlement: pd.DataF
     out["saved_by_price_protection"] = (out["at_round_price"] - out["paid"]) / out["offered"]
     cols = ["bids", "granted_requests", "granted_cube", "round_clearing_price", "protected_price", "mean_offer_per_cube", "mean_paid_per_cube",
             "saved_by_uniform_price", "saved_by_price_protection", "net"]
-    return out[cols].astype({"granted_requests": "int64"}).round(4)
+    return out[cols].astype({"granted_requests": "int64"})
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    """A DataFrame as a Markdown table (numbers with thousands separators), for the terminal and the README."""
-    def cell(v) -> str:
-        if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else (f"{v:,.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:,.2f}")
+def markdown(frame: pd.DataFrame, name: str) -> str:
+    """Table `name` (`headline`, `by_round`) as a Markdown table for the terminal and the README: every number in
+    its unit's decimals with thousands separators (`optalloc.units`: money to the cent, cube to 0.001)."""
+    f = frame.reset_index()
+    found = units.units_of(name, f)
+    row_col = units.ROW_UNITS.get(name, (None,))[0]
+
+    def cell(v, col: str, row) -> str:
+        unit = found.get(col)
+        if isinstance(unit, dict):
+            unit = unit[str(row[row_col])]
+        if unit is not None and isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+            return units.text(v, unit)
         return str(v)
 
-    f = frame.reset_index()
     lines = ["| " + " | ".join(map(str, f.columns)) + " |", "|" + "---|" * len(f.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in f.itertuples(index=False)]
+    lines += ["| " + " | ".join(cell(v, c, row) for c, v in row.items()) + " |" for _, row in f.iterrows()]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pyomo.environ as pyo
 
+from .. import units
 from ..errors import InfeasibleError
 from ..progress import stage
 from ..schemas import SolverOptions
@@ -168,10 +169,10 @@ def diagnose_infeasible(d: BaselineData, options: SolverOptions) -> InfeasibleEr
     for (k_, t), grp in cells.groupby(["storage_type", "month"], sort=True):
         caps = np.unique(d.arc_cap[np.isin(d.arc_cell, grp.index.to_numpy())])
         fcs = d.capacity.iloc[caps]
-        where.append(dict(storage_type=k_, month=t, fc_ids=fcs["fc_id"].tolist(), shortfall_cube=round(float(grp["shortfall"].sum()), 6)))
+        where.append(dict(storage_type=k_, month=t, fc_ids=fcs["fc_id"].tolist(), shortfall_cube=units.value(grp["shortfall"].sum(), units.CUBE)))
         lines.append(
-            f"storage type '{k_}', month {t}: FC(s) {', '.join(fcs['fc_id'])} hold {fcs['net_cube'].sum():g} cube after the pool "
-            f"but floors there cannot be met by {grp['shortfall'].sum():g} cube (sellers {', '.join(grp['seller_id'].head(5))}"
+            f"storage type '{k_}', month {t}: FC(s) {', '.join(fcs['fc_id'])} hold {units.text(fcs['net_cube'].sum(), units.CUBE)} cube after the "
+            f"pool but floors there cannot be met by {units.text(grp['shortfall'].sum(), units.CUBE)} cube (sellers {', '.join(grp['seller_id'].head(5))}"
             f"{'...' if len(grp) > 5 else ''})"
         )
     return InfeasibleError("baseline infeasible: floors exceed capacity net of the pool\n  " + "\n  ".join(lines), where)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .. import units
 from ..errors import InputError, Problem
 from ..history import COVER_WEEKS
 from ..instance import Instance
@@ -148,7 +149,7 @@ def run_forecast(instance: Instance, *, with_backtest: bool = False, method: str
     perf = performance_scores(instance.history, settlement)
     summary = {
         "method": method,
-        "mean_wql": scores,
+        "mean_wql": {m: units.value(v, units.RATIO) for m, v in scores.items()},
         "horizon_weeks": H,
         "cover_weeks": COVER_WEEKS,
         "series": int(len(panel.keys)),
@@ -160,5 +161,5 @@ def run_forecast(instance: Instance, *, with_backtest: bool = False, method: str
     }
     if bt is not None:
         by = bt.groupby("method")[["coverage_90"]].mean()
-        summary["mean_coverage_90"] = {m: float(by.loc[m, "coverage_90"]) for m in scores}
+        summary["mean_coverage_90"] = {m: units.value(by.loc[m, "coverage_90"], units.SHARE) for m in scores}
     return ForecastResult(needs, perf, bt, summary, (panel.keys, weeks, q50, q90))
