@@ -46,11 +46,11 @@ def _level_from_top(avail: np.ndarray, a: int) -> np.ndarray:
     if len(avail) == 1:
         return np.array([float(a)])
     srt = np.sort(avail)[::-1]
-    # the level L with sum(max(avail - L, 0)) = a
-    csum = np.cumsum(srt)
-    k = np.arange(1, len(srt) + 1)
-    levels = (csum - a) / k
-    j = int(np.flatnonzero(levels >= np.r_[srt[1:], -np.inf])[0]) if len(srt) else 0
+    # the level L with sum(max(avail - L, 0)) = a: the first j whose level is at or above the next room
+    levels = (np.cumsum(srt) - a) / np.arange(1, len(srt) + 1)
+    below = np.empty_like(srt)
+    below[:-1], below[-1] = srt[1:], -np.inf
+    j = int(np.argmax(levels >= below)) if len(srt) else 0
     L = max(np.ceil(levels[j]), 0.0)
     take = np.maximum(avail - L, 0.0)
     short = a - take.sum()  # the ceiling left a few milli-cube: hand them out in FC order where room is left
@@ -175,7 +175,8 @@ class _State:
         arcs = np.flatnonzero(take > 0) + s
         self.Z[arcs] += take[take > 0]
         rows = self.arc_rows[arcs]
-        np.subtract.at(self.room, rows.ravel(), np.repeat(take[take > 0], rows.shape[1]))
+        # a class's arcs are distinct FCs, so their pool rows are distinct (but for the padding row, kept at inf)
+        self.room[rows.ravel()] -= np.repeat(take[take > 0], rows.shape[1])
         self.room[self.n_pool] = np.inf
         self.D[c] += a
         if self.h is not None:
@@ -276,6 +277,38 @@ def d_n(st: _State) -> int:
     return st.d.n_classes
 
 
+CHUNK_FIRST, CHUNK_MAX = 64, 1 << 16
+
+
+def _grant_chunk(st: _State, idx: np.ndarray, req_class: np.ndarray, u: np.ndarray, rem: np.ndarray, grant: np.ndarray,
+                 avail_of: np.ndarray) -> bool:
+    """The next requests in rank order, granted in full at once when their classes' direct room holds all of them
+    together (then each one, at its turn, could have had all it asks: the rule's answer). Requests of a class
+    known to be full get nothing, as one at a time. Returns False, with nothing changed, when the room does not
+    hold them; the caller then takes fewer."""
+    cls = req_class[idx]
+    live = st.ub[cls] > 0
+    dem = np.bincount(cls[live], weights=u[idx][live], minlength=len(rem)).astype(np.int64)
+    classes = np.flatnonzero(dem)
+    saved = (st.Z.copy(), st.room.copy(), st.D.copy())
+    for n, c in enumerate(classes.tolist()):
+        avail, total = st.direct(c)
+        if total < dem[c]:
+            st.Z, st.room, st.D = saved
+            if st.h is not None:
+                for b in classes[:n].tolist():
+                    st.h.changeRowBounds(int(st.n_lp_pool + b), float(st.D[b]), float(st.D[b]))
+            return False
+        st.commit_direct(c, avail, int(dem[c]))
+    granted = idx[live]
+    grant[granted] = u[granted]
+    avail_of[granted] = u[granted]
+    bounded = classes[st.ub[classes] != np.iinfo(np.int64).max]
+    st.ub[bounded] -= dem[bounded]
+    rem -= np.bincount(cls, weights=u[idx], minlength=len(rem)).astype(np.int64)
+    return True
+
+
 def clear_by_priority(d, options: SolverOptions) -> PriorityOutcome:
     """The priority rule on a prepared round (see the module docstring)."""
     st = _State(d, options)
@@ -285,7 +318,16 @@ def clear_by_priority(d, options: SolverOptions) -> PriorityOutcome:
     # Cube still to be asked by each class (this request included): the room LP looks for all of it at once, and
     # trimming its placement back to what is granted leaves that room at the class's own FCs for its next requests.
     rem = np.bincount(d.req_class, weights=u, minlength=d.n_classes).astype(np.int64)
-    for i in order:
+    pos, k = 0, CHUNK_FIRST
+    while pos < len(order):
+        if k > 1:
+            if _grant_chunk(st, order[pos : pos + k], d.req_class, u, rem, grant, avail_of):
+                pos, k = pos + k, min(2 * k, CHUNK_MAX)
+                continue
+            k //= 2
+            if k > 1:
+                continue
+        i, pos, k = order[pos], pos + 1, 2
         c, ui, mi = int(d.req_class[i]), int(u[i]), int(m[i])
         rem[c] -= ui
         if st.ub[c] <= 0:
