@@ -265,12 +265,9 @@ def _simulate(args) -> int:
         groups, by_period, summary = simulate_periods(SimulationSpec(**fields), args.periods, method=args.forecast_method,
                                                       reform_share=args.reform_share)
         shown = groups.set_index(["period", "group"]).drop(columns="period_id")
-        shares = [c for c in shown.columns if c.endswith("_share")]
-        shown[shares] = shown[shares] * 100  # percent, so that small groups' shares show their digits
-        shown = shown.rename(columns={c: c.replace("_share", "_%") for c in shares})
         print(f"## optalloc simulate --periods {args.periods} (seed {args.seed}): who gets the space, period by period\n\n"
-              f"{sim_markdown(shown)}\n\n"
-              f"## forecast calibration and the market, per period\n\n{sim_markdown(by_period.set_index('period'))}")
+              f"{sim_markdown(shown, 'groups')}\n\n"
+              f"## forecast calibration and the market, per period\n\n{sim_markdown(by_period.set_index('period'), 'periods')}")
         if args.out:
             with stage(f"write {args.out}"):
                 write_tables(args.out, {"groups": groups.set_index(["period", "group"]), "periods": by_period.set_index("period")}, summary,

@@ -65,6 +65,7 @@ SECONDS = Unit("seconds", 3)
 COLUMNS: dict[str, Unit] = {
     # money
     "reservation_fee": MONEY, "credit": MONEY, "net": MONEY, "attributed_sales": MONEY, "sales": MONEY, "incremental_sales": MONEY,
+    "reservation_fees": MONEY, "credits": MONEY,  # simulate --periods: a group's or a period's sums
     "objective": MONEY,  # round_prices: Σ max_fee_per_cube × granted cube, the round's revenue at offered fees
     # per cube
     "max_fee_per_cube": PER_CUBE, "fee_per_cube": PER_CUBE, "clearing_price": PER_CUBE, "round_clearing_price": PER_CUBE,
@@ -77,11 +78,12 @@ COLUMNS: dict[str, Unit] = {
     "capacity_cube": CUBE, "pool_cube": CUBE, "net_cube": CUBE, "baseline_cube": CUBE, "max_cube": CUBE, "min_cube": CUBE,
     "request_cap_cube": CUBE, "granted_cube": CUBE, "held_cube": CUBE, "pool_after": CUBE, "used_cube": CUBE,
     "shipped_cube": CUBE, "on_hand_cube": CUBE, "want": CUBE, "true_need": CUBE, "limit": CUBE, "planner_limit": CUBE,
-    "granted": CUBE, "baseline": CUBE, "reserved": CUBE,
+    "granted": CUBE, "baseline": CUBE, "reserved": CUBE, "limits_cube": CUBE,
     # shares, ratios, scores
     "sell_through": SHARE, "excess_share": SHARE, "in_stock_rate": SHARE, "space_use": SHARE, "coverage_90": SHARE,
     "saved_by_uniform_price": SHARE, "saved_by_price_protection": SHARE, "reserved_share": SHARE,
-    "wql_50": RATIO, "wql_90": RATIO, "performance_score": SCORE,
+    "limit_share": SHARE, "need_share": SHARE, "granted_share": SHARE, "coverage_90_weekly": SHARE, "coverage_90_monthly": SHARE,
+    "wql_50": RATIO, "wql_90": RATIO, "limit_per_need": RATIO, "performance_score": SCORE, "mean_score": SCORE,
     # counts
     "round": COUNT, "granted_round": COUNT, "first_round": COUNT, "requests": COUNT, "granted_requests": COUNT,
     "paradoxically_rejected": COUNT, "bids": COUNT, "series": COUNT, "horizon": COUNT, "sellers": COUNT,
