@@ -428,3 +428,47 @@ def test_every_family_of_both_builds_is_named_in_models_clearing_md():
     _, fam = build_clearing_arrays(d)
     missing = sorted(n for n in pyomo_names | set(fam) | {"place_class", "extra"} if f"`{n}`" not in doc and f"`{n}[" not in doc)
     assert missing == []
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 100_000), min_share=st.sampled_from([0.0, 0.2]), tight=st.sampled_from([0.3, 1.0]))
+def test_chunked_priority_equals_one_request_at_a_time(seed, min_share, tight):
+    """Requests granted in chunks (by direct room, or by one room LP for the chunk) get exactly what the plain
+    method gives them one at a time, in every round (earlier grants held), and the LP chunk path runs."""
+    from optalloc.clearing import priority as P
+    from optalloc.clearing.model import prepare_clearing
+
+    inst = generate(GenerateSpec(sellers=40, fcs=5, regions=2, storage_types=1, months=3, rounds=2, requests=160,
+                                 second_region_share=0.6, min_cube_share=min_share, multi_month_share=0.4, seed=seed))
+    inst = type(inst).from_tables(period=inst.period, settings=inst.settings, tables={
+        "fcs": inst.fcs.assign(pool_cube=inst.fcs["pool_cube"] * tight).round({"pool_cube": 3}), "sellers": inst.sellers,
+        "needs": inst.needs, "requests": inst.requests})
+    limits = allocate(inst).limits["limit_cube"]
+    opts = inst.settings.solver
+    earlier = []
+    for r in inst.period.rounds:
+        held = held_grants(*earlier)
+        d = prepare_clearing(inst, r, limits, held)
+        plain = P.clear_by_priority(d, opts, chunks=False)
+        fast = P.clear_by_priority(d, opts)
+        np.testing.assert_array_equal(fast.grant, plain.grant)
+        np.testing.assert_array_equal(fast.avail > 0, plain.avail > 0)  # what the reasons are read from
+        earlier.append(clear_round(inst, r, limits=limits, held=held).grants)
+
+
+def test_the_lp_chunk_path_is_taken_and_agrees(monkeypatch):
+    """A round whose classes share FCs, so the direct room of a chunk falls short while one room LP fits it all."""
+    from optalloc.clearing import priority as P
+    from optalloc.clearing.model import prepare_clearing
+
+    taken = []
+    real = P._State.lp_chunk
+    monkeypatch.setattr(P._State, "lp_chunk", lambda self, c, dem: taken.append(real(self, c, dem)) or taken[-1])
+    inst = generate(GenerateSpec(sellers=60, fcs=6, regions=2, storage_types=1, months=2, rounds=1, requests=400,
+                                 second_region_share=0.7, multi_month_share=0.5, seed=5))
+    limits = allocate(inst).limits["limit_cube"]
+    d = prepare_clearing(inst, 1, limits, held_grants())
+    fast = P.clear_by_priority(d, inst.settings.solver)
+    plain = P.clear_by_priority(d, inst.settings.solver, chunks=False)
+    np.testing.assert_array_equal(fast.grant, plain.grant)
+    assert any(taken), taken

@@ -253,6 +253,28 @@ class _State:
                 self.cut[c] = (float(value), self.D.astype(float), g * -np.sign(g[c]))
         return value
 
+    def lp_chunk(self, classes: np.ndarray, dem: np.ndarray) -> bool:
+        """Whether every class in `classes` can add `dem[c]` at once (the room LP with all their extras open, up to
+        their demand); if so, commit it: the LP's placement holds the new cube."""
+        if self.h is None:
+            self._lp()
+        for c in classes.tolist():
+            self.h.changeColBounds(int(self.n_arcs + c), 0.0, float(dem[c]))
+        self._solve(None)
+        x = self._last.x if self._last.x is not None else np.asarray(self.h.getSolution().col_value)
+        for c in classes.tolist():
+            self.h.changeColBounds(int(self.n_arcs + c), 0.0, 0.0)
+        # No tolerance here: an extra at its bound is exactly its demand (simplex leaves it there). One a hair short
+        # of it (basic) is refused, and the requests go one at a time: the new cube must be what the LP placed, or
+        # pools filled to the brim would be over by the shortfalls of many classes at once.
+        if (x[self.n_arcs + classes] < dem[classes]).any():
+            return False
+        self.D[classes] += dem[classes]
+        for c in classes.tolist():
+            self.h.changeRowBounds(int(self.n_lp_pool + c), float(self.D[c]), float(self.D[c]))
+        self._set_placement(np.maximum(x[: self.n_arcs], 0.0))
+        return True
+
     def dual_bound(self, c: int) -> float:
         """An upper bound on E_c from the last room LP of class c (inf if none)."""
         if c not in self.cut:
@@ -277,15 +299,16 @@ def d_n(st: _State) -> int:
     return st.d.n_classes
 
 
-CHUNK_FIRST, CHUNK_MAX = 64, 1 << 16
+CHUNK_FIRST, CHUNK_MAX, LP_CHUNK_FIRST = 64, 1 << 16, 8
 
 
 def _grant_chunk(st: _State, idx: np.ndarray, req_class: np.ndarray, u: np.ndarray, rem: np.ndarray, grant: np.ndarray,
-                 avail_of: np.ndarray) -> bool:
-    """The next requests in rank order, granted in full at once when their classes' direct room holds all of them
-    together (then each one, at its turn, could have had all it asks: the rule's answer). Requests of a class
-    known to be full get nothing, as one at a time. Returns False, with nothing changed, when the room does not
-    hold them; the caller then takes fewer."""
+                 avail_of: np.ndarray, use_lp: bool = False) -> bool:
+    """The next requests in rank order, granted in full at once when their classes can hold all of them together
+    (then each one, at its turn, could have had all it asks: the rule's answer): first by the direct room, then,
+    with `use_lp`, by one room LP with all their classes' extras open. Requests of a class known to be full get
+    nothing, as one at a time. Returns False, with nothing changed, when they do not fit; the caller then takes
+    fewer."""
     cls = req_class[idx]
     live = st.ub[cls] > 0
     dem = np.bincount(cls[live], weights=u[idx][live], minlength=len(rem)).astype(np.int64)
@@ -298,7 +321,9 @@ def _grant_chunk(st: _State, idx: np.ndarray, req_class: np.ndarray, u: np.ndarr
             if st.h is not None:
                 for b in classes[:n].tolist():
                     st.h.changeRowBounds(int(st.n_lp_pool + b), float(st.D[b]), float(st.D[b]))
-            return False
+            if not (use_lp and st.lp_chunk(classes, dem)):
+                return False
+            break
         st.commit_direct(c, avail, int(dem[c]))
     granted = idx[live]
     grant[granted] = u[granted]
@@ -309,8 +334,9 @@ def _grant_chunk(st: _State, idx: np.ndarray, req_class: np.ndarray, u: np.ndarr
     return True
 
 
-def clear_by_priority(d, options: SolverOptions) -> PriorityOutcome:
-    """The priority rule on a prepared round (see the module docstring)."""
+def clear_by_priority(d, options: SolverOptions, chunks: bool = True) -> PriorityOutcome:
+    """The priority rule on a prepared round (see the module docstring). `chunks=False` takes the requests one at a
+    time (the plain method, which the tests compare the chunked one against)."""
     st = _State(d, options)
     u, m = to_milli(d.max_cube), to_milli(d.min_cube)
     grant, avail_of = np.zeros(d.n, np.int64), np.zeros(d.n, np.int64)
@@ -318,12 +344,19 @@ def clear_by_priority(d, options: SolverOptions) -> PriorityOutcome:
     # Cube still to be asked by each class (this request included): the room LP looks for all of it at once, and
     # trimming its placement back to what is granted leaves that room at the class's own FCs for its next requests.
     rem = np.bincount(d.req_class, weights=u, minlength=d.n_classes).astype(np.int64)
-    pos, k = 0, CHUNK_FIRST
+    # Chunks of requests granted at once: they grow while they fit and halve when they do not. A chunk the direct
+    # room cannot hold is tried by one room LP when it is at least `lp_from` long; a failed LP try doubles that
+    # length (a success resets it), so a full market wastes few LPs.
+    pos, k, lp_from = 0, CHUNK_FIRST, LP_CHUNK_FIRST
     while pos < len(order):
-        if k > 1:
-            if _grant_chunk(st, order[pos : pos + k], d.req_class, u, rem, grant, avail_of):
+        if chunks and k > 1:
+            use_lp = k >= lp_from
+            if _grant_chunk(st, order[pos : pos + k], d.req_class, u, rem, grant, avail_of, use_lp):
                 pos, k = pos + k, min(2 * k, CHUNK_MAX)
+                lp_from = LP_CHUNK_FIRST if use_lp else lp_from
                 continue
+            if use_lp:
+                lp_from *= 2
             k //= 2
             if k > 1:
                 continue
