@@ -16,6 +16,8 @@ E_c is found by:
 E_c never increases as grants are added, so a cached upper bound per class skips every later request of a
 class that is full (or whose bound is below the request's min_cube and which has no direct room).
 With one pool per class (single-FC, single-month rounds) step 3 never runs: the result is the greedy sort.
+Requests are taken in chunks where they all fit at once (direct room, else one room LP for the chunk): exact, as
+each of them could then have had all it asks (models/clearing.md, "Chunks").
 """
 
 from __future__ import annotations
