@@ -137,13 +137,9 @@ def simulate(spec: SimulationSpec, options: SolverOptions | None = None) -> Simu
 
     requests, results = market_rounds(market, needs, limits, true_prod, spec, rng, options)
     note(f"simulate: {len(sellers)} sellers, {requests['seller_id'].nunique() if len(requests) else 0} short of space bid over {spec.rounds} rounds")
-    grants = pd.concat([x.grants for x in results]).sort_index()
-    prices = pd.concat([x.prices for x in results]).sort_index()
+    grants, prices, extra = round_grants(results)
 
     # What sellers then truly use and sell: their true need, up to limit + granted extra in that month.
-    g = grants[grants["granted_cube"] > EPS].reset_index()
-    extra = g[["seller_id", "storage_type", "months", "granted_cube"]].explode("months")
-    extra = extra.groupby(["seller_id", "storage_type", "months"])["granted_cube"].sum()
     needs["granted"] = extra.reindex(key).fillna(0.0).to_numpy()
     needs["used_cube"] = np.minimum(needs["true_need"], needs["limit"] + needs["granted"])
     prod = true_prod.reindex(needs["seller_id"]).to_numpy()
@@ -161,6 +157,16 @@ def simulate(spec: SimulationSpec, options: SolverOptions | None = None) -> Simu
     truth = needs.set_index(["seller_id", "storage_type", "month"])[
         ["p50_cube", "true_need", "limit", "planner_limit", "granted", "used_cube", "sales"]].sort_index()
     return SimulationResult(spec, headline, by_round, requests, grants, settlement, truth)
+
+
+def round_grants(results) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """The cleared rounds' grants and prices, and the cube granted per (seller_id, storage_type, month): a
+    multi-month grant counts in each of its months."""
+    grants = pd.concat([x.grants for x in results]).sort_index()
+    prices = pd.concat([x.prices for x in results]).sort_index()
+    g = grants[grants["granted_cube"] > EPS].reset_index()
+    extra = g[["seller_id", "storage_type", "months", "granted_cube"]].explode("months")
+    return grants, prices, extra.groupby(["seller_id", "storage_type", "months"])["granted_cube"].sum()
 
 
 def market_rounds(market: Instance, needs: pd.DataFrame, limits: pd.Series, true_prod: pd.Series, spec: SimulationSpec,

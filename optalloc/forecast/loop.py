@@ -70,7 +70,7 @@ def run_loop(instance: Instance, periods: int, *, spec=None, reform_share: float
     share of all limits, of the P50 needs and of the granted cube, limit per P50 need, fees and credits), and one
     row per period (P90 coverage of the weekly forecasts by the realized demand, and of the monthly P90 needs by the
     realized need; the market's totals; seconds)."""
-    from ..simulate import SimulationSpec, market_rounds
+    from ..simulate import SimulationSpec, market_rounds, round_grants
     from ..settlement import settle
 
     spec = spec or SimulationSpec(seed=seed)
@@ -122,15 +122,12 @@ def run_loop(instance: Instance, periods: int, *, spec=None, reform_share: float
         price = (inst.history.groupby("seller_id")["sales"].sum() / inst.history.groupby("seller_id")["shipped_cube"].sum()).fillna(0)
         true_prod = inst.sellers.set_index("seller_id")["productivity"]
         requests, results = market_rounds(inst, market, limits, true_prod, spec, rng, options)
-        grants = pd.concat([x.grants for x in results]).sort_index()
-        prices = pd.concat([x.prices for x in results]).sort_index()
-        g = grants[grants["granted_cube"] > EPS].reset_index()
-        extra = g[["seller_id", "storage_type", "months", "granted_cube"]].explode("months")
-        extra = extra.groupby(["seller_id", "storage_type", "months"])["granted_cube"].sum()
+        grants, prices, extra = round_grants(results)
         market["granted"] = extra.reindex(mkey).fillna(0.0).to_numpy()
 
         # The weeks: on hand = wanted stock, at most limit + granted; aged stock first; ships what demand and stock allow.
-        space = (market.set_index(["seller_id", "storage_type", "month"])["limit"] + market.set_index(["seller_id", "storage_type", "month"])["granted"])
+        by_key = market.set_index(["seller_id", "storage_type", "month"])
+        space = by_key["limit"] + by_key["granted"]
         cap = np.full(demand.shape, np.inf)
         for j, m in enumerate(months):
             cols = in_month[j] if j else (in_month[j] | ~in_month.any(axis=0))  # weeks before the period: its first month's space
