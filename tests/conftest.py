@@ -126,3 +126,19 @@ def headless(chromium: str, *args: str, timeout: float = 120) -> str:
         done = subprocess.run([chromium, *flags, *args], capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+def raised(inst, seller_id: str, score_up: float, need_up: float):
+    """`inst` with one seller's performance score raised by `score_up` (at most 1000) and its P50/P90 needs by the
+    share `need_up`: the two tests of the baseline's monotonicity in score and forecast."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    sellers = inst.sellers.copy()
+    mask = sellers["seller_id"] == seller_id
+    sellers.loc[mask, "performance_score"] = np.minimum(1000.0, sellers.loc[mask, "performance_score"] + score_up)
+    needs = inst.needs.copy()
+    mine = needs["seller_id"] == seller_id
+    needs.loc[mine, ["p50_cube", "p90_cube"]] = np.round(needs.loc[mine, ["p50_cube", "p90_cube"]] * (1 + need_up), 3)
+    return replace(inst, sellers=sellers, needs=needs)

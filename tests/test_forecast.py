@@ -147,20 +147,13 @@ def forecast_instance(generated):
 @settings(max_examples=8, deadline=None)
 @given(st.integers(0, 39), st.floats(0, 400), st.floats(0, 1.0))
 def test_a_sellers_limit_does_not_fall_when_its_score_and_forecast_both_rise(forecast_instance, who, score_up, need_up):
-    from dataclasses import replace
-
+    from conftest import raised
     from optalloc.baseline import allocate
 
     inst = forecast_instance
     seller = inst.sellers["seller_id"].iloc[who]
-    sellers = inst.sellers.copy()
-    mask = sellers["seller_id"] == seller
-    sellers.loc[mask, "performance_score"] = np.minimum(1000.0, sellers.loc[mask, "performance_score"] + score_up)
-    needs = inst.needs.copy()
-    mine = needs["seller_id"] == seller
-    needs.loc[mine, ["p50_cube", "p90_cube"]] = np.round(needs.loc[mine, ["p50_cube", "p90_cube"]] * (1 + need_up), 3)
     before = allocate(inst).limits["limit_cube"]
-    after = allocate(replace(inst, sellers=sellers, needs=needs)).limits["limit_cube"]
+    after = allocate(raised(inst, seller, score_up, need_up)).limits["limit_cube"]
     b = before[before.index.get_level_values("seller_id") == seller]
     a = after.reindex(b.index)
     assert (a >= b - 1e-6).all(), pd.concat([b, a], axis=1)
