@@ -457,18 +457,53 @@ def test_chunked_priority_equals_one_request_at_a_time(seed, min_share, tight):
 
 
 def test_the_lp_chunk_path_is_taken_and_agrees(monkeypatch):
-    """A round whose classes share FCs, so the direct room of a chunk falls short while one room LP fits it all."""
+    """A round whose classes share FCs, so the direct room of a chunk falls short while one room LP fits it all, or
+    fits a prefix of it (the requests before the first one whose class fell short)."""
     from optalloc.clearing import priority as P
     from optalloc.clearing.model import prepare_clearing
 
-    taken = []
-    real = P._State.lp_chunk
-    monkeypatch.setattr(P._State, "lp_chunk", lambda self, c, dem: taken.append(real(self, c, dem)) or taken[-1])
-    inst = generate(GenerateSpec(sellers=60, fcs=6, regions=2, storage_types=1, months=2, rounds=1, requests=400,
-                                 second_region_share=0.7, multi_month_share=0.5, seed=5))
+    taken = []  # (requests granted by the LP, chunk length)
+    real = P._lp_prefix
+    monkeypatch.setattr(P, "_lp_prefix", lambda st, idx, *a: taken.append((real(st, idx, *a), len(idx))) or taken[-1][0])
+    for seed in (5, 9):  # seed 5 has a chunk one LP fits whole, seed 9 one it fits a prefix of
+        inst = generate(GenerateSpec(sellers=60, fcs=6, regions=2, storage_types=1, months=2, rounds=1, requests=400,
+                                     second_region_share=0.7, multi_month_share=0.5, seed=seed))
+        limits = allocate(inst).limits["limit_cube"]
+        d = prepare_clearing(inst, 1, limits, held_grants())
+        fast = P.clear_by_priority(d, inst.settings.solver)
+        plain = P.clear_by_priority(d, inst.settings.solver, chunks=False)
+        np.testing.assert_array_equal(fast.grant, plain.grant)
+    assert any(n == k for n, k in taken), taken  # a whole chunk by one LP
+    assert any(0 < n < k for n, k in taken), taken  # a prefix of one
+
+
+def test_the_room_lp_solved_in_scaled_units_gives_the_same_rule_at_1024_times_the_cube():
+    """At marketplace size the room LP is solved in units of S milli-cube (a power of two): every cube of a round
+    times 1024 (pools, asks, minimums, caps, held grants) gives exactly 1024 times the grants, with S > 1. Tight
+    pools and held grants, so the LP's values decide grants (an LP value not scaled back fails this)."""
+    from optalloc.clearing import priority as P
+
+    def times(inst, x):
+        settings = inst.settings.model_copy(update={"request_cap_cube": inst.settings.request_cap_cube * x})
+        return type(inst).from_tables(period=inst.period, settings=settings, tables={
+            "fcs": inst.fcs.assign(capacity_cube=inst.fcs["capacity_cube"] * x,
+                                   pool_cube=(inst.fcs["pool_cube"] * 0.3).round(3) * x),
+            "sellers": inst.sellers.assign(floor_cube=inst.sellers["floor_cube"] * x),
+            "needs": inst.needs.assign(**{k: inst.needs[k] * x for k in ("p50_cube", "p90_cube", "floor_cube")}),
+            "requests": inst.requests.assign(max_cube=inst.requests["max_cube"] * x, min_cube=inst.requests["min_cube"] * x)})
+
+    gen = generate(GenerateSpec(sellers=40, fcs=5, regions=2, storage_types=1, months=3, rounds=2, requests=160,
+                                second_region_share=0.6, min_cube_share=0.2, multi_month_share=0.4, seed=0))
+    x = 1024
+    inst, big = times(gen, 1), times(gen, x)
     limits = allocate(inst).limits["limit_cube"]
-    d = prepare_clearing(inst, 1, limits, held_grants())
-    fast = P.clear_by_priority(d, inst.settings.solver)
-    plain = P.clear_by_priority(d, inst.settings.solver, chunks=False)
-    np.testing.assert_array_equal(fast.grant, plain.grant)
-    assert any(taken), taken
+    lp_calls = 0
+    for r, held in ((1, held_grants()), (2, held_grants(clear_round(inst, 1, limits=limits).grants))):
+        d = prepare_clearing(inst, r, limits, held)
+        db = prepare_clearing(big, r, limits * x, held.assign(granted_cube=held["granted_cube"] * x))
+        small, large = P.clear_by_priority(d, inst.settings.solver), P.clear_by_priority(db, inst.settings.solver)
+        assert P.lp_scale(P.to_milli(db.pools["pool_cube"].to_numpy())) > 1
+        np.testing.assert_array_equal(large.grant, small.grant * x)
+        np.testing.assert_array_equal(large.avail, small.avail * x)
+        lp_calls += small.lp_calls
+    assert lp_calls > 2

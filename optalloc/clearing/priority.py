@@ -11,13 +11,16 @@ E_c is found by:
      max_cube_i, i gets max_cube_i, placed there (exact: a feasible extension of Z).
   2. if no class sharing a pool row with c can move (each has a single FC), the direct room *is* E_c.
   3. otherwise one LP: max sum of c's placement, every other class's cube fixed, placement free (the
-     class-aggregated model of models/clearing.md, warm-started between calls). Its value is snapped to the
-     milli-cube grid (the only tolerance: 1e-6 cube, a thousandth of the smallest step).
+     class-aggregated model of models/clearing.md, warm-started between calls, in units of a power of two of
+     milli-cube so that HiGHS's absolute tolerance fits the pools' size). Its value is snapped to the milli-cube
+     grid (the only tolerance: 1e-6 cube, a thousandth of the smallest step).
 E_c never increases as grants are added, so a cached upper bound per class skips every later request of a
-class that is full (or whose bound is below the request's min_cube and which has no direct room).
+class that is full (or whose bound is below the request's min_cube and which has no direct room). Every room LP's
+pool duals, rounded, bound every class's room from then on (models/clearing.md, "Dual bounds").
 With one pool per class (single-FC, single-month rounds) step 3 never runs: the result is the greedy sort.
-Requests are taken in chunks where they all fit at once (direct room, else one room LP for the chunk): exact, as
-each of them could then have had all it asks (models/clearing.md, "Chunks").
+Requests are taken in chunks where they all fit at once (direct room; else one room LP grants the chunk's longest
+prefix whose classes all got their asks): exact, as each of them could then have had all it asks
+(models/clearing.md, "Chunks").
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..solver import LinearProgram, check_outcome, csr_from_triplets, new_highs, pass_model, run_highs
 from ..schemas import SolverOptions
+from ..solver import LinearProgram, check_outcome, csr_from_triplets, new_highs, pass_model, run_highs
 
 CENTS, MILLI = 100, 1000
 SIMPLEX_STRATEGY = 4  # HiGHS primal simplex: the previous optimum stays primal feasible when one column opens
-SNAP = 1e-3  # milli-cube: an LP value this close to a whole milli-cube is that milli-cube
+SNAP = 1e-3  # milli-cube: an LP value this close to a whole milli-cube is that milli-cube (at scale 1)
+LP_UNITS_MAX = 2.0**20  # the room LP's largest pool, in its own units (see _State.scale)
+SNAP_MAX = 0.1  # milli-cube: the snap tolerance never exceeds this, whatever the scale and solver tolerance
 
 
 def to_cents(x) -> np.ndarray:
@@ -63,9 +68,26 @@ def _level_from_top(avail: np.ndarray, a: int) -> np.ndarray:
     return take
 
 
-def _snap(v: float) -> int:
+def lp_scale(pool_milli: np.ndarray) -> float:
+    """The room LP's unit, in milli-cube: the least power of two S >= 1 that brings the largest pool under
+    LP_UNITS_MAX units. HiGHS's tolerances are absolute (1e-7): a pool of 1e9 milli-cube (a million cube) carries
+    about 2e-7 of float rounding in its row sums, more than the tolerance, and the solver starts to call feasible
+    rooms infeasible. In units of S the rows stay near 1e6, where rounding is ~1e-10; dividing by a power of two is
+    exact, so the data stay whole multiples of 1/S."""
+    top = float(np.max(pool_milli)) if len(pool_milli) else 0.0
+    return float(2.0 ** max(int(np.ceil(np.log2(top / LP_UNITS_MAX))), 0)) if top > LP_UNITS_MAX else 1.0
+
+
+def snap_tolerance(scale: float, tolerance: float) -> float:
+    """How close (milli-cube) an LP value must be to a whole milli-cube to count as it: SNAP, or ten times the
+    solver's tolerance in milli-cube when the LP is scaled (1e-3 at scale 1024 and the default tolerance); never
+    more than SNAP_MAX, far below one milli-cube."""
+    return min(max(SNAP, 10 * tolerance * scale), SNAP_MAX)
+
+
+def _snap(v: float, tol: float = SNAP) -> int:
     r = np.rint(v)
-    return int(max(r if abs(v - r) < SNAP else np.floor(v), 0))
+    return int(max(r if abs(v - r) < tol else np.floor(v), 0))
 
 
 def rank_order(fee: np.ndarray, submitted_at: np.ndarray, request_id: np.ndarray) -> np.ndarray:
@@ -137,7 +159,13 @@ class _State:
         self.lp_calls = 0
         self.fallbacks = 0
         self._lp_x = None
-        self.cut: dict[int, tuple] = {}
+        # Dual cuts (models/clearing.md, "Dual bounds"): row k says every class b with cut_m[k, b] >= 1 can add
+        # at most cut_w[k] = cut_ry[k] - D . cut_m[k] cube, kept current as D grows.
+        self.Ri = to_milli(d.pools["pool_cube"].to_numpy()).astype(np.int64)
+        self.cut_m = np.zeros((0, d.n_classes), dtype=np.int64)
+        self.cut_ry = np.zeros(0, dtype=np.int64)
+        self.cut_w = np.zeros(0, dtype=np.int64)
+        self.cuts_made = 0
         if len(d.held_cube):
             self._place_held()
 
@@ -180,15 +208,82 @@ class _State:
         # a class's arcs are distinct FCs, so their pool rows are distinct (but for the padding row, kept at inf)
         self.room[rows.ravel()] -= np.repeat(take[take > 0], rows.shape[1])
         self.room[self.n_pool] = np.inf
-        self.D[c] += a
+        self.add_cube(np.array([c]), np.array([a], dtype=np.int64))
+
+    def add_cube(self, classes: np.ndarray, amounts: np.ndarray) -> None:
+        """D[classes] += amounts (milli-cube), with the LP's class rows and the dual cuts kept in step."""
+        self.D[classes] += amounts
+        if len(self.cut_w):
+            self.cut_w -= self.cut_m[:, classes] @ amounts
         if self.h is not None:
-            self.h.changeRowBounds(int(self.n_lp_pool + c), float(self.D[c]), float(self.D[c]))
+            for c in classes.tolist():
+                self.fix_class(c)
+
+    def restore(self, saved: tuple) -> None:
+        """Back to a state saved as (Z, room, D) (a chunk that did not fit)."""
+        changed = np.flatnonzero(self.D != saved[2])
+        self.Z, self.room, self.D = saved
+        if len(self.cut_w):
+            self.cut_w = self.cut_ry - self.cut_m @ self.D
+        if self.h is not None:
+            for c in changed.tolist():
+                self.fix_class(c)
+
+    # ----------------------------------------------------------------- dual cuts
+    def record_cut(self) -> None:
+        """The pool-row duals y of the room LP just solved bound every class's room, now and later. Rounded to whole
+        numbers (y >= 0) they stay dual feasible with g_b = -m_b, m_b = the least sum of y over the pool rows of one
+        of b's arcs; so for every class b with m_b >= 1, E_b <= R.y - D.m (weak duality; exact integers, valid
+        whatever the rounding did to the optimum). One LP thus bounds all the classes of a full region at once."""
+        duals = self._last.row_duals
+        if duals is None:
+            return
+        y = np.zeros(self.n_pool + 1, dtype=np.int64)
+        y[self.used] = np.clip(np.rint(duals[: self.n_lp_pool]), 0, CUT_Y_MAX).astype(np.int64)
+        if not y.any():
+            return
+        m = np.minimum.reduceat(y[self.arc_rows].sum(axis=1), self.cstart[:-1])
+        if not (m >= 1).any():
+            return
+        ry = int(self.Ri @ y[:-1])
+        w = ry - int(self.D @ m)
+        k = self.cuts_made % CUTS_MAX
+        if k == len(self.cut_w):
+            self.cut_m = np.vstack([self.cut_m, m[None, :]])
+            self.cut_ry, self.cut_w = np.append(self.cut_ry, ry), np.append(self.cut_w, w)
+        else:
+            self.cut_m[k], self.cut_ry[k], self.cut_w[k] = m, ry, w
+        self.cuts_made += 1
+        self.ub[m >= 1] = np.minimum(self.ub[m >= 1], max(w, 0))
+
+    def dual_bound(self, c: int) -> float:
+        """The least bound on E_c of the dual cuts that cover class c (inf if none does)."""
+        if not len(self.cut_w):
+            return np.inf
+        cover = self.cut_m[:, c] >= 1
+        return float(max(self.cut_w[cover].min(), 0)) if cover.any() else np.inf
 
     # ----------------------------------------------------------------- the LP (class-aggregated placement)
+    # The LP works in units of S milli-cube (lp_scale): every bound is divided by S on the way in and every value
+    # multiplied by S on the way out; both are exact (S is a power of two). Duals are the same in either unit.
+    def fix_class(self, c: int) -> None:
+        """class_balance[c] = D_c, after D_c changed."""
+        v = float(self.D[c]) / self.S
+        self.h.changeRowBounds(int(self.n_lp_pool + c), v, v)
+
+    def open_extra(self, c: int, cap: float) -> None:
+        """extra[c] <= cap milli-cube (0 closes it)."""
+        self.h.changeColBounds(int(self.n_arcs + c), 0.0, float(cap) / self.S)
+
+    def _values(self, out) -> np.ndarray:
+        x = out.x if out.x is not None else np.asarray(self.h.getSolution().col_value)
+        return x * self.S
+
     def _lp(self) -> None:
         d = self.d
         nca = len(d.carc_class)
         used = np.unique(d.centry_pool)
+        self.used = used
         pos = np.full(self.n_pool, -1)
         pos[used] = np.arange(len(used))
         self.n_lp_pool = len(used)
@@ -202,11 +297,13 @@ class _State:
         cols = np.concatenate([d.centry_carc, np.arange(nca), nca + np.arange(ncl)])
         vals = np.concatenate([np.ones(len(d.centry_pool) + nca), -np.ones(ncl)])
         start, index, value = csr_from_triplets(rows, cols, vals, len(used) + ncl)
+        self.S = lp_scale(self.R[used])
+        self.snap = snap_tolerance(self.S, self.options.feasibility_tolerance)
         lp = LinearProgram(
             col_cost=np.concatenate([np.zeros(nca), np.ones(ncl)]), col_lower=np.zeros(nca + ncl),
             col_upper=np.concatenate([np.full(nca, np.inf), np.zeros(ncl)]),
-            row_lower=np.concatenate([np.full(len(used), -np.inf), self.D.astype(float)]),
-            row_upper=np.concatenate([self.R[used], self.D.astype(float)]),
+            row_lower=np.concatenate([np.full(len(used), -np.inf), self.D / self.S]),
+            row_upper=np.concatenate([self.R[used] / self.S, self.D / self.S]),
             row_start=start, col_index=index, value=value, maximize=True,
         )
         self.h = new_highs(self.options, is_mip=False, kind="clearing")
@@ -231,109 +328,123 @@ class _State:
                             f"clearing round {self.d.round} (priority: room for one class)")
         self.lp_calls += 1
         self._last = out
-        x = out.x if out.x is not None else np.asarray(self.h.getSolution().col_value)
-        return np.maximum(x[: self.n_arcs], 0.0)
+        self._x = self._values(out)
+        return np.maximum(self._x[: self.n_arcs], 0.0)
 
     def lp_extra(self, c: int, cap: int) -> int:
         """min(cap, E_c) exactly: E_c = max cube class c can add with every other class's cube fixed."""
         if self.h is None:
             self._lp()
         s, e = self.cstart[c], self.cstart[c + 1]
-        col = int(self.n_arcs + c)
-        self.h.changeColBounds(col, 0.0, float(cap))
+        self.open_extra(c, cap)
         x = self._solve(c)
-        self.h.changeColBounds(col, 0.0, 0.0)
+        self.open_extra(c, 0)
         self._lp_x, self._lp_c = x, c
-        value = min(_snap(float(x[s:e].sum()) - float(self.D[c])), cap)
-        duals = self._last.row_duals
-        if value < cap and duals is not None:
-            # Weak duality: the class rows' duals g of this optimum stay dual feasible whatever D becomes, so
-            # E_c(D') <= E_c(D) + g.(D' - D) for every later D' (the pool rows do not change). g[c] = -1 exactly
-            # (c's own cube takes from its room one for one); it fixes HiGHS's sign convention.
-            g = np.round(duals[self.n_lp_pool : self.n_lp_pool + d_n(self)], 9)
-            if abs(abs(g[c]) - 1.0) < 1e-9:
-                self.cut[c] = (float(value), self.D.astype(float), g * -np.sign(g[c]))
+        value = min(_snap(float(x[s:e].sum()) - float(self.D[c]), self.snap), cap)
+        if value < cap:
+            self.record_cut()
         return value
 
-    def lp_chunk(self, classes: np.ndarray, dem: np.ndarray) -> bool:
-        """Whether every class in `classes` can add `dem[c]` at once (the room LP with all their extras open, up to
-        their demand); if so, commit it: the LP's placement holds the new cube."""
+    def lp_joint(self, classes: np.ndarray, dem: np.ndarray) -> np.ndarray:
+        """The room LP with the extras of `classes` all open, each up to dem[c]: the most of their asks that fits
+        together (maximising their sum), as the extra each class got (milli-cube). Nothing is committed."""
         if self.h is None:
             self._lp()
         for c in classes.tolist():
-            self.h.changeColBounds(int(self.n_arcs + c), 0.0, float(dem[c]))
+            self.open_extra(c, dem[c])
         self._solve(None)
-        x = self._last.x if self._last.x is not None else np.asarray(self.h.getSolution().col_value)
         for c in classes.tolist():
-            self.h.changeColBounds(int(self.n_arcs + c), 0.0, 0.0)
-        # No tolerance here: an extra at its bound is exactly its demand (simplex leaves it there). One a hair short
-        # of it (basic) is refused, and the requests go one at a time: the new cube must be what the LP placed, or
-        # pools filled to the brim would be over by the shortfalls of many classes at once.
-        if (x[self.n_arcs + classes] < dem[classes]).any():
-            return False
-        self.D[classes] += dem[classes]
-        for c in classes.tolist():
-            self.h.changeRowBounds(int(self.n_lp_pool + c), float(self.D[c]), float(self.D[c]))
-        self._set_placement(np.maximum(x[: self.n_arcs], 0.0))
-        return True
+            self.open_extra(c, 0)
+        self.record_cut()
+        return self._x[self.n_arcs + classes]
 
-    def dual_bound(self, c: int) -> float:
-        """An upper bound on E_c from the last room LP of class c (inf if none)."""
-        if c not in self.cut:
-            return np.inf
-        e0, D0, g = self.cut[c]
-        return e0 + float(g @ (self.D - D0))
+    def _trimmed(self, x: np.ndarray, classes, excess) -> np.ndarray:
+        """The LP's placement with `excess` taken off each class's last FCs (fewer cube is always feasible; the
+        freed room stays at the class's own FCs)."""
+        Z = np.maximum(x[: self.n_arcs], 0.0)
+        for c, ex in zip(np.atleast_1d(classes).tolist(), np.atleast_1d(excess).tolist()):
+            if ex > 0:
+                s, e = self.cstart[c], self.cstart[c + 1]
+                part = Z[s:e][::-1]
+                cut = np.clip(ex - (np.cumsum(part) - part), 0.0, part)
+                Z[s:e] = (part - cut)[::-1]
+        return Z
 
     def commit_lp(self, c: int, a: int) -> None:
         s, e = self.cstart[c], self.cstart[c + 1]
-        Z = self._lp_x.copy()
-        excess = Z[s:e].sum() - (self.D[c] + a)
-        if excess > 0:  # take the surplus off c's last FCs (fewer cube is always feasible)
-            part = Z[s:e][::-1]
-            cut = np.clip(excess - (np.cumsum(part) - part), 0.0, part)
-            Z[s:e] = (part - cut)[::-1]
-        self.D[c] += a
-        self.h.changeRowBounds(int(self.n_lp_pool + c), float(self.D[c]), float(self.D[c]))
+        Z = self._trimmed(self._lp_x, c, self._lp_x[s:e].sum() - (self.D[c] + a))
+        self.add_cube(np.array([c]), np.array([a], dtype=np.int64))
         self._set_placement(Z)
 
 
-def d_n(st: _State) -> int:
-    return st.d.n_classes
-
-
-CHUNK_FIRST, CHUNK_MAX, LP_CHUNK_FIRST = 64, 1 << 16, 8
+CHUNK_FIRST, CHUNK_MAX, LP_CHUNK_FIRST, LP_CHUNK_MAX = 64, 1 << 16, 2, 1024
+CUTS_MAX = 256  # dual cuts kept (the oldest is replaced)
+CUT_Y_MAX = 1 << 20  # a rounded pool dual above this is clipped (keeps R.y in int64; any y >= 0 is valid)
 
 
 def _grant_chunk(st: _State, idx: np.ndarray, req_class: np.ndarray, u: np.ndarray, rem: np.ndarray, grant: np.ndarray,
-                 avail_of: np.ndarray, use_lp: bool = False) -> bool:
-    """The next requests in rank order, granted in full at once when their classes can hold all of them together
-    (then each one, at its turn, could have had all it asks: the rule's answer): first by the direct room, then,
-    with `use_lp`, by one room LP with all their classes' extras open. Requests of a class known to be full get
-    nothing, as one at a time. Returns False, with nothing changed, when they do not fit; the caller then takes
-    fewer."""
+                 avail_of: np.ndarray, use_lp: bool = False) -> int:
+    """The next requests in rank order, granted in full at once as far as their classes can hold all of them together
+    (then each one, at its turn, could have had all it asks: the rule's answer). First by the direct room (all of
+    them or none); then, with `use_lp`, by one room LP with their classes' extras open: it grants the longest
+    prefix of requests whose classes all got their whole ask in it. Requests of a class known to be full get
+    nothing, as one at a time. Returns how many requests were decided (0: nothing changed but, after an LP, the
+    placement); the caller takes the rest one at a time or in smaller chunks."""
     cls = req_class[idx]
     live = st.ub[cls] > 0
     dem = np.bincount(cls[live], weights=u[idx][live], minlength=len(rem)).astype(np.int64)
     classes = np.flatnonzero(dem)
     saved = (st.Z.copy(), st.room.copy(), st.D.copy())
-    for n, c in enumerate(classes.tolist()):
+    n = len(idx)
+    for c in classes.tolist():
         avail, total = st.direct(c)
         if total < dem[c]:
-            st.Z, st.room, st.D = saved
-            if st.h is not None:
-                for b in classes[:n].tolist():
-                    st.h.changeRowBounds(int(st.n_lp_pool + b), float(st.D[b]), float(st.D[b]))
-            if not (use_lp and st.lp_chunk(classes, dem)):
-                return False
+            st.restore(saved)
+            n = _lp_prefix(st, idx, cls, live, u, dem, classes) if use_lp else 0
+            if n == 0:
+                return 0
+            live[n:] = False
+            dem = np.bincount(cls[:n][live[:n]], weights=u[idx[:n]][live[:n]], minlength=len(rem)).astype(np.int64)
+            classes = np.flatnonzero(dem)
             break
         st.commit_direct(c, avail, int(dem[c]))
-    granted = idx[live]
+    granted = idx[:n][live[:n]]
     grant[granted] = u[granted]
     avail_of[granted] = u[granted]
     bounded = classes[st.ub[classes] != np.iinfo(np.int64).max]
     st.ub[bounded] -= dem[bounded]
-    rem -= np.bincount(cls, weights=u[idx], minlength=len(rem)).astype(np.int64)
-    return True
+    rem -= np.bincount(cls[:n], weights=u[idx[:n]], minlength=len(rem)).astype(np.int64)
+    return n
+
+
+def _lp_prefix(st: _State, idx, cls, live, u, dem, classes) -> int:
+    """How many of the chunk's requests one room LP grants in full (see _grant_chunk), committing them. A class whose
+    bound (cached, or a dual cut's) is below its ask in the chunk cannot get it: the chunk ends before its first
+    request without an LP. Then the LP: the prefix ends before the first request of a class whose extra fell short
+    of its ask. The prefix's asks are at most what the LP placed, so its placement, trimmed, holds them."""
+    short = np.zeros(len(dem), dtype=bool)
+    low = np.array([st.ub[b] < dem[b] or st.dual_bound(b) < dem[b] for b in classes.tolist()], dtype=bool)
+    short[classes[low]] = True
+    first = np.flatnonzero(live & short[cls])
+    n = int(first[0]) if len(first) else len(idx)
+    if n == 0:
+        return 0
+    pdem = np.bincount(cls[:n][live[:n]], weights=u[idx[:n]][live[:n]], minlength=len(dem)).astype(np.int64)
+    pclasses = np.flatnonzero(pdem)
+    got = st.lp_joint(pclasses, pdem)
+    # No tolerance: an extra at its bound is exactly its ask (simplex leaves it there); one a hair short (basic) is
+    # short, or pools filled to the brim would be over by the shortfalls of many classes at once.
+    short[pclasses[got < pdem[pclasses]]] = True
+    first = np.flatnonzero(live[:n] & short[cls[:n]])
+    n = int(first[0]) if len(first) else n
+    take = np.bincount(cls[:n][live[:n]], weights=u[idx[:n]][live[:n]], minlength=len(dem)).astype(np.int64)
+    # The LP's placement with what the prefix does not take back off: the freed room stays at the FCs of the classes
+    # about to ask (so even n = 0 leaves a better placement).
+    Z = st._trimmed(st._x, pclasses, got - take[pclasses])
+    if n:
+        st.add_cube(pclasses, take[pclasses])
+    st._set_placement(Z)
+    return n
 
 
 def clear_by_priority(d, options: SolverOptions, chunks: bool = True) -> PriorityOutcome:
@@ -352,14 +463,18 @@ def clear_by_priority(d, options: SolverOptions, chunks: bool = True) -> Priorit
     pos, k, lp_from = 0, CHUNK_FIRST, LP_CHUNK_FIRST
     while pos < len(order):
         if chunks and k > 1:
-            use_lp = k >= lp_from
-            if _grant_chunk(st, order[pos : pos + k], d.req_class, u, rem, grant, avail_of, use_lp):
-                pos, k = pos + k, min(2 * k, CHUNK_MAX)
+            use_lp = lp_from <= k <= LP_CHUNK_MAX
+            chunk = order[pos : pos + k]
+            n = _grant_chunk(st, chunk, d.req_class, u, rem, grant, avail_of, use_lp)
+            pos += n
+            if n == len(chunk):
+                k = min(2 * k, CHUNK_MAX)
                 lp_from = LP_CHUNK_FIRST if use_lp else lp_from
                 continue
             if use_lp:
-                lp_from *= 2
-            k //= 2
+                # an LP that granted half the chunk or more pays; one that granted less makes LPs rarer
+                lp_from = LP_CHUNK_FIRST if 2 * n >= len(chunk) else min(2 * lp_from, LP_CHUNK_MAX)
+            k = 1 if n else k // 2  # after a granted prefix, the next request is one whose class fell short
             if k > 1:
                 continue
         i, pos, k = order[pos], pos + 1, 2
@@ -384,9 +499,9 @@ def clear_by_priority(d, options: SolverOptions, chunks: bool = True) -> Priorit
             if e < cap:
                 st.ub[c] = e
             a, via = min(e, ui), "lp"
-            if a >= ui or a <= direct_total:
-                # the direct placement suffices for what i will take (keeps Z integral where it can)
-                pass
+            if a >= ui:
+                # Room exists but the placement hid it: the next requests are tried together by one LP again.
+                lp_from = LP_CHUNK_FIRST
         avail_of[i] = a
         if a <= 0 or a < mi:
             continue
