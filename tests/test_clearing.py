@@ -507,3 +507,41 @@ def test_the_room_lp_solved_in_scaled_units_gives_the_same_rule_at_1024_times_th
         np.testing.assert_array_equal(large.avail, small.avail * x)
         lp_calls += small.lp_calls
     assert lp_calls > 2
+
+
+def test_room_lp_values_that_drift_from_the_basis_are_recomputed_before_they_count(monkeypatch):
+    """A warm-started simplex can return values that break the rows (seen at marketplace size: 2e-6 on rows of 1e6,
+    reported optimal); a placement built on them makes later room LPs infeasible. Every LP answer whose values break
+    a row is re-solved from a fresh factorization: with drift injected into every solver answer, the grants are those
+    of the clean run and the placement published holds every row."""
+    from optalloc.clearing import priority as P
+
+    gen = generate(GenerateSpec(sellers=40, fcs=5, regions=2, storage_types=1, months=3, rounds=2, requests=160,
+                                second_region_share=0.6, min_cube_share=0.2, multi_month_share=0.4, seed=0))
+    inst = type(gen).from_tables(period=gen.period, settings=gen.settings, tables={
+        "fcs": gen.fcs.assign(pool_cube=(gen.fcs["pool_cube"] * 0.3).round(3)), "sellers": gen.sellers, "needs": gen.needs,
+        "requests": gen.requests})
+    limits = allocate(inst).limits["limit_cube"]
+    d = prepare_clearing(inst, 2, limits, held_grants(clear_round(inst, 1, limits=limits).grants))
+    clean = P.clear_by_priority(d, inst.settings.solver)
+    assert clean.lp_calls > 2
+
+    real, states = P.run_highs, []
+    monkeypatch.setattr(P._State, "_lp", lambda self, f=P._State._lp: (states.append(self), f(self))[1])
+
+    def drifting(h, *, is_mip):
+        out = real(h, is_mip=is_mip)
+        out.x = np.asarray(h.getSolution().col_value) * 1.001  # every arc (and extra) 0.1% over what the basis gives
+        return out
+
+    monkeypatch.setattr(P, "run_highs", drifting)
+    drifted = P.clear_by_priority(d, inst.settings.solver)
+    np.testing.assert_array_equal(drifted.grant, clean.grant)
+    np.testing.assert_array_equal(drifted.avail, clean.avail)
+    assert states[0].refreshes == drifted.lp_calls
+    R = P.to_milli(d.pools["pool_cube"].to_numpy())
+    use = np.bincount(d.centry_pool, weights=drifted.place[d.centry_carc], minlength=len(R))
+    assert (use <= R + 1e-3).all()
+    D = np.bincount(d.req_class, weights=drifted.grant, minlength=d.n_classes) + np.bincount(
+        d.held_class, weights=P.to_milli(d.held_cube), minlength=d.n_classes)
+    np.testing.assert_allclose(np.bincount(d.carc_class, weights=drifted.place, minlength=d.n_classes), D, atol=1e-3)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..schemas import SolverOptions
-from ..solver import LinearProgram, check_outcome, csr_from_triplets, new_highs, pass_model, run_highs
+from ..solver import LinearProgram, check_outcome, csr_from_triplets, new_highs, pass_model, refresh_values, run_highs
 
 CENTS, MILLI = 100, 1000
 SIMPLEX_STRATEGY = 4  # HiGHS primal simplex: the previous optimum stays primal feasible when one column opens
@@ -158,6 +158,7 @@ class _State:
         self.h = None
         self.lp_calls = 0
         self.fallbacks = 0
+        self.refreshes = 0
         self._lp_x = None
         # Dual cuts (models/clearing.md, "Dual bounds"): row k says every class b with cut_m[k, b] >= 1 can add
         # at most cut_w[k] = cut_ry[k] - D . cut_m[k] cube, kept current as D grows.
@@ -275,9 +276,11 @@ class _State:
         """extra[c] <= cap milli-cube (0 closes it)."""
         self.h.changeColBounds(int(self.n_arcs + c), 0.0, float(cap) / self.S)
 
+    def _raw(self, out) -> np.ndarray:
+        return out.x if out.x is not None else np.asarray(self.h.getSolution().col_value)
+
     def _values(self, out) -> np.ndarray:
-        x = out.x if out.x is not None else np.asarray(self.h.getSolution().col_value)
-        return x * self.S
+        return self._raw(out) * self.S
 
     def _lp(self) -> None:
         d = self.d
@@ -297,6 +300,7 @@ class _State:
         cols = np.concatenate([d.centry_carc, np.arange(nca), nca + np.arange(ncl)])
         vals = np.concatenate([np.ones(len(d.centry_pool) + nca), -np.ones(ncl)])
         start, index, value = csr_from_triplets(rows, cols, vals, len(used) + ncl)
+        self._entries = (rows, cols, vals)
         self.S = lp_scale(self.R[used])
         self.snap = snap_tolerance(self.S, self.options.feasibility_tolerance)
         lp = LinearProgram(
@@ -324,12 +328,30 @@ class _State:
             self.h.clearSolver()
             out = run_highs(self.h, is_mip=False)
             self.h.setOptionValue("simplex_strategy", SIMPLEX_STRATEGY)
-        out = check_outcome(out, self.options.model_copy(update={"allow_nonoptimal": False}),
-                            f"clearing round {self.d.round} (priority: room for one class)")
+        what = f"clearing round {self.d.round} (priority: room for one class)"
+        strict = self.options.model_copy(update={"allow_nonoptimal": False})
+        out = check_outcome(out, strict, what)
+        if self._violation(self._raw(out)) > self.options.feasibility_tolerance:
+            # The warm-started values drifted from what the basis gives: recompute them from a fresh factorization
+            # (models/clearing.md, "Units of the room LP"); from scratch if that does not bring them back.
+            self.refreshes += 1
+            out = check_outcome(refresh_values(self.h), strict, what)
+            if self._violation(self._raw(out)) > self.options.feasibility_tolerance:
+                self.h.clearSolver()
+                out = check_outcome(run_highs(self.h, is_mip=False), strict, what)
         self.lp_calls += 1
         self._last = out
         self._x = self._values(out)
         return np.maximum(self._x[: self.n_arcs], 0.0)
+
+    def _violation(self, x: np.ndarray) -> float:
+        """The largest amount (LP units) by which x breaks a row of the room LP or goes below zero, computed from x
+        itself (not from the solver's running row values)."""
+        rows, cols, vals = self._entries
+        act = np.bincount(rows, weights=vals * x[cols], minlength=self.n_lp_pool + self.d.n_classes)
+        over = act[: self.n_lp_pool] - self.R[self.used] / self.S
+        off = np.abs(act[self.n_lp_pool :] - self.D / self.S)
+        return float(max(over.max(initial=0.0), off.max(initial=0.0), -x.min(initial=0.0)))
 
     def lp_extra(self, c: int, cap: int) -> int:
         """min(cap, E_c) exactly: E_c = max cube class c can add with every other class's cube fixed."""
@@ -532,5 +554,5 @@ def place_classes(d, grant_milli: np.ndarray, options: SolverOptions) -> np.ndar
         return Z
     st.n_pool, st.R, st.D = len(d.pools), to_milli(d.pools["pool_cube"].to_numpy()).astype(float), D.astype(np.int64)
     st._lp()
-    st.lp_calls = st.fallbacks = 0
+    st.lp_calls = st.fallbacks = st.refreshes = 0
     return st._solve(None)
