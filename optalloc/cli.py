@@ -153,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("-o", "--out", required=True, help=OUT_HELP)
             p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv)")
             _add_solver_args(p)
+            p.add_argument("--workers", type=_whole(0, 4096), default=0,
+                           help="solve the markets (storage type x month for the baseline, storage type for a round) on a Dask "
+                                "LocalCluster of N worker processes: the same answer, in parallel (default 0: in this process)")
         return p
 
     cmd("validate", "check an instance and print its summary", writes=False)
@@ -504,18 +507,31 @@ def run(argv: list[str] | None = None) -> int:
     if getattr(args, "round", None) is not None and args.round not in instance.period.rounds:
         raise InputError(Problem(f"round {args.round} is not a round of period {instance.period.period_id} "
                                  f"(its rounds: {', '.join(map(str, instance.period.rounds))})", "--round"))
+    executor = make_executor(args.workers) if args.workers else None
+    try:
+        tables, summary = _compute(args, instance, options, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+    with stage(f"write {args.out}"):
+        write_tables(args.out, {**forecast_out, **tables}, summary, fmt=args.format, inputs=inputs)
+    return 0
+
+
+def _compute(args, instance: Instance, options, executor) -> tuple[dict, dict]:
+    """The tables and summary of solve, allocate, clear or settle."""
     if args.command == "solve":
-        result = run_period(instance, options)
+        result = run_period(instance, options, executor)
         tables, summary = result.tables(), result.summary()
     elif args.command == "allocate":
-        baseline = allocate(instance, options)
+        baseline = allocate(instance, options, executor=executor)
         tables, summary = baseline.tables(), build_summary(instance, baseline, None, None)
     elif args.command == "clear":
         if args.previous:
             tables, summary = _clear_next(instance, args, options)
         else:
-            baseline = allocate(instance, options)
-            clearing = clear_rounds(instance, baseline, options, through=args.round)
+            baseline = allocate(instance, options, executor=executor)
+            clearing = clear_rounds(instance, baseline, options, through=args.round, executor=executor)
             tables = {"limits": baseline.limits, **clearing.tables()}
             summary = build_summary(instance, baseline, clearing, None)
     else:  # settle
@@ -530,12 +546,10 @@ def run(argv: list[str] | None = None) -> int:
             summary = build_summary(instance, None, None, settlement)
             tables = {"round_prices": prices, "settlement": settlement}
         else:
-            result = run_period(instance, options)
+            result = run_period(instance, options, executor)
             tables = {"round_prices": result.clearing.round_prices, "settlement": result.settlement}
             summary = build_summary(instance, None, result.clearing, result.settlement)
-    with stage(f"write {args.out}"):
-        write_tables(args.out, {**forecast_out, **tables}, summary, fmt=args.format, inputs=inputs)
-    return 0
+    return tables, summary
 
 
 def main(argv: list[str] | None = None) -> None:

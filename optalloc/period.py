@@ -41,14 +41,17 @@ class ClearingResult:
         return {"grants": self.grants, "grant_placements": self.placements, "pools": self.pools, "round_prices": self.round_prices}
 
 
-def clear_rounds(instance: Instance, baseline: BaselineResult, options: SolverOptions | None = None, through: int | None = None) -> ClearingResult:
-    """Clear the period's rounds in order (up to `through`); each holds the grants of the earlier ones."""
+def clear_rounds(instance: Instance, baseline: BaselineResult, options: SolverOptions | None = None, through: int | None = None,
+                 executor=None) -> ClearingResult:
+    """Clear the period's rounds in order (up to `through`); each holds the grants of the earlier ones. With an
+    executor, each round's storage-type markets are cleared in parallel (the same answer)."""
     limits = baseline.limits["limit_cube"]
     results: list[RoundResult] = []
     for r in instance.period.rounds:
         if through is not None and r > through:
             break
-        results.append(clear_round(instance, r, limits=limits, held=held_grants(*[x.grants for x in results]), options=options))
+        results.append(clear_round(instance, r, limits=limits, held=held_grants(*[x.grants for x in results]), options=options,
+                                   executor=executor))
     return ClearingResult(results)
 
 
@@ -136,9 +139,9 @@ def build_summary(instance: Instance, baseline: BaselineResult | None, clearing:
     return out
 
 
-def run_period(instance: Instance, options: SolverOptions | None = None) -> PeriodResult:
-    """Baseline, all rounds, settlement: the whole period from one instance."""
+def run_period(instance: Instance, options: SolverOptions | None = None, executor=None) -> PeriodResult:
+    """Baseline, all rounds, settlement: the whole period from one instance (markets in parallel on `executor`)."""
     options = options or instance.settings.solver
-    baseline = allocate(instance, options)
-    clearing = clear_rounds(instance, baseline, options)
+    baseline = allocate(instance, options, executor=executor)
+    clearing = clear_rounds(instance, baseline, options, executor=executor)
     return PeriodResult(instance, baseline, clearing, settle(instance, baseline, clearing))

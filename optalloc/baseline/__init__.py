@@ -35,14 +35,15 @@ def solve_market(d: BaselineData, backend: str, options: SolverOptions) -> Basel
     return _solve_arrays(d, options)
 
 
-def allocate(instance: Instance, options: SolverOptions | None = None, *, split: bool = True) -> BaselineResult:
+def allocate(instance: Instance, options: SolverOptions | None = None, *, split: bool = True, executor=None) -> BaselineResult:
     """Solve the baseline allocation LP. Backend 'auto' uses the Pyomo reference model for small
     instances and the vectorized highspy build above `auto_pyomo_max_rows` cells.
 
     Nothing in the LP links two (storage type, month) markets (models/baseline.md, "One LP per market"), so by
     default each market is solved on its own, one after another (each market's LP is freed before the next is
     built), and the solutions are put together; `split=False` solves the one LP over every market (the reference
-    the tests compare against)."""
+    the tests compare against). With an executor (`map(fn, calls)`), the markets are solved in parallel: the same
+    answer, with every market's data built first."""
     options = options or instance.settings.solver
     with stage("baseline: prepare"):
         d = prepare_baseline(instance)
@@ -52,6 +53,10 @@ def allocate(instance: Instance, options: SolverOptions | None = None, *, split:
         backend = "pyomo" if len(d.cells) <= options.auto_pyomo_max_rows else "highspy"
     if not split:
         solution = solve_market(d, backend, options)
+    elif executor is not None:
+        parts = [market_data(d, k, t) for k, t in markets(d)]
+        solved = executor.map(solve_market, [(part, backend, options) for part in parts])
+        solution = combine_solutions(d, [(part.cell_index, part.cap_index, sol) for part, sol in zip(parts, solved)])
     else:
         parts = []
         for k, t in markets(d):

@@ -904,6 +904,7 @@ def clear_round(
     held: pd.DataFrame | None = None,
     options: SolverOptions | None = None,
     method: str | None = None,
+    executor=None,
 ) -> RoundResult:
     """Clear one round against the period's pool, holding the grants of earlier rounds.
 
@@ -915,16 +916,23 @@ def clear_round(
     held: grants of earlier rounds (e.g. `held_grants(r1.grants, r2.grants)`): their cube is kept, where it
           sits is decided again with this round's requests. Default: none (the first round).
     method: force "sort", "pyomo" or "highspy" (default: chosen per market by shape and size).
+    executor: clears the storage types' markets in parallel (anything with `map(fn, calls)`, e.g.
+          `optalloc.batch.make_executor(2)`); each gets only its own type's part of the instance and limits.
     """
     if round_ not in instance.period.rounds:
         raise InputError(Problem(f"round {round_} is not in the period (rounds {instance.period.rounds})", "round"))
     options = options or instance.settings.solver
     held = held_grants(held) if held is not None else held_grants()
     types = sorted(instance.fcs["storage_type"].unique())
-    parts = [
-        clear_market(instance if len(types) == 1 else instance.of_storage_type(k), round_, limits, held[held["storage_type"] == k], options, method)
-        for k in types
-    ]
+    if executor is not None and len(types) > 1:
+        of_type = limits.index.get_level_values("storage_type")
+        parts = executor.map(clear_market, [
+            (instance.of_storage_type(k), round_, limits[of_type == k], held[held["storage_type"] == k], options, method) for k in types])
+    else:
+        parts = [
+            clear_market(instance if len(types) == 1 else instance.of_storage_type(k), round_, limits, held[held["storage_type"] == k], options, method)
+            for k in types
+        ]
     return parts[0] if len(parts) == 1 else combine_markets(parts)
 
 
