@@ -408,7 +408,7 @@ def _store_command(args) -> int:
     elif args.command == "export":
         tables, summary = store.period_tables(args.period)
         with stage(f"write {args.out}"):
-            write_tables(args.out, tables, summary, fmt=args.format, store=store._sqlite_file)
+            write_tables(args.out, tables, summary, fmt=args.format, store=store.sqlite_file)
     else:  # status
         print(json.dumps(store.status(), indent=2, sort_keys=True, default=str))
     return 0

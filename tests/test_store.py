@@ -200,6 +200,22 @@ def test_ingest_creates_a_new_store_and_its_folder(tmp_path):
     assert path.is_file() and cli("status", db=f"sqlite:///{path}").returncode == 0
 
 
+def test_the_store_names_its_sqlite_file_and_export_will_not_write_over_it(store_url, tmp_path):
+    """Store.sqlite_file: the file an SQLite store lives in (what output folders must not hold), None for PostgreSQL
+    and for an in-memory database. `export -o` into the folder holding the store is refused and changes nothing."""
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    assert Store("sqlite://").sqlite_file is None
+    if store_url.startswith("sqlite"):
+        assert store.sqlite_file == str(tmp_path / "store.db")
+        before = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
+        done = cli("export", "--period", "P202610", "-o", str(tmp_path), db=store_url)
+        assert done.returncode == 2 and "store.db" in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert {p.name: p.stat().st_size for p in tmp_path.iterdir()} == before
+    else:
+        assert store.sqlite_file is None
+
+
 def test_status_on_an_empty_postgres_database_is_exit_5_and_creates_no_schema(store_url):
     done = cli("status", db=store_url)
     assert done.returncode == 5 and "Traceback" not in done.stderr

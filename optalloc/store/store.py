@@ -149,6 +149,12 @@ class Store:
             with self.lock(timeout=60):
                 self.upgrade()
 
+    @property
+    def sqlite_file(self) -> str | None:
+        """The SQLite file the store lives in (None for PostgreSQL or an in-memory database): output folders must not
+        hold it."""
+        return self._sqlite_file
+
     def _has_tables(self) -> bool:
         with self.engine.connect() as conn:
             return bool(sa.inspect(conn).get_table_names())
