@@ -63,6 +63,21 @@ def test_the_global_model_never_crosses_either(generated):
     assert (q50 >= 0).all() and (q90 >= q50).all() and q50.sum() > 0
 
 
+def test_a_smoothed_column_is_the_column_of_the_smoothed_panel():
+    """The global model reads last year's week smoothed over 3 weeks from `_smoothed_at` (three columns), not from
+    the whole smoothed panel: the same numbers, bit for bit, NaN before a series starts and outside the weeks."""
+    from optalloc.forecast.methods import _smoothed, _smoothed_at
+
+    rng = np.random.default_rng(1)
+    Y = rng.gamma(1.0, 10.0, (200, 60))
+    Y[rng.random(Y.shape) < 0.2] = np.nan
+    Y[:5, :30] = np.nan
+    sm = _smoothed(Y)
+    for col in range(-3, 63):
+        want = sm[:, col] if 0 <= col < 60 else np.full(200, np.nan)
+        np.testing.assert_array_equal(_smoothed_at(Y, col), want)
+
+
 def test_a_new_seller_borrows_the_shape_of_similar_sellers():
     W = 60
     t = np.arange(W)

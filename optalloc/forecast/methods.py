@@ -88,6 +88,14 @@ def _smoothed(Y: np.ndarray) -> np.ndarray:
     return _nanmean(np.stack([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]]), axis=0)
 
 
+def _smoothed_at(Y: np.ndarray, col: int) -> np.ndarray:
+    """Column `col` of `_smoothed(Y)` (NaN outside Y's weeks), computed from the three weeks around it only."""
+    c = Y.shape[1]
+    if not 0 <= col < c:
+        return np.full(len(Y), np.nan)
+    return _nanmean(_lag(Y, np.array([col - 1, col, col + 1])), axis=1)
+
+
 def _fallback(Y: np.ndarray, weeks: int = 4) -> np.ndarray:
     return np.nan_to_num(_nanmean(Y[:, -weeks:]), nan=0.0)
 
@@ -164,13 +172,13 @@ def _base_features(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f, s
 
 
-def _horizon_features(Y: np.ndarray, sm: np.ndarray, base: np.ndarray, s: np.ndarray, h: int, woy: np.ndarray, static: np.ndarray) -> np.ndarray:
+def _horizon_features(Y: np.ndarray, base: np.ndarray, s: np.ndarray, h: int, woy: np.ndarray, static: np.ndarray) -> np.ndarray:
     c = Y.shape[1]
     d = np.where(s > 0, s, np.nan)
-    col = np.array([c - 1 + h - SEASON])
+    col = c - 1 + h - SEASON
     n = len(Y)
     return np.column_stack(
-        [base, np.full(n, h), np.full(n, woy[c - 1 + h]), _lag(Y, col)[:, 0] / d, _lag(sm, col)[:, 0] / d, static]
+        [base, np.full(n, h), np.full(n, woy[c - 1 + h]), _lag(Y, np.array([col]))[:, 0] / d, _smoothed_at(Y, col) / d, static]
     )
 
 
@@ -193,7 +201,6 @@ def lightgbm_quantiles(Y: np.ndarray, H: int, woy: np.ndarray, keys: pd.DataFram
     for ct in cutoffs:
         Yc = Y[:, :ct]
         base, s = _base_features(Yc)
-        sm = _smoothed(Yc)
         for h in range(1, H + 1):
             if ct - 1 + h >= c:
                 continue
@@ -203,11 +210,10 @@ def lightgbm_quantiles(Y: np.ndarray, H: int, woy: np.ndarray, keys: pd.DataFram
                 ok = np.sort(rng.choice(ok, per_block, replace=False))
             if not len(ok):
                 continue
-            X_parts.append(_horizon_features(Yc[ok], sm[ok], base[ok], s[ok], h, woy, static[ok]))
+            X_parts.append(_horizon_features(Yc[ok], base[ok], s[ok], h, woy, static[ok]))
             t_parts.append(target[ok] / s[ok])
     base, s = _base_features(Y)
-    sm = _smoothed(Y)
-    Xf = np.concatenate([_horizon_features(Y, sm, base, s, h, woy, static) for h in range(1, H + 1)])
+    Xf = np.concatenate([_horizon_features(Y, base, s, h, woy, static) for h in range(1, H + 1)])
     if not X_parts:  # too little history to train: seasonal naive
         return empirical_quantiles(seasonal_naive_point, Y, H, False)
     X, target = np.concatenate(X_parts), np.concatenate(t_parts)
