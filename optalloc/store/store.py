@@ -408,6 +408,21 @@ class Store:
         frame = frame.drop(columns=["ingest_run_id"]).sort_values(["seller_id", "storage_type", "week"], kind="stable")
         return frame.reset_index(drop=True)
 
+    def space_use_from(self, period_id: str) -> tuple[str, pd.DataFrame] | None:
+        """The settlement a period's forecast scores the use of granted space from (the `space_use` part of the
+        performance score: credits / fees of a seller's grants in the last settlement): that of the settled period
+        that starts last before `period_id` starts (ties: the larger period_id), with its id; None if there is none."""
+        p = T.periods.c
+        with self.engine.connect() as conn:
+            start = conn.execute(sa.select(p.months).where(p.period_id == period_id)).scalar_one().split(";")[0]
+            settled = conn.execute(sa.select(p.period_id, p.months).where(p.settled_run_id.is_not(None))).all()
+            before = sorted((r.months.split(";")[0], r.period_id) for r in settled if r.months.split(";")[0] < start)
+            if not before:
+                return None
+            last = before[-1][1]
+            frame = read_frame(conn, T.settlements, last).drop(columns=BOOKKEEPING_COLUMNS, errors="ignore")
+        return last, frame
+
     def history_weeks(self) -> tuple[str | None, str | None, int]:
         """The first and last week of the stored history, and its rows."""
         h = T.history
