@@ -286,6 +286,29 @@ def test_a_store_created_by_0001_upgrades(store_url):
     assert status["schema_revision"] == "0003" and status["periods"][0]["held"] is None and status["periods"][0]["failure"] is None
 
 
+def test_a_period_stored_before_forecast_method_existed_is_re_ingested_as_the_same(store_url, tmp_path):
+    """A store written before migration 0003 holds settings without forecast_method: re-ingesting the period's files
+    compares the missing field as its default (not "other settings"), and the period reads back with the default;
+    a setting that really differs is still refused."""
+    store = Store(store_url)
+    inst = load_instance(SMALL)
+    store.ingest(inst)
+    with store.transaction() as conn:
+        doc = json.loads(conn.execute(sa.select(T.periods.c.settings)).scalar_one())
+        assert doc.pop("forecast_method") == "lightgbm"
+        conn.execute(T.periods.update().values(settings=json.dumps(doc, sort_keys=True)))
+    again = cli("ingest", str(SMALL), db=store_url)
+    assert again.returncode == 0 and json.loads(again.stdout)["period_registered"] is False, again.stderr
+    assert Store(store_url).instance(inst.period.period_id).settings == inst.settings
+    other = tmp_path / "other"
+    shutil.copytree(SMALL, other)
+    meta = json.loads((other / "instance.json").read_text())
+    meta.setdefault("settings", {})["forecast_method"] = "seasonal_naive"
+    (other / "instance.json").write_text(json.dumps(meta))
+    refused = cli("ingest", str(other), db=store_url)
+    assert refused.returncode == 2 and "with other settings" in refused.stderr
+
+
 def test_unanswering_postgres_endpoint_times_out():
     """An endpoint that accepts TCP and never answers: exit 5 naming the host, within the connect timeout."""
     import os

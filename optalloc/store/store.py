@@ -37,7 +37,7 @@ from ..errors import InputError, Problem, StoreError
 from ..failpoints import failpoint
 from ..instance import Instance
 from ..period import ClearingResult, build_summary
-from ..schemas import TABLE_KEYS
+from ..schemas import TABLE_KEYS, Settings
 from ..settlement import protected_prices
 from . import tables as T
 
@@ -545,7 +545,7 @@ class Store:
             differs.append("months or rounds")
         if [r.close_date for r in rounds] != list(p.round_close_dates):
             differs.append("round_close_dates")
-        if json.loads(stored.settings) != json.loads(settings):
+        if _stored_settings(stored.settings) != json.loads(settings):
             differs.append("settings")
         for name in STATIC_TABLES:
             if name == "needs" and stored.forecast_run_id is not None and not len(instance.needs):
@@ -688,6 +688,16 @@ class Store:
 
 
 # ---------------------------------------------------------------- opening: files, timeouts, errors
+
+
+def _stored_settings(text: str) -> dict:
+    """A period's stored settings as the Settings model reads them: a field the store's optalloc did not have yet
+    (e.g. forecast_method, before migration 0003) is its default, as when the period is read back."""
+    doc = json.loads(text)
+    try:
+        return Settings.model_validate(doc).model_dump(mode="json")
+    except ValueError:  # not valid settings today: compared as stored (and so found different)
+        return doc
 
 
 def _one_line(e: BaseException) -> str:
