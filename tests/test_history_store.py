@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -218,3 +219,42 @@ def test_a_period_forecast_before_any_settlement_has_no_space_use(generated, sto
     assert step["space_use_from"] is None
     assert Store(store_url).space_use_from("P202610") is None
     assert Store(store_url).forecast_tables("P202610")["performance"]["space_use"].isna().all()
+
+
+def test_history_ingest_adds_new_weeks_skips_identical_ones_and_names_every_changed_row(generated, store_url):
+    """One file mixing stored weeks (identical, or changed in a number or an attribute) and new weeks, in any order:
+    every changed row is named (file, row, field) and nothing is written; without the changed rows only the new weeks
+    are added, and the same file again adds nothing. A missing attribute (NaN or None) equals a stored NULL."""
+    from dataclasses import replace
+
+    from optalloc.errors import InputError
+    from optalloc.io import load_instance
+
+    inst, _ = generated
+    loaded = load_instance(inst)
+    history = loaded.history
+    weeks = sorted(history["week"].unique())
+    old, new = history[history["week"] < weeks[-3]], history[history["week"] >= weeks[-3]].copy()
+    new.loc[new.index[:3], "category"] = None  # stored as NULL
+    store = Store(store_url)
+    store.ingest(replace(loaded, history=old.reset_index(drop=True)), tables=[])
+    assert store.history_weeks()[2] == len(old)
+    mixed = pd.concat([old.tail(5), new], ignore_index=True).iloc[::-1].reset_index(drop=True)
+    stored_rows = mixed.index[mixed["week"] < weeks[-3]]
+    changed = mixed.copy()
+    changed.loc[stored_rows[0], "sales"] += 0.01
+    changed.loc[stored_rows[2], "category"] = "other"
+    changed.loc[stored_rows[4], "size_band"] = None
+    with pytest.raises(InputError) as e:
+        store.ingest_history(changed, "weekly.csv", lambda i: i + 1)
+    problems = e.value.problems
+    assert [(p.file, p.row, p.field) for p in problems] == [("weekly.csv", int(i) + 1, "week") for i in stored_rows[[0, 2, 4]]]
+    assert all("already in the store with other values" in p.message for p in problems)
+    assert store.history_weeks()[2] == len(old)  # nothing written
+    assert store.ingest_history(mixed, "weekly.csv")["history"] == len(new)
+    again = mixed.copy()
+    again["category"] = again["category"].astype(object).where(again["category"].notna(), np.nan)
+    assert store.ingest_history(again, "weekly.csv")["history"] == 0
+    assert store.history_weeks()[2] == len(history)
+    back = Store(store_url).instance("P202610").history
+    assert back["category"].isna().sum() == 3

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime
 from functools import cache
 from importlib import metadata as importlib_metadata
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from alembic import command
@@ -449,28 +450,34 @@ class Store:
         return {**counts, "run_id": run_id}
 
     def _add_history(self, conn: sa.Connection, history: pd.DataFrame, source: str, file_row, run_id: int) -> int:
+        """Insert the rows of `history` not stored yet; a stored (seller, storage type, week) with other values is a
+        problem naming the file's row. One merge of the incoming rows with the stored rows of the same weeks (a
+        missing category or size band equals a stored NULL), not a comparison row by row."""
         if not len(history):
             return 0
         h = T.history
         keys = ["seller_id", "storage_type", "week"]
-        weeks = sorted(set(history["week"]))
-        stored = conn.execute(sa.select(h).where(h.c.week >= weeks[0], h.c.week <= weeks[-1])).all()
-        names = [c.name for c in h.columns if c.name != "ingest_run_id"]
-        ours = frame_records(history.reset_index(drop=True), h)
-        theirs = {tuple(getattr(r, k) for k in keys): {n: getattr(r, n) for n in names} for r in stored}
-        fresh, problems = [], []
-        for i, r in enumerate(ours):
-            key = tuple(r[k] for k in keys)
-            if key not in theirs:
-                fresh.append(i)
-            elif {n: r.get(n) for n in names} != theirs[key]:
-                problems.append(Problem(f"already in the store with other values (seller_id, storage_type, week {'/'.join(key)}); stored"
-                                        " history is never changed", source, file_row(i), "week"))
-        if problems:
-            raise InputError(problems)
-        if fresh:
-            conn.execute(h.insert(), [{**ours[i], "ingest_run_id": run_id} for i in fresh])
-        return len(fresh)
+        values = [c.name for c in h.columns if c.name not in (*keys, "ingest_run_id")]
+        ours = history.reset_index(drop=True)
+        ours = ours.assign(**{n: None for n in values if n not in ours.columns})[keys + values]
+        q = sa.select(*(h.c[n] for n in keys + values)).where(h.c.week >= ours["week"].min(), h.c.week <= ours["week"].max())
+        stored = pd.DataFrame([tuple(r) for r in conn.execute(q)], columns=keys + values)  # tuples: pandas probes a Row slowly
+        both = ours.merge(stored, on=keys, how="left", suffixes=("", "_stored"), indicator=True)
+        fresh = (both["_merge"] == "left_only").to_numpy()
+        differs = np.zeros(len(both), dtype=bool)
+        for n in values:
+            mine, theirs = both[n], both[f"{n}_stored"]
+            if n in ("shipped_cube", "sales", "on_hand_cube"):
+                mine, theirs = mine.astype(float), theirs.astype(float)
+            differs |= ~((mine == theirs) | (mine.isna() & theirs.isna())).to_numpy()
+        changed = np.flatnonzero(differs & ~fresh)
+        if len(changed):
+            raise InputError([Problem(f"already in the store with other values (seller_id, storage_type, week "
+                                      f"{'/'.join(ours.loc[i, keys])}); stored history is never changed", source, file_row(int(i)), "week")
+                              for i in changed])
+        if fresh.any():
+            conn.execute(h.insert(), frame_records(ours[fresh], h, ingest_run_id=run_id))
+        return int(fresh.sum())
 
     def ingest(self, instance: Instance, *, tables: Iterable[str] | None = None) -> dict:
         """Add an instance to the store in one transaction, and record the ingest as a run.
