@@ -60,11 +60,12 @@ def allocate_period(instance: Instance, options: SolverOptions) -> BaselineResul
     return allocate(instance, options)
 
 
-def forecast_needs(instance: Instance) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The period's needs and performance scores from its history, as `optalloc forecast` (and `solve`) computes them."""
+def forecast_needs(instance: Instance, settlement: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The period's needs and performance scores from its history, as `optalloc forecast` (and `solve`) computes them;
+    `settlement` (the last settled period's) scores the use of granted space, as `optalloc forecast --settlement`."""
     from .forecast.apply import forecast_period, forecast_tables
 
-    result = forecast_period(instance)
+    result = forecast_period(instance, settlement)
     needs, perf = forecast_tables(result)
     return needs, perf, result.summary
 
@@ -258,13 +259,14 @@ class _Run:
                 continue
             inst = self.prepare(p, "forecast", lambda p=p: self.instance(p))
             if inst is not None and needs_forecast(inst):
-                todo.append(p)
-                calls.append((inst,))
+                last = self.store.space_use_from(p)
+                todo.append((p, last[0] if last else None))
+                calls.append((inst, last[1] if last else None))
         if not todo:
             return
         t0 = time.perf_counter()
         results = self.map(forecast_needs, calls)
-        for p, result in zip(todo, results):
+        for (p, space_use_from), result in zip(todo, results):
             if isinstance(result, _Failed):
                 self.fail(p, "forecast", result.error)
                 continue
@@ -273,7 +275,7 @@ class _Run:
             self.instances.pop(p, None)  # the baseline reads the period back, with the needs and scores just stored
             self.step(f"{p} forecast", time.perf_counter() - t0, period_id=p, method=summary["method"], series=summary["series"],
                       needs=len(needs), sellers_without_history=summary["sellers_without_history"],
-                      history_weeks=summary["history_weeks"])
+                      history_weeks=summary["history_weeks"], space_use_from=space_use_from)
 
     def baselines(self) -> None:
         periods = self.store.periods()

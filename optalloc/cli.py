@@ -262,14 +262,17 @@ def _simulate(args) -> int:
         raise InputError(Problem(f"{args.regions} regions need at least as many FCs (--fcs {args.fcs})", "--regions"))
     if args.out:
         check_folder(args.out)
+    if args.periods is not None and args.pool_share >= 1:
+        raise InputError(Problem("with --periods the network is sized to --tightness x the forecast need net of the pool; "
+                                 "--pool-share must be below 1", "--pool-share"))
     if args.periods is not None:
-        from .simulate import simulate_periods
+        from .simulate import simulate_periods, space_per_need
 
         groups, by_period, summary = simulate_periods(SimulationSpec(**fields), args.periods, method=args.forecast_method,
                                                       reform_share=args.reform_share)
         shown = groups.set_index(["period", "group"]).drop(columns="period_id")
         print(f"## optalloc simulate --periods {args.periods} (seed {args.seed}): who gets the space, period by period\n\n"
-              f"{sim_markdown(shown, 'groups')}\n\n"
+              f"{sim_markdown(shown, 'groups')}\n\n{space_per_need(groups)}\n\n"
               f"## forecast calibration and the market, per period\n\n{sim_markdown(by_period.set_index('period'), 'periods')}")
         if args.out:
             with stage(f"write {args.out}"):
@@ -411,7 +414,7 @@ def _store_command(args) -> int:
     elif args.command == "export":
         tables, summary = store.period_tables(args.period)
         with stage(f"write {args.out}"):
-            write_tables(args.out, tables, summary, fmt=args.format, store=store._sqlite_file)
+            write_tables(args.out, tables, summary, fmt=args.format, store=store.sqlite_file)
     else:  # status
         print(json.dumps(store.status(), indent=2, sort_keys=True, default=str))
     return 0

@@ -100,7 +100,8 @@ def simulate_periods(spec: SimulationSpec, periods: int, *, method: str = "light
         market = replace(base, fcs=base.fcs.assign(pool_cube=np.round(base.fcs["capacity_cube"] * spec.pool_share, 1)),
                          settings=base.settings.model_copy(update={"pool_share": spec.pool_share}), name=f"simulation_s{spec.seed}")
     with stage(f"simulate: {periods} periods"):
-        groups, by_period = run_loop(market, periods, spec=spec, reform_share=reform_share, method=method, seed=spec.seed, options=options)
+        groups, by_period = run_loop(market, periods, spec=spec, reform_share=reform_share, method=method, seed=spec.seed, options=options,
+                                      tightness=spec.tightness)
     first, last = groups[groups["period"] == 1].set_index("group"), groups[groups["period"] == periods].set_index("group")
     summary = {
         "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
@@ -114,6 +115,16 @@ def simulate_periods(spec: SimulationSpec, periods: int, *, method: str = "light
         if "reformed" in first.index and first.loc["reformed", "sellers"] else None,
     }
     return groups.round(4), by_period.drop(columns="seconds").round(4), summary
+
+
+def space_per_need(groups: pd.DataFrame) -> str:
+    """The report's claim, one line per group: its limit per P50 need, period by period (sellers who use their
+    space well should see it grow)."""
+    lines = []
+    for g, rows in groups.groupby("group", sort=False):
+        lines.append(f"- {g} ({int(rows['sellers'].iloc[0])} sellers): " + " -> ".join(
+            "n/a" if pd.isna(v) else f"{v:.2f}" for v in rows.sort_values("period")["limit_per_need"]))
+    return "space per need (limit / P50 need), period by period:\n" + "\n".join(lines)
 
 
 def simulate(spec: SimulationSpec, options: SolverOptions | None = None) -> SimulationResult:

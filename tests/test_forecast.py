@@ -63,6 +63,92 @@ def test_the_global_model_never_crosses_either(generated):
     assert (q50 >= 0).all() and (q90 >= q50).all() and q50.sum() > 0
 
 
+def test_the_conformal_shift_is_the_rank_ceil_n_plus_1_tau_residual():
+    from optalloc.forecast.methods import conformal_shift
+
+    # scaled residuals (y - q) / s of the pairs with a level and an actual: 1..19 (n = 19, rank ceil(20 x 0.9) = 18)
+    r = np.arange(1.0, 20.0)
+    s = np.array([2.0] * 19 + [0.0])  # the last series has no level: left out
+    y = np.vstack([(r * 2.0)[:, None], [[1e9]]])
+    q = np.zeros_like(y)
+    assert conformal_shift(y, q, s) == 18.0
+    y[3, 0] = np.nan  # a pair without an actual is left out: n = 18, rank ceil(19 x 0.9) = 18, of 1,2,3,5..19 -> 19
+    assert conformal_shift(y, q, s) == 19.0
+    assert conformal_shift(np.array([[5.0], [-1.0]]), np.zeros((2, 1)), np.ones(2)) == 5.0  # rank ceil(3 x 0.9) = 3 > n: the largest
+    assert conformal_shift(np.full((2, 1), np.nan), np.zeros((2, 1)), np.ones(2)) == 0.0
+
+
+def _iid_panel(n=300, W=90, seed=7):
+    """Series of i.i.d. weeks (level x Lognormal(0, 0.6)), levels 10-1000."""
+    rng = np.random.default_rng(seed)
+    level = np.exp(rng.uniform(np.log(10), np.log(1000), n))
+    return level, level[:, None] * rng.lognormal(0.0, 0.6, (n, W))
+
+
+def test_calibration_shifts_the_p90_by_the_held_out_residual_quantile(monkeypatch):
+    """A stand-in model whose P90 is half of each series' level: held out on the last H weeks, its scaled residuals
+    give the shift, added x scale to the P90 of the model trained on the whole window; the P50 is untouched."""
+    from optalloc.forecast import methods
+
+    level, Y = _iid_panel(n=40)
+    H = 6
+
+    def half_level(Yw, H, *a, alphas=(0.5, 0.9), predict_rows=None, **k):
+        s = methods.scale(Yw if predict_rows is None else Yw[predict_rows])
+        return np.repeat(0.3 * s[:, None], H, axis=1), np.repeat(0.5 * s[:, None], H, axis=1)
+
+    monkeypatch.setattr(methods, "_lightgbm_fit", half_level)
+    woy = np.tile(np.arange(1, 53, dtype=float), 3)
+    q50, raw = methods.lightgbm_quantiles(Y, H, woy, _keys(40), calibrate=False)
+    q50c, q90 = methods.lightgbm_quantiles(Y, H, woy, _keys(40))
+    inner = Y[:, :-H]
+    r = np.sort(((Y[:, -H:] - 0.5 * methods.scale(inner)[:, None]) / methods.scale(inner)[:, None]).ravel())
+    shift = r[int(np.ceil((r.size + 1) * 0.9)) - 1]
+    assert shift > 0.5  # half the level is far below the P90
+    np.testing.assert_array_equal(q50c, q50)
+    np.testing.assert_allclose(q90, raw + shift * methods.scale(Y)[:, None])
+    # too short a window to hold H weeks out: not calibrated
+    short = Y[:, : methods.CALIBRATION_MIN_WEEKS + H - 1]
+    np.testing.assert_array_equal(methods.lightgbm_quantiles(short, H, woy, _keys(40))[1],
+                                  methods.lightgbm_quantiles(short, H, woy, _keys(40), calibrate=False)[1])
+
+
+def test_calibration_brings_an_under_covering_p90_to_90_percent_and_never_crosses():
+    """Series whose weeks grow noisier (log-sd 0.1, then 0.8 over the last 16 weeks and the future): a model trained
+    mostly on the calm weeks under-covers; the held-out last weeks are noisy, so calibration raises the P90 to cover
+    close to 90% of the next weeks (same process). P90 >= P50 either way; the same inputs give the same quantiles."""
+    rng = np.random.default_rng(11)
+    n, W, H = 300, 90, 8
+    level = np.exp(rng.uniform(np.log(10), np.log(1000), n))
+    sd = np.where(np.arange(W + H) < W - 16, 0.1, 0.8)
+    Y = level[:, None] * np.exp(rng.normal(0.0, 1.0, (n, W + H)) * sd[None, :])
+    woy = np.tile(np.arange(1, 53, dtype=float), 3)
+    keys = _keys(n)
+    past, future = Y[:, :W], Y[:, W:]
+    cov = {}
+    for cal in (False, True):
+        q50, q90, _ = forecast("lightgbm", past, H, woy, keys, trees=30, calibrate=cal)
+        assert (q90 >= q50).all() and (q50 >= 0).all()
+        cov[cal] = coverage(future, q90)
+    assert cov[False] < 0.88 and cov[True] > cov[False] + 0.02 and abs(cov[True] - 0.9) < 0.015, cov
+    np.testing.assert_array_equal(q90, forecast("lightgbm", past, H, woy, keys, trees=30)[1])
+
+
+def test_a_smoothed_column_is_the_column_of_the_smoothed_panel():
+    """The global model reads last year's week smoothed over 3 weeks from `_smoothed_at` (three columns), not from
+    the whole smoothed panel: the same numbers, bit for bit, NaN before a series starts and outside the weeks."""
+    from optalloc.forecast.methods import _smoothed, _smoothed_at
+
+    rng = np.random.default_rng(1)
+    Y = rng.gamma(1.0, 10.0, (200, 60))
+    Y[rng.random(Y.shape) < 0.2] = np.nan
+    Y[:5, :30] = np.nan
+    sm = _smoothed(Y)
+    for col in range(-3, 63):
+        want = sm[:, col] if 0 <= col < 60 else np.full(200, np.nan)
+        np.testing.assert_array_equal(_smoothed_at(Y, col), want)
+
+
 def test_a_new_seller_borrows_the_shape_of_similar_sellers():
     W = 60
     t = np.arange(W)

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -159,3 +160,101 @@ def test_a_period_whose_forecast_fails_fails_alone_at_step_forecast(generated, s
     status = {p["period_id"]: p for p in json.loads(cli("status", db=store_url).stdout)["periods"]}
     assert status["SHORT"]["failure"]["step"] == "forecast" and status["SHORT"]["baseline_run_id"] is None
     assert status["P202610"]["failure"] is None and status["P202610"]["forecast_run_id"] is not None
+
+
+def next_period(src, dst, period_id="P202701", months=("2027-01", "2027-02", "2027-03")) -> None:
+    """The instance at `src` (no needs) three months on: the same FCs, sellers and history, no requests or sales."""
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "instance.json").read_text())
+    meta["period"].update(period_id=period_id, months=list(months), round_close_dates=["2026-12-09", "2026-12-16", "2026-12-23"])
+    (dst / "instance.json").write_text(json.dumps(meta))
+    fcs = pd.read_csv(dst / "fcs.csv", dtype=str, keep_default_na=False)
+    fcs["month"] = fcs["month"].map(dict(zip(sorted(fcs["month"].unique()), months)))
+    fcs.to_csv(dst / "fcs.csv", index=False)
+    for name in ("requests.csv", "sales.csv"):
+        (dst / name).unlink(missing_ok=True)
+
+
+def test_the_batch_forecast_scores_space_use_from_the_last_settlement_in_the_store(generated, store_url, tmp_path):
+    """A period forecast after another was settled: its performance scores' space_use is credits / fees of each
+    seller's grants in that settlement (the same table `optalloc forecast --settlement` of the exported settlement.csv
+    writes); the step says which period it read."""
+    inst, no_needs = generated
+    later = tmp_path / "later"
+    next_period(no_needs, later)
+    assert cli("ingest", str(inst), db=store_url).returncode == 0
+    done = cli("batch", "--date", "2027-01-05", "--workers", "0", db=store_url)
+    assert done.returncode == 0 and "P202610 settlement" in batch_steps(done), done.stderr
+    first = tmp_path / "first"
+    assert cli("export", "--period", "P202610", "-o", str(first), db=store_url).returncode == 0
+
+    assert cli("ingest", str(later), db=store_url).returncode == 0
+    done = cli("batch", "--date", "2027-01-06", "--workers", "0", db=store_url)
+    assert done.returncode == 0, done.stderr
+    step = next(s for s in json.loads(done.stdout)["steps"] if s["step"] == "P202701 forecast")
+    assert step["space_use_from"] == "P202610"
+    perf = Store(store_url).forecast_tables("P202701")["performance"]
+    settlement = pd.read_csv(first / "settlement.csv", dtype={"seller_id": str})
+    fees = settlement.groupby("seller_id")[["credit", "reservation_fee"]].sum()
+    fees = fees[fees["reservation_fee"] > 0]
+    want = (fees["credit"] / fees["reservation_fee"]).clip(0, 1).round(4)
+    assert len(want) >= 3 and want.nunique() > 1
+    got = perf["space_use"]
+    pd.testing.assert_series_equal(got.dropna().sort_index(), want.reindex(got.dropna().index).sort_index(), check_names=False)
+    assert set(got.dropna().index) == set(want.index) & set(got.index) and got.drop(index=want.index, errors="ignore").isna().all()
+    fc = tmp_path / "fc"
+    assert run_main(["forecast", str(later), "-o", str(fc), "--settlement", str(first / "settlement.csv"), "-q"]) == 0
+    exported = tmp_path / "exported"
+    assert cli("export", "--period", "P202701", "-o", str(exported), db=store_url).returncode == 0
+    assert filecmp.cmp(fc / "performance.csv", exported / "performance.csv", shallow=False)
+    assert filecmp.cmp(fc / "needs.csv", exported / "needs.csv", shallow=False)
+
+
+def test_a_period_forecast_before_any_settlement_has_no_space_use(generated, store_url):
+    _, no_needs = generated
+    assert cli("ingest", str(no_needs), db=store_url).returncode == 0
+    done = cli("batch", "--date", "2026-09-01", "--workers", "0", db=store_url)
+    assert done.returncode == 0, done.stderr
+    step = next(s for s in json.loads(done.stdout)["steps"] if s["step"] == "P202610 forecast")
+    assert step["space_use_from"] is None
+    assert Store(store_url).space_use_from("P202610") is None
+    assert Store(store_url).forecast_tables("P202610")["performance"]["space_use"].isna().all()
+
+
+def test_history_ingest_adds_new_weeks_skips_identical_ones_and_names_every_changed_row(generated, store_url):
+    """One file mixing stored weeks (identical, or changed in a number or an attribute) and new weeks, in any order:
+    every changed row is named (file, row, field) and nothing is written; without the changed rows only the new weeks
+    are added, and the same file again adds nothing. A missing attribute (NaN or None) equals a stored NULL."""
+    from dataclasses import replace
+
+    from optalloc.errors import InputError
+    from optalloc.io import load_instance
+
+    inst, _ = generated
+    loaded = load_instance(inst)
+    history = loaded.history
+    weeks = sorted(history["week"].unique())
+    old, new = history[history["week"] < weeks[-3]], history[history["week"] >= weeks[-3]].copy()
+    new.loc[new.index[:3], "category"] = None  # stored as NULL
+    store = Store(store_url)
+    store.ingest(replace(loaded, history=old.reset_index(drop=True)), tables=[])
+    assert store.history_weeks()[2] == len(old)
+    mixed = pd.concat([old.tail(5), new], ignore_index=True).iloc[::-1].reset_index(drop=True)
+    stored_rows = mixed.index[mixed["week"] < weeks[-3]]
+    changed = mixed.copy()
+    changed.loc[stored_rows[0], "sales"] += 0.01
+    changed.loc[stored_rows[2], "category"] = "other"
+    changed.loc[stored_rows[4], "size_band"] = None
+    with pytest.raises(InputError) as e:
+        store.ingest_history(changed, "weekly.csv", lambda i: i + 1)
+    problems = e.value.problems
+    assert [(p.file, p.row, p.field) for p in problems] == [("weekly.csv", int(i) + 1, "week") for i in stored_rows[[0, 2, 4]]]
+    assert all("already in the store with other values" in p.message for p in problems)
+    assert store.history_weeks()[2] == len(old)  # nothing written
+    assert store.ingest_history(mixed, "weekly.csv")["history"] == len(new)
+    again = mixed.copy()
+    again["category"] = again["category"].astype(object).where(again["category"].notna(), np.nan)
+    assert store.ingest_history(again, "weekly.csv")["history"] == 0
+    assert store.history_weeks()[2] == len(history)
+    back = Store(store_url).instance("P202610").history
+    assert back["category"].isna().sum() == 3

@@ -95,6 +95,12 @@ def test_simulate_refuses_periods_out_of_bounds(periods, tmp_path, capsys):
     assert code == 2 and "--periods" in cap.err and not (tmp_path / "out").exists()
 
 
+def test_simulate_periods_refuses_a_pool_of_all_the_capacity(tmp_path, capsys):
+    """The loop sizes the capacity net of the pool to tightness x need: a pool share of 1 leaves nothing to size."""
+    code, cap = run_cli(["simulate", "--periods", "1", "--pool-share", "1", "-q", "-o", str(tmp_path / "out")], capsys)
+    assert code == 2 and "--pool-share" in cap.err and not (tmp_path / "out").exists()
+
+
 def test_every_seller_gets_needs_for_every_storage_type_and_month_it_can_sell_in(tmp_path, capsys):
     from optalloc.forecast import run_forecast
     from optalloc.forecast.run import can_sell
@@ -126,3 +132,44 @@ def test_every_seller_gets_needs_for_every_storage_type_and_month_it_can_sell_in
         assert row["p50_cube"] == needs.loc[(new_sellers[1], k, m), "p50_cube"]
     assert result.summary["sellers_without_history"] == 3
     assert not (set(new_sellers) & set(result.performance["seller_id"]))  # no score: they keep their given one
+
+
+def test_the_network_is_sized_to_tightness_times_the_forecast_p50_need():
+    """sized_network: per storage type and month, capacity net of the pool = tightness x the sellers' P50 need
+    (to the cube FC capacity is rounded to), split among FCs by their shares; the pool is pool_share of capacity."""
+    from optalloc.forecast.loop import fc_weights, sized_network
+
+    months = ["2026-10", "2026-11"]
+    fcs = pd.DataFrame({"fc_id": ["F1", "F2", "F1", "F2"], "region": "east", "storage_type": "standard",
+                        "month": ["2026-10", "2026-10", "2026-11", "2026-11"], "capacity_cube": [300.0, 100.0, 50.0, 50.0]})
+    needs = pd.DataFrame({"seller_id": ["A", "B", "A", "B"], "storage_type": "standard", "month": ["2026-10", "2026-10", "2026-11", "2026-11"],
+                          "p50_cube": [600.0, 400.0, 200.0, 0.0]})
+    out = sized_network(fcs, needs, months, fc_weights(fcs, months), 0.9, 0.1)
+    # October: 0.9 x 1,000 / 0.9 = 1,000 cube, 3:1; November: 0.9 x 200 / 0.9 = 200 cube, 1:1.
+    assert out["capacity_cube"].tolist() == [750.0, 250.0, 100.0, 100.0]
+    assert out["pool_cube"].tolist() == [75.0, 25.0, 10.0, 10.0]
+    net = (out["capacity_cube"] - out["pool_cube"]).groupby(out["month"]).sum()
+    assert net.to_dict() == {"2026-10": 900.0, "2026-11": 180.0}
+
+
+def test_sellers_who_reform_gain_space_per_need_and_overstockers_lose_it():
+    """The report's claim (models/forecast.md, "The loop"): with the network at 0.9 x the forecast P50 need, the
+    reformed overstockers (low scores from their history, 6 weeks of cover from period 1 on) get less space per need
+    than the efficient sellers in period 1 and more in period 2, once their score has risen; the overstockers, whose
+    aged stock keeps their scores low, get the least. Limits never add up to more than the network holds."""
+    from optalloc.simulate import SimulationSpec, simulate_periods
+
+    spec = SimulationSpec(sellers=80, fcs=3, regions=1, seed=0)
+    groups, periods, summary = simulate_periods(spec, 2, method="seasonal_yoy")
+    g = groups.set_index(["period", "group"])
+    per_need = g["limit_per_need"]
+    assert g.loc[(1, "reformed"), "sellers"] >= 3 and g.loc[(1, "overstock"), "sellers"] >= 3
+    assert g.loc[(2, "reformed"), "mean_score"] > g.loc[(1, "reformed"), "mean_score"] + 100
+    assert per_need[1, "reformed"] < per_need[1, "efficient"]
+    assert per_need[2, "reformed"] > per_need[1, "reformed"] + 0.2
+    assert per_need[2, "reformed"] > per_need[2, "efficient"] > per_need[2, "overstock"]
+    # The network is sized to 0.9 x the P50 need: all limits together are at most 90% of all needs
+    # (sum over groups of limit/need x need share = total limit / total need).
+    overall = (groups["limit_per_need"] * groups["need_share"]).groupby(groups["period"]).sum()
+    assert (overall <= 0.9 + 1e-3).all() and (overall > 0.8).all(), overall
+    assert summary["limit_per_need"]["reformed"] == [round(float(v), 4) for v in per_need.xs("reformed", level="group")]

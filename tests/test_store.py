@@ -200,6 +200,22 @@ def test_ingest_creates_a_new_store_and_its_folder(tmp_path):
     assert path.is_file() and cli("status", db=f"sqlite:///{path}").returncode == 0
 
 
+def test_the_store_names_its_sqlite_file_and_export_will_not_write_over_it(store_url, tmp_path):
+    """Store.sqlite_file: the file an SQLite store lives in (what output folders must not hold), None for PostgreSQL
+    and for an in-memory database. `export -o` into the folder holding the store is refused and changes nothing."""
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    assert Store("sqlite://").sqlite_file is None
+    if store_url.startswith("sqlite"):
+        assert store.sqlite_file == str(tmp_path / "store.db")
+        before = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
+        done = cli("export", "--period", "P202610", "-o", str(tmp_path), db=store_url)
+        assert done.returncode == 2 and "store.db" in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert {p.name: p.stat().st_size for p in tmp_path.iterdir()} == before
+    else:
+        assert store.sqlite_file is None
+
+
 def test_status_on_an_empty_postgres_database_is_exit_5_and_creates_no_schema(store_url):
     done = cli("status", db=store_url)
     assert done.returncode == 5 and "Traceback" not in done.stderr
@@ -268,6 +284,29 @@ def test_a_store_created_by_0001_upgrades(store_url):
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     assert status["schema_revision"] == "0003" and status["periods"][0]["held"] is None and status["periods"][0]["failure"] is None
+
+
+def test_a_period_stored_before_forecast_method_existed_is_re_ingested_as_the_same(store_url, tmp_path):
+    """A store written before migration 0003 holds settings without forecast_method: re-ingesting the period's files
+    compares the missing field as its default (not "other settings"), and the period reads back with the default;
+    a setting that really differs is still refused."""
+    store = Store(store_url)
+    inst = load_instance(SMALL)
+    store.ingest(inst)
+    with store.transaction() as conn:
+        doc = json.loads(conn.execute(sa.select(T.periods.c.settings)).scalar_one())
+        assert doc.pop("forecast_method") == "lightgbm"
+        conn.execute(T.periods.update().values(settings=json.dumps(doc, sort_keys=True)))
+    again = cli("ingest", str(SMALL), db=store_url)
+    assert again.returncode == 0 and json.loads(again.stdout)["period_registered"] is False, again.stderr
+    assert Store(store_url).instance(inst.period.period_id).settings == inst.settings
+    other = tmp_path / "other"
+    shutil.copytree(SMALL, other)
+    meta = json.loads((other / "instance.json").read_text())
+    meta.setdefault("settings", {})["forecast_method"] = "seasonal_naive"
+    (other / "instance.json").write_text(json.dumps(meta))
+    refused = cli("ingest", str(other), db=store_url)
+    assert refused.returncode == 2 and "with other settings" in refused.stderr
 
 
 def test_unanswering_postgres_endpoint_times_out():

@@ -51,6 +51,28 @@ def seller_groups(instance: Instance, reform_share: float, rng: np.random.Genera
     return group, cover
 
 
+def fc_weights(fcs: pd.DataFrame, months: list[str]) -> pd.Series:
+    """Each FC's share of its storage type's capacity in the j-th month of the period, keyed (fc_id, storage_type, j)."""
+    j = fcs["month"].map({m: i for i, m in enumerate(months)})
+    total = fcs.groupby([fcs["storage_type"], j])["capacity_cube"].transform("sum")
+    share = (fcs["capacity_cube"] / total.where(total > 0)).fillna(0.0)
+    return pd.Series(share.to_numpy(), index=pd.MultiIndex.from_arrays([fcs["fc_id"], fcs["storage_type"], j], names=["fc_id", "storage_type", "j"]))
+
+
+def sized_network(fcs: pd.DataFrame, needs: pd.DataFrame, months: list[str], weights: pd.Series, tightness: float,
+                  pool_share: float) -> pd.DataFrame:
+    """FC capacity sized to the period's forecast: per storage type and month, the capacity net of the pool is
+    `tightness` x the sellers' total forecast P50 need, split among FCs by `weights`; the pool is `pool_share` of
+    capacity. Below 1, sellers share less space than they are forecast to need, and the baseline's values (score x
+    productivity) decide who gets it."""
+    p50 = needs.groupby(["storage_type", "month"])["p50_cube"].sum()
+    j = fcs["month"].map({m: i for i, m in enumerate(months)})
+    share = weights.reindex(pd.MultiIndex.from_arrays([fcs["fc_id"], fcs["storage_type"], j])).fillna(0.0).to_numpy()
+    total = p50.reindex(pd.MultiIndex.from_frame(fcs[["storage_type", "month"]])).fillna(0.0).to_numpy()
+    cap = np.round(tightness * total / (1 - pool_share) * share, 0)
+    return fcs.assign(capacity_cube=cap, pool_cube=np.round(cap * pool_share, 1))
+
+
 def _next_period(inst: Instance, needs: pd.DataFrame, history: pd.DataFrame) -> Instance:
     """Three months on: the same FCs and sellers, the history extended, last period's needs as placeholders."""
     months = [str(pd.Period(m, "M") + 3) for m in inst.period.months]
@@ -65,8 +87,9 @@ def _next_period(inst: Instance, needs: pd.DataFrame, history: pd.DataFrame) -> 
 
 
 def run_loop(instance: Instance, periods: int, *, spec=None, reform_share: float = 0.5, method: str = "lightgbm", seed: int = 0,
-             options=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run `periods` periods. Returns (groups, periods): one row per period and seller group (sellers, mean score,
+             options=None, tightness: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run `periods` periods; with `tightness`, each period's network is sized to tightness x its forecast P50 need
+    (`sized_network`; else the instance's capacity is kept). Returns (groups, periods): one row per period and seller group (sellers, mean score,
     share of all limits, of the P50 needs and of the granted cube, limit per P50 need, fees and credits), and one
     row per period (P90 coverage of the weekly forecasts by the realized demand, and of the monthly P90 needs by the
     realized need; the market's totals; seconds)."""
@@ -81,12 +104,15 @@ def run_loop(instance: Instance, periods: int, *, spec=None, reform_share: float
     cover = cover.where(group != "reformed", COVER_WEEKS)
     options = options or instance.settings.solver
     inst, settlement, group_rows, period_rows = instance, None, [], []
+    weights = fc_weights(instance.fcs, list(instance.period.months))
     for p in range(periods):
         t0 = time.perf_counter()
         with_backtest = method == "backtest"
         fc = run_forecast(inst, with_backtest=with_backtest, method="lightgbm" if with_backtest else method, seed=seed, settlement=settlement)
         needs = fc.needs
         inst = replace(inst, needs=needs.assign(floor_cube=np.nan), sellers=apply_scores(inst.sellers, fc.performance))
+        if tightness is not None:
+            inst = replace(inst, fcs=sized_network(inst.fcs, needs, list(inst.period.months), weights, tightness, inst.settings.pool_share))
         limits = allocate(inst, options).limits["limit_cube"]
 
         # Realized demand of the 13 weeks after the history's end.

@@ -88,6 +88,14 @@ def _smoothed(Y: np.ndarray) -> np.ndarray:
     return _nanmean(np.stack([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]]), axis=0)
 
 
+def _smoothed_at(Y: np.ndarray, col: int) -> np.ndarray:
+    """Column `col` of `_smoothed(Y)` (NaN outside Y's weeks), computed from the three weeks around it only."""
+    c = Y.shape[1]
+    if not 0 <= col < c:
+        return np.full(len(Y), np.nan)
+    return _nanmean(_lag(Y, np.array([col - 1, col, col + 1])), axis=1)
+
+
 def _fallback(Y: np.ndarray, weeks: int = 4) -> np.ndarray:
     return np.nan_to_num(_nanmean(Y[:, -weeks:]), nan=0.0)
 
@@ -164,24 +172,64 @@ def _base_features(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f, s
 
 
-def _horizon_features(Y: np.ndarray, sm: np.ndarray, base: np.ndarray, s: np.ndarray, h: int, woy: np.ndarray, static: np.ndarray) -> np.ndarray:
+def _horizon_features(Y: np.ndarray, base: np.ndarray, s: np.ndarray, h: int, woy: np.ndarray, static: np.ndarray) -> np.ndarray:
     c = Y.shape[1]
     d = np.where(s > 0, s, np.nan)
-    col = np.array([c - 1 + h - SEASON])
+    col = c - 1 + h - SEASON
     n = len(Y)
     return np.column_stack(
-        [base, np.full(n, h), np.full(n, woy[c - 1 + h]), _lag(Y, col)[:, 0] / d, _lag(sm, col)[:, 0] / d, static]
+        [base, np.full(n, h), np.full(n, woy[c - 1 + h]), _lag(Y, np.array([col]))[:, 0] / d, _smoothed_at(Y, col) / d, static]
     )
 
 
 N_CATEGORICAL = 3  # the static columns: storage type, category, size band
 
 
+CALIBRATION_MIN_WEEKS = 2 * SCALE_WEEKS + 2  # the shortest training window that is calibrated
+CALIBRATION_SERIES = 20_000  # held-out series the shift is computed on (a seeded sample above that: 340,000 pairs at 17 weeks)
+
+
+def conformal_shift(y: np.ndarray, q: np.ndarray, s: np.ndarray, tau: float = 0.9) -> float:
+    """Split-conformal correction of a quantile forecast (Romano, Patterson & Candes 2019, "Conformalized quantile
+    regression", one-sided): over the n held-out (series, week) pairs with a level (s > 0) and an actual, the scaled
+    residuals r = (y - q) / s; the shift is their ceil((n + 1) tau)-th smallest value (the largest when that rank
+    exceeds n). q + shift x s then covers a new pair with probability >= tau when pairs are exchangeable. 0 without
+    pairs."""
+    ok = (s[:, None] > 0) & ~np.isnan(y)
+    r = np.sort(((y - q) / np.where(s > 0, s, 1.0)[:, None])[ok])
+    n = r.size
+    if not n:
+        return 0.0
+    return float(r[min(n, int(np.ceil((n + 1) * tau))) - 1])
+
+
 def lightgbm_quantiles(Y: np.ndarray, H: int, woy: np.ndarray, keys: pd.DataFrame, *, seed: int = 0, threads: int = 1,
-                       max_rows: int = 300_000, trees: int = 150) -> tuple[np.ndarray, np.ndarray]:
+                       max_rows: int = 300_000, trees: int = 150, calibrate: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """One global LightGBM model per quantile (0.5, 0.9) over all series and horizons (direct multi-horizon): the
     target is the week h ahead divided by the series' scale; features are lags, rolling means, last year's week,
-    year-over-year growth, share of zero weeks, age, horizon, week of year of the target and the seller attributes."""
+    year-over-year growth, share of zero weeks, age, horizon, week of year of the target and the seller attributes.
+
+    `calibrate`: the P90 is split-conformal calibrated. The last H weeks of the window are held out: a P90 model
+    trained on the weeks before them forecasts them, and `conformal_shift` of its scaled errors is added (x scale) to
+    the P90 of the model trained on the whole window (on at most CALIBRATION_SERIES held-out series with a level, a
+    seeded sample). Skipped when fewer than CALIBRATION_MIN_WEEKS weeks remain."""
+    q50, q90 = _lightgbm_fit(Y, H, woy, keys, seed=seed, threads=threads, max_rows=max_rows, trees=trees)
+    cc = Y.shape[1] - H
+    if calibrate and cc >= CALIBRATION_MIN_WEEKS:
+        inner = Y[:, :cc]
+        rows = np.flatnonzero(scale(inner) > 0)
+        if len(rows) > CALIBRATION_SERIES:
+            rows = np.sort(np.random.default_rng([seed, 9090]).choice(rows, CALIBRATION_SERIES, replace=False))
+        _, held = _lightgbm_fit(inner, H, woy, keys, seed=seed, threads=threads, max_rows=max_rows, trees=trees, alphas=(0.9,),
+                                predict_rows=rows)
+        q90 = q90 + conformal_shift(Y[rows, cc:], held, scale(inner[rows])) * scale(Y)[:, None]
+    return q50, q90
+
+
+def _lightgbm_fit(Y: np.ndarray, H: int, woy: np.ndarray, keys: pd.DataFrame, *, seed: int, threads: int, max_rows: int, trees: int,
+                  alphas: tuple[float, ...] = (0.5, 0.9), predict_rows: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+    """The models of `lightgbm_quantiles` trained on Y's weeks, and their forecasts of the H weeks after them for the
+    series `predict_rows` (default all; None for a quantile not in `alphas`)."""
     import lightgbm as lgb
 
     c = Y.shape[1]
@@ -193,7 +241,6 @@ def lightgbm_quantiles(Y: np.ndarray, H: int, woy: np.ndarray, keys: pd.DataFram
     for ct in cutoffs:
         Yc = Y[:, :ct]
         base, s = _base_features(Yc)
-        sm = _smoothed(Yc)
         for h in range(1, H + 1):
             if ct - 1 + h >= c:
                 continue
@@ -203,23 +250,24 @@ def lightgbm_quantiles(Y: np.ndarray, H: int, woy: np.ndarray, keys: pd.DataFram
                 ok = np.sort(rng.choice(ok, per_block, replace=False))
             if not len(ok):
                 continue
-            X_parts.append(_horizon_features(Yc[ok], sm[ok], base[ok], s[ok], h, woy, static[ok]))
+            X_parts.append(_horizon_features(Yc[ok], base[ok], s[ok], h, woy, static[ok]))
             t_parts.append(target[ok] / s[ok])
+    if predict_rows is not None:
+        Y, static = Y[predict_rows], static[predict_rows]
     base, s = _base_features(Y)
-    sm = _smoothed(Y)
-    Xf = np.concatenate([_horizon_features(Y, sm, base, s, h, woy, static) for h in range(1, H + 1)])
+    Xf = np.concatenate([_horizon_features(Y, base, s, h, woy, static) for h in range(1, H + 1)])
     if not X_parts:  # too little history to train: seasonal naive
         return empirical_quantiles(seasonal_naive_point, Y, H, False)
     X, target = np.concatenate(X_parts), np.concatenate(t_parts)
     cat = list(range(X.shape[1] - N_CATEGORICAL, X.shape[1]))
-    out = []
-    for alpha in (0.5, 0.9):
+    out = [None, None]
+    for alpha in alphas:
         params = dict(objective="quantile", alpha=alpha, learning_rate=0.08, num_leaves=31, min_data_in_leaf=50, max_bin=63,
                       feature_fraction=0.9, bagging_fraction=0.8, bagging_freq=1, seed=seed, deterministic=True,
                       force_row_wise=True, num_threads=threads, verbose=-1)
         booster = lgb.train(params, lgb.Dataset(X, target, categorical_feature=cat, free_raw_data=True), num_boost_round=trees)
         pred = booster.predict(Xf, num_threads=threads).reshape(H, len(Y)).T
-        out.append(np.maximum(pred, 0) * s[:, None])
+        out[(0.5, 0.9).index(alpha)] = np.maximum(pred, 0) * s[:, None]
     return out[0], out[1]
 
 

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime
 from functools import cache
 from importlib import metadata as importlib_metadata
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from alembic import command
@@ -37,7 +38,7 @@ from ..errors import InputError, Problem, StoreError
 from ..failpoints import failpoint
 from ..instance import Instance
 from ..period import ClearingResult, build_summary
-from ..schemas import TABLE_KEYS
+from ..schemas import TABLE_KEYS, Settings
 from ..settlement import protected_prices
 from . import tables as T
 
@@ -148,6 +149,12 @@ class Store:
         if migrate and revision != head_revision():
             with self.lock(timeout=60):
                 self.upgrade()
+
+    @property
+    def sqlite_file(self) -> str | None:
+        """The SQLite file the store lives in (None for PostgreSQL or an in-memory database): output folders must not
+        hold it."""
+        return self._sqlite_file
 
     def _has_tables(self) -> bool:
         with self.engine.connect() as conn:
@@ -402,6 +409,21 @@ class Store:
         frame = frame.drop(columns=["ingest_run_id"]).sort_values(["seller_id", "storage_type", "week"], kind="stable")
         return frame.reset_index(drop=True)
 
+    def space_use_from(self, period_id: str) -> tuple[str, pd.DataFrame] | None:
+        """The settlement a period's forecast scores the use of granted space from (the `space_use` part of the
+        performance score: credits / fees of a seller's grants in the last settlement): that of the settled period
+        that starts last before `period_id` starts (ties: the larger period_id), with its id; None if there is none."""
+        p = T.periods.c
+        with self.engine.connect() as conn:
+            start = conn.execute(sa.select(p.months).where(p.period_id == period_id)).scalar_one().split(";")[0]
+            settled = conn.execute(sa.select(p.period_id, p.months).where(p.settled_run_id.is_not(None))).all()
+            before = sorted((r.months.split(";")[0], r.period_id) for r in settled if r.months.split(";")[0] < start)
+            if not before:
+                return None
+            last = before[-1][1]
+            frame = read_frame(conn, T.settlements, last).drop(columns=BOOKKEEPING_COLUMNS, errors="ignore")
+        return last, frame
+
     def history_weeks(self) -> tuple[str | None, str | None, int]:
         """The first and last week of the stored history, and its rows."""
         h = T.history
@@ -428,28 +450,34 @@ class Store:
         return {**counts, "run_id": run_id}
 
     def _add_history(self, conn: sa.Connection, history: pd.DataFrame, source: str, file_row, run_id: int) -> int:
+        """Insert the rows of `history` not stored yet; a stored (seller, storage type, week) with other values is a
+        problem naming the file's row. One merge of the incoming rows with the stored rows of the same weeks (a
+        missing category or size band equals a stored NULL), not a comparison row by row."""
         if not len(history):
             return 0
         h = T.history
         keys = ["seller_id", "storage_type", "week"]
-        weeks = sorted(set(history["week"]))
-        stored = conn.execute(sa.select(h).where(h.c.week >= weeks[0], h.c.week <= weeks[-1])).all()
-        names = [c.name for c in h.columns if c.name != "ingest_run_id"]
-        ours = frame_records(history.reset_index(drop=True), h)
-        theirs = {tuple(getattr(r, k) for k in keys): {n: getattr(r, n) for n in names} for r in stored}
-        fresh, problems = [], []
-        for i, r in enumerate(ours):
-            key = tuple(r[k] for k in keys)
-            if key not in theirs:
-                fresh.append(i)
-            elif {n: r.get(n) for n in names} != theirs[key]:
-                problems.append(Problem(f"already in the store with other values (seller_id, storage_type, week {'/'.join(key)}); stored"
-                                        " history is never changed", source, file_row(i), "week"))
-        if problems:
-            raise InputError(problems)
-        if fresh:
-            conn.execute(h.insert(), [{**ours[i], "ingest_run_id": run_id} for i in fresh])
-        return len(fresh)
+        values = [c.name for c in h.columns if c.name not in (*keys, "ingest_run_id")]
+        ours = history.reset_index(drop=True)
+        ours = ours.assign(**{n: None for n in values if n not in ours.columns})[keys + values]
+        q = sa.select(*(h.c[n] for n in keys + values)).where(h.c.week >= ours["week"].min(), h.c.week <= ours["week"].max())
+        stored = pd.DataFrame([tuple(r) for r in conn.execute(q)], columns=keys + values)  # tuples: pandas probes a Row slowly
+        both = ours.merge(stored, on=keys, how="left", suffixes=("", "_stored"), indicator=True)
+        fresh = (both["_merge"] == "left_only").to_numpy()
+        differs = np.zeros(len(both), dtype=bool)
+        for n in values:
+            mine, theirs = both[n], both[f"{n}_stored"]
+            if n in ("shipped_cube", "sales", "on_hand_cube"):
+                mine, theirs = mine.astype(float), theirs.astype(float)
+            differs |= ~((mine == theirs) | (mine.isna() & theirs.isna())).to_numpy()
+        changed = np.flatnonzero(differs & ~fresh)
+        if len(changed):
+            raise InputError([Problem(f"already in the store with other values (seller_id, storage_type, week "
+                                      f"{'/'.join(ours.loc[i, keys])}); stored history is never changed", source, file_row(int(i)), "week")
+                              for i in changed])
+        if fresh.any():
+            conn.execute(h.insert(), frame_records(ours[fresh], h, ingest_run_id=run_id))
+        return int(fresh.sum())
 
     def ingest(self, instance: Instance, *, tables: Iterable[str] | None = None) -> dict:
         """Add an instance to the store in one transaction, and record the ingest as a run.
@@ -524,7 +552,7 @@ class Store:
             differs.append("months or rounds")
         if [r.close_date for r in rounds] != list(p.round_close_dates):
             differs.append("round_close_dates")
-        if json.loads(stored.settings) != json.loads(settings):
+        if _stored_settings(stored.settings) != json.loads(settings):
             differs.append("settings")
         for name in STATIC_TABLES:
             if name == "needs" and stored.forecast_run_id is not None and not len(instance.needs):
@@ -667,6 +695,16 @@ class Store:
 
 
 # ---------------------------------------------------------------- opening: files, timeouts, errors
+
+
+def _stored_settings(text: str) -> dict:
+    """A period's stored settings as the Settings model reads them: a field the store's optalloc did not have yet
+    (e.g. forecast_method, before migration 0003) is its default, as when the period is read back."""
+    doc = json.loads(text)
+    try:
+        return Settings.model_validate(doc).model_dump(mode="json")
+    except ValueError:  # not valid settings today: compared as stored (and so found different)
+        return doc
 
 
 def _one_line(e: BaseException) -> str:
