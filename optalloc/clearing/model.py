@@ -924,15 +924,14 @@ def clear_round(
     options = options or instance.settings.solver
     held = held_grants(held) if held is not None else held_grants()
     types = sorted(instance.fcs["storage_type"].unique())
-    if executor is not None and len(types) > 1:
-        of_type = limits.index.get_level_values("storage_type")
-        parts = executor.map(clear_market, [
-            (instance.of_storage_type(k), round_, limits[of_type == k], held[held["storage_type"] == k], options, method) for k in types])
-    else:
-        parts = [
-            clear_market(instance if len(types) == 1 else instance.of_storage_type(k), round_, limits, held[held["storage_type"] == k], options, method)
-            for k in types
-        ]
+    fan_out = executor is not None and len(types) > 1
+    of_type = limits.index.get_level_values("storage_type") if fan_out else None  # a worker gets its type's limits only
+    calls = (  # lazy: in this process one type's part of the instance exists at a time
+        (instance if len(types) == 1 else instance.of_storage_type(k), round_, limits[of_type == k] if fan_out else limits,
+         held[held["storage_type"] == k], options, method)
+        for k in types
+    )
+    parts = executor.map(clear_market, list(calls)) if fan_out else [clear_market(*call) for call in calls]
     return parts[0] if len(parts) == 1 else combine_markets(parts)
 
 
