@@ -465,6 +465,9 @@ def test_the_lp_chunk_path_is_taken_and_agrees(monkeypatch):
     taken = []  # (requests granted by the LP, chunk length)
     real = P._lp_prefix
     monkeypatch.setattr(P, "_lp_prefix", lambda st, idx, *a: taken.append((real(st, idx, *a), len(idx))) or taken[-1][0])
+    chunks = []  # (chunk length, requests decided, by LP) of every chunk tried
+    real_chunk = P._grant_chunk
+    monkeypatch.setattr(P, "_grant_chunk", lambda st, idx, *a: chunks.append((len(idx), real_chunk(st, idx, *a), a[-1])) or chunks[-1][1])
     for seed in (5, 9):  # seed 5 has a chunk one LP fits whole, seed 9 one it fits a prefix of
         inst = generate(GenerateSpec(sellers=60, fcs=6, regions=2, storage_types=1, months=2, rounds=1, requests=400,
                                      second_region_share=0.7, multi_month_share=0.5, seed=seed))
@@ -475,6 +478,9 @@ def test_the_lp_chunk_path_is_taken_and_agrees(monkeypatch):
         np.testing.assert_array_equal(fast.grant, plain.grant)
     assert any(n == k for n, k in taken), taken  # a whole chunk by one LP
     assert any(0 < n < k for n, k in taken), taken  # a prefix of one
+    # After an LP's prefix (and the one request that ended it) the next chunk is as long as that LP's, not 2 again
+    resumed = [(k, nxt) for (k, n, lp), (nxt, _, _) in zip(chunks, chunks[1:]) if lp and 0 < n < k and k > 2]
+    assert resumed and all(nxt == k for k, nxt in resumed), resumed
 
 
 def test_the_room_lp_solved_in_scaled_units_gives_the_same_rule_at_1024_times_the_cube():

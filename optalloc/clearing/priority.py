@@ -482,7 +482,10 @@ def clear_by_priority(d, options: SolverOptions, chunks: bool = True) -> Priorit
     # Chunks of requests granted at once: they grow while they fit and halve when they do not. A chunk the direct
     # room cannot hold is tried by one room LP when it is at least `lp_from` long; a failed LP try doubles that
     # length (a success resets it), so a full market wastes few LPs.
-    pos, k, lp_from = 0, CHUNK_FIRST, LP_CHUNK_FIRST
+    # After an LP granted a prefix, the one request that ended it is taken alone; the next chunk then starts at the
+    # length that LP was given (`resume`), not at 2: in a nearly full market, regrowing from 2 cost an LP at every
+    # doubling (1,927 room LPs for the 2 M period's round-2 oversize market, 204 when resumed; the same grants).
+    pos, k, lp_from, resume = 0, CHUNK_FIRST, LP_CHUNK_FIRST, 2
     while pos < len(order):
         if chunks and k > 1:
             use_lp = lp_from <= k <= LP_CHUNK_MAX
@@ -496,10 +499,12 @@ def clear_by_priority(d, options: SolverOptions, chunks: bool = True) -> Priorit
             if use_lp:
                 # an LP that granted half the chunk or more pays; one that granted less makes LPs rarer
                 lp_from = LP_CHUNK_FIRST if 2 * n >= len(chunk) else min(2 * lp_from, LP_CHUNK_MAX)
+            if n and use_lp:
+                resume = len(chunk)
             k = 1 if n else k // 2  # after a granted prefix, the next request is one whose class fell short
             if k > 1:
                 continue
-        i, pos, k = order[pos], pos + 1, 2
+        i, pos, k, resume = order[pos], pos + 1, resume, 2
         c, ui, mi = int(d.req_class[i]), int(u[i]), int(m[i])
         rem[c] -= ui
         if st.ub[c] <= 0:
