@@ -11,8 +11,9 @@ from . import __version__, units
 from .baseline import BaselineResult, allocate
 from .clearing import RoundResult, clear_round, concat_results, held_grants
 from .instance import Instance
-from .io import inputs_hash, period_hash
+from .io import PERIOD_TABLES, input_hashes
 from .progress import stage
+from .schemas import TABLES
 from .schemas import SolverOptions
 from .settlement import settle as settle_grants
 
@@ -113,7 +114,8 @@ def build_summary(instance: Instance, baseline: BaselineResult | None, clearing:
     (every field, with its unit, is documented in the README's "summary.json" table). Deterministic: no timings, no
     dates. Numbers are rounded to their unit (`optalloc.units`), and every total is the exact sum of the rows its
     table shows (summing settlement.csv's reservation_fee gives settlement.reservation_fees to the cent)."""
-    out: dict = {"optalloc_version": __version__, "inputs_hash": inputs_hash(instance), "period_hash": period_hash(instance),
+    inputs, period = input_hashes(instance, tuple(TABLES), PERIOD_TABLES)  # one pass over the tables for both
+    out: dict = {"optalloc_version": __version__, "inputs_hash": inputs, "period_hash": period,
                  "instance": instance.summary(), "settings": instance.settings.model_dump(mode="json")}
     if baseline is not None:
         fp = baseline.fc_prices
