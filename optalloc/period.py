@@ -13,8 +13,7 @@ from .clearing import RoundResult, clear_round, concat_results, held_grants
 from .instance import Instance
 from .io import PERIOD_TABLES, input_hashes
 from .progress import stage
-from .schemas import TABLES
-from .schemas import SolverOptions
+from .schemas import TABLES, SolverOptions
 from .settlement import settle as settle_grants
 
 

@@ -334,9 +334,11 @@ def round_one(tmp_path_factory) -> Path:
 
 
 def test_summary_records_the_inputs_hash(round_one):
-    from optalloc.io import inputs_hash, load_instance
+    from optalloc.io import inputs_hash, load_instance, period_hash
 
-    assert json.loads((round_one / "summary.json").read_text())["inputs_hash"] == inputs_hash(load_instance(SMALL))
+    summary = json.loads((round_one / "summary.json").read_text())
+    assert summary["inputs_hash"] == inputs_hash(load_instance(SMALL))
+    assert summary["period_hash"] == period_hash(load_instance(SMALL)) != summary["inputs_hash"]  # made in one pass, each its own tables
 
 
 def test_previous_from_another_instance_is_refused(tmp_path, round_one):
