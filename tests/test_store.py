@@ -169,6 +169,23 @@ def test_a_result_is_claimed_in_its_own_transaction(store_url):
     assert row_counts(store) == before
 
 
+def test_a_bulk_write_the_database_refuses_is_a_one_line_store_error_and_leaves_nothing(store_url):
+    """Rows go in bulk (COPY on PostgreSQL, one executemany on SQLite), past SQLAlchemy's statement execution: a
+    database error there is still the store's one-line StoreError (exit 5), and its transaction leaves nothing."""
+    from optalloc.store.frames import write_frame
+
+    store = Store(store_url)
+    inst = load_instance(SMALL)
+    store.ingest(inst)
+    before = row_counts(store)
+    with pytest.raises(StoreError, match=r"^store .*(UNIQUE|duplicate key)") as refused:
+        with store.transaction() as conn:
+            run_id = store.start_run(conn, "ingest")  # written first, so the rollback has something to undo
+            write_frame(conn, T.requests, inst.requests.tail(3), period_id=inst.period.period_id, ingest_run_id=run_id)  # stored already
+    assert "\n" not in str(refused.value)
+    assert row_counts(store) == before
+
+
 def test_an_unreachable_store_is_exit_5_not_a_traceback():
     done = cli("status", db="postgresql://nobody@127.0.0.1:1/none")
     assert done.returncode == 5 and "cannot open store" in done.stderr and "Traceback" not in done.stderr

@@ -41,6 +41,7 @@ from ..period import ClearingResult, build_summary
 from ..schemas import TABLE_KEYS, Settings
 from ..settlement import protected_prices
 from . import tables as T
+from .frames import BOOKKEEPING_COLUMNS, canonical_records, frame_records, one_line, read_frame, result_frame, write_frame
 
 DEFAULT_URL = "sqlite:///optalloc.db"
 URL_ENV = "OPTALLOC_DB"
@@ -49,12 +50,10 @@ STATEMENT_TIMEOUT_ENV = "OPTALLOC_DB_STATEMENT_TIMEOUT"  # seconds any one Postg
 DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_STATEMENT_TIMEOUT = 1800
 LOCK_KEY = 0x0BA7C4  # PostgreSQL advisory lock id of the store's writer lock
-LIST_COLUMNS = {"months", "regions"}
 STATIC_TABLES = ("fcs", "sellers", "needs")  # fixed once a period is ingested
 REPORT_TABLES = ("sales", "grant_sales")  # the period's sales report
 ROUND_TABLES = ("grants", "grant_placements", "pools", "round_prices")
 BASELINE_TABLES = ("limits", "placements", "fc_prices")
-BOOKKEEPING_COLUMNS = ["period_id", "run_id", "ingest_run_id"]  # the store's own columns, not the engine's
 
 
 class StoreLockTimeout(StoreError):
@@ -175,7 +174,7 @@ class Store:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except alembic_util.CommandError as e:  # e.g. a store written by a newer optalloc
-            raise StoreError(f"cannot upgrade store {self.display_url}: {_one_line(e)}") from None
+            raise StoreError(f"cannot upgrade store {self.display_url}: {one_line(e)}") from None
 
     def schema_revision(self) -> str | None:
         """The migration the database is at (None for a new, empty one)."""
@@ -476,7 +475,7 @@ class Store:
                                       f"{'/'.join(ours.loc[i, keys])}); stored history is never changed", source, file_row(int(i)), "week")
                               for i in changed])
         if fresh.any():
-            conn.execute(h.insert(), frame_records(ours[fresh], h, ingest_run_id=run_id))
+            write_frame(conn, h, ours[fresh], ingest_run_id=run_id)
         return int(fresh.sum())
 
     def ingest(self, instance: Instance, *, tables: Iterable[str] | None = None) -> dict:
@@ -707,10 +706,6 @@ def _stored_settings(text: str) -> dict:
         return doc
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
-
-
 def _check_sqlite_file(path: str, create: bool) -> None:
     """A store file must be an SQLite database. Only a writer that may create a store (ingest) creates a missing one."""
     if not os.path.exists(path):
@@ -765,7 +760,7 @@ def _store_errors(engine: sa.Engine, display_url: str, sqlite_file: str | None =
     @sa.event.listens_for(engine, "handle_error")
     def _handle(ctx) -> None:
         e = ctx.original_exception
-        message = _one_line(e)
+        message = one_line(e)
         if sqlite_file and message in ("file is not a database", "database disk image is malformed"):
             raise StoreError(f"{sqlite_file} is not an SQLite database or is corrupt ({message}); refusing to use it") from None
         if ctx.statement is None or ctx.connection is None:
@@ -775,7 +770,7 @@ def _store_errors(engine: sa.Engine, display_url: str, sqlite_file: str | None =
         raise StoreError(f"store {display_url}: {message}") from None
 
 
-# ---------------------------------------------------------------- frames <-> tables
+# ---------------------------------------------------------------- SQLite transactions; rows not yet stored
 
 
 def _sqlite_transactions(engine: sa.Engine) -> None:
@@ -792,62 +787,6 @@ def _sqlite_transactions(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def _begin(conn) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("optalloc_write") else "BEGIN")
-
-
-def _column_values(series: pd.Series, name: str) -> list:
-    if name in LIST_COLUMNS:
-        return [";".join(v) for v in series]
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return [None if pd.isna(v) else v.tz_convert("UTC").to_pydatetime() for v in series]
-    return [None if isinstance(v, float) and math.isnan(v) else v for v in series.tolist()]
-
-
-def frame_records(frame: pd.DataFrame, table: sa.Table, **constants) -> list[dict]:
-    """Rows for an INSERT: the frame's columns that the table has, lists joined, NaN as NULL, times in UTC."""
-    frame = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
-    names = [c.name for c in table.columns if c.name in frame.columns and c.name not in constants]
-    columns = [_column_values(frame[n], n) for n in names]
-    return [{**constants, **dict(zip(names, values))} for values in zip(*columns)] if names else []
-
-
-def write_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, **constants) -> None:
-    records = frame_records(frame, table, **constants)
-    if records:
-        conn.execute(table.insert(), records)
-
-
-def read_frame(conn: sa.Connection, table: sa.Table, period_id: str) -> pd.DataFrame:
-    """A period's rows with the DataFrame types the engine uses, sorted by primary key in Python's string order
-    (the same on every database, whatever its collation)."""
-    rows = conn.execute(sa.select(table).where(table.c.period_id == period_id)).all()
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in table.columns])
-    for c in table.columns:
-        col = frame[c.name]
-        if isinstance(c.type, sa.Double):
-            frame[c.name] = col.astype(float)
-        elif isinstance(c.type, sa.Boolean):
-            frame[c.name] = col.astype(bool)
-        elif isinstance(c.type, sa.Integer):
-            frame[c.name] = col.astype("int64" if not c.nullable else "Int64")
-        elif isinstance(c.type, sa.DateTime):
-            frame[c.name] = pd.to_datetime(col, utc=True).astype("datetime64[us, UTC]")
-        elif c.name in LIST_COLUMNS:
-            frame[c.name] = col.map(lambda v: tuple(v.split(";")), na_action="ignore").astype(object)
-    keys = [c.name for c in table.primary_key.columns]
-    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
-
-
-def result_frame(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
-    """A stored result as the engine returns it: its index is the table's key after period_id."""
-    index = [c.name for c in table.primary_key.columns if c.name != "period_id"]
-    extra = ["protected_price"] if table is T.round_prices else []  # the store's running price protection, not a clearing result
-    return frame.drop(columns=[*BOOKKEEPING_COLUMNS, *extra], errors="ignore").set_index(index).sort_index()
-
-
-def canonical_records(frame: pd.DataFrame, name: str) -> list[dict]:
-    keys = TABLE_KEYS[name]
-    table = T.INPUT_TABLES[name]
-    return frame_records(frame.sort_values(keys, kind="stable").reset_index(drop=True), table)
 
 
 def _new_rows(conn: sa.Connection, name: str, frame: pd.DataFrame, period_id: str, source: str,

@@ -1,0 +1,137 @@
+"""Frames <-> tables: the engine's DataFrames as rows of the store, and back.
+
+Rows move in bulk, without SQLAlchemy's per-row parameter handling (which cost more than the solves at 100,000
+requests): PostgreSQL is written by COPY (psycopg's `copy`), SQLite by one executemany of tuples, and both are
+read back as the driver's tuples. The values are the ones SQLAlchemy's own INSERT and SELECT bind and return:
+each column's bind and result processors for the dialect are applied (SQLite keeps datetimes as text, say), so
+a stored period reads back the same whichever path wrote it (tests/test_store.py checks this on both databases).
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import repeat
+
+import pandas as pd
+import sqlalchemy as sa
+
+from ..errors import StoreError
+from ..schemas import TABLE_KEYS
+from . import tables as T
+
+LIST_COLUMNS = {"months", "regions"}
+BOOKKEEPING_COLUMNS = ["period_id", "run_id", "ingest_run_id"]  # the store's own columns, not the engine's
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+
+
+def _column_values(series: pd.Series, name: str) -> list:
+    if name in LIST_COLUMNS:
+        return [";".join(v) for v in series]
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return [None if pd.isna(v) else v.tz_convert("UTC").to_pydatetime() for v in series]
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in series.tolist()]
+
+
+def _columns(frame: pd.DataFrame, table: sa.Table, constants: dict) -> tuple[list[str], list[list]]:
+    """The frame's columns that the table has (not those given as constants), in the table's order, as values."""
+    frame = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
+    names = [c.name for c in table.columns if c.name in frame.columns and c.name not in constants]
+    return names, [_column_values(frame[n], n) for n in names]
+
+
+def frame_records(frame: pd.DataFrame, table: sa.Table, **constants) -> list[dict]:
+    """Rows as dicts: the frame's columns that the table has, lists joined, NaN as NULL, times in UTC."""
+    names, columns = _columns(frame, table, constants)
+    return [{**constants, **dict(zip(names, values))} for values in zip(*columns)] if names else []
+
+
+def write_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, **constants) -> None:
+    """Insert the frame's rows (as `frame_records` makes them) with `constants` in every row, in bulk."""
+    names, columns = _columns(frame, table, constants)
+    if not names or not len(columns[0]):
+        return
+    n = len(columns[0])
+    names = [*constants, *names]
+    columns = [list(repeat(v, n)) for v in constants.values()] + columns
+    dialect = conn.dialect
+    for i, name in enumerate(names):
+        bind = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if bind is not None:
+            columns[i] = [bind(v) for v in columns[i]]
+    rows = list(zip(*columns))
+    q = dialect.identifier_preparer
+    into = f"{q.format_table(table)} ({', '.join(q.quote(n) for n in names)})"
+    if dialect.name == "postgresql":
+        _copy_in(conn, f"COPY {into} FROM STDIN", rows)
+    else:
+        conn.exec_driver_sql(f"INSERT INTO {into} VALUES ({', '.join([_placeholder(dialect)] * len(names))})", rows)
+
+
+def _placeholder(dialect: sa.Dialect) -> str:
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
+def _copy_in(conn: sa.Connection, sql: str, rows: list[tuple]) -> None:
+    """COPY FROM STDIN on the connection's own psycopg connection, inside its transaction. A database error becomes
+    the same one-line StoreError as any other statement's (store.py's `_store_errors`)."""
+    driver = conn.connection.driver_connection
+    try:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except conn.dialect.loaded_dbapi.Error as e:
+        url = conn.engine.url.render_as_string(hide_password=True)
+        lost = conn.dialect.is_disconnect(e, conn.connection.dbapi_connection, None)
+        raise StoreError(f"{'lost the connection to store' if lost else 'store'} {url}: {one_line(e)}") from None
+
+
+def read_frame(conn: sa.Connection, table: sa.Table, period_id: str) -> pd.DataFrame:
+    """A period's rows with the DataFrame types the engine uses, sorted by primary key in Python's string order
+    (the same on every database, whatever its collation)."""
+    dialect = conn.dialect
+    q = dialect.identifier_preparer
+    names = [c.name for c in table.columns]
+    sql = (f"SELECT {', '.join(q.quote(n) for n in names)} FROM {q.format_table(table)} "
+           f"WHERE {q.quote('period_id')} = {_placeholder(dialect)}")
+    result = conn.exec_driver_sql(sql, (period_id,))
+    try:
+        rows = result.cursor.fetchall()
+        coltypes = [d[1] for d in result.cursor.description]
+    finally:
+        result.close()
+    frame = pd.DataFrame(rows, columns=names)
+    for c, coltype in zip(table.columns, coltypes):
+        col = frame[c.name]
+        convert = c.type.dialect_impl(dialect).result_processor(dialect, coltype)
+        if convert is not None and len(col):
+            col = col.map(convert)
+        if isinstance(c.type, sa.Double):
+            frame[c.name] = col.astype(float)
+        elif isinstance(c.type, sa.Boolean):
+            frame[c.name] = col.astype(bool)
+        elif isinstance(c.type, sa.Integer):
+            frame[c.name] = col.astype("int64" if not c.nullable else "Int64")
+        elif isinstance(c.type, sa.DateTime):
+            frame[c.name] = pd.to_datetime(col, utc=True).astype("datetime64[us, UTC]")
+        elif c.name in LIST_COLUMNS:
+            frame[c.name] = col.map(lambda v: tuple(v.split(";")), na_action="ignore").astype(object)
+        else:
+            frame[c.name] = col
+    keys = [c.name for c in table.primary_key.columns]
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def result_frame(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
+    """A stored result as the engine returns it: its index is the table's key after period_id."""
+    index = [c.name for c in table.primary_key.columns if c.name != "period_id"]
+    extra = ["protected_price"] if table is T.round_prices else []  # the store's running price protection, not a clearing result
+    return frame.drop(columns=[*BOOKKEEPING_COLUMNS, *extra], errors="ignore").set_index(index).sort_index()
+
+
+def canonical_records(frame: pd.DataFrame, name: str) -> list[dict]:
+    keys = TABLE_KEYS[name]
+    table = T.INPUT_TABLES[name]
+    return frame_records(frame.sort_values(keys, kind="stable").reset_index(drop=True), table)
