@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from itertools import repeat
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -28,11 +29,17 @@ def one_line(e: BaseException) -> str:
 
 
 def _column_values(series: pd.Series, name: str) -> list:
+    """A column as the values to bind: lists ';'-joined, times as UTC datetimes, a missing value as None."""
     if name in LIST_COLUMNS:
         return [";".join(v) for v in series]
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         return [None if pd.isna(v) else v.tz_convert("UTC").to_pydatetime() for v in series]
-    return [None if isinstance(v, float) and math.isnan(v) else v for v in series.tolist()]
+    values = series.tolist()
+    if series.dtype.kind in "biu":  # numpy integers and booleans: never missing
+        return values
+    for i in np.flatnonzero(series.isna().to_numpy()):
+        values[i] = None
+    return values
 
 
 def _columns(frame: pd.DataFrame, table: sa.Table, constants: dict) -> tuple[list[str], list[list]]:
@@ -102,26 +109,30 @@ def read_frame(conn: sa.Connection, table: sa.Table, period_id: str) -> pd.DataF
         coltypes = [d[1] for d in result.cursor.description]
     finally:
         result.close()
-    frame = pd.DataFrame(rows, columns=names)
-    for c, coltype in zip(table.columns, coltypes):
-        col = frame[c.name]
-        convert = c.type.dialect_impl(dialect).result_processor(dialect, coltype)
-        if convert is not None and len(col):
-            col = col.map(convert)
-        if isinstance(c.type, sa.Double):
-            frame[c.name] = col.astype(float)
-        elif isinstance(c.type, sa.Boolean):
-            frame[c.name] = col.astype(bool)
-        elif isinstance(c.type, sa.Integer):
-            frame[c.name] = col.astype("int64" if not c.nullable else "Int64")
-        elif isinstance(c.type, sa.DateTime):
-            frame[c.name] = pd.to_datetime(col, utc=True).astype("datetime64[us, UTC]")
-        elif c.name in LIST_COLUMNS:
-            frame[c.name] = col.map(lambda v: tuple(v.split(";")), na_action="ignore").astype(object)
-        else:
-            frame[c.name] = col
+    columns = list(zip(*rows)) if rows else [() for _ in names]
+    del rows
+    frame = pd.DataFrame({c.name: _typed(c, values, dialect, coltype) for c, values, coltype in zip(table.columns, columns, coltypes)},
+                         columns=names)
     keys = [c.name for c in table.primary_key.columns]
     return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def _typed(c: sa.Column, values: tuple, dialect: sa.Dialect, coltype) -> pd.Series | np.ndarray:
+    """One column as read (after the dialect's result processor, if it has one) with the type the engine uses."""
+    convert = c.type.dialect_impl(dialect).result_processor(dialect, coltype)
+    if convert is not None:
+        values = [convert(v) for v in values]
+    if isinstance(c.type, sa.Double):
+        return np.array(values, dtype=float)  # NULL is NaN
+    if isinstance(c.type, sa.Boolean):
+        return np.array(values, dtype=bool)
+    if isinstance(c.type, sa.Integer):
+        return np.array(values, dtype=np.int64) if not c.nullable else pd.array(values, dtype="Int64")
+    if isinstance(c.type, sa.DateTime):
+        return pd.Series(pd.to_datetime(list(values), utc=True)).astype("datetime64[us, UTC]")
+    if c.name in LIST_COLUMNS:
+        return pd.Series([None if v is None else tuple(v.split(";")) for v in values], dtype=object)
+    return pd.Series(list(values), dtype=None if len(values) else object)
 
 
 def result_frame(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
