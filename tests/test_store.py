@@ -178,10 +178,9 @@ def test_a_bulk_write_the_database_refuses_is_a_one_line_store_error_and_leaves_
     inst = load_instance(SMALL)
     store.ingest(inst)
     before = row_counts(store)
-    with pytest.raises(StoreError, match=r"^store .*(UNIQUE|duplicate key)") as refused:
-        with store.transaction() as conn:
-            run_id = store.start_run(conn, "ingest")  # written first, so the rollback has something to undo
-            write_frame(conn, T.requests, inst.requests.tail(3), period_id=inst.period.period_id, ingest_run_id=run_id)  # stored already
+    with pytest.raises(StoreError, match=r"^store .*(UNIQUE|duplicate key)") as refused, store.transaction() as conn:
+        run_id = store.start_run(conn, "ingest")  # written first, so the rollback has something to undo
+        write_frame(conn, T.requests, inst.requests.tail(3), period_id=inst.period.period_id, ingest_run_id=run_id)  # stored already
     assert "\n" not in str(refused.value)
     assert row_counts(store) == before
 

@@ -9,7 +9,6 @@ a stored period reads back the same whichever path wrote it (tests/test_store.py
 
 from __future__ import annotations
 
-import math
 from itertools import repeat
 
 import numpy as np
