@@ -27,6 +27,11 @@ def one_line(e: BaseException) -> str:
     return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
 
 
+def statement_error(display_url: str, e: BaseException, *, lost: bool) -> StoreError:
+    """A statement's database error as the store reports it: one line, exit 5."""
+    return StoreError(f"{'lost the connection to store' if lost else 'store'} {display_url}: {one_line(e)}")
+
+
 def _column_values(series: pd.Series, name: str) -> list:
     """A column as the values to bind: lists ';'-joined, times as UTC datetimes, a missing value as None."""
     if name in LIST_COLUMNS:
@@ -82,16 +87,15 @@ def _placeholder(dialect: sa.Dialect) -> str:
 
 def _copy_in(conn: sa.Connection, sql: str, rows: list[tuple]) -> None:
     """COPY FROM STDIN on the connection's own psycopg connection, inside its transaction. A database error becomes
-    the same one-line StoreError as any other statement's (store.py's `_store_errors`)."""
+    the same one-line StoreError as any other statement's (`statement_error`, as store.py's `_store_errors`)."""
     driver = conn.connection.driver_connection
     try:
         with driver.cursor() as cursor, cursor.copy(sql) as copy:
             for row in rows:
                 copy.write_row(row)
     except conn.dialect.loaded_dbapi.Error as e:
-        url = conn.engine.url.render_as_string(hide_password=True)
         lost = conn.dialect.is_disconnect(e, conn.connection.dbapi_connection, None)
-        raise StoreError(f"{'lost the connection to store' if lost else 'store'} {url}: {one_line(e)}") from None
+        raise statement_error(conn.engine.url.render_as_string(hide_password=True), e, lost=lost) from None
 
 
 def read_frame(conn: sa.Connection, table: sa.Table, period_id: str) -> pd.DataFrame:

@@ -41,7 +41,16 @@ from ..period import ClearingResult, build_summary
 from ..schemas import TABLE_KEYS, Settings
 from ..settlement import protected_prices
 from . import tables as T
-from .frames import BOOKKEEPING_COLUMNS, canonical_records, frame_records, one_line, read_frame, result_frame, write_frame
+from .frames import (
+    BOOKKEEPING_COLUMNS,
+    canonical_records,
+    frame_records,
+    one_line,
+    read_frame,
+    result_frame,
+    statement_error,
+    write_frame,
+)
 
 DEFAULT_URL = "sqlite:///optalloc.db"
 URL_ENV = "OPTALLOC_DB"
@@ -765,9 +774,7 @@ def _store_errors(engine: sa.Engine, display_url: str, sqlite_file: str | None =
             raise StoreError(f"{sqlite_file} is not an SQLite database or is corrupt ({message}); refusing to use it") from None
         if ctx.statement is None or ctx.connection is None:
             raise StoreError(f"cannot open store {display_url}: {message}") from None
-        if ctx.is_disconnect:
-            raise StoreError(f"lost the connection to store {display_url}: {message}") from None
-        raise StoreError(f"store {display_url}: {message}") from None
+        raise statement_error(display_url, e, lost=ctx.is_disconnect) from None
 
 
 # ---------------------------------------------------------------- SQLite transactions; rows not yet stored
