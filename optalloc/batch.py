@@ -188,6 +188,7 @@ class _Run:
         self.store, self.run_id, self.on, self.overrides, self.executor = store, run_id, on, overrides, executor
         self.instances: dict[str, Instance] = {}
         self._limits: dict[str, pd.Series] = {}
+        self._grants: dict[str, list[pd.DataFrame]] = {}
         self.report = BatchReport(run_id, "nothing_to_do")
         self._objective_cents = 0  # the report's objective, summed exactly in cents
         self.held = store.held_periods()
@@ -232,6 +233,14 @@ class _Run:
         if period_id not in self._limits:
             self._limits[period_id] = self.store.results(period_id, ["limits"])["limits"]["limit_cube"]
         return self._limits[period_id]
+
+    def grants(self, period_id: str) -> list[pd.DataFrame]:
+        """The period's grants so far: read from the store once per run, then each round's as this run commits it
+        (the frame it wrote, as `period.clear_rounds` carries grants in memory), so a later round of the same run does
+        not read back what was just written."""
+        if period_id not in self._grants:
+            self._grants[period_id] = [self.store.results(period_id, ["grants"])["grants"]]
+        return self._grants[period_id]
 
     def options(self, period_id: str) -> SolverOptions:
         solver = self.instance(period_id).settings.solver
@@ -306,7 +315,7 @@ class _Run:
     def _round_calls(self, p: str, r: int) -> list[tuple]:
         inst = self.instance(p)
         limits = self.limits(p)
-        held = held_grants(self.store.results(p, ["grants"])["grants"])
+        held = held_grants(*self.grants(p))
         calls = []
         for k in sorted(inst.fcs["storage_type"].unique()):
             of_k = limits.index.get_level_values("storage_type") == k
@@ -335,6 +344,7 @@ class _Run:
             if result is None:
                 continue
             self.store.commit_round(p, result, self.run_id)
+            self.grants(p).append(result.grants)
             failpoint(f"round-{r}-committed")
             # Totals as the exported tables show them: each row rounded (cents, milli-cube), summed exactly.
             cents = int(units.steps(result.prices["objective"], units.MONEY).sum())
