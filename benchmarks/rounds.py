@@ -7,8 +7,9 @@ The room LP of a market has a row per pool (FC x month) and a column per class a
 classes are the sets of FCs and months sellers ask for, so once there are enough sellers to ask for most of them
 the LP stops growing: about 2,560 classes x 49,000 arcs per market at 200,000 sellers, 2,800 x 54,000 at 2 M (286
 classes at 5,000). A period of 200,000 sellers on the 2,000,000-seller period's 300 FCs and 30 regions therefore
-costs about what the 2 M period's rounds cost, in a fraction of the time and memory. Each round holds the grants of the ones before, as `optalloc solve` does; each
-market (storage type) is cleared by `clear_by_priority` alone and reported: its size, room LPs, simplex
+costs about what the 2 M period's rounds cost, in a fraction of the time and memory. The rounds are cleared as
+`optalloc solve` clears them (`period.clear_rounds`: each holds the grants of the ones before); for each market
+(storage type) the priority rule's own call is timed and reported: the market's size, room LPs, simplex
 iterations, seconds, and a hash of its grants (equal across runs and solver settings: the rule is exact).
 """
 
@@ -28,8 +29,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from optalloc.baseline import allocate
-    from optalloc.clearing import clear_round, held_grants, model, priority
+    from optalloc.clearing import model, priority
     from optalloc.generate import GenerateSpec, generate
+    from optalloc.period import clear_rounds
 
     iterations = [0]
     run_highs, clear_by_priority = priority.run_highs, model.clear_by_priority
@@ -57,10 +59,7 @@ def main() -> None:
     inst = generate(spec)
     print(f"instance: {spec.sellers:,} sellers, {spec.requests:,} requests, 300 FCs, 30 regions "
           f"(generated in {time.perf_counter() - t:.1f}s)", flush=True)
-    limits = allocate(inst).limits["limit_cube"]
-    results = []
-    for r in inst.period.rounds:
-        results.append(clear_round(inst, r, limits=limits, held=held_grants(*[x.grants for x in results])))
+    clear_rounds(inst, allocate(inst))
 
     print("\n| round | market | requests | classes | class arcs | pools | room LPs | simplex iterations | seconds | grants |")
     print("|---|---|---|---|---|---|---|---|---|---|")
