@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import highspy
 import numpy as np
 import pandas as pd
 
@@ -104,6 +105,17 @@ class PriorityOutcome:
     lp_calls: int
 
 
+def arc_rows(d) -> np.ndarray:
+    """Each class arc's pool rows (arcs x most rows of one arc), padded with the sentinel row len(d.pools)."""
+    nca = len(d.carc_class)
+    order = np.argsort(d.centry_carc, kind="stable")
+    e_carc, e_pool = d.centry_carc[order], d.centry_pool[order]
+    per = np.bincount(e_carc, minlength=nca)
+    rows = np.full((nca, int(per.max()) if nca else 1), len(d.pools), dtype=np.int64)
+    rows[e_carc, np.arange(len(e_carc)) - np.repeat(np.cumsum(per) - per, per)] = e_pool
+    return rows
+
+
 class _State:
     """Class cube D, a feasible placement Z on class arcs, and the room it leaves per pool row (milli-cube)."""
 
@@ -112,14 +124,10 @@ class _State:
         nca = len(d.carc_class)
         self.n_pool = len(d.pools)
         self.R = to_milli(d.pools["pool_cube"].to_numpy()).astype(float)
-        # arc -> its pool rows, padded with a sentinel row of infinite room
+        self.arc_rows = arc_rows(d)
+        width = self.arc_rows.shape[1]
         order = np.argsort(d.centry_carc, kind="stable")
         e_carc, e_pool = d.centry_carc[order], d.centry_pool[order]
-        per = np.bincount(e_carc, minlength=nca)
-        width = int(per.max()) if nca else 1
-        self.arc_rows = np.full((nca, width), self.n_pool, dtype=np.int64)
-        pos = np.arange(len(e_carc)) - np.repeat(np.cumsum(per) - per, per)
-        self.arc_rows[e_carc, pos] = e_pool
         self.cstart = np.searchsorted(d.carc_class, np.arange(d.n_classes + 1))
         self.D = np.bincount(d.held_class, weights=to_milli(d.held_cube), minlength=d.n_classes).astype(np.int64)
         self.Z = np.zeros(nca)
@@ -159,6 +167,7 @@ class _State:
         self.lp_calls = 0
         self.fallbacks = 0
         self.refreshes = 0
+        self.priced = 0  # arcs the room LPs took in by their reduced cost
         self._lp_x = None
         # Dual cuts (models/clearing.md, "Dual bounds"): row k says every class b with cut_m[k, b] >= 1 can add
         # at most cut_w[k] = cut_ry[k] - D . cut_m[k] cube, kept current as D grows.
@@ -274,10 +283,16 @@ class _State:
 
     def open_extra(self, c: int, cap: float) -> None:
         """extra[c] <= cap milli-cube (0 closes it)."""
-        self.h.changeColBounds(int(self.n_arcs + c), 0.0, float(cap) / self.S)
+        self.h.changeColBounds(int(c), 0.0, float(cap) / self.S)
 
     def _raw(self, out) -> np.ndarray:
-        return out.x if out.x is not None else np.asarray(self.h.getSolution().col_value)
+        """The LP's values in the full layout (every class arc, then extra[c]); arcs outside the working set are 0."""
+        col = out.x if out.x is not None else np.asarray(self.h.getSolution().col_value)
+        ncl = self.d.n_classes
+        x = np.zeros(self.n_arcs + ncl)
+        x[self.work] = col[ncl:]
+        x[self.n_arcs :] = col[:ncl]
+        return x
 
     def _values(self, out) -> np.ndarray:
         return self._raw(out) * self.S
@@ -287,25 +302,31 @@ class _State:
         nca = len(d.carc_class)
         used = np.unique(d.centry_pool)
         self.used = used
-        pos = np.full(self.n_pool, -1)
+        pos = np.full(self.n_pool + 1, -1)
         pos[used] = np.arange(len(used))
         self.n_lp_pool = len(used)
-        # Columns: place (class arcs), then extra[c] (one per class). Rows: pool_capacity, then
-        # class_balance[c]: sum of c's place - extra[c] = D_c. The objective max sum extra never changes;
-        # extra[c] is opened (upper bound = what the request asks) only while c is the one asking. Only
-        # bounds change between solves, so dual simplex restarts from an optimal basis that stays dual feasible.
+        # Columns: extra[c] (one per class), then the working set of place columns (class arcs, models/clearing.md,
+        # "The room LP's working set"). Rows: pool_capacity, then class_balance[c]: sum of c's place - extra[c] = D_c.
+        # The objective max sum extra never changes; extra[c] is opened (upper bound = what the request asks) only
+        # while c is the one asking.
         ncl = d.n_classes
         self.n_arcs = nca
         rows = np.concatenate([pos[d.centry_pool], len(used) + d.carc_class, len(used) + np.arange(ncl)])
         cols = np.concatenate([d.centry_carc, np.arange(nca), nca + np.arange(ncl)])
         vals = np.concatenate([np.ones(len(d.centry_pool) + nca), -np.ones(ncl)])
-        start, index, value = csr_from_triplets(rows, cols, vals, len(used) + ncl)
-        self._entries = (rows, cols, vals)
+        self._entries = (rows, cols, vals)  # the full layout (arcs, then extras), for _violation
+        # Each arc's LP rows (its pool rows, padded with a row whose dual is 0), for pricing arcs outside the LP.
+        self.arc_lprows = np.where(self.arc_rows < self.n_pool, pos[np.minimum(self.arc_rows, self.n_pool)], len(used) + ncl)
         self.S = lp_scale(self.R[used])
         self.snap = snap_tolerance(self.S, self.options.feasibility_tolerance)
+        # The first LP holds every arc; later ones only the working set (see _admit and _prune).
+        self.work = np.arange(nca)
+        self.in_work = np.ones(nca, dtype=bool)
+        hcols = np.where(cols < nca, ncl + cols, cols - nca)
+        start, index, value = csr_from_triplets(rows, hcols, vals, len(used) + ncl)
         lp = LinearProgram(
-            col_cost=np.concatenate([np.zeros(nca), np.ones(ncl)]), col_lower=np.zeros(nca + ncl),
-            col_upper=np.concatenate([np.full(nca, np.inf), np.zeros(ncl)]),
+            col_cost=np.concatenate([np.ones(ncl), np.zeros(nca)]), col_lower=np.zeros(nca + ncl),
+            col_upper=np.concatenate([np.zeros(ncl), np.full(nca, np.inf)]),
             row_lower=np.concatenate([np.full(len(used), -np.inf), self.D / self.S]),
             row_upper=np.concatenate([self.R[used] / self.S, self.D / self.S]),
             row_start=start, col_index=index, value=value, maximize=True,
@@ -317,7 +338,74 @@ class _State:
         self.h.setOptionValue("simplex_strategy", SIMPLEX_STRATEGY)
         pass_model(self.h, lp)
 
-    def _solve(self, c: int | None) -> np.ndarray:
+    # ----------------------------------------------------------------- the working set of arcs
+    def _admit(self, arcs: np.ndarray) -> None:
+        """Add place columns for `arcs` (those not in the LP yet), at 0: the basis stays valid."""
+        arcs = arcs[~self.in_work[arcs]]
+        if not len(arcs):
+            return
+        lr = self.arc_lprows[arcs]
+        ok = lr < self.n_lp_pool + self.d.n_classes
+        n_pool_ent = ok.sum(axis=1)
+        per = n_pool_ent + 1
+        start = np.concatenate([[0], np.cumsum(per)[:-1]]).astype(np.int32)
+        index = np.empty(int(per.sum()), dtype=np.int32)
+        # each column: its pool rows, then its class row
+        col_of = np.repeat(np.arange(len(arcs)), n_pool_ent)
+        slot = np.arange(len(col_of)) - np.repeat(np.cumsum(n_pool_ent) - n_pool_ent, n_pool_ent)
+        index[start[col_of] + slot] = lr[ok]
+        index[start + n_pool_ent] = self.n_lp_pool + self.d.carc_class[arcs]
+        value = np.ones(len(index))
+        zeros = np.zeros(len(arcs))
+        self.h.addCols(len(arcs), zeros, zeros, np.full(len(arcs), np.inf), len(index), start, index, value)
+        self.work = np.concatenate([self.work, arcs])
+        self.in_work[arcs] = True
+
+    def _price(self, out) -> np.ndarray:
+        """Arcs outside the LP whose reduced cost, at the LP's duals, would improve it (beyond the dual tolerance)."""
+        if self.in_work.all():
+            return np.zeros(0, dtype=np.int64)
+        if out.row_duals is None:  # no duals to price by: take every arc, the LP over all of them
+            return np.flatnonzero(~self.in_work)
+        y = np.concatenate([out.row_duals, [0.0]])
+        # reduced cost of place[a] (cost 0): -(sum of its rows' duals), HiGHS's sign (checked against its col_dual)
+        rc = -(y[self.arc_lprows].sum(axis=1) + y[self.n_lp_pool + self.d.carc_class])
+        return np.flatnonzero((rc > self.options.feasibility_tolerance) & ~self.in_work)
+
+    def _prune(self, out) -> None:
+        """Drop the place columns that are nonbasic at 0 once the LP holds more than WORK_MAX x its rows: the working
+        set stays near the basis; an arc dropped comes back when its reduced cost asks for it (_price)."""
+        ncl = self.d.n_classes
+        if len(self.work) <= WORK_MAX * (self.n_lp_pool + ncl):
+            return
+        status = np.array([int(s) for s in self.h.getBasis().col_status[ncl:]])
+        col = out.x[ncl:] if out.x is not None else np.asarray(self.h.getSolution().col_value)[ncl:]
+        drop = (status != BASIC) & (col <= 0)
+        if not drop.any():
+            return
+        self.h.deleteCols(int(drop.sum()), (ncl + np.flatnonzero(drop)).astype(np.int32))
+        self.in_work[self.work[drop]] = False
+        self.work = self.work[~drop]
+
+    def _solve(self, c: int | None, admit: np.ndarray | None = None) -> np.ndarray:
+        """Solve the room LP over its working set, adding the arcs `admit` first and then every arc outside it whose
+        reduced cost asks to enter, until none does: the optimum of the LP over all arcs."""
+        if admit is not None:
+            self._admit(admit)
+        while True:
+            out = self._run()
+            more = self._price(out)
+            if not len(more):
+                break
+            self.priced += len(more)
+            self._admit(more)
+        self.lp_calls += 1
+        self._last = out
+        self._x = self._values(out)
+        self._prune(out)
+        return np.maximum(self._x[: self.n_arcs], 0.0)
+
+    def _run(self):
         out = run_highs(self.h, is_mip=False)
         if out.status != "optimal":
             # Primal simplex from the previous basis is the fast path (only the asking class's column opened), but
@@ -339,10 +427,12 @@ class _State:
             if self._violation(self._raw(out)) > self.options.feasibility_tolerance:
                 self.h.clearSolver()
                 out = check_outcome(run_highs(self.h, is_mip=False), strict, what)
-        self.lp_calls += 1
-        self._last = out
-        self._x = self._values(out)
-        return np.maximum(self._x[: self.n_arcs], 0.0)
+        return out
+
+    def _working(self, classes: np.ndarray) -> np.ndarray:
+        """The arcs the next LP must hold: the placement's (so that it is feasible) and the asking classes'."""
+        own = np.concatenate([np.arange(self.cstart[c], self.cstart[c + 1]) for c in np.atleast_1d(classes).tolist()] or [[]])
+        return np.union1d(np.flatnonzero(self.Z > 0), own.astype(np.int64))
 
     def _violation(self, x: np.ndarray) -> float:
         """The largest amount (LP units) by which x breaks a row of the room LP or goes below zero, computed from x
@@ -359,7 +449,7 @@ class _State:
             self._lp()
         s, e = self.cstart[c], self.cstart[c + 1]
         self.open_extra(c, cap)
-        x = self._solve(c)
+        x = self._solve(c, self._working(c))
         self.open_extra(c, 0)
         self._lp_x, self._lp_c = x, c
         value = min(_snap(float(x[s:e].sum()) - float(self.D[c]), self.snap), cap)
@@ -374,7 +464,7 @@ class _State:
             self._lp()
         for c in classes.tolist():
             self.open_extra(c, dem[c])
-        self._solve(None)
+        self._solve(None, self._working(classes))
         for c in classes.tolist():
             self.open_extra(c, 0)
         self.record_cut()
@@ -400,6 +490,8 @@ class _State:
 
 
 CHUNK_FIRST, CHUNK_MAX, LP_CHUNK_FIRST, LP_CHUNK_MAX = 64, 1 << 16, 2, 1024
+WORK_MAX = 3  # the room LP's working set is pruned back to its basis when it holds more arcs than this x its rows
+BASIC = int(highspy.HighsBasisStatus.kBasic)
 CUTS_MAX = 256  # dual cuts kept (the oldest is replaced)
 CUT_Y_MAX = 1 << 20  # a rounded pool dual above this is clipped (keeps R.y in int64; any y >= 0 is valid)
 
@@ -558,6 +650,7 @@ def place_classes(d, grant_milli: np.ndarray, options: SolverOptions) -> np.ndar
         Z[cstart[:-1]] = D
         return Z
     st.n_pool, st.R, st.D = len(d.pools), to_milli(d.pools["pool_cube"].to_numpy()).astype(float), D.astype(np.int64)
+    st.arc_rows = arc_rows(d)
     st._lp()
-    st.lp_calls = st.fallbacks = st.refreshes = 0
+    st.lp_calls = st.fallbacks = st.refreshes = st.priced = 0
     return st._solve(None)
