@@ -14,6 +14,8 @@ E_c is found by:
      class-aggregated model of models/clearing.md, warm-started between calls, in units of a power of two of
      milli-cube so that HiGHS's absolute tolerance fits the pools' size). Its value is snapped to the milli-cube
      grid (the only tolerance: 1e-6 cube, a thousandth of the smallest step).
+     The LP holds a working set of class arcs (the placement's, the asking classes', and every arc whose reduced
+     cost asks to enter, priced until none does): the optimum over every arc at a fraction of the columns.
 E_c never increases as grants are added, so a cached upper bound per class skips every later request of a
 class that is full (or whose bound is below the request's min_cube and which has no direct room). Every room LP's
 pool duals, rounded, bound every class's room from then on (models/clearing.md, "Dual bounds").
