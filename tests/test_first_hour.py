@@ -193,7 +193,7 @@ def test_progress_off_a_terminal_is_one_line_per_top_level_stage_and_a_closing_l
     lines = done.stderr.splitlines()
     assert "\r" not in done.stderr and "\x1b" not in done.stderr
     stages = [re.sub(r": done in [0-9.]+s$", "", line.removeprefix("[optalloc] ")) for line in lines[:-1]]
-    assert stages == ["load and validate", "baseline", "round 1", "round 2", "round 3", "settle"]
+    assert stages == ["load and validate", "baseline", "round 1", "round 2", "round 3", "settle", "summary"]
     assert re.fullmatch(rf"optalloc: wrote 8 tables and summary\.json to {re.escape(str(tmp_path / 'o'))} \([0-9.]+ s\)", lines[-1])
 
 
@@ -219,7 +219,7 @@ def test_progress_on_a_terminal_is_a_live_line_per_stage_overwritten_in_place(tm
     assert "\r\x1b[K[optalloc] baseline: solve ..." in text  # the live line, overwritten in place
     lines = [line.rsplit("\r\x1b[K", 1)[-1] for line in text.replace("\r\n", "\n").split("\n") if line]
     assert [re.sub(r": done in [0-9.]+s$", "", line.removeprefix("[optalloc] ")) for line in lines[:-1]] == [
-        "load and validate", "baseline", "round 1", "round 2", "round 3", "settle"]
+        "load and validate", "baseline", "round 1", "round 2", "round 3", "settle", "summary"]
     assert lines[-1].startswith("optalloc: wrote 8 tables and summary.json to ")
 
 
