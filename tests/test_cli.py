@@ -33,7 +33,20 @@ def test_markets_on_two_worker_processes_give_byte_identical_output(tmp_path, mo
     def counting(workers):
         ex = real(workers)
         inner = ex.map
-        ex.map = lambda fn, calls: (mapped.append((fn.__name__, len(calls))), inner(fn, calls))[1]
+
+        def map_counted(fn, calls):  # calls may be a generator (the baseline builds each market as it is sent): counted as taken
+            taken = []
+
+            def counted():
+                for call in calls:
+                    taken.append(call)
+                    yield call
+
+            out = inner(fn, counted())
+            mapped.append((fn.__name__, len(taken)))
+            return out
+
+        ex.map = map_counted
         return ex
 
     monkeypatch.setattr(cli, "make_executor", counting)

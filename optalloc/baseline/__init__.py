@@ -43,7 +43,7 @@ def allocate(instance: Instance, options: SolverOptions | None = None, *, split:
     default each market is solved on its own, one after another (each market's LP is freed before the next is
     built), and the solutions are put together; `split=False` solves the one LP over every market (the reference
     the tests compare against). With an executor (`map(fn, calls)`), the markets are solved in parallel: the same
-    answer, with every market's data built first."""
+    answer; each market is built as it is sent."""
     options = options or instance.settings.solver
     with stage("baseline: prepare"):
         d = prepare_baseline(instance)
@@ -54,9 +54,16 @@ def allocate(instance: Instance, options: SolverOptions | None = None, *, split:
     if not split:
         solution = solve_market(d, backend, options)
     elif executor is not None:
-        parts = [market_data(d, k, t) for k, t in markets(d)]
-        solved = executor.map(solve_market, [(part, backend, options) for part in parts])
-        solution = combine_solutions(d, [(part.cell_index, part.cap_index, sol) for part, sol in zip(parts, solved)])
+        index = []
+
+        def calls():  # each market built only when the executor takes it (and sends it off)
+            for k, t in markets(d):
+                part = market_data(d, k, t)
+                index.append((part.cell_index, part.cap_index))
+                yield part, backend, options
+
+        solved = executor.map(solve_market, calls())
+        solution = combine_solutions(d, [(*ix, sol) for ix, sol in zip(index, solved)])
     else:
         parts = []
         for k, t in markets(d):
