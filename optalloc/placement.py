@@ -24,7 +24,8 @@ def split_by_class(
     item_class: np.ndarray, item_amount: np.ndarray, arc_class: np.ndarray, arc_amount: np.ndarray, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (item, arc, amount) triplets with sum over arcs = item_amount and sum over items = arc_amount
-    (arc amounts are rescaled within a class to the items' total, absorbing solver round-off).
+    (arc amounts are rescaled within a class to the items' total, absorbing solver round-off); each (item, arc)
+    pair at most once.
 
     `arc_class` must be sorted (arcs grouped by class)."""
     if len(item_class) == 0 or len(arc_class) == 0:
@@ -44,4 +45,11 @@ def split_by_class(
     i = np.minimum(np.searchsorted(item_end, mid, side="right"), len(item_end) - 1)
     a = np.minimum(np.searchsorted(arc_end, mid, side="right"), len(arc_end) - 1)
     ok = (cls[i] == arc_class[a]) & (hi - lo > 0)
-    return order[i[ok]], a[ok], (hi - lo)[ok]
+    i, a, piece = i[ok], a[ok], (hi - lo)[ok]
+    # The item and arc ends of a class come from different sums, so they can differ in the last bits: a sliver past
+    # the last end is clamped onto the last (item, arc) pair again. i and a never decrease along the line, so equal
+    # pairs are neighbours: each pair is one triplet, its pieces added (no amount lost, no pair twice).
+    if len(i) == 0:
+        return order[i], a, piece
+    start = np.flatnonzero(np.concatenate([[True], (i[1:] != i[:-1]) | (a[1:] != a[:-1])]))
+    return order[i[start]], a[start], np.add.reduceat(piece, start)
