@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -125,10 +126,8 @@ class DaskExecutor:
         for args in calls:
             pin = None
             if workers:  # none yet (a cluster still scaling up): the scheduler places the data
-                busy = {w: 0 for w in workers}
-                for w, f in zip(placed, futures):
-                    busy[w] += not f.done()
-                pin = [min(workers, key=lambda w: (busy[w], workers.index(w)))]
+                busy = Counter(w for w, f in zip(placed, futures) if not f.done())
+                pin = [min(workers, key=busy.__getitem__)]  # ties: the first address in sorted order
             data = client.scatter([args], workers=pin, hash=False)[0]
             futures.append(client.submit(_apply, fn, data, pure=False, workers=pin))
             placed.append(pin[0] if pin else None)
