@@ -117,9 +117,10 @@ def store_case(name: str, case: dict, inst: Path, workers: int) -> list[tuple]:
                 print(f"{name} {command}: exit {code}\n{tail}", flush=True)
             # ingest reports its load and validate; the batch one line per period and step (baseline, round N,
             # settlement) around the inner stages of the same names
-            steps = {m["step"]: v for s, v in stages.items() if (m := STEP.fullmatch(s))}
             if command == "ingest":
                 steps = {"load and validate": stages.get("load and validate", 0.0)}
+            else:
+                steps = {m["step"]: v for s, v in stages.items() if (m := STEP.fullmatch(s))}
             cols = dict.fromkeys(COLUMNS, 0.0)
             for step, v in steps.items():
                 cols["rounds" if step.startswith("round ") else "settle" if step == "settlement" else
