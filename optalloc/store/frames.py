@@ -98,9 +98,10 @@ def _copy_in(conn: sa.Connection, sql: str, rows: list[tuple]) -> None:
         raise statement_error(conn.engine.url.render_as_string(hide_password=True), e, lost=lost) from None
 
 
-def read_frame(conn: sa.Connection, table: sa.Table, period_id: str) -> pd.DataFrame:
+def read_frame(conn: sa.Connection, table: sa.Table, period_id: str, *, split_lists: bool = True) -> pd.DataFrame:
     """A period's rows with the DataFrame types the engine uses, sorted by primary key in Python's string order
-    (the same on every database, whatever its collation)."""
+    (the same on every database, whatever its collation). `split_lists=False` keeps list columns as the stored
+    ';'-joined text, as a CSV table has them: the validator splits text lists once per distinct value."""
     dialect = conn.dialect
     q = dialect.identifier_preparer
     names = [c.name for c in table.columns]
@@ -114,13 +115,13 @@ def read_frame(conn: sa.Connection, table: sa.Table, period_id: str) -> pd.DataF
         result.close()
     columns = list(zip(*rows)) if rows else [() for _ in names]
     del rows
-    frame = pd.DataFrame({c.name: _typed(c, values, dialect, coltype) for c, values, coltype in zip(table.columns, columns, coltypes)},
-                         columns=names)
+    typed = (_typed(c, values, dialect, coltype, split_lists) for c, values, coltype in zip(table.columns, columns, coltypes))
+    frame = pd.DataFrame(dict(zip(names, typed)), columns=names)
     keys = [c.name for c in table.primary_key.columns]
     return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def _typed(c: sa.Column, values: tuple, dialect: sa.Dialect, coltype) -> pd.Series | np.ndarray:
+def _typed(c: sa.Column, values: tuple, dialect: sa.Dialect, coltype, split_lists: bool = True) -> pd.Series | np.ndarray:
     """One column as read (after the dialect's result processor, if it has one) with the type the engine uses."""
     convert = c.type.dialect_impl(dialect).result_processor(dialect, coltype)
     if convert is not None:
@@ -133,7 +134,7 @@ def _typed(c: sa.Column, values: tuple, dialect: sa.Dialect, coltype) -> pd.Seri
         return np.array(values, dtype=np.int64) if not c.nullable else pd.array(values, dtype="Int64")
     if isinstance(c.type, sa.DateTime):
         return pd.Series(pd.to_datetime(list(values), utc=True)).astype("datetime64[us, UTC]")
-    if c.name in LIST_COLUMNS:
+    if c.name in LIST_COLUMNS and split_lists:
         return pd.Series([None if v is None else tuple(v.split(";")) for v in values], dtype=object)
     return pd.Series(list(values), dtype=None if len(values) else object)
 

@@ -380,7 +380,7 @@ class Store:
             rounds = conn.execute(
                 sa.select(T.rounds.c.round, T.rounds.c.close_date).where(T.rounds.c.period_id == period_id).order_by(T.rounds.c.round)
             ).all()
-            tables = {name: read_frame(conn, table, period_id) for name, table in T.INPUT_TABLES.items()}
+            tables = {name: read_frame(conn, table, period_id, split_lists=False) for name, table in T.INPUT_TABLES.items()}
             tables["history"] = self._period_history(conn, period, tables["sellers"]["seller_id"], tables["fcs"]["storage_type"])
             performance = read_frame(conn, T.performance, period_id)
         if len(performance):
