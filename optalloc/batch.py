@@ -35,7 +35,7 @@ import pandas as pd
 
 from . import units
 from .baseline import BaselineResult, allocate
-from .clearing import clear_market, combine_markets, held_grants
+from .clearing import clear_market, combine_markets, concat_results, held_grants
 from .errors import OptallocError, StoreError
 from .failpoints import failpoint
 from .instance import Instance
@@ -201,7 +201,7 @@ class _Run:
         self.store, self.run_id, self.on, self.overrides, self.executor = store, run_id, on, overrides, executor
         self.instances: dict[str, Instance] = {}
         self._limits: dict[str, pd.Series] = {}
-        self._grants: dict[str, list[pd.DataFrame]] = {}
+        self._cleared: dict[str, dict[str, list[pd.DataFrame]]] = {}
         self.report = BatchReport(run_id, "nothing_to_do")
         self._objective_cents = 0  # the report's objective, summed exactly in cents
         self.held = store.held_periods()
@@ -242,18 +242,21 @@ class _Run:
         return self.instances[period_id]
 
     def limits(self, period_id: str) -> pd.Series:
-        """The period's stored baseline limits (fixed once written), read once per run."""
+        """The period's baseline limits (fixed once written): the ones this run committed, else read from the store
+        once per run."""
         if period_id not in self._limits:
             self._limits[period_id] = self.store.results(period_id, ["limits"])["limits"]["limit_cube"]
         return self._limits[period_id]
 
-    def grants(self, period_id: str) -> list[pd.DataFrame]:
-        """The period's grants so far: read from the store once per run, then each round's as this run commits it
-        (the frame it wrote, as `period.clear_rounds` carries grants in memory), so a later round of the same run does
-        not read back what was just written."""
-        if period_id not in self._grants:
-            self._grants[period_id] = [self.store.results(period_id, ["grants"])["grants"]]
-        return self._grants[period_id]
+    def cleared(self, period_id: str) -> dict[str, list[pd.DataFrame]]:
+        """The grants and round_prices of the period's rounds cleared so far: read from the store once per run, before
+        this run commits a round of the period, then each round's frames as this run commits them (the frames it wrote,
+        as `period.clear_rounds` carries them in memory), so neither a later round nor the settlement of the same run
+        reads back what was just written."""
+        if period_id not in self._cleared:
+            stored = self.store.results(period_id, ["grants", "round_prices"])
+            self._cleared[period_id] = {name: [frame] for name, frame in stored.items()}
+        return self._cleared[period_id]
 
     def options(self, period_id: str) -> SolverOptions:
         solver = self.instance(period_id).settings.solver
@@ -315,6 +318,7 @@ class _Run:
                 self.fail(p, "baseline", result.error)
                 continue
             self.store.commit_baseline(p, result, self.run_id)
+            self._limits[p] = result.limits["limit_cube"]
             self.step(f"{p} baseline", time.perf_counter() - t0, period_id=p, objective=units.value(result.objective, units.VALUE),
                       status=result.status)
 
@@ -328,7 +332,7 @@ class _Run:
     def _round_calls(self, p: str, r: int) -> list[tuple]:
         inst = self.instance(p)
         limits = self.limits(p)
-        held = held_grants(*self.grants(p))
+        held = held_grants(*self.cleared(p)["grants"])
         calls = []
         for k in sorted(inst.fcs["storage_type"].unique()):
             of_k = limits.index.get_level_values("storage_type") == k
@@ -356,8 +360,10 @@ class _Run:
             result = self.prepare(p, f"round {r}", lambda mine=mine: combine_markets(mine))
             if result is None:
                 continue
+            cleared = self.cleared(p)  # read (if this run has not yet) before the round is committed
             self.store.commit_round(p, result, self.run_id)
-            self.grants(p).append(result.grants)
+            cleared["grants"].append(result.grants)
+            cleared["round_prices"].append(result.prices)
             failpoint(f"round-{r}-committed")
             # Totals as the exported tables show them: each row rounded (cents, milli-cube), summed exactly.
             cents = int(units.steps(result.prices["objective"], units.MONEY).sum())
@@ -368,8 +374,8 @@ class _Run:
 
     def _settle(self, p: str) -> pd.DataFrame:
         inst = self.instance(p)
-        t = self.store.results(p, ["grants", "round_prices"])
-        return settle(t["grants"], t["round_prices"], self.limits(p), inst.sales, inst.grant_sales, inst.settings)
+        grants, prices = (concat_results(self.cleared(p)[name]) for name in ("grants", "round_prices"))
+        return settle(grants, prices, self.limits(p), inst.sales, inst.grant_sales, inst.settings)
 
     def settlements(self) -> None:
         periods = self.store.periods()
