@@ -37,8 +37,9 @@ def _column_values(series: pd.Series, name: str) -> list:
     if name in LIST_COLUMNS:
         return [";".join(v) for v in series]
     if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return [None if pd.isna(v) else v.tz_convert("UTC").to_pydatetime() for v in series]
-    values = series.tolist()
+        values = series.dt.tz_convert("UTC").array.to_pydatetime().tolist()  # NaT too: made None below
+    else:
+        values = series.tolist()
     if series.dtype.kind in "biu":  # numpy integers and booleans: never missing
         return values
     for i in np.flatnonzero(series.isna().to_numpy()):
