@@ -430,6 +430,14 @@ def test_every_family_of_both_builds_is_named_in_models_clearing_md():
     assert missing == []
 
 
+def _pools_scaled(spec: GenerateSpec, tight: float):
+    """A generated instance whose pools are `tight` times the generated ones (to the milli-cube)."""
+    inst = generate(spec)
+    return type(inst).from_tables(period=inst.period, settings=inst.settings, tables={
+        "fcs": inst.fcs.assign(pool_cube=inst.fcs["pool_cube"] * tight).round({"pool_cube": 3}), "sellers": inst.sellers,
+        "needs": inst.needs, "requests": inst.requests})
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000), min_share=st.sampled_from([0.0, 0.2]), tight=st.sampled_from([0.3, 1.0]))
 def test_chunked_priority_equals_one_request_at_a_time(seed, min_share, tight):
@@ -438,11 +446,8 @@ def test_chunked_priority_equals_one_request_at_a_time(seed, min_share, tight):
     from optalloc.clearing import priority as P
     from optalloc.clearing.model import prepare_clearing
 
-    inst = generate(GenerateSpec(sellers=40, fcs=5, regions=2, storage_types=1, months=3, rounds=2, requests=160,
-                                 second_region_share=0.6, min_cube_share=min_share, multi_month_share=0.4, seed=seed))
-    inst = type(inst).from_tables(period=inst.period, settings=inst.settings, tables={
-        "fcs": inst.fcs.assign(pool_cube=inst.fcs["pool_cube"] * tight).round({"pool_cube": 3}), "sellers": inst.sellers,
-        "needs": inst.needs, "requests": inst.requests})
+    inst = _pools_scaled(GenerateSpec(sellers=40, fcs=5, regions=2, storage_types=1, months=3, rounds=2, requests=160,
+                                      second_region_share=0.6, min_cube_share=min_share, multi_month_share=0.4, seed=seed), tight)
     limits = allocate(inst).limits["limit_cube"]
     opts = inst.settings.solver
     earlier = []
@@ -561,11 +566,8 @@ def _working_set_against_every_arc(seed, min_share, tight):
     from optalloc.clearing import priority as P
     from optalloc.clearing.model import prepare_clearing
 
-    inst = generate(GenerateSpec(sellers=40, fcs=6, regions=2, storage_types=1, months=3, rounds=2, requests=200,
-                                 second_region_share=0.7, min_cube_share=min_share, multi_month_share=0.5, seed=seed))
-    inst = type(inst).from_tables(period=inst.period, settings=inst.settings, tables={
-        "fcs": inst.fcs.assign(pool_cube=inst.fcs["pool_cube"] * tight).round({"pool_cube": 3}), "sellers": inst.sellers,
-        "needs": inst.needs, "requests": inst.requests})
+    inst = _pools_scaled(GenerateSpec(sellers=40, fcs=6, regions=2, storage_types=1, months=3, rounds=2, requests=200,
+                                      second_region_share=0.7, min_cube_share=min_share, multi_month_share=0.5, seed=seed), tight)
     limits = allocate(inst).limits["limit_cube"]
     opts = inst.settings.solver
     states, real_lp = [], P._State._lp
