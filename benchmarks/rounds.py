@@ -29,12 +29,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from optalloc.baseline import allocate
-    from optalloc.clearing import model, priority
+    from optalloc.clearing import priority, solve
     from optalloc.generate import GenerateSpec, generate
     from optalloc.period import clear_rounds
 
     iterations = [0]
-    run_highs, clear_by_priority = priority.run_highs, model.clear_by_priority
+    run_highs, clear_by_priority = priority.run_highs, solve.clear_by_priority
     rows = []
 
     def counted(h, *, is_mip):  # every room LP's simplex iterations, added up
@@ -52,7 +52,7 @@ def main() -> None:
         print(f"  round {d.round} {rows[-1][1]}: {seconds:.1f}s, {out.lp_calls} room LPs", flush=True)
         return out
 
-    priority.run_highs, model.clear_by_priority = counted, measured
+    priority.run_highs, solve.clear_by_priority = counted, measured
     spec = GenerateSpec(sellers=args.sellers, fcs=300, regions=30, storage_types=3, months=3, rounds=3,
                         requests=int(args.sellers * 1.5), seed=args.seed)
     t = time.perf_counter()

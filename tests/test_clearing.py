@@ -444,7 +444,7 @@ def test_chunked_priority_equals_one_request_at_a_time(seed, min_share, tight):
     """Requests granted in chunks (by direct room, or by one room LP for the chunk) get exactly what the plain
     method gives them one at a time, in every round (earlier grants held), and the LP chunk path runs."""
     from optalloc.clearing import priority as P
-    from optalloc.clearing.model import prepare_clearing
+    from optalloc.clearing import prepare_clearing
 
     inst = _pools_scaled(GenerateSpec(sellers=40, fcs=5, regions=2, storage_types=1, months=3, rounds=2, requests=160,
                                       second_region_share=0.6, min_cube_share=min_share, multi_month_share=0.4, seed=seed), tight)
@@ -465,7 +465,7 @@ def test_the_lp_chunk_path_is_taken_and_agrees(monkeypatch):
     """A round whose classes share FCs, so the direct room of a chunk falls short while one room LP fits it all, or
     fits a prefix of it (the requests before the first one whose class fell short)."""
     from optalloc.clearing import priority as P
-    from optalloc.clearing.model import prepare_clearing
+    from optalloc.clearing import prepare_clearing
 
     taken = []  # (requests granted by the LP, chunk length)
     real = P._lp_prefix
@@ -564,7 +564,7 @@ def _working_set_against_every_arc(seed, min_share, tight):
     (WORK_MAX = 0) and over every arc (the reference); assert equal grants; return how many arcs the pricing brought
     back."""
     from optalloc.clearing import priority as P
-    from optalloc.clearing.model import prepare_clearing
+    from optalloc.clearing import prepare_clearing
 
     inst = _pools_scaled(GenerateSpec(sellers=40, fcs=6, regions=2, storage_types=1, months=3, rounds=2, requests=200,
                                       second_region_share=0.7, min_cube_share=min_share, multi_month_share=0.5, seed=seed), tight)

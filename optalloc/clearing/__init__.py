@@ -1,33 +1,15 @@
 """Reservation clearing — formulation in models/clearing.md.
 
-`model` holds the round's data (`prepare_clearing`), the welfare model (Pyomo reference and class-aggregated
-arrays), the sort, pro rata, the choice of rule and method, and the result tables; `priority` holds the
-default rule's exact sequential method. Rules (settings.clearing_rule): priority (default), welfare, pro_rata.
+Layers, one module each: `data` (`prepare_clearing`: the round's audit and sets) -> the rule, computed by one of its
+exact methods (`priority`: the default rule's sequential method; `sort`: single-pool rounds, and pro rata; `model`:
+the welfare model, Pyomo reference and class-aggregated arrays) -> `results` (`extract_round`: tidy DataFrames).
+`solve` chooses the rule and method and holds the entry points, `clear_round` and `clear_market`.
+Rules (settings.clearing_rule): priority (default), welfare, pro_rata.
 """
 
-from .model import (  # noqa: F401
-    EPS,
-    POOL_INDEX,
-    ClearingData,
-    RoundResult,
-    Solution,
-    build_clearing_arrays,
-    build_clearing_model,
-    choose_method,
-    clear_by_sort,
-    clear_market,
-    clear_pro_rata,
-    clear_round,
-    clearing_rule,
-    combine_markets,
-    concat_results,
-    extract_round,
-    held_grants,
-    initial_pool,
-    prepare_clearing,
-    price_pools,
-    request_caps,
-    retime_tied_min_cube,
-    solve_clearing,
-)
+from .data import EPS, POOL_INDEX, ClearingData, Solution, held_grants, initial_pool, prepare_clearing, request_caps  # noqa: F401
+from .model import build_clearing_arrays, build_clearing_model, price_pools, retime_tied_min_cube  # noqa: F401
 from .priority import clear_by_priority, rank_order, to_cents, to_milli  # noqa: F401
+from .results import RoundResult, combine_markets, concat_results, extract_round  # noqa: F401
+from .solve import choose_method, clear_market, clear_round, clearing_rule, solve_clearing  # noqa: F401
+from .sort import clear_by_sort, clear_pro_rata  # noqa: F401
