@@ -11,7 +11,7 @@ market is solved once, in its own worker, so the figures are that market's alone
 
 - sent MB: the pickled call (a baseline market's arrays; a round market's part of the instance, limits, held grants);
 - seconds: the solve in the worker (unpickling excluded);
-- worker peak MiB: the worker's peak resident memory (ru_maxrss), and how much of it is the market's (less the
+- worker peak MiB: the worker's peak resident memory (VmHWM), and how much of it is the market's (less the
   worker's resident memory after its imports, before it received anything);
 - result MB: the pickled solution sent back.
 
@@ -40,16 +40,22 @@ def _worker(call_path: str, out_path: str) -> None:
     import optalloc.baseline
     import optalloc.clearing  # noqa: F401 -- the imports a Dask worker has before it receives a task
 
-    with open("/proc/self/statm") as f:
-        after_imports = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    after_imports = _status_kib("VmRSS")
     with open(call_path, "rb") as f:
         fn, args = pickle.load(f)
     t = time.perf_counter()
     result = fn(*args)
     seconds = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kib("VmHWM")
     with open(out_path, "wb") as f:
         pickle.dump((result, seconds, peak, after_imports), f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (KiB). VmHWM is the peak of this process's own memory
+    since it started: not ru_maxrss, which a process started by fork and exec inherits from its parent."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
 class WorkerPerMarket:
