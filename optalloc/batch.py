@@ -2,7 +2,8 @@
 
 One run (`run_batch`, `optalloc batch`), holding the store's writer lock:
 0. the forecast step: needs and performance scores from history for every period that has history but no needs;
-1. baseline limits for every period that has none yet;
+1. baseline limits for every period that has none yet, a period at a time (its storage type x month markets side by
+   side);
 2. every round whose close date is before the run's date and that is not cleared, in order: a period's rounds
    go one after another (each holds the grants of the ones before), while its storage types (`clear_round`
    clears each type as its own market) and other periods are independent and are solved side by side;
@@ -14,10 +15,11 @@ What a run does is recorded in `runs`: its date, the hash of its inputs, solver 
 objective, timings per step and outcome. Re-running changes nothing but adds its own record (`nothing_to_do`);
 a run killed at any point leaves every result it had not committed unwritten, and the next run does it.
 
-Scale-out: the solves of one wave go to an executor, in-process (`SerialExecutor`) or on Dask distributed
-(`DaskExecutor`: a LocalCluster of N worker processes, or an existing scheduler). The work units are pure
-functions of their inputs, and results are committed by this process in a fixed order, so the store ends
-the same whichever executor ran them.
+Scale-out: the markets of one baseline or one wave of rounds go to an executor, in-process (`SerialExecutor`) or on
+Dask distributed (`DaskExecutor`: a LocalCluster of N worker processes, or an existing scheduler); a worker gets one
+market's data (benchmarks/markets.py measures what each costs it). The work units are pure functions of their
+inputs, and results are committed by this process in a fixed order, so the store ends the same whichever executor
+ran them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from datetime import date
 import pandas as pd
 
 from . import units
-from .baseline import BaselineResult, allocate
+from .baseline import allocate
 from .clearing import clear_market, combine_markets, concat_results, held_grants
 from .errors import OptallocError, StoreError
 from .failpoints import failpoint
@@ -55,10 +57,6 @@ class ClusterError(StoreError):
 
 
 # ---------------------------------------------------------------- units of work (run on any worker)
-
-
-def allocate_period(instance: Instance, options: SolverOptions) -> BaselineResult:
-    return allocate(instance, options)
 
 
 def forecast_needs(instance: Instance, settlement: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -182,9 +180,9 @@ class _Failed:
     error: BaseException
 
 
-def _isolated(fn: Callable, *args):
+def _isolated(fn: Callable, *args, **kwargs):
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 -- reported as the period's failure
         return _Failed(e)
 
@@ -303,17 +301,14 @@ class _Run:
                       history_weeks=summary["history_weeks"], space_use_from=space_use_from)
 
     def baselines(self) -> None:
+        """Each period's baseline, one period after another: `allocate` sends the period's (storage type, month)
+        markets to the executor as it builds them, so a worker holds one market, never a whole period."""
         periods = self.store.periods()
-        todo, calls = [], []
         for p in periods.index[periods["baseline_run_id"].isna()]:
-            if self.active(p) and (call := self.prepare(p, "baseline", lambda p=p: (self.instance(p), self.options(p)))) is not None:
-                todo.append(p)
-                calls.append(call)
-        if not todo:
-            return
-        t0 = time.perf_counter()
-        results = self.map(allocate_period, calls)
-        for p, result in zip(todo, results):
+            if not self.active(p) or (call := self.prepare(p, "baseline", lambda p=p: (self.instance(p), self.options(p)))) is None:
+                continue
+            t0 = time.perf_counter()
+            result = _isolated(allocate, *call, executor=self.executor)
             if isinstance(result, _Failed):
                 self.fail(p, "baseline", result.error)
                 continue
@@ -336,7 +331,7 @@ class _Run:
         calls = []
         for k in sorted(inst.fcs["storage_type"].unique()):
             of_k = limits.index.get_level_values("storage_type") == k
-            calls.append((inst.of_storage_type(k), r, limits[of_k], held[held["storage_type"] == k], self.options(p), None))
+            calls.append((inst.round_market(k, r), r, limits[of_k], held[held["storage_type"] == k], self.options(p), None))
         return calls
 
     def clear_wave(self, wave: list[tuple[str, int]]) -> None:
