@@ -158,6 +158,18 @@ class Instance:
         grant_sales = self.grant_sales[self.grant_sales["request_id"].isin(requests["request_id"])].reset_index(drop=True)
         return replace(self, fcs=of_type(self.fcs), needs=of_type(self.needs), requests=requests, sales=of_type(self.sales), grant_sales=grant_sales)
 
+    def round_market(self, storage_type: str, round_: int) -> "Instance":
+        """What clearing one round's market of one storage type reads: that type's FCs and that round's requests of it,
+        the sellers (their regions place their grants, held ones too), the period and settings. Needs, sales and history
+        are left empty: a worker is sent this market, not the period (at 2 M sellers ~0.1 GB, not ~0.9)."""
+
+        def of_type(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[frame["storage_type"] == storage_type].reset_index(drop=True)
+
+        requests = self.requests[(self.requests["storage_type"] == storage_type) & (self.requests["round"] == round_)]
+        return replace(self, fcs=of_type(self.fcs), requests=requests.reset_index(drop=True), needs=self.needs.iloc[:0],
+                       sales=self.sales.iloc[:0], grant_sales=self.grant_sales.iloc[:0], history=self.history.iloc[:0], source_rows={})
+
     def summary(self) -> dict:
         return {
             "name": self.name,

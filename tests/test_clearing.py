@@ -602,3 +602,28 @@ def test_the_pricing_brings_arcs_back_into_the_room_lp():
     """On a round where it matters, the pricing takes arcs back into the working set (without it the LP over the
     working set alone finds less room and the grants differ from the reference: checked by mutation)."""
     assert _working_set_against_every_arc(0, 0.2, 0.3) > 0
+
+
+def test_a_round_market_is_cleared_as_its_storage_type_is():
+    """What a worker is sent for one round of one storage type (`Instance.round_market`: that round's requests, the
+    type's FCs, every seller, no needs, sales or history) clears exactly as the type's whole instance does, every round,
+    earlier grants held, multi-month and minimum requests included."""
+    from optalloc.clearing import clear_market
+
+    inst = generate(GenerateSpec(sellers=60, fcs=6, regions=2, storage_types=2, months=3, rounds=3, requests=240,
+                                 second_region_share=0.5, min_cube_share=0.2, multi_month_share=0.4, seed=5))
+    limits = allocate(inst).limits["limit_cube"]
+    opts = inst.settings.solver
+    earlier = []
+    for r in inst.period.rounds:
+        held = held_grants(*earlier)
+        for k in sorted(inst.fcs["storage_type"].unique()):
+            market = inst.round_market(k, r)
+            assert len(market.needs) == len(market.sales) == 0 and set(market.requests["round"]) <= {r}
+            assert market.sellers is inst.sellers
+            whole = clear_market(inst.of_storage_type(k), r, limits, held[held["storage_type"] == k], opts, None)
+            part = clear_market(market, r, limits, held[held["storage_type"] == k], opts, None)
+            for a, b in zip((whole.grants, whole.placements, whole.pools, whole.prices), (part.grants, part.placements, part.pools, part.prices)):
+                pd.testing.assert_frame_equal(a, b)
+            assert len(whole.grants) and (r == 1 or len(held))
+        earlier.append(clear_round(inst, r, limits=limits, held=held).grants)

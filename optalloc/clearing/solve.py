@@ -159,7 +159,7 @@ def clear_round(
     fan_out = executor is not None and len(types) > 1
     of_type = limits.index.get_level_values("storage_type") if fan_out else None  # a worker gets its type's limits only
     calls = (  # lazy: in this process one type's part of the instance exists at a time
-        (instance if len(types) == 1 else instance.of_storage_type(k), round_, limits[of_type == k] if fan_out else limits,
+        (instance.round_market(k, round_), round_, limits[of_type == k] if fan_out else limits,
          held[held["storage_type"] == k], options, method)
         for k in types
     )
