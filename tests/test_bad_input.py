@@ -119,16 +119,19 @@ def test_a_round_that_was_already_cleared_is_refused(tmp_path, capsys):
 
 
 def test_a_failure_while_writing_leaves_no_output(tmp_path, capsys, monkeypatch):
+    import optalloc.io
+
     calls = {"n": 0}
-    real = pd.DataFrame.to_csv
+    real = optalloc.io.csv_chunks
 
-    def flaky(self, *a, **kw):
+    def flaky(frame):  # the third table's file fills the disk after its header
         calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError(28, "No space left on device")
-        return real(self, *a, **kw)
+        for i, chunk in enumerate(real(frame)):
+            if calls["n"] == 3 and i == 1:
+                raise OSError(28, "No space left on device")
+            yield chunk
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", flaky)
+    monkeypatch.setattr(optalloc.io, "csv_chunks", flaky)
     out = tmp_path / "out"
     code, err = run_cli(["solve", str(INSTANCES / "worked_example.json"), "-o", str(out), "-q"], capsys)
     assert code == 2 and "No space left on device; nothing was written" in err and "Traceback" not in err
