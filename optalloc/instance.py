@@ -150,9 +150,8 @@ class Instance:
     def of_storage_type(self, storage_type: str) -> "Instance":
         """The market of one storage type: its FCs, needs, requests and sales (sellers and settings unchanged).
         Capacity never moves between storage types, so each type's market can be solved on its own."""
-
         def of_type(frame: pd.DataFrame) -> pd.DataFrame:
-            return frame[frame["storage_type"] == storage_type].reset_index(drop=True)
+            return _of_storage_type(frame, storage_type)
 
         requests = of_type(self.requests)
         grant_sales = self.grant_sales[self.grant_sales["request_id"].isin(requests["request_id"])].reset_index(drop=True)
@@ -162,12 +161,8 @@ class Instance:
         """What clearing one round's market of one storage type reads: that type's FCs and that round's requests of it,
         the sellers (their regions place their grants, held ones too), the period and settings. Needs, sales and history
         are left empty: a worker is sent this market, not the period (at 2 M sellers 0.22-0.26 GB, not 0.9)."""
-
-        def of_type(frame: pd.DataFrame) -> pd.DataFrame:
-            return frame[frame["storage_type"] == storage_type].reset_index(drop=True)
-
-        requests = self.requests[(self.requests["storage_type"] == storage_type) & (self.requests["round"] == round_)]
-        return replace(self, fcs=of_type(self.fcs), requests=requests.reset_index(drop=True), needs=self.needs.iloc[:0],
+        requests = _of_storage_type(self.requests[self.requests["round"] == round_], storage_type)
+        return replace(self, fcs=_of_storage_type(self.fcs, storage_type), requests=requests, needs=self.needs.iloc[:0],
                        sales=self.sales.iloc[:0], grant_sales=self.grant_sales.iloc[:0], history=self.history.iloc[:0], source_rows={})
 
     def summary(self) -> dict:
@@ -181,3 +176,8 @@ class Instance:
             "sellers": len(self.sellers),
             "requests": len(self.requests),
         }
+
+
+def _of_storage_type(frame: pd.DataFrame, storage_type: str) -> pd.DataFrame:
+    """A table's rows of one storage type, renumbered."""
+    return frame[frame["storage_type"] == storage_type].reset_index(drop=True)

@@ -23,9 +23,7 @@ from ..instance import Instance
 from ..placement import split_by_class
 from ..progress import note, stage
 from ..schemas import Settings, SolverOptions
-from ..solver import (
-    solve_pyomo,
-)
+from ..solver import solve_pyomo
 from .data import ClearingData, Solution, held_grants, prepare_clearing
 from .model import _solve_arrays, _solve_pyomo, build_clearing_model, price_pools
 from .priority import MILLI, clear_by_priority, place_classes, rank_order, to_milli
