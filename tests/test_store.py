@@ -34,12 +34,12 @@ def test_the_migrated_schema_is_the_code_s_schema(store_url):
     from alembic.migration import MigrationContext
 
     store = Store(store_url)
-    assert store.schema_revision() == head_revision() == "0003"
+    assert store.schema_revision() == head_revision() == "0004"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), T.metadata)
     assert diff == []
     Store(store_url)  # opening an up-to-date store again migrates nothing and fails nothing
-    assert store.schema_revision() == "0003"
+    assert store.schema_revision() == "0004"
 
 
 def test_an_ingested_instance_comes_back_exactly(store_url):
@@ -299,7 +299,49 @@ def test_a_store_created_by_0001_upgrades(store_url):
     done = cli("status", db=store_url)  # an existing store: opening it upgrades it
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
-    assert status["schema_revision"] == "0003" and status["periods"][0]["held"] is None and status["periods"][0]["failure"] is None
+    assert status["schema_revision"] == "0004" and status["periods"][0]["held"] is None and status["periods"][0]["failure"] is None
+
+
+def test_migration_0004_drops_the_bulk_tables_foreign_keys_and_keeps_their_rows(store_url):
+    """0004 takes the per-row foreign keys off the bulk tables (inputs, history, results) and keeps the control
+    tables' ones; downgraded to 0003 a store with a whole period in it gets them back, and upgraded again it has
+    the same rows and reads back the same results."""
+    from datetime import date
+
+    from alembic import command
+
+    from optalloc.batch import run_batch
+    from optalloc.store.store import _alembic_config
+
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    run_batch(store, date(2026, 12, 1))
+    before, results = row_counts(store), store.results("P202610")
+    bulk = [*T.INPUT_TABLES, "history", "performance", *(t.name for t in T.RESULT_TABLES.values())]
+
+    def references() -> dict[str, set]:
+        with store.engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            return {t: {(fk["constrained_columns"][0], fk["referred_table"]) for fk in inspector.get_foreign_keys(t)}
+                    for t in inspector.get_table_names()}
+
+    control = {t: refs for t, refs in references().items() if t not in bulk}
+    assert control["rounds"] == {("period_id", "periods"), ("cleared_run_id", "runs")}
+    assert all(not references()[t] for t in bulk)
+    cfg = _alembic_config()
+    with store.transaction() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+    old = references()
+    assert old["baseline_limits"] == {("period_id", "periods"), ("run_id", "runs")} and old["history"] == {("ingest_run_id", "runs")}
+    assert old["requests"] == {("period_id", "periods"), ("ingest_run_id", "runs")}
+    assert all(old[t] for t in bulk) and row_counts(store) == before
+    store.engine.dispose()
+    store = Store(store_url)  # opening it upgrades it
+    assert store.schema_revision() == "0004" and row_counts(store) == before
+    assert {t: refs for t, refs in references().items() if t not in bulk} == control and all(not references()[t] for t in bulk)
+    again = store.results("P202610")
+    assert all(again[name].equals(frame) for name, frame in results.items())
 
 
 def test_a_period_stored_before_forecast_method_existed_is_re_ingested_as_the_same(store_url, tmp_path):

@@ -7,6 +7,13 @@ Column names are the DataFrame column names of the instance tables (`optalloc.sc
 result tables (`optalloc.period.PeriodResult.tables()`), with `period_id` in front: every table but
 `runs` is keyed by period. Lists (months, regions) are stored as ';'-joined text, as in CSV instances.
 Units: cube = cubic feet for a month; fees $ per cube; sales and fees $.
+
+Foreign keys: the control tables (periods, rounds, period_failures) reference their runs and periods. The bulk
+tables (inputs, history and results: millions of rows at marketplace size) have none (migration 0004 dropped
+them: PostgreSQL checked two per row, most of a COPY's time). Their rows are written only by `write_frame`, in the
+one transaction that registers their period or claims their result (`Store.ingest`, `commit_baseline`,
+`commit_round`, `commit_forecast`, `commit_settlement`) and starts or holds their run, so the period and the run
+they name exist when they commit; nothing deletes a period or a run.
 """
 
 from __future__ import annotations
@@ -31,11 +38,23 @@ def _text(name: str, nullable: bool = False) -> sa.Column:
 
 
 def _run_ref(name: str = "run_id", nullable: bool = False) -> sa.Column:
+    """A control table's reference to a run (a foreign key)."""
     return sa.Column(name, sa.Integer(), sa.ForeignKey("runs.run_id"), nullable=nullable)
 
 
 def _period_key() -> sa.Column:
+    """A control table's period, part of its key (a foreign key)."""
     return sa.Column("period_id", ID, sa.ForeignKey("periods.period_id"), primary_key=True)
+
+
+def _run_of_row(name: str = "run_id") -> sa.Column:
+    """A bulk table's run: the run that wrote the row (no foreign key, see the module docstring)."""
+    return sa.Column(name, sa.Integer(), nullable=False)
+
+
+def _period_of_row() -> sa.Column:
+    """A bulk table's period, part of its key (no foreign key, see the module docstring)."""
+    return sa.Column("period_id", ID, primary_key=True)
 
 
 runs = sa.Table(
@@ -106,7 +125,7 @@ rounds = sa.Table(
 fcs = sa.Table(
     "fcs",
     metadata,
-    _period_key(),
+    _period_of_row(),
     _key("fc_id"),
     _key("storage_type"),
     _key("month"),
@@ -118,7 +137,7 @@ fcs = sa.Table(
 sellers = sa.Table(
     "sellers",
     metadata,
-    _period_key(),
+    _period_of_row(),
     _key("seller_id"),
     _num("performance_score"),
     _num("productivity"),
@@ -129,7 +148,7 @@ sellers = sa.Table(
 needs = sa.Table(
     "needs",
     metadata,
-    _period_key(),
+    _period_of_row(),
     _key("seller_id"),
     _key("storage_type"),
     _key("month"),
@@ -141,7 +160,7 @@ needs = sa.Table(
 requests = sa.Table(
     "requests",
     metadata,
-    _period_key(),
+    _period_of_row(),
     _key("request_id"),
     sa.Column("seller_id", ID, nullable=False),
     sa.Column("storage_type", ID, nullable=False),
@@ -151,28 +170,28 @@ requests = sa.Table(
     _num("min_cube"),
     sa.Column("round", sa.Integer(), nullable=False),
     sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
-    _run_ref("ingest_run_id"),
+    _run_of_row("ingest_run_id"),
 )
 
 sales = sa.Table(
     "sales",
     metadata,
-    _period_key(),
+    _period_of_row(),
     _key("seller_id"),
     _key("storage_type"),
     _key("month"),
     _num("sales"),
     _num("used_cube"),
-    _run_ref("ingest_run_id"),
+    _run_of_row("ingest_run_id"),
 )
 
 grant_sales = sa.Table(
     "grant_sales",
     metadata,
-    _period_key(),
+    _period_of_row(),
     _key("request_id"),
     _num("incremental_sales"),
-    _run_ref("ingest_run_id"),
+    _run_of_row("ingest_run_id"),
 )
 
 # What sellers did, per seller, storage type and week (optalloc.history): one table for the whole store, not per
@@ -189,7 +208,7 @@ history = sa.Table(
     _num("on_hand_cube"),
     sa.Column("category", ID, nullable=True),
     sa.Column("size_band", ID, nullable=True),
-    _run_ref("ingest_run_id"),
+    _run_of_row("ingest_run_id"),
 )
 
 # ---------------------------------------------------------------- results (as in PeriodResult.tables())
@@ -197,7 +216,7 @@ history = sa.Table(
 baseline_limits = sa.Table(
     "baseline_limits",
     metadata,
-    _period_key(),
+    _period_of_row(),
     _key("seller_id"),
     _key("storage_type"),
     _key("month"),
@@ -205,25 +224,25 @@ baseline_limits = sa.Table(
     _num("p50_cube"),
     _num("upper_cube"),
     _num("floor_cube"),
-    _run_ref(),
+    _run_of_row(),
 )
 
 baseline_placements = sa.Table(
     "baseline_placements",
     metadata,
-    _period_key(),
+    _period_of_row(),
     _key("seller_id"),
     _key("fc_id"),
     _key("storage_type"),
     _key("month"),
     _num("cube"),
-    _run_ref(),
+    _run_of_row(),
 )
 
 fc_prices = sa.Table(
     "fc_prices",
     metadata,
-    _period_key(),
+    _period_of_row(),
     _key("fc_id"),
     _key("storage_type"),
     _key("month"),
@@ -232,13 +251,13 @@ fc_prices = sa.Table(
     _num("net_cube"),
     _num("baseline_cube"),
     _num("shadow_price"),  # $ value per cube of one more cube at this FC/type/month (dual of fc_capacity)
-    _run_ref(),
+    _run_of_row(),
 )
 
 grants = sa.Table(
     "grants",
     metadata,
-    _period_key(),
+    _period_of_row(),
     sa.Column("round", sa.Integer(), primary_key=True),
     _key("request_id"),
     sa.Column("seller_id", ID, nullable=False),
@@ -254,25 +273,25 @@ grants = sa.Table(
     sa.Column("reason", sa.String(64), nullable=False),
     _num("price_faced", nullable=True),
     sa.Column("paradoxically_rejected", sa.Boolean(), nullable=False),
-    _run_ref(),
+    _run_of_row(),
 )
 
 grant_placements = sa.Table(
     "grant_placements",
     metadata,
-    _period_key(),
+    _period_of_row(),
     sa.Column("round", sa.Integer(), primary_key=True),
     _key("request_id"),
     _key("fc_id"),
     sa.Column("granted_round", sa.Integer(), nullable=False),
     _num("cube"),
-    _run_ref(),
+    _run_of_row(),
 )
 
 pools = sa.Table(
     "pools",
     metadata,
-    _period_key(),
+    _period_of_row(),
     sa.Column("round", sa.Integer(), primary_key=True),
     _key("fc_id"),
     _key("storage_type"),
@@ -282,13 +301,13 @@ pools = sa.Table(
     _num("granted_cube"),
     _num("pool_after"),
     _num("dual_price"),
-    _run_ref(),
+    _run_of_row(),
 )
 
 round_prices = sa.Table(
     "round_prices",
     metadata,
-    _period_key(),
+    _period_of_row(),
     sa.Column("round", sa.Integer(), primary_key=True),
     _key("storage_type"),
     sa.Column("requests", sa.Integer(), nullable=False),
@@ -300,13 +319,13 @@ round_prices = sa.Table(
     sa.Column("paradoxically_rejected", sa.Integer(), nullable=False),
     sa.Column("method", sa.String(32), nullable=False),
     _num("protected_price", nullable=True),  # price protection so far: lowest clearing price of this and later cleared rounds
-    _run_ref(),
+    _run_of_row(),
 )
 
 settlements = sa.Table(
     "settlements",
     metadata,
-    _period_key(),
+    _period_of_row(),
     sa.Column("round", sa.Integer(), primary_key=True),
     _key("request_id"),
     sa.Column("seller_id", ID, nullable=False),
@@ -322,7 +341,7 @@ settlements = sa.Table(
     sa.Column("sales_source", sa.String(32), nullable=False),
     _num("credit"),
     _num("net"),
-    _run_ref(),
+    _run_of_row(),
 )
 
 # The scores a period's forecast step computed (optalloc.forecast.performance): they replace its sellers'
@@ -330,7 +349,7 @@ settlements = sa.Table(
 performance = sa.Table(
     "performance",
     metadata,
-    _period_key(),
+    _period_of_row(),
     _key("seller_id"),
     _num("performance_score"),
     _num("productivity"),
@@ -338,7 +357,7 @@ performance = sa.Table(
     _num("excess_share"),
     _num("in_stock_rate"),
     _num("space_use", nullable=True),
-    _run_ref(),
+    _run_of_row(),
 )
 
 INPUT_TABLES = {"fcs": fcs, "sellers": sellers, "needs": needs, "requests": requests, "sales": sales, "grant_sales": grant_sales}
