@@ -55,6 +55,33 @@ def test_an_ingested_instance_comes_back_exactly(store_url):
         pd.testing.assert_frame_equal(ours.sort_values(key).reset_index(drop=True), theirs.sort_values(key).reset_index(drop=True), obj=name)
 
 
+def test_tables_written_in_many_statements_come_back_exactly(store_url):
+    """SQLite takes a table in INSERTs of as many rows as its bound-value limit allows: set to SQLite's default
+    32,766, 2,978 requests of 11 values. 7,500 requests are three, the last one short; read back as one 2-D array
+    they are the rows that went in, times to the microsecond and missing values (needs' floor_cube) included.
+    PostgreSQL, by COPY, the same."""
+    import sqlite3
+
+    from optalloc.generate import GenerateSpec, generate
+
+    inst = generate(GenerateSpec(sellers=1_500, fcs=6, regions=2, storage_types=2, months=2, rounds=2, requests=7_500, seed=3))
+    inst.requests["submitted_at"] += pd.to_timedelta(range(len(inst.requests)), unit="us")  # every microsecond digit
+    store = Store(store_url)
+    if store.backend == "sqlite":  # this Python's SQLite may allow more (250,000): every new connection gets the default
+        sa.event.listen(store.engine, "connect", lambda dbapi, _: dbapi.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766))
+        store.engine.dispose()
+        with store.engine.connect() as conn:
+            per = conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 11  # 9 columns, period, run
+        assert 2 * per < len(inst.requests) < 3 * per
+    store.ingest(inst)
+    back = store.instance(inst.period.period_id)
+    for name in ("fcs", "sellers", "needs", "requests", "sales"):
+        ours, theirs = getattr(inst, name), getattr(back, name)
+        assert len(ours) and (name != "needs" or ours["floor_cube"].isna().all())
+        key = list(ours.columns[:3])
+        pd.testing.assert_frame_equal(ours.sort_values(key).reset_index(drop=True), theirs.sort_values(key).reset_index(drop=True), obj=name)
+
+
 def test_ingesting_the_same_files_twice_adds_nothing(store_url):
     store = Store(store_url)
     store.ingest(load_instance(SMALL))

@@ -1,15 +1,16 @@
 """Frames <-> tables: the engine's DataFrames as rows of the store, and back.
 
 Rows move in bulk, without SQLAlchemy's per-row parameter handling (which cost more than the solves at 100,000
-requests): PostgreSQL is written by COPY (psycopg's `copy`), SQLite by one executemany of tuples, and both are
-read back as the driver's tuples. The values are the ones SQLAlchemy's own INSERT and SELECT bind and return:
+requests): PostgreSQL is written by COPY (psycopg's `copy`), SQLite by INSERTs of thousands of rows each, and both
+are read back as the driver's tuples. The values are the ones SQLAlchemy's own INSERT and SELECT bind and return:
 each column's bind and result processors for the dialect are applied (SQLite keeps datetimes as text, say), so
 a stored period reads back the same whichever path wrote it (tests/test_store.py checks this on both databases).
 """
 
 from __future__ import annotations
 
-from itertools import repeat
+import sqlite3
+from itertools import chain, repeat
 
 import numpy as np
 import pandas as pd
@@ -79,7 +80,21 @@ def write_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, **con
     if dialect.name == "postgresql":
         _copy_in(conn, f"COPY {into} FROM STDIN", rows)
     else:
-        conn.exec_driver_sql(f"INSERT INTO {into} VALUES ({', '.join([_placeholder(dialect)] * len(names))})", rows)
+        _insert_many(conn, into, len(names), rows)
+
+
+def _insert_many(conn: sa.Connection, into: str, width: int, rows: list[tuple]) -> None:
+    """SQLite: as many rows per INSERT as its limit on bound values allows (SQLite's default 32,766: 3,640 rows of 9
+    values), not one executemany step per row. sqlite3 releases the GIL around each step and takes it back after:
+    one row at a time, beside a thread that is busy in Python (the batch solves the next round while its writer
+    thread commits this one), each row waited for the GIL. 146,000 rows of 9: 0.33 s alone and minutes beside a
+    busy thread by executemany; 0.24 and 0.55 s in INSERTs of 3,640 rows."""
+    driver = conn.connection.driver_connection
+    per = max(1, driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+    one = f"({', '.join(['?'] * width)})"
+    for start in range(0, len(rows), per):
+        chunk = rows[start:start + per]
+        conn.exec_driver_sql(f"INSERT INTO {into} VALUES {', '.join([one] * len(chunk))}", tuple(chain.from_iterable(chunk)))
 
 
 def _placeholder(dialect: sa.Dialect) -> str:
@@ -102,11 +117,15 @@ def _copy_in(conn: sa.Connection, sql: str, rows: list[tuple]) -> None:
 def read_frame(conn: sa.Connection, table: sa.Table, period_id: str, *, split_lists: bool = True) -> pd.DataFrame:
     """A period's rows with the DataFrame types the engine uses, sorted by primary key in Python's string order
     (the same on every database, whatever its collation). `split_lists=False` keeps list columns as the stored
-    ';'-joined text, as a CSV table has them: the validator splits text lists once per distinct value."""
+    ';'-joined text, as a CSV table has them: the validator splits text lists once per distinct value.
+
+    The driver's rows become one 2-D object array in one C call (numpy), sliced into columns: transposing the
+    rows in Python (`zip(*rows)`) took as long as fetching them. period_id is not fetched: it is the one asked for."""
     dialect = conn.dialect
     q = dialect.identifier_preparer
     names = [c.name for c in table.columns]
-    sql = (f"SELECT {', '.join(q.quote(n) for n in names)} FROM {q.format_table(table)} "
+    fetched = [c for c in table.columns if c.name != "period_id"]
+    sql = (f"SELECT {', '.join(q.quote(c.name) for c in fetched)} FROM {q.format_table(table)} "
            f"WHERE {q.quote('period_id')} = {_placeholder(dialect)}")
     result = conn.exec_driver_sql(sql, (period_id,))
     try:
@@ -114,30 +133,38 @@ def read_frame(conn: sa.Connection, table: sa.Table, period_id: str, *, split_li
         coltypes = [d[1] for d in result.cursor.description]
     finally:
         result.close()
-    columns = list(zip(*rows)) if rows else [() for _ in names]
+    grid = np.empty((len(rows), len(fetched)), dtype=object)
+    if rows:
+        grid[:] = rows  # one C loop; a value is never a sequence (numbers, text, times, None)
     del rows
-    typed = (_typed(c, values, dialect, coltype, split_lists) for c, values, coltype in zip(table.columns, columns, coltypes))
-    frame = pd.DataFrame(dict(zip(names, typed)), columns=names)
-    keys = [c.name for c in table.primary_key.columns]
+    typed = {c.name: _typed(c, grid[:, j], dialect, coltype, split_lists) for j, (c, coltype) in enumerate(zip(fetched, coltypes))}
+    if "period_id" in names:
+        typed["period_id"] = pd.Series(np.full(len(grid), period_id, dtype=object), dtype=None if len(grid) else object)
+    frame = pd.DataFrame(typed, columns=names)
+    keys = [c.name for c in table.primary_key.columns if c.name != "period_id"]
     return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def _typed(c: sa.Column, values: tuple, dialect: sa.Dialect, coltype, split_lists: bool = True) -> pd.Series | np.ndarray:
-    """One column as read (after the dialect's result processor, if it has one) with the type the engine uses."""
+def _typed(c: sa.Column, values: np.ndarray, dialect: sa.Dialect, coltype, split_lists: bool = True) -> pd.Series | np.ndarray:
+    """One column as read (an object array of the driver's values) with the type the engine uses. The values are
+    the ones SQLAlchemy's result processor for the dialect would return; times stored as text (SQLite) are parsed
+    in one vectorised call, not one processor call per row."""
+    if isinstance(c.type, sa.DateTime):
+        if len(values) and all(isinstance(v, str) for v in values[:1]):  # SQLite: UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'
+            return pd.Series(pd.to_datetime(values, utc=True, format="ISO8601")).astype("datetime64[us, UTC]")
+        return pd.Series(pd.to_datetime(list(values), utc=True)).astype("datetime64[us, UTC]")
     convert = c.type.dialect_impl(dialect).result_processor(dialect, coltype)
     if convert is not None:
-        values = [convert(v) for v in values]
+        values = np.array([convert(v) for v in values] + [None], dtype=object)[:-1]  # a trailing None: never a 2-D array
     if isinstance(c.type, sa.Double):
-        return np.array(values, dtype=float)  # NULL is NaN
+        return values.astype(float)  # NULL is NaN
     if isinstance(c.type, sa.Boolean):
-        return np.array(values, dtype=bool)
+        return values.astype(bool)
     if isinstance(c.type, sa.Integer):
-        return np.array(values, dtype=np.int64) if not c.nullable else pd.array(values, dtype="Int64")
-    if isinstance(c.type, sa.DateTime):
-        return pd.Series(pd.to_datetime(list(values), utc=True)).astype("datetime64[us, UTC]")
+        return values.astype(np.int64) if not c.nullable else pd.array(values.tolist(), dtype="Int64")
     if c.name in LIST_COLUMNS and split_lists:
         return pd.Series([None if v is None else tuple(v.split(";")) for v in values], dtype=object)
-    return pd.Series(list(values), dtype=None if len(values) else object)
+    return pd.Series(values.tolist(), dtype=None if len(values) else object)
 
 
 def result_frame(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
