@@ -15,6 +15,12 @@ What a run does is recorded in `runs`: its date, the hash of its inputs, solver 
 objective, timings per step and outcome. Re-running changes nothing but adds its own record (`nothing_to_do`);
 a run killed at any point leaves every result it had not committed unwritten, and the next run does it.
 
+Writes overlap solves: each result's transaction is handed to one writer thread (`_Writer`), which commits them in
+the order they were handed over, while this thread goes on to the next market, round or settlement (the next round
+takes the grants before it from memory, never from the store). HiGHS and the database drivers release the GIL, so
+on a machine with two cores the writes mostly hide behind the solves. The first commit that fails stops the
+writer (nothing after it is written) and the run raises its error, as if it had been written inline.
+
 Scale-out: the markets of one baseline or one wave of rounds go to an executor, in-process (`SerialExecutor`) or on
 Dask distributed (`DaskExecutor`: a LocalCluster of N worker processes, or an existing scheduler); a worker gets one
 market's data (benchmarks/markets.py measures what each costs it). The work units are pure functions of their
@@ -27,9 +33,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -192,6 +200,62 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if not isinstance(e, OptallocError) else text or type(e).__name__
 
 
+class _Writer:
+    """The run's writes, in order, on one background thread (inline when `background` is False: an in-memory SQLite
+    store is one connection per thread, so another thread would not see it).
+
+    `submit(fn, *args)` hands a write over and returns once the write before it is done: one write in flight while
+    the run's thread solves the next, never a queue of results held in memory (at 2 M sellers a baseline's result
+    is gigabytes). `wait()` returns when every write is done. The first write that raises stops the writer (a write
+    handed over after it is dropped unrun) and its exception is raised by the next `submit` or `wait`, in the run's
+    thread. Progress notes of the writes (`note`) are printed by the run's thread, at its next `submit` or `wait`, so
+    the two threads never write the progress display at once."""
+
+    def __init__(self, background: bool):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="optalloc-writer") if background else None
+        self._last: Future | None = None
+        self._error: BaseException | None = None
+        self._notes: deque[str] = deque()
+
+    def submit(self, fn: Callable, *args) -> None:
+        self.wait()
+        if self._pool is None:
+            fn(*args)
+        else:
+            self._last = self._pool.submit(self._guarded, fn, args)
+
+    def _guarded(self, fn: Callable, args: tuple) -> None:
+        if self._error is not None:
+            return
+        try:
+            fn(*args)
+        except BaseException as e:  # noqa: BLE001 -- raised in the run's thread (`wait`)
+            self._error = e
+
+    def note(self, text: str) -> None:
+        if self._pool is None:
+            note(text)
+        else:
+            self._notes.append(text)
+
+    def wait(self) -> None:
+        if self._last is not None:
+            self._last.result()
+        while self._notes:
+            note(self._notes.popleft())
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> BaseException | None:
+        """Drop a write not yet begun and wait for the one being written (a transaction ends committed or rolled
+        back: Ctrl-C waits for it). Returns the error a write raised, if any."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        while self._notes:
+            note(self._notes.popleft())
+        return self._error
+
+
 class _Run:
     """One batch run's state: the store, the run's id, the periods loaded so far and what it did."""
 
@@ -200,6 +264,11 @@ class _Run:
         self.instances: dict[str, Instance] = {}
         self._limits: dict[str, pd.Series] = {}
         self._cleared: dict[str, dict[str, list[pd.DataFrame]]] = {}
+        self._committing: set[tuple[str, int]] = set()  # rounds handed to the writer (cleared, for what is due next)
+        self.writer = _Writer(background=not store.in_memory)
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="optalloc-hash")
+        self._hashes: dict[str, Future] = {}  # each loaded period's input hash, computed beside the solves
+        self._report_lock = threading.Lock()  # the report is written by both threads
         self.report = BatchReport(run_id, "nothing_to_do")
         self._objective_cents = 0  # the report's objective, summed exactly in cents
         self.held = store.held_periods()
@@ -218,10 +287,11 @@ class _Run:
             raise error
         message = one_line(error)
         code = getattr(error, "exit_code", 1)
+        self.writer.submit(self.store.record_failure, self.run_id, period_id, step, message, code)
         self.failed.add(period_id)
-        self.report.failures.append({"period_id": period_id, "step": step, "error": message, "exit_code": code})
-        self.report.outcome = "failed"
-        self.store.record_failure(self.run_id, period_id, step, message, code)
+        with self._report_lock:
+            self.report.failures.append({"period_id": period_id, "step": step, "error": message, "exit_code": code})
+            self.report.outcome = "failed"
         note(f"{period_id} {step}: FAILED ({message}); its other steps wait for the next run")
 
     def prepare(self, period_id: str, step: str, build: Callable):
@@ -236,8 +306,28 @@ class _Run:
 
     def instance(self, period_id: str) -> Instance:
         if period_id not in self.instances:
-            self.instances[period_id] = self.store.instance(period_id)
+            self.instances[period_id] = inst = self.store.instance(period_id)
+            self._hashes[period_id] = self._hasher.submit(inputs_hash, inst)  # for the run's record (`inputs_hash`)
         return self.instances[period_id]
+
+    def forget(self, period_id: str) -> None:
+        """Drop a loaded period (it is read again when next needed)."""
+        self.instances.pop(period_id, None)
+        if (hashing := self._hashes.pop(period_id, None)) is not None:
+            hashing.cancel()
+
+    def inputs_hash(self, wait: bool = True) -> str | None:
+        """One hash over the inputs of the periods the run loaded (None when it loaded none). `wait=False` (a run
+        that failed): None unless every period's hash is done, and None if one failed."""
+        if not self.instances:
+            return None
+        futures = {p: self._hashes[p] for p in self.instances}
+        if not wait and not all(f.done() and f.exception() is None for f in futures.values()):
+            return None
+        return hashlib.sha256("".join(f"{p}:{f.result()};" for p, f in sorted(futures.items())).encode()).hexdigest()
+
+    def stop_hashing(self) -> None:
+        self._hasher.shutdown(wait=False, cancel_futures=True)
 
     def limits(self, period_id: str) -> pd.Series:
         """The period's baseline limits (fixed once written): the ones this run committed, else read from the store
@@ -261,11 +351,15 @@ class _Run:
         return solver.model_copy(update={"time_limit": solver.time_limit or DEFAULT_TIME_LIMIT, **self.overrides})
 
     def step(self, what: str, seconds: float, **details) -> None:
-        self.report.steps.append({"step": what, **details})
-        self.report.timings[what] = round(seconds, 3)
-        if self.report.outcome != "failed":
-            self.report.outcome = "ok"
-        note(f"{what}: done in {seconds:.2f}s ({self.executor.description})")
+        """Record a step as done, on the writer's thread once its result is committed. Its seconds run from the
+        step's start to that commit, so they include waiting for the write before it, and a step's write overlaps
+        the next step's solve: the steps' seconds add up to more than the run's."""
+        with self._report_lock:
+            self.report.steps.append({"step": what, **details})
+            self.report.timings[what] = round(seconds, 3)
+            if self.report.outcome != "failed":
+                self.report.outcome = "ok"
+        self.writer.note(f"{what}: done in {seconds:.2f}s ({self.executor.description})")
 
     def map(self, fn: Callable, calls: list[tuple]) -> list:
         return self.executor.map(_isolated, [(fn, *args) for args in calls]) if calls else []
@@ -294,11 +388,16 @@ class _Run:
                 self.fail(p, "forecast", result.error)
                 continue
             needs, perf, summary = result
-            self.store.commit_forecast(p, needs, perf, summary, self.run_id)
-            self.instances.pop(p, None)  # the baseline reads the period back, with the needs and scores just stored
-            self.step(f"{p} forecast", time.perf_counter() - t0, period_id=p, method=summary["method"], series=summary["series"],
-                      needs=len(needs), sellers_without_history=summary["sellers_without_history"],
-                      history_weeks=summary["history_weeks"], space_use_from=space_use_from)
+            self.writer.submit(self._commit_forecast, p, needs, perf, summary, space_use_from, t0)
+        self.writer.wait()
+        for p, _ in todo:
+            self.forget(p)  # the baseline reads the period back, with the needs and scores just stored
+
+    def _commit_forecast(self, p: str, needs: pd.DataFrame, perf: pd.DataFrame, summary: dict, space_use_from, t0: float) -> None:
+        self.store.commit_forecast(p, needs, perf, summary, self.run_id)
+        self.step(f"{p} forecast", time.perf_counter() - t0, period_id=p, method=summary["method"], series=summary["series"],
+                  needs=len(needs), sellers_without_history=summary["sellers_without_history"],
+                  history_weeks=summary["history_weeks"], space_use_from=space_use_from)
 
     def baselines(self) -> None:
         """Each period's baseline, one period after another: `allocate` sends the period's (storage type, month)
@@ -312,17 +411,27 @@ class _Run:
             if isinstance(result, _Failed):
                 self.fail(p, "baseline", result.error)
                 continue
-            self.store.commit_baseline(p, result, self.run_id)
             self._limits[p] = result.limits["limit_cube"]
-            self.step(f"{p} baseline", time.perf_counter() - t0, period_id=p, objective=units.value(result.objective, units.VALUE),
-                      status=result.status)
+            self.writer.submit(self._commit_baseline, p, result, t0)
+
+    def _commit_baseline(self, p: str, result, t0: float) -> None:
+        self.store.commit_baseline(p, result, self.run_id)
+        self.step(f"{p} baseline", time.perf_counter() - t0, period_id=p, objective=units.value(result.objective, units.VALUE),
+                  status=result.status)
 
     def due_wave(self) -> list[tuple[str, int]]:
         """For each period not held nor failed in this run, its first uncleared round if that round closed before the run's date."""
-        rounds = self.store.rounds().reset_index()
+        rounds = self._rounds()
         open_ = rounds[rounds["cleared_run_id"].isna()].sort_values(["period_id", "round"]).groupby("period_id").head(1)
         due = open_[open_["close_date"] < pd.Timestamp(self.on).date()]
         return [(p, r) for p, r in zip(due["period_id"], due["round"].astype(int)) if self.active(p)]
+
+    def _rounds(self) -> pd.DataFrame:
+        """The store's rounds, with those this run has handed to the writer counted as cleared (by this run)."""
+        rounds = self.store.rounds().reset_index()
+        mine = pd.Series(list(zip(rounds["period_id"], rounds["round"])), dtype=object).isin(self._committing).to_numpy()
+        rounds.loc[mine, "cleared_run_id"] = self.run_id
+        return rounds
 
     def _round_calls(self, p: str, r: int) -> list[tuple]:
         inst = self.instance(p)
@@ -356,16 +465,22 @@ class _Run:
             if result is None:
                 continue
             cleared = self.cleared(p)  # read (if this run has not yet) before the round is committed
-            self.store.commit_round(p, result, self.run_id)
             cleared["grants"].append(result.grants)
             cleared["round_prices"].append(result.prices)
-            failpoint(f"round-{r}-committed")
-            # Totals as the exported tables show them: each row rounded (cents, milli-cube), summed exactly.
-            cents = int(units.steps(result.prices["objective"], units.MONEY).sum())
+            self._committing.add((p, r))
+            self.writer.submit(self._commit_round, p, result, len(mine), t0)
+
+    def _commit_round(self, p: str, result, markets: int, t0: float) -> None:
+        r = result.round
+        self.store.commit_round(p, result, self.run_id)
+        failpoint(f"round-{r}-committed")
+        # Totals as the exported tables show them: each row rounded (cents, milli-cube), summed exactly.
+        cents = int(units.steps(result.prices["objective"], units.MONEY).sum())
+        with self._report_lock:
             self._objective_cents += cents
             self.report.objective = self._objective_cents / units.MONEY.scale
-            self.step(f"{p} round {r}", time.perf_counter() - t0, period_id=p, round=r, objective=cents / units.MONEY.scale,
-                      granted_cube=units.total(result.grants["granted_cube"], units.CUBE), markets=len(mine))
+        self.step(f"{p} round {r}", time.perf_counter() - t0, period_id=p, round=r, objective=cents / units.MONEY.scale,
+                  granted_cube=units.total(result.grants["granted_cube"], units.CUBE), markets=markets)
 
     def _settle(self, p: str) -> pd.DataFrame:
         inst = self.instance(p)
@@ -374,7 +489,7 @@ class _Run:
 
     def settlements(self) -> None:
         periods = self.store.periods()
-        rounds = self.store.rounds().reset_index()
+        rounds = self._rounds()
         all_cleared = rounds.groupby("period_id")["cleared_run_id"].apply(lambda s: bool(s.notna().all()))
         ready = periods[periods["settled_run_id"].isna() & periods["sales_received_at"].notna()].index
         for p in [p for p in ready if all_cleared.get(p, False) and self.active(p)]:
@@ -382,10 +497,13 @@ class _Run:
             settlement = self.prepare(p, "settlement", lambda p=p: self._settle(p))
             if settlement is None:
                 continue
-            self.store.commit_settlement(p, settlement, self.run_id)
-            shown = units.round_table("settlement", settlement)
-            self.step(f"{p} settlement", time.perf_counter() - t0, period_id=p, grants=len(settlement),
-                      reservation_fees=units.total(shown["reservation_fee"], units.MONEY), credits=units.total(shown["credit"], units.MONEY))
+            self.writer.submit(self._commit_settlement, p, settlement, t0)
+
+    def _commit_settlement(self, p: str, settlement: pd.DataFrame, t0: float) -> None:
+        self.store.commit_settlement(p, settlement, self.run_id)
+        shown = units.round_table("settlement", settlement)
+        self.step(f"{p} settlement", time.perf_counter() - t0, period_id=p, grants=len(settlement),
+                  reservation_fees=units.total(shown["reservation_fee"], units.MONEY), credits=units.total(shown["credit"], units.MONEY))
 
 
 def run_batch(
@@ -417,23 +535,23 @@ def run_batch(
             while wave := run.due_wave():
                 run.clear_wave(wave)
             run.settlements()
+            run.writer.wait()
+            inputs = run.inputs_hash()  # computed beside the solves
         except BaseException as e:
+            if (lost_write := run.writer.stop()) is not None and lost_write is not e:
+                note(f"a write failed after the run had failed: {one_line(lost_write)}")
             try:
                 with store.transaction() as conn:
                     store.finish_run(conn, run_id, "failed", error=one_line(e), steps=run.report.steps, timings=run.report.timings,
-                                     inputs_hash=_hash(run))
+                                     inputs_hash=run.inputs_hash(wait=False))
             except StoreError as lost:  # best effort: the store may be what failed
                 note(f"could not record run {run_id} as failed: {lost}")
             raise
+        finally:
+            run.writer.stop()
+            run.stop_hashing()
         error = "; ".join(f"{f['period_id']} {f['step']}: {f['error']}" for f in run.report.failures) or None
         with store.transaction() as conn:
             store.finish_run(conn, run_id, run.report.outcome, steps=run.report.steps, timings=run.report.timings,
-                             objective=run.report.objective, inputs_hash=_hash(run), error=error)
+                             objective=run.report.objective, inputs_hash=inputs, error=error)
         return run.report
-
-
-def _hash(run: _Run) -> str | None:
-    """One hash over the inputs of the periods the run loaded (None when it loaded none)."""
-    if not run.instances:
-        return None
-    return hashlib.sha256("".join(f"{p}:{inputs_hash(i)};" for p, i in sorted(run.instances.items())).encode()).hexdigest()

@@ -158,6 +158,39 @@ def test_a_killed_run_loses_nothing_and_grants_nothing_twice(store_url, tmp_path
         assert (out / name).read_text() == (solved / name).read_text(), name
 
 
+def test_a_write_that_fails_on_the_writer_thread_stops_the_writes_after_it_and_fails_the_run(store_url, monkeypatch):
+    """The batch hands each result's transaction to its writer thread and solves on meanwhile. Round 1's write fails
+    after a second, by when rounds 2 and 3 (milliseconds each) are solved and queued: no later write is tried, the
+    run raises that error and is recorded failed; the baseline, written before, stays. The next run does the rest."""
+    import threading
+
+    from optalloc.errors import StoreError
+
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    tried, commit_round = [], Store.commit_round
+
+    def failing(self, period_id, result, run_id):
+        tried.append(result.round)
+        if result.round == 1:
+            time.sleep(1.0)
+            raise StoreError("the disk is full (injected)")
+        commit_round(self, period_id, result, run_id)
+
+    monkeypatch.setattr(Store, "commit_round", failing)
+    with pytest.raises(StoreError, match="the disk is full"):
+        run_batch(store, date(2026, 10, 1))
+    assert tried == [1]
+    assert not any(t.name.startswith("optalloc-") for t in threading.enumerate())  # the writer and hasher threads ended
+    assert store.rounds()["cleared_run_id"].isna().all() and pd.notna(store.periods().loc[PERIOD, "baseline_run_id"])
+    assert in_rounds(store).empty
+    run_row = store.runs().iloc[-1]
+    assert run_row["outcome"] == "failed" and "the disk is full" in run_row["error"]
+    monkeypatch.undo()
+    again = run_batch(store, date(2026, 10, 1))
+    assert again.outcome == "ok" and store.rounds()["cleared_run_id"].eq(again.run_id).all()
+
+
 def test_two_runs_at_once_clear_each_round_once(store_url):
     """Run A holds the lock (stalled inside round 1's transaction); run B, started meanwhile, waits for it, then finds
     nothing to do. A third run with a short --lock-timeout gives up with exit 5 and writes nothing."""
