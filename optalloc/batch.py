@@ -206,9 +206,9 @@ class _Writer:
 
     `submit(fn, *args)` hands a write over and returns once the write before it is done: one write in flight while
     the run's thread solves the next, never a queue of results held in memory (at 2 M sellers a baseline's result
-    is gigabytes). `wait()` returns when every write is done. The first write that raises stops the writer (a write
-    handed over after it is dropped unrun) and its exception is raised by the next `submit` or `wait`, in the run's
-    thread. Progress notes of the writes (`note`) are printed by the run's thread, at its next `submit` or `wait`, so
+    is gigabytes). `wait()` returns when every write is done. The first write that raises stops the writer: its
+    exception is raised by the next `submit` (before handing anything more over) or `wait`, in the run's thread.
+    Progress notes of the writes (`note`) are printed by the run's thread, at its next `submit` or `wait`, so
     the two threads never write the progress display at once."""
 
     def __init__(self, background: bool):
@@ -225,8 +225,6 @@ class _Writer:
             self._last = self._pool.submit(self._guarded, fn, args)
 
     def _guarded(self, fn: Callable, args: tuple) -> None:
-        if self._error is not None:
-            return
         try:
             fn(*args)
         except BaseException as e:  # noqa: BLE001 -- raised in the run's thread (`wait`)

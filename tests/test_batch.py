@@ -160,8 +160,9 @@ def test_a_killed_run_loses_nothing_and_grants_nothing_twice(store_url, tmp_path
 
 def test_a_write_that_fails_on_the_writer_thread_stops_the_writes_after_it_and_fails_the_run(store_url, monkeypatch):
     """The batch hands each result's transaction to its writer thread and solves on meanwhile. Round 1's write fails
-    after a second, by when rounds 2 and 3 (milliseconds each) are solved and queued: no later write is tried, the
-    run raises that error and is recorded failed; the baseline, written before, stays. The next run does the rest."""
+    after a second, by when round 2 (milliseconds) is solved and waiting to be handed over: no later write is tried,
+    the run raises that error and is recorded failed; the baseline, written before, stays. The next run does the
+    rest."""
     import threading
 
     from optalloc.errors import StoreError

@@ -150,12 +150,12 @@ def _typed(c: sa.Column, values: np.ndarray, dialect: sa.Dialect, coltype, split
     the ones SQLAlchemy's result processor for the dialect would return; times stored as text (SQLite) are parsed
     in one vectorised call, not one processor call per row."""
     if isinstance(c.type, sa.DateTime):
-        if len(values) and all(isinstance(v, str) for v in values[:1]):  # SQLite: UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'
+        if len(values) and isinstance(values[0], str):  # SQLite: UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'
             return pd.Series(pd.to_datetime(values, utc=True, format="ISO8601")).astype("datetime64[us, UTC]")
         return pd.Series(pd.to_datetime(list(values), utc=True)).astype("datetime64[us, UTC]")
     convert = c.type.dialect_impl(dialect).result_processor(dialect, coltype)
     if convert is not None:
-        values = np.array([convert(v) for v in values] + [None], dtype=object)[:-1]  # a trailing None: never a 2-D array
+        values = np.fromiter((convert(v) for v in values), dtype=object, count=len(values))
     if isinstance(c.type, sa.Double):
         return values.astype(float)  # NULL is NaN
     if isinstance(c.type, sa.Boolean):
