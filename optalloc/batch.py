@@ -320,7 +320,7 @@ class _Run:
         if not self.instances:
             return None
         futures = {p: self._hashes[p] for p in self.instances}
-        if not wait and not all(f.done() and f.exception() is None for f in futures.values()):
+        if not wait and not all(f.done() and not f.cancelled() and f.exception() is None for f in futures.values()):
             return None
         return hashlib.sha256("".join(f"{p}:{f.result()};" for p, f in sorted(futures.items())).encode()).hexdigest()
 

@@ -187,6 +187,7 @@ def test_a_write_that_fails_on_the_writer_thread_stops_the_writes_after_it_and_f
     assert in_rounds(store).empty
     run_row = store.runs().iloc[-1]
     assert run_row["outcome"] == "failed" and "the disk is full" in run_row["error"]
+    assert run_row["inputs_hash"] is not None  # made beside the solves, done long before the failure
     monkeypatch.undo()
     again = run_batch(store, date(2026, 10, 1))
     assert again.outcome == "ok" and store.rounds()["cleared_run_id"].eq(again.run_id).all()
