@@ -213,8 +213,7 @@ class _Writer:
 
     def __init__(self, background: bool):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="optalloc-writer") if background else None
-        self._last: Future | None = None
-        self._error: BaseException | None = None
+        self._last: Future | None = None  # the write handed over last (a failed one stays here, so it is raised again)
         self._notes: deque[str] = deque()
 
     def submit(self, fn: Callable, *args) -> None:
@@ -222,13 +221,7 @@ class _Writer:
         if self._pool is None:
             fn(*args)
         else:
-            self._last = self._pool.submit(self._guarded, fn, args)
-
-    def _guarded(self, fn: Callable, args: tuple) -> None:
-        try:
-            fn(*args)
-        except BaseException as e:  # noqa: BLE001 -- raised in the run's thread (`wait`)
-            self._error = e
+            self._last = self._pool.submit(fn, *args)
 
     def note(self, text: str) -> None:
         if self._pool is None:
@@ -236,22 +229,25 @@ class _Writer:
         else:
             self._notes.append(text)
 
-    def wait(self) -> None:
-        if self._last is not None:
-            self._last.result()
+    def _print_notes(self) -> None:
         while self._notes:
             note(self._notes.popleft())
-        if self._error is not None:
-            raise self._error
+
+    def wait(self) -> None:
+        try:
+            if self._last is not None:
+                self._last.result()
+        finally:
+            self._print_notes()
 
     def stop(self) -> BaseException | None:
         """Drop a write not yet begun and wait for the one being written (a transaction ends committed or rolled
         back: Ctrl-C waits for it). Returns the error a write raised, if any."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        while self._notes:
-            note(self._notes.popleft())
-        return self._error
+        self._print_notes()
+        last = self._last
+        return last.exception() if last is not None and not last.cancelled() else None
 
 
 class _Run:
@@ -426,10 +422,9 @@ class _Run:
 
     def _rounds(self) -> pd.DataFrame:
         """The store's rounds, with those this run has handed to the writer counted as cleared (by this run)."""
-        rounds = self.store.rounds().reset_index()
-        mine = pd.Series(list(zip(rounds["period_id"], rounds["round"])), dtype=object).isin(self._committing).to_numpy()
-        rounds.loc[mine, "cleared_run_id"] = self.run_id
-        return rounds
+        rounds = self.store.rounds()
+        rounds.loc[rounds.index.isin(list(self._committing)), "cleared_run_id"] = self.run_id
+        return rounds.reset_index()
 
     def _round_calls(self, p: str, r: int) -> list[tuple]:
         inst = self.instance(p)

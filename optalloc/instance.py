@@ -150,12 +150,9 @@ class Instance:
     def of_storage_type(self, storage_type: str) -> "Instance":
         """The market of one storage type: its FCs, needs, requests and sales (sellers and settings unchanged).
         Capacity never moves between storage types, so each type's market can be solved on its own."""
-        def of_type(frame: pd.DataFrame) -> pd.DataFrame:
-            return _of_storage_type(frame, storage_type)
-
-        requests = of_type(self.requests)
+        fcs, needs, requests, sales = (_of_storage_type(t, storage_type) for t in (self.fcs, self.needs, self.requests, self.sales))
         grant_sales = self.grant_sales[self.grant_sales["request_id"].isin(requests["request_id"])].reset_index(drop=True)
-        return replace(self, fcs=of_type(self.fcs), needs=of_type(self.needs), requests=requests, sales=of_type(self.sales), grant_sales=grant_sales)
+        return replace(self, fcs=fcs, needs=needs, requests=requests, sales=sales, grant_sales=grant_sales)
 
     def round_market(self, storage_type: str, round_: int) -> "Instance":
         """What clearing one round's market of one storage type reads: that type's FCs and that round's requests of it,

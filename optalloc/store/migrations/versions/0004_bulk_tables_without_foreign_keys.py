@@ -16,7 +16,7 @@ down_revision = '0003'
 branch_labels = None
 depends_on = None
 
-# Each bulk table and its references: column -> (table, column) it referred to.
+# Each bulk table and its references: column -> the table it referred to (by that table's key, PARENT_KEY).
 BULK = {
     'fcs': {'period_id': 'periods'},
     'sellers': {'period_id': 'periods'},
