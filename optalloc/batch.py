@@ -321,7 +321,9 @@ class _Run:
         return hashlib.sha256("".join(f"{p}:{f.result()};" for p, f in sorted(futures.items())).encode()).hexdigest()
 
     def stop_hashing(self) -> None:
-        self._hasher.shutdown(wait=False, cancel_futures=True)
+        """Drop the hashes not yet begun and wait for the one being computed (seconds at 2 M sellers), so no thread of
+        the run outlives it."""
+        self._hasher.shutdown(wait=True, cancel_futures=True)
 
     def limits(self, period_id: str) -> pd.Series:
         """The period's baseline limits (fixed once written): the ones this run committed, else read from the store
