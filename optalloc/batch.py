@@ -53,6 +53,7 @@ from .progress import note
 from .io import inputs_hash
 from .schemas import SolverOptions
 from .settlement import settle
+from .solver import one_blas_thread
 from .store import Store
 
 DEFAULT_TIME_LIMIT = 3600.0
@@ -517,7 +518,7 @@ def run_batch(
     failed when the store can still be reached, and raised. What committed before any failure stays."""
     executor = executor or SerialExecutor()
     overrides = overrides or {}
-    with store.lock(lock_timeout):
+    with one_blas_thread(), store.lock(lock_timeout):
         killed = store.mark_dead_runs()
         if killed:
             note(f"{killed} earlier run(s) had died without finishing; marked killed")

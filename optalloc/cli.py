@@ -58,6 +58,7 @@ from .store import DEFAULT_URL, Store
 from .errors import StoreError
 from .store.store import URL_ENV, is_in_memory, resolve_url
 from .settlement import settle as settle_grants
+from .solver import one_blas_thread
 from .progress import set_quiet, stage
 
 
@@ -560,7 +561,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args[:1] or os.environ.get("OPTALLOC_DEBUG", "") not in ("", "0")
     try:
-        code = run(argv)
+        with one_blas_thread():  # every command computes as `solve` does (see solver.one_blas_thread)
+            code = run(argv)
     except OptallocError as e:
         if debug:
             traceback.print_exc()

@@ -15,6 +15,7 @@ from .io import PERIOD_TABLES, input_hashes
 from .progress import stage
 from .schemas import TABLES, SolverOptions
 from .settlement import settle as settle_grants
+from .solver import one_blas_thread
 
 
 @dataclass
@@ -144,6 +145,7 @@ def build_summary(instance: Instance, baseline: BaselineResult | None, clearing:
 def run_period(instance: Instance, options: SolverOptions | None = None, executor=None) -> PeriodResult:
     """Baseline, all rounds, settlement: the whole period from one instance (markets in parallel on `executor`)."""
     options = options or instance.settings.solver
-    baseline = allocate(instance, options, executor=executor)
-    clearing = clear_rounds(instance, baseline, options, executor=executor)
-    return PeriodResult(instance, baseline, clearing, settle(instance, baseline, clearing))
+    with one_blas_thread():
+        baseline = allocate(instance, options, executor=executor)
+        clearing = clear_rounds(instance, baseline, options, executor=executor)
+        return PeriodResult(instance, baseline, clearing, settle(instance, baseline, clearing))

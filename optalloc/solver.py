@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import highspy
@@ -20,6 +21,7 @@ import numpy as np
 import pyomo.environ as pyo
 from pyomo.contrib.solver.common.factory import SolverFactory
 from pyomo.contrib.solver.common.results import TerminationCondition
+from threadpoolctl import threadpool_limits
 
 from .errors import SolveError
 from .schemas import SolverOptions
@@ -36,6 +38,20 @@ STATUSES = (OPTIMAL, STOPPED, INFEASIBLE, UNBOUNDED, ERROR)
 #   and IPM stalled (singular matrix, no convergence in 18 minutes); dual simplex took 0.85 s. Its bad
 #   case, a 1M-request single pool (148 s vs IPM 8 s), is cleared by the exact sort instead.
 AUTO_LP_METHOD = {"baseline": "ipm", "clearing": "dual_simplex"}
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """numpy's BLAS (OpenBLAS) on one thread while optalloc computes, as HiGHS is (`threads`, default 1).
+
+    The engine's BLAS calls are dot products of a market's vectors (its objective, a class's cut weights): too small
+    to gain from threads, whose idle workers spin on the second core. Beside the batch's writer and hash threads that
+    core was taken: the 100,000-request baseline took 0.77 s wall and 1.48 s CPU alone, 1.29 s wall beside the input
+    hash, 0.96 s with one BLAS thread. A dot product split over threads also sums in an order that depends on the
+    machine's core count; on one thread it is the same everywhere. Dask workers start with one BLAS thread already
+    (distributed's OPENBLAS_NUM_THREADS=1)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def highs_options(options: SolverOptions, *, is_mip: bool = False, kind: str = "baseline") -> dict:

@@ -193,6 +193,34 @@ def test_a_write_that_fails_on_the_writer_thread_stops_the_writes_after_it_and_f
     assert again.outcome == "ok" and store.rounds()["cleared_run_id"].eq(again.run_id).all()
 
 
+def test_the_batch_and_run_period_compute_on_one_blas_thread_and_give_the_callers_setting_back(monkeypatch):
+    """numpy's BLAS runs on one thread inside `run_batch` and `run_period` (its idle threads spun on the core the
+    batch's writer needs, and a threaded dot product sums in a core-count-dependent order); the caller's setting is
+    back afterwards. Seen from the baseline's solve, with the caller at 2 threads."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import optalloc.batch
+    import optalloc.period
+    from optalloc.period import run_period
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("numpy has no BLAS that threadpoolctl can limit")
+    seen = []
+    for module in (optalloc.batch, optalloc.period):
+        real = module.allocate
+        monkeypatch.setattr(module, "allocate", lambda *a, real=real, **k: (seen.append(blas_threads()), real(*a, **k))[1])
+    with threadpool_limits(limits=2, user_api="blas"):
+        store = Store("sqlite://")
+        store.ingest(load_instance(SMALL))
+        assert run_batch(store, date(2026, 10, 1)).outcome == "ok"
+        run_period(load_instance(SMALL))
+        assert all(n == 2 for n in blas_threads())
+    assert len(seen) == 2 and all(n == 1 for threads in seen for n in threads)
+
+
 def test_two_runs_at_once_clear_each_round_once(store_url):
     """Run A holds the lock (stalled inside round 1's transaction); run B, started meanwhile, waits for it, then finds
     nothing to do. A third run with a short --lock-timeout gives up with exit 5 and writes nothing."""
