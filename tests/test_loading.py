@@ -88,3 +88,25 @@ def test_validation_of_arrow_text_equals_validation_of_python_strings(table, dat
     alone = sorted((i + 1, p.field, p.message) for i in range(len(rows))
                    for p in validate_table(table, arrow.iloc[[i]].reset_index(drop=True), "t.csv")[1])
     assert sorted((p.row, p.field, p.message) for p in problems_a) == alone
+
+
+KEY_TEXT = st.text(alphabet=st.sampled_from(["a", "b", "B", "é", "Z", "0", "_", "ж", "😀"]), min_size=0, max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(KEY_TEXT, KEY_TEXT, st.integers(0, 3)), min_size=0, max_size=12), presort=st.booleans())
+def test_rows_already_in_key_order_are_kept_and_others_sorted_exactly_as_sort_values_would(rows, presort):
+    """canonical_order skips the sort when every row's key is >= the one before (one comparison per column); the
+    rows and the input row numbers it returns are those of a stable sort_values, sorted input or not, ties included."""
+    from optalloc.instance import canonical_order
+
+    weeks = pd.Timestamp("2026-01-05") + pd.to_timedelta([7 * w for _, _, w in rows], unit="D")
+    frame = pd.DataFrame({"seller_id": pd.Series([s for s, _, _ in rows], dtype=object),
+                          "storage_type": pd.Series([t for _, t, _ in rows], dtype=object), "week": weeks,
+                          "row": range(len(rows))})
+    if presort:
+        frame = frame.sort_values(["seller_id", "storage_type", "week"], kind="stable")
+    expected = frame.sort_values(["seller_id", "storage_type", "week"], kind="stable")
+    ordered, source_rows = canonical_order(frame, "history")
+    pd.testing.assert_frame_equal(ordered, expected.reset_index(drop=True))
+    assert source_rows.tolist() == [frame.index.get_loc(i) + 1 for i in expected.index]
