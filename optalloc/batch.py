@@ -266,6 +266,9 @@ class _Run:
         self._report_lock = threading.Lock()  # the report is written by both threads
         self.report = BatchReport(run_id, "nothing_to_do")
         self._objective_cents = 0  # the report's objective, summed exactly in cents
+        # The periods and rounds as the run starts. The run holds the store's lock, which ingest, hold and release take
+        # too: until it ends nothing but its own commits changes them, and it counts those itself (`_committing`).
+        self._periods, self._stored_rounds = store.periods(), store.rounds()
         self.held = store.held_periods()
         self.failed: set[str] = set()
         self.report.skipped = [{"period_id": p, "reason": "held", "hold_reason": h["reason"], "held_since": h["since"]}
@@ -337,10 +340,14 @@ class _Run:
         """The grants and round_prices of the period's rounds cleared so far: read from the store once per run, before
         this run commits a round of the period, then each round's frames as this run commits them (the frames it wrote,
         as `period.clear_rounds` carries them in memory), so neither a later round nor the settlement of the same run
-        reads back what was just written."""
+        reads back what was just written. A period none of whose rounds had cleared when the run started has none stored."""
         if period_id not in self._cleared:
-            stored = self.store.results(period_id, ["grants", "round_prices"])
-            self._cleared[period_id] = {name: [frame] for name, frame in stored.items()}
+            rounds = self._stored_rounds
+            if (rounds["cleared_run_id"].notna() & (rounds.index.get_level_values("period_id") == period_id)).any():
+                stored = self.store.results(period_id, ["grants", "round_prices"])
+                self._cleared[period_id] = {name: [frame] for name, frame in stored.items()}
+            else:
+                self._cleared[period_id] = {"grants": [], "round_prices": []}
         return self._cleared[period_id]
 
     def options(self, period_id: str) -> SolverOptions:
@@ -366,7 +373,7 @@ class _Run:
         its history, committed in one transaction; a period that has needs is never re-forecast."""
         from .forecast.apply import needs_forecast
 
-        periods = self.store.periods()
+        periods = self._periods
         todo, calls = [], []
         for p in periods.index[periods["baseline_run_id"].isna() & periods["forecast_run_id"].isna()]:
             if not self.active(p):
@@ -399,7 +406,7 @@ class _Run:
     def baselines(self) -> None:
         """Each period's baseline, one period after another: `allocate` sends the period's (storage type, month)
         markets to the executor as it builds them, so a worker holds one market, never a whole period."""
-        periods = self.store.periods()
+        periods = self._periods
         for p in periods.index[periods["baseline_run_id"].isna()]:
             if not self.active(p) or (call := self.prepare(p, "baseline", lambda p=p: (self.instance(p), self.options(p)))) is None:
                 continue
@@ -424,8 +431,8 @@ class _Run:
         return [(p, r) for p, r in zip(due["period_id"], due["round"].astype(int)) if self.active(p)]
 
     def _rounds(self) -> pd.DataFrame:
-        """The store's rounds, with those this run has handed to the writer counted as cleared (by this run)."""
-        rounds = self.store.rounds()
+        """The rounds as the run started, with those this run has handed to the writer counted as cleared (by this run)."""
+        rounds = self._stored_rounds.copy()
         rounds.loc[rounds.index.isin(list(self._committing)), "cleared_run_id"] = self.run_id
         return rounds.reset_index()
 
@@ -484,7 +491,7 @@ class _Run:
         return settle(grants, prices, self.limits(p), inst.sales, inst.grant_sales, inst.settings)
 
     def settlements(self) -> None:
-        periods = self.store.periods()
+        periods = self._periods
         rounds = self._rounds()
         all_cleared = rounds.groupby("period_id")["cleared_run_id"].apply(lambda s: bool(s.notna().all()))
         ready = periods[periods["settled_run_id"].isna() & periods["sales_received_at"].notna()].index
