@@ -140,6 +140,11 @@ def _write_and_read_back(engine: sa.Engine, rows: list[dict], text_dtype) -> Non
         assert back["x"].fillna(1e308).tolist() == [1e308 if r["x"] is None else r["x"] for r in rows]  # -0.0 == 0.0 (SQLite keeps 0)
         assert back["n"].tolist() == [r["n"] for r in rows] and back["flag"].tolist() == [r["flag"] for r in rows]
         assert back["at"].tolist() == frame["at"].tolist()
+        if engine.dialect.name == "sqlite":  # times stored as the text SQLAlchemy's own INSERT would bind (queries compare it)
+            bind = ODD_VALUES.c.at.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+            with engine.connect() as conn:
+                stored = conn.exec_driver_sql("SELECT at FROM odd_values ORDER BY row").scalars().all()
+            assert stored == [None if pd.isna(t) else bind(t.to_pydatetime()) for t in frame["at"]]
 
 
 def test_ingesting_the_same_files_twice_adds_nothing(store_url):

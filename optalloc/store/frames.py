@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator
-from itertools import chain, repeat
 
 import numpy as np
 import pandas as pd
@@ -73,24 +72,61 @@ def write_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, **con
             q = dialect.identifier_preparer
             _copy_in(conn, f"COPY {q.format_table(table)} ({', '.join(q.quote(n) for n in names)}) FROM STDIN", blocks)
         return
-    names, columns = _columns(frame, table, constants)
-    if not names or not len(columns[0]):
+    frame = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
+    names = [c.name for c in table.columns if c.name in frame.columns and c.name not in constants]
+    if not names or not len(frame):
         return
-    n = len(columns[0])
+    columns = [_bound(frame[n], n, table.c[n].type, dialect) for n in names]
     names = [*constants, *names]
-    columns = [list(repeat(v, n)) for v in constants.values()] + columns
-    dialect = conn.dialect
-    for i, name in enumerate(names):
-        bind = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        if bind is not None:
-            columns[i] = [bind(v) for v in columns[i]]
-    rows = list(zip(*columns))
     q = dialect.identifier_preparer
     into = f"{q.format_table(table)} ({', '.join(q.quote(n) for n in names)})"
-    if dialect.name == "postgresql":
+    if dialect.name == "postgresql":  # a column the COPY text does not cover: rows that psycopg formats
+        n = len(columns[0])
+        rows = zip(*[[_bound_constant(table.c[k].type, dialect, v)] * n for k, v in constants.items()], *columns)
         _copy_in(conn, f"COPY {into} FROM STDIN", rows, by_row=True)
     else:
-        _insert_many(conn, into, len(names), rows)
+        _insert_many(conn, into, [_bound_constant(table.c[k].type, dialect, v) for k, v in constants.items()], columns)
+
+
+def _bound(series: pd.Series, name: str, type_: sa.types.TypeEngine, dialect: sa.Dialect) -> list:
+    """A column's values (`_column_values`) as SQLAlchemy's bind processor for the dialect makes them, without a
+    Python call per value where the outcome is known: SQLite's text for UTC times (Arrow's strftime writes
+    SQLAlchemy's format), and a float or bool column's values as they are (the processors only check them)."""
+    if dialect.name == "sqlite" and isinstance(type_, sa.DateTime) and isinstance(series.dtype, pd.DatetimeTZDtype):
+        return pc.strftime(pa.array(series.dt.tz_convert("UTC").astype("datetime64[us, UTC]")), format="%Y-%m-%d %H:%M:%S").to_pylist()
+    values = _column_values(series, name)
+    bind = type_.dialect_impl(dialect).bind_processor(dialect)
+    if bind is None or (isinstance(type_, sa.Double) and series.dtype == np.float64) or (isinstance(type_, sa.Boolean) and series.dtype == bool):
+        return values
+    return [bind(v) for v in values]
+
+
+def _bound_constant(type_: sa.types.TypeEngine, dialect: sa.Dialect, value):
+    bind = type_.dialect_impl(dialect).bind_processor(dialect)
+    return value if bind is None else bind(value)
+
+
+def _insert_many(conn: sa.Connection, into: str, constants: list, columns: list[list]) -> None:
+    """SQLite: as many rows per INSERT as its limit on bound values allows (SQLite's default 32,766: 3,640 rows of 9
+    values), not one executemany step per row. sqlite3 releases the GIL around each step and takes it back after:
+    one row at a time, beside a thread that is busy in Python (the batch solves the next round while its writer
+    thread commits this one), each row waited for the GIL. 146,000 rows of 9: 0.33 s alone and minutes beside a
+    busy thread by executemany; 0.24 and 0.55 s in INSERTs of 3,640 rows. The values are laid out once as a 2-D
+    array (rows x columns, constants broadcast), so each INSERT's parameters are one slice of it, in row order."""
+    n, width = len(columns[0]), len(constants) + len(columns)
+    grid = np.empty((n, width), dtype=object)
+    for j, value in enumerate(constants):
+        grid[:, j] = value
+    for j, values in enumerate(columns, start=len(constants)):
+        column = np.empty(n, dtype=object)
+        column[:] = values  # never a sequence: numbers, text, None
+        grid[:, j] = column
+    driver = conn.connection.driver_connection
+    per = max(1, driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+    one = f"({', '.join(['?'] * width)})"
+    for start in range(0, n, per):
+        chunk = grid[start:start + per]
+        conn.exec_driver_sql(f"INSERT INTO {into} VALUES {', '.join([one] * len(chunk))}", tuple(chunk.ravel().tolist()))
 
 
 COPY_BLOCK_ROWS = 50_000  # rows made into COPY text at a time: the server reads one block while the next is made
@@ -187,20 +223,6 @@ def _lines(rows: pa.Array) -> memoryview:
         rows = rows.combine_chunks()
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64)[rows.offset : rows.offset + len(rows) + 1]
     return memoryview(rows.buffers()[2])[offsets[0] : offsets[-1]]
-
-
-def _insert_many(conn: sa.Connection, into: str, width: int, rows: list[tuple]) -> None:
-    """SQLite: as many rows per INSERT as its limit on bound values allows (SQLite's default 32,766: 3,640 rows of 9
-    values), not one executemany step per row. sqlite3 releases the GIL around each step and takes it back after:
-    one row at a time, beside a thread that is busy in Python (the batch solves the next round while its writer
-    thread commits this one), each row waited for the GIL. 146,000 rows of 9: 0.33 s alone and minutes beside a
-    busy thread by executemany; 0.24 and 0.55 s in INSERTs of 3,640 rows."""
-    driver = conn.connection.driver_connection
-    per = max(1, driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
-    one = f"({', '.join(['?'] * width)})"
-    for start in range(0, len(rows), per):
-        chunk = rows[start:start + per]
-        conn.exec_driver_sql(f"INSERT INTO {into} VALUES {', '.join([one] * len(chunk))}", tuple(chain.from_iterable(chunk)))
 
 
 def _placeholder(dialect: sa.Dialect) -> str:
