@@ -133,7 +133,9 @@ def _write_and_read_back(engine: sa.Engine, rows: list[dict], text_dtype) -> Non
             conn.execute(ODD_VALUES.delete())
             write_frame(conn, ODD_VALUES, variant, period_id="P\t1")
         with engine.connect() as conn:
-            back = read_frame(conn, ODD_VALUES, "P\t1").drop(columns="period_id")
+            back = read_frame(conn, ODD_VALUES, "P\t1")
+            pd.testing.assert_frame_equal(back, read_frame(conn, ODD_VALUES, "P\t1", copy=False))  # PostgreSQL: COPY = tuples
+        back = back.drop(columns="period_id")
         assert len(back) == len(rows)
         assert [None if pd.isna(v) else v for v in back["text"]] == [r["text"] for r in rows]
         assert back["months"].tolist() == [r["months"] for r in rows]
@@ -145,6 +147,27 @@ def _write_and_read_back(engine: sa.Engine, rows: list[dict], text_dtype) -> Non
             with engine.connect() as conn:
                 stored = conn.exec_driver_sql("SELECT at FROM odd_values ORDER BY row").scalars().all()
             assert stored == [None if pd.isna(t) else bind(t.to_pydatetime()) for t in frame["at"]]
+
+
+def test_every_stored_table_read_by_copy_equals_it_read_as_the_driver_s_tuples(store_url):
+    """PostgreSQL reads a period's rows as COPY's CSV through Arrow; the driver's tuples (the way SQLite's rows come)
+    give the same frames, column types and missing values included, for every input and result table of a period
+    run through the batch (needs' floor_cube is all NULL, grants hold times)."""
+    from datetime import date
+
+    from optalloc.batch import run_batch
+    from optalloc.store.frames import read_frame
+
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    run_batch(store, date(2027, 1, 5))
+    tables = [*T.INPUT_TABLES.values(), *T.RESULT_TABLES.values(), T.performance]
+    with store.engine.connect() as conn:
+        for table in tables:
+            for split_lists in (True, False):
+                by_copy = read_frame(conn, table, "P202610", split_lists=split_lists)
+                pd.testing.assert_frame_equal(by_copy, read_frame(conn, table, "P202610", split_lists=split_lists, copy=False), obj=table.name)
+    assert sum(len(read_frame(store.engine.connect(), t, "P202610")) > 0 for t in tables) >= 10
 
 
 def test_ingesting_the_same_files_twice_adds_nothing(store_url):

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
 from ..errors import StoreError
@@ -243,17 +244,31 @@ def _copy_in(conn: sa.Connection, sql: str, data: Iterable, by_row: bool = False
         raise statement_error(conn.engine.url.render_as_string(hide_password=True), e, lost=lost) from None
 
 
-def read_frame(conn: sa.Connection, table: sa.Table, period_id: str, *, split_lists: bool = True) -> pd.DataFrame:
+def read_frame(conn: sa.Connection, table: sa.Table, period_id: str, *, split_lists: bool = True, copy: bool = True) -> pd.DataFrame:
     """A period's rows with the DataFrame types the engine uses, sorted by primary key in Python's string order
     (the same on every database, whatever its collation). `split_lists=False` keeps list columns as the stored
     ';'-joined text, as a CSV table has them: the validator splits text lists once per distinct value.
 
-    The driver's rows become one 2-D object array in one C call (numpy), sliced into columns: transposing the
-    rows in Python (`zip(*rows)`) took as long as fetching them. period_id is not fetched: it is the one asked for."""
-    dialect = conn.dialect
-    q = dialect.identifier_preparer
+    PostgreSQL sends the rows as COPY's CSV, which Arrow reads a column at a time (`copy=False`: as the driver's
+    tuples, the way SQLite's rows come). The driver's rows become one 2-D object array in one C call (numpy), sliced
+    into columns: transposing the rows in Python (`zip(*rows)`) took as long as fetching them. period_id is not
+    fetched: it is the one asked for."""
     names = [c.name for c in table.columns]
     fetched = [c for c in table.columns if c.name != "period_id"]
+    if conn.dialect.name == "postgresql" and copy:
+        typed, n = _copied_columns(conn, table, fetched, period_id, split_lists)
+    else:
+        typed, n = _fetched_columns(conn, table, fetched, period_id, split_lists)
+    if "period_id" in names:
+        typed["period_id"] = pd.Series(np.full(n, period_id, dtype=object), dtype=None if n else object)
+    frame = pd.DataFrame(typed, columns=names)
+    keys = [c.name for c in table.primary_key.columns if c.name != "period_id"]
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def _fetched_columns(conn: sa.Connection, table: sa.Table, fetched: list[sa.Column], period_id: str, split_lists: bool) -> tuple[dict, int]:
+    dialect = conn.dialect
+    q = dialect.identifier_preparer
     sql = (f"SELECT {', '.join(q.quote(c.name) for c in fetched)} FROM {q.format_table(table)} "
            f"WHERE {q.quote('period_id')} = {_placeholder(dialect)}")
     result = conn.exec_driver_sql(sql, (period_id,))
@@ -265,13 +280,71 @@ def read_frame(conn: sa.Connection, table: sa.Table, period_id: str, *, split_li
     grid = np.empty((len(rows), len(fetched)), dtype=object)
     if rows:
         grid[:] = rows  # one C loop; a value is never a sequence (numbers, text, times, None)
-    del rows
-    typed = {c.name: _typed(c, grid[:, j], dialect, coltype, split_lists) for j, (c, coltype) in enumerate(zip(fetched, coltypes))}
-    if "period_id" in names:
-        typed["period_id"] = pd.Series(np.full(len(grid), period_id, dtype=object), dtype=None if len(grid) else object)
-    frame = pd.DataFrame(typed, columns=names)
-    keys = [c.name for c in table.primary_key.columns if c.name != "period_id"]
-    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+    return {c.name: _typed(c, grid[:, j], dialect, coltype, split_lists) for j, (c, coltype) in enumerate(zip(fetched, coltypes))}, len(rows)
+
+
+def _copied_columns(conn: sa.Connection, table: sa.Table, fetched: list[sa.Column], period_id: str, split_lists: bool) -> tuple[dict, int]:
+    """PostgreSQL: `COPY (SELECT ...) TO STDOUT` as CSV, read by Arrow with each column's type. Floats are sent as
+    the shortest text that reads back as the same float (extra_float_digits > 0), times as UTC text to the
+    microsecond (to_char, whatever the session's time zone and date style), NULL as an unquoted empty field and the
+    empty string quoted. The columns are those `_typed` makes of the driver's tuples (tests/test_store.py)."""
+    from psycopg import sql as psql
+
+    q = conn.dialect.identifier_preparer
+    select = [f"to_char({q.quote(c.name)} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')" if isinstance(c.type, sa.DateTime)
+              else q.quote(c.name) for c in fetched]
+    query = psql.SQL("COPY (SELECT {} FROM {} WHERE {} = {}) TO STDOUT WITH (FORMAT csv)").format(
+        psql.SQL(", ".join(select)), psql.SQL(q.format_table(table)), psql.SQL(q.quote("period_id")), psql.Literal(period_id))
+    driver = conn.connection.driver_connection
+    data = bytearray()
+    try:
+        conn.exec_driver_sql("SET LOCAL extra_float_digits = 3")
+        with driver.cursor() as cursor, cursor.copy(query) as copy:
+            for block in copy:
+                data += block
+    except conn.dialect.loaded_dbapi.Error as e:
+        lost = conn.dialect.is_disconnect(e, conn.connection.dbapi_connection, None)
+        raise statement_error(conn.engine.url.render_as_string(hide_password=True), e, lost=lost) from None
+    if not data:
+        return {c.name: _from_arrow(c, pa.array([], type=_arrow_type(c)), split_lists) for c in fetched}, 0
+    arrow = pcsv.read_csv(pa.BufferReader(bytes(data)), read_options=pcsv.ReadOptions(column_names=[c.name for c in fetched]),
+                          parse_options=pcsv.ParseOptions(newlines_in_values=True),
+                          convert_options=pcsv.ConvertOptions(column_types={c.name: _arrow_type(c) for c in fetched}, null_values=[""],
+                                                              strings_can_be_null=True, quoted_strings_can_be_null=False,
+                                                              true_values=["t"], false_values=["f"]))
+    return {c.name: _from_arrow(c, arrow.column(c.name).combine_chunks(), split_lists) for c in fetched}, arrow.num_rows
+
+
+def _arrow_type(c: sa.Column) -> pa.DataType:
+    if isinstance(c.type, sa.DateTime):
+        return pa.timestamp("us")
+    if isinstance(c.type, sa.Double):
+        return pa.float64()
+    if isinstance(c.type, sa.Boolean):
+        return pa.bool_()
+    if isinstance(c.type, sa.Integer):
+        return pa.int64()
+    return pa.large_string()
+
+
+def _from_arrow(c: sa.Column, values: pa.Array, split_lists: bool) -> pd.Series | np.ndarray | pd.api.extensions.ExtensionArray:
+    """One column read by Arrow as `_typed` makes it from the driver's values (a NULL as NaN, NaT, None or <NA>)."""
+    if isinstance(c.type, sa.DateTime):
+        return pd.Series(values.to_numpy(zero_copy_only=False)).dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    if isinstance(c.type, sa.Double):
+        return values.to_numpy(zero_copy_only=False).astype(float)
+    if isinstance(c.type, sa.Boolean):
+        return pc.fill_null(values, False).to_numpy(zero_copy_only=False)
+    if isinstance(c.type, sa.Integer):
+        if not c.nullable:
+            return pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        return pd.arrays.IntegerArray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(np.int64),
+                                      pc.is_null(values).to_numpy(zero_copy_only=False))
+    if c.name in LIST_COLUMNS and split_lists:
+        return pd.Series([None if v is None else tuple(v.split(";")) for v in values.to_pylist()], dtype=object)
+    if values.null_count == len(values):
+        return pd.Series([None] * len(values), dtype=object)
+    return pd.Series(values.to_pandas())
 
 
 def _typed(c: sa.Column, values: np.ndarray, dialect: sa.Dialect, coltype, split_lists: bool = True) -> pd.Series | np.ndarray:
