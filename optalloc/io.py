@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from . import progress, units
-from .csvtext import csv_chunks
+from .csvtext import csv_chunks, utc_text
 from .errors import InputError, Problem
 from .instance import Instance
 from .outputs import replace_folder
@@ -250,15 +250,28 @@ def _load_folder(folder: Path) -> Instance:
 
 
 def format_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Lists as ';'-joined text and times as ISO 8601, so CSV output reads back as input."""
+    """Lists as ';'-joined text and times as ISO 8601 in UTC (to the second when every time is whole, else to the
+    microsecond), so CSV output reads back as input. Each distinct list is joined once (requests share a few month
+    lists), and times are written by numpy (the text pandas' per-value strftime writes, tests/test_loading.py)."""
     out = frame.copy()
     for col in out.columns:
         if out[col].dtype == object and len(out) and isinstance(out[col].iloc[0], tuple):
-            out[col] = out[col].map(";".join)
+            codes, distinct = pd.factorize(out[col])
+            out[col] = np.array([";".join(v) for v in distinct], dtype=object)[codes]
         elif isinstance(out[col].dtype, pd.DatetimeTZDtype):
-            whole = bool((out[col].dt.microsecond == 0).all())
-            out[col] = out[col].dt.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ")
+            out[col] = iso_utc(out[col])
     return out
+
+
+def iso_utc(times: pd.Series) -> pd.Series:
+    """UTC times as ISO 8601 text ending in Z, as pandas' strftime writes them: to the second when every one is
+    whole, else to the microsecond (finer digits dropped); a missing time as NaN."""
+    whole = bool((times.dt.tz_convert("UTC").dt.microsecond == 0).all())
+    text = utc_text(times, unit="s" if whole else "us")
+    present = text != None  # noqa: E711 -- elementwise, on an object array
+    text[present] = text[present] + "Z"
+    text[~present] = np.nan
+    return pd.Series(text, index=times.index, dtype=object)
 
 
 def json_text(doc) -> str:

@@ -110,3 +110,23 @@ def test_rows_already_in_key_order_are_kept_and_others_sorted_exactly_as_sort_va
     ordered, source_rows = canonical_order(frame, "history")
     pd.testing.assert_frame_equal(ordered, expected.reset_index(drop=True))
     assert source_rows.tolist() == [frame.index.get_loc(i) + 1 for i in expected.index]
+
+
+@settings(max_examples=200, deadline=None)
+@given(times=st.lists(st.one_of(st.none(), st.datetimes(min_value=pd.Timestamp("1900-01-01").to_pydatetime(),
+                                                        max_value=pd.Timestamp("2200-01-01").to_pydatetime())), max_size=6),
+       whole=st.booleans(), zone=st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"]))
+def test_times_are_written_as_pandas_strftime_writes_them(times, whole, zone):
+    """format_frame writes times with Arrow's strftime: the text pandas' strftime gives (UTC, Z; to the second when
+    every time is whole, else to the microsecond), whatever zone the column is in, a missing time left missing."""
+    from optalloc.io import format_frame
+
+    series = pd.Series(pd.to_datetime(times), dtype="datetime64[ns]").dt.tz_localize("UTC")
+    if whole:
+        series = series.dt.floor("s")
+    series = series.dt.tz_convert(zone)
+    utc = series.dt.tz_convert("UTC")
+    all_whole = bool((utc.dt.microsecond == 0).all())
+    expected = utc.dt.strftime("%Y-%m-%dT%H:%M:%SZ" if all_whole else "%Y-%m-%dT%H:%M:%S.%fZ")
+    got = format_frame(pd.DataFrame({"at": series}))["at"]
+    assert [None if pd.isna(v) else v for v in got] == [None if pd.isna(v) else v for v in expected]

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
+from ..csvtext import utc_text
 from ..errors import StoreError
 from ..schemas import TABLE_KEYS
 from . import tables as T
@@ -91,10 +92,10 @@ def write_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, **con
 
 def _bound(series: pd.Series, name: str, type_: sa.types.TypeEngine, dialect: sa.Dialect) -> list:
     """A column's values (`_column_values`) as SQLAlchemy's bind processor for the dialect makes them, without a
-    Python call per value where the outcome is known: SQLite's text for UTC times (Arrow's strftime writes
+    Python call per value where the outcome is known: SQLite's text for UTC times (numpy writes
     SQLAlchemy's format), and a float or bool column's values as they are (the processors only check them)."""
     if dialect.name == "sqlite" and isinstance(type_, sa.DateTime) and isinstance(series.dtype, pd.DatetimeTZDtype):
-        return pc.strftime(pa.array(series.dt.tz_convert("UTC").astype("datetime64[us, UTC]")), format="%Y-%m-%d %H:%M:%S").to_pylist()
+        return utc_text(series, "us", sep=" ").tolist()
     values = _column_values(series, name)
     bind = type_.dialect_impl(dialect).bind_processor(dialect)
     if bind is None or (isinstance(type_, sa.Double) and series.dtype == np.float64) or (isinstance(type_, sa.Boolean) and series.dtype == bool):
