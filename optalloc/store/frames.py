@@ -367,7 +367,7 @@ def _typed(c: sa.Column, values: np.ndarray, dialect: sa.Dialect, coltype, split
         return values.astype(np.int64) if not c.nullable else pd.array(values.tolist(), dtype="Int64")
     if c.name in LIST_COLUMNS and split_lists:
         return pd.Series([None if v is None else tuple(v.split(";")) for v in values], dtype=object)
-    return pd.Series(values.tolist(), dtype=None if len(values) else object)
+    return pd.Series(np.ascontiguousarray(values), dtype=None if len(values) else object)  # text: pandas infers its str type
 
 
 def result_frame(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
