@@ -130,3 +130,25 @@ def test_times_are_written_as_pandas_strftime_writes_them(times, whole, zone):
     expected = utc.dt.strftime("%Y-%m-%dT%H:%M:%SZ" if all_whole else "%Y-%m-%dT%H:%M:%S.%fZ")
     got = format_frame(pd.DataFrame({"at": series}))["at"]
     assert [None if pd.isna(v) else v for v in got] == [None if pd.isna(v) else v for v in expected]
+
+
+SPECIAL = ["\x00", "\t", "\n", "\x1f", "\x7f", "\x80", "\x9f", "\xa0", "\u00ad", "\u061c", "\u180e", "\u200b", "\u200f", "\u2028", "\u202e",
+           "\u2060", "\u206f", "\ufeff", "\ufff9", "\ufffb", "\ufffc", ";", "-", "0", "9", "a", "é", "😀", "\u2066"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.text(st.one_of(st.sampled_from(SPECIAL), st.characters(blacklist_categories=("Cs",))),
+                                                    max_size=6), st.sampled_from(["2026-01", "2026-13", "2026-1", "١٢٣٤-01"])),
+                       min_size=1, max_size=8))
+def test_arrow_regex_verdicts_equal_python_re_on_the_validation_patterns(values):
+    """Ids and months are checked by Arrow's regex kernel (RE2) on pyarrow-backed text: for every pattern the
+    validator uses, the same verdict as Python's re.fullmatch, control, invisible and non-ASCII characters included."""
+    import re
+
+    from optalloc.schemas import ID_PATTERN, MONTH_PATTERN
+    from optalloc.validate import _fullmatch
+
+    text = pd.Series(values, dtype=pd.StringDtype("pyarrow"))
+    for pattern in (ID_PATTERN, MONTH_PATTERN):
+        expected = [True if v is None else re.fullmatch(pattern, v) is not None for v in values]
+        assert _fullmatch(text, pattern, missing=True).tolist() == expected
