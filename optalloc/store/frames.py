@@ -308,7 +308,7 @@ def _copied_columns(conn: sa.Connection, table: sa.Table, fetched: list[sa.Colum
         raise statement_error(conn.engine.url.render_as_string(hide_password=True), e, lost=lost) from None
     if not data:
         return {c.name: _from_arrow(c, pa.array([], type=_arrow_type(c)), split_lists) for c in fetched}, 0
-    arrow = pcsv.read_csv(pa.BufferReader(bytes(data)), read_options=pcsv.ReadOptions(column_names=[c.name for c in fetched]),
+    arrow = pcsv.read_csv(pa.BufferReader(pa.py_buffer(data)), read_options=pcsv.ReadOptions(column_names=[c.name for c in fetched]),
                           parse_options=pcsv.ParseOptions(newlines_in_values=True),
                           convert_options=pcsv.ConvertOptions(column_types={c.name: _arrow_type(c) for c in fetched}, null_values=[""],
                                                               strings_can_be_null=True, quoted_strings_can_be_null=False,
