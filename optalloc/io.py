@@ -256,8 +256,8 @@ def format_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for col in out.columns:
         if out[col].dtype == object and len(out) and isinstance(out[col].iloc[0], tuple):
-            codes, distinct = pd.factorize(out[col])
-            out[col] = np.array([";".join(v) for v in distinct], dtype=object)[codes]
+            codes, distinct = pd.factorize(out[col])  # a missing list: code -1, the None appended last
+            out[col] = np.array([*(";".join(v) for v in distinct), None], dtype=object)[codes]
         elif isinstance(out[col].dtype, pd.DatetimeTZDtype):
             out[col] = iso_utc(out[col])
     return out

@@ -153,7 +153,9 @@ def _arrow_text(series: pd.Series) -> pa.ChunkedArray | None:
 def re2_pattern(pattern: str) -> str:
     """A validation pattern in RE2's syntax, for Arrow's regex kernels: `\\uXXXX` written `\\x{XXXX}`, and the
     lone-surrogate range dropped (UTF-8 text, all Arrow holds, cannot contain one). Same verdicts on Arrow text as
-    Python's re (tests/test_loading.py)."""
+    Python's re (tests/test_loading.py). Arrow's kernel searches: the pattern must be anchored (^...$) to match whole."""
+    if not (pattern.startswith("^") and pattern.endswith("$")):
+        raise ValueError(f"a validation pattern must be anchored with ^...$: {pattern!r}")
     return re.sub(r"\\u([0-9a-fA-F]{4})", r"\\x{\1}", pattern.replace(r"\ud800-\udfff", ""))
 
 

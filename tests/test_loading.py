@@ -152,3 +152,15 @@ def test_arrow_regex_verdicts_equal_python_re_on_the_validation_patterns(values)
     for pattern in (ID_PATTERN, MONTH_PATTERN):
         expected = [True if v is None else re.fullmatch(pattern, v) is not None for v in values]
         assert _fullmatch(text, pattern, missing=True).tolist() == expected
+
+
+def test_lists_are_joined_once_each_and_a_missing_list_stays_missing_and_patterns_must_be_anchored():
+    """format_frame joins each distinct list once and reads the text back by row (a missing list stays missing,
+    not the last list's text); a validation pattern Arrow's search would not match whole is refused."""
+    from optalloc.io import format_frame
+    from optalloc.validate import re2_pattern
+
+    got = format_frame(pd.DataFrame({"months": [("2026-10", "2026-11"), ("2026-12",), None, ("2026-12",)]}))["months"]
+    assert [None if pd.isna(v) else v for v in got] == ["2026-10;2026-11", "2026-12", None, "2026-12"]
+    with pytest.raises(ValueError, match="anchored"):
+        re2_pattern("[a-z]+")

@@ -149,6 +149,34 @@ def _write_and_read_back(engine: sa.Engine, rows: list[dict], text_dtype) -> Non
             assert stored == [None if pd.isna(t) else bind(t.to_pydatetime()) for t in frame["at"]]
 
 
+def test_a_connection_not_in_utf8_moves_rows_through_psycopg_and_keeps_non_ascii_text(store_url):
+    """COPY's data travels in the client encoding, Arrow's text is UTF-8: on a LATIN1 connection rows are written and
+    read as psycopg encodes them, so 'é' in an id is stored as 'é' (read back the same on a UTF-8 connection) and
+    found again by its period id."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("client encodings are PostgreSQL's")
+    from optalloc.store.frames import read_frame, write_frame
+
+    latin1 = sa.create_engine(store_url, connect_args={"options": "-c client_encoding=LATIN1"})
+    utf8 = sa.create_engine(store_url)
+    try:
+        SCRATCH.create_all(utf8)
+        frame = pd.DataFrame({"row": [0, 1], "text": ["Sé", "ü\\t"], "months": [("2026-10",), ("é",)], "x": [1.5, float("nan")],
+                              "n": [1, 2], "flag": [True, False], "at": pd.to_datetime(["2026-09-01T10:00:00.5Z", None], utc=True)})
+        with latin1.begin() as conn:
+            assert conn.connection.driver_connection.info.encoding != "utf-8"
+            write_frame(conn, ODD_VALUES, frame, period_id="Pé")
+        for engine in (latin1, utf8):
+            with engine.connect() as conn:
+                back = read_frame(conn, ODD_VALUES, "Pé")
+            assert back["text"].tolist() == ["Sé", "ü\\t"] and back["months"].tolist() == [("2026-10",), ("é",)]
+        with utf8.connect() as conn:
+            assert conn.exec_driver_sql("SELECT period_id, text FROM odd_values ORDER BY row").all() == [("Pé", "Sé"), ("Pé", "ü\\t")]
+    finally:
+        latin1.dispose()
+        utf8.dispose()
+
+
 def test_every_stored_table_read_by_copy_equals_it_read_as_the_driver_s_tuples(store_url):
     """PostgreSQL reads a period's rows as COPY's CSV through Arrow; the driver's tuples (the way SQLite's rows come)
     give the same frames, column types and missing values included, for every input and result table of a period

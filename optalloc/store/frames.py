@@ -68,7 +68,7 @@ def frame_records(frame: pd.DataFrame, table: sa.Table, **constants) -> list[dic
 def write_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, **constants) -> None:
     """Insert the frame's rows (as `frame_records` makes them) with `constants` in every row, in bulk."""
     dialect = conn.dialect
-    if dialect.name == "postgresql" and (blocks := copy_text(frame, table, dialect, constants)) is not None:
+    if dialect.name == "postgresql" and _utf8(conn) and (blocks := copy_text(frame, table, dialect, constants)) is not None:
         names, blocks = blocks
         if names:
             q = dialect.identifier_preparer
@@ -256,7 +256,7 @@ def read_frame(conn: sa.Connection, table: sa.Table, period_id: str, *, split_li
     fetched: it is the one asked for."""
     names = [c.name for c in table.columns]
     fetched = [c for c in table.columns if c.name != "period_id"]
-    if conn.dialect.name == "postgresql" and copy:
+    if conn.dialect.name == "postgresql" and copy and _utf8(conn) and all(_arrow_type(c) is not None for c in fetched):
         typed, n = _copied_columns(conn, table, fetched, period_id, split_lists)
     else:
         typed, n = _fetched_columns(conn, table, fetched, period_id, split_lists)
@@ -293,7 +293,7 @@ def _copied_columns(conn: sa.Connection, table: sa.Table, fetched: list[sa.Colum
 
     q = conn.dialect.identifier_preparer
     select = [f"to_char({q.quote(c.name)} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')" if isinstance(c.type, sa.DateTime)
-              else q.quote(c.name) for c in fetched]
+              else q.quote(c.name) for c in fetched]  # every DateTime column is timezone=True (`_arrow_type`)
     query = psql.SQL("COPY (SELECT {} FROM {} WHERE {} = {}) TO STDOUT WITH (FORMAT csv)").format(
         psql.SQL(", ".join(select)), psql.SQL(q.format_table(table)), psql.SQL(q.quote("period_id")), psql.Literal(period_id))
     driver = conn.connection.driver_connection
@@ -308,24 +308,37 @@ def _copied_columns(conn: sa.Connection, table: sa.Table, fetched: list[sa.Colum
         raise statement_error(conn.engine.url.render_as_string(hide_password=True), e, lost=lost) from None
     if not data:
         return {c.name: _from_arrow(c, pa.array([], type=_arrow_type(c)), split_lists) for c in fetched}, 0
-    arrow = pcsv.read_csv(pa.BufferReader(pa.py_buffer(data)), read_options=pcsv.ReadOptions(column_names=[c.name for c in fetched]),
-                          parse_options=pcsv.ParseOptions(newlines_in_values=True),
-                          convert_options=pcsv.ConvertOptions(column_types={c.name: _arrow_type(c) for c in fetched}, null_values=[""],
-                                                              strings_can_be_null=True, quoted_strings_can_be_null=False,
-                                                              true_values=["t"], false_values=["f"]))
+    try:
+        arrow = pcsv.read_csv(pa.BufferReader(pa.py_buffer(data)), read_options=pcsv.ReadOptions(column_names=[c.name for c in fetched]),
+                              parse_options=pcsv.ParseOptions(newlines_in_values=True),
+                              convert_options=pcsv.ConvertOptions(column_types={c.name: _arrow_type(c) for c in fetched}, null_values=[""],
+                                                                  strings_can_be_null=True, quoted_strings_can_be_null=False,
+                                                                  true_values=["t"], false_values=["f"]))
+    except pa.ArrowInvalid as e:  # the server sent what COPY's CSV of these columns cannot be: say so as any store error
+        raise statement_error(conn.engine.url.render_as_string(hide_password=True), e, lost=False) from None
     return {c.name: _from_arrow(c, arrow.column(c.name).combine_chunks(), split_lists) for c in fetched}, arrow.num_rows
 
 
-def _arrow_type(c: sa.Column) -> pa.DataType:
+def _arrow_type(c: sa.Column) -> pa.DataType | None:
+    """The Arrow type COPY's CSV of the column is read as; None for a type the COPY read does not cover (the table
+    is then read as the driver's tuples)."""
     if isinstance(c.type, sa.DateTime):
-        return pa.timestamp("us")
+        return pa.timestamp("us") if c.type.timezone else None
     if isinstance(c.type, sa.Double):
         return pa.float64()
     if isinstance(c.type, sa.Boolean):
         return pa.bool_()
     if isinstance(c.type, sa.Integer):
         return pa.int64()
-    return pa.large_string()
+    if isinstance(c.type, sa.String):  # Text too
+        return pa.large_string()
+    return None
+
+
+def _utf8(conn: sa.Connection) -> bool:
+    """Whether the connection's client encoding is UTF-8: COPY's data travels in it, and Arrow's text is UTF-8 (on any
+    other encoding rows go through psycopg, which encodes them)."""
+    return conn.connection.driver_connection.info.encoding == "utf-8"
 
 
 def _from_arrow(c: sa.Column, values: pa.Array, split_lists: bool) -> pd.Series | np.ndarray | pd.api.extensions.ExtensionArray:
