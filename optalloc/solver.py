@@ -49,7 +49,8 @@ def one_blas_thread() -> Iterator[None]:
     core was taken: the 100,000-request baseline took 0.77 s wall and 1.48 s CPU alone, 1.29 s wall beside the input
     hash, 0.96 s with one BLAS thread. A dot product split over threads also sums in an order that depends on the
     machine's core count; on one thread it is the same everywhere. Dask workers start with one BLAS thread already
-    (distributed's OPENBLAS_NUM_THREADS=1)."""
+    (distributed's OPENBLAS_NUM_THREADS=1). The limit is the process's: a caller running several periods at once on
+    threads of one process should hold it around all of them (the first to finish gives the old setting back)."""
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 

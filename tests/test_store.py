@@ -100,10 +100,10 @@ ODD_ROW = st.fixed_dictionaries({
     "text": ODD_TEXT,
     "months": st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00;"), min_size=1, max_size=4),
                        min_size=1, max_size=3).map(tuple),
-    "x": st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+    "x": st.one_of(st.none(), st.floats(allow_nan=False)),
     "n": st.integers(-(2**31), 2**31 - 1),
     "flag": st.booleans(),
-    "at": st.one_of(st.none(), st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1))),
+    "at": st.one_of(st.none(), st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1))),
 })
 
 
