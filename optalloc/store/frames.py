@@ -1,10 +1,12 @@
 """Frames <-> tables: the engine's DataFrames as rows of the store, and back.
 
 Rows move in bulk, without SQLAlchemy's per-row parameter handling (which cost more than the solves at 100,000
-requests): PostgreSQL is written by COPY, its text made a column at a time by Arrow (`copy_text`), SQLite by INSERTs
-of thousands of rows each, and both are read back as the driver's tuples. The values are the ones SQLAlchemy's own INSERT and SELECT bind and return:
-each column's bind and result processors for the dialect are applied (SQLite keeps datetimes as text, say), so
-a stored period reads back the same whichever path wrote it (tests/test_store.py checks this on both databases).
+requests). PostgreSQL (on a UTF-8 connection) moves them by COPY both ways, as text Arrow makes and reads a column at
+a time (`copy_text`, `_copied_columns`); SQLite is written by INSERTs of thousands of rows each and read as the
+driver's tuples. The values are the ones SQLAlchemy's own INSERT and SELECT bind and return: each column's bind and
+result processors for the dialect are applied (SQLite keeps datetimes as text, say), so a stored period reads back
+the same whichever path wrote it (tests/test_store.py checks this on both databases, and each bulk path against the
+row-by-row one).
 """
 
 from __future__ import annotations
