@@ -149,12 +149,17 @@ def _write_and_read_back(engine: sa.Engine, rows: list[dict], text_dtype) -> Non
             assert stored == [None if pd.isna(t) else bind(t.to_pydatetime()) for t in frame["at"]]
 
 
-def test_a_connection_not_in_utf8_moves_rows_through_psycopg_and_keeps_non_ascii_text(store_url):
-    """COPY's data travels in the client encoding, Arrow's text is UTF-8: on a LATIN1 connection rows are written and
-    read as psycopg encodes them, so 'é' in an id is stored as 'é' (read back the same on a UTF-8 connection) and
-    found again by its period id."""
-    if not store_url.startswith("postgresql"):
-        pytest.skip("client encodings are PostgreSQL's")
+def test_a_connection_not_in_utf8_moves_rows_through_psycopg_and_keeps_non_ascii_text(pg_server):
+    """PostgreSQL: COPY's data travels in the client encoding, Arrow's text is UTF-8. On a LATIN1 connection rows are
+    written and read as psycopg encodes them, so 'é' in an id is stored as 'é' (read back the same on a UTF-8
+    connection) and found again by its period id."""
+    from pgserver import fresh_database
+
+    with fresh_database(pg_server) as url:
+        _latin1_round_trip(url)
+
+
+def _latin1_round_trip(store_url: str) -> None:
     from optalloc.store.frames import read_frame, write_frame
 
     latin1 = sa.create_engine(store_url, connect_args={"options": "-c client_encoding=LATIN1"})
