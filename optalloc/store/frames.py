@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -54,10 +55,16 @@ def _column_values(series: pd.Series, name: str) -> list:
     return values
 
 
+def _table_columns(frame: pd.DataFrame, table: sa.Table, constants: dict) -> tuple[pd.DataFrame, list[str]]:
+    """The frame with its named index as columns, and the names of its columns that the table has (not those given
+    as constants), in the table's order."""
+    frame = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
+    return frame, [c.name for c in table.columns if c.name in frame.columns and c.name not in constants]
+
+
 def _columns(frame: pd.DataFrame, table: sa.Table, constants: dict) -> tuple[list[str], list[list]]:
     """The frame's columns that the table has (not those given as constants), in the table's order, as values."""
-    frame = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
-    names = [c.name for c in table.columns if c.name in frame.columns and c.name not in constants]
+    frame, names = _table_columns(frame, table, constants)
     return names, [_column_values(frame[n], n) for n in names]
 
 
@@ -69,27 +76,21 @@ def frame_records(frame: pd.DataFrame, table: sa.Table, **constants) -> list[dic
 
 def write_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, **constants) -> None:
     """Insert the frame's rows (as `frame_records` makes them) with `constants` in every row, in bulk."""
-    dialect = conn.dialect
-    if dialect.name == "postgresql" and _utf8(conn) and (blocks := copy_text(frame, table, dialect, constants)) is not None:
-        names, blocks = blocks
-        if names:
-            q = dialect.identifier_preparer
-            _copy_in(conn, f"COPY {q.format_table(table)} ({', '.join(q.quote(n) for n in names)}) FROM STDIN", blocks)
-        return
-    frame = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
-    names = [c.name for c in table.columns if c.name in frame.columns and c.name not in constants]
+    frame, names = _table_columns(frame, table, constants)
     if not names or not len(frame):
         return
-    columns = [_bound(frame[n], n, table.c[n].type, dialect) for n in names]
-    names = [*constants, *names]
+    dialect = conn.dialect
     q = dialect.identifier_preparer
-    into = f"{q.format_table(table)} ({', '.join(q.quote(n) for n in names)})"
+    into = f"{q.format_table(table)} ({', '.join(q.quote(n) for n in [*constants, *names])})"
+    if dialect.name == "postgresql" and _utf8(conn) and (blocks := copy_text(frame, names, table, dialect, constants)) is not None:
+        _copy_in(conn, f"COPY {into} FROM STDIN", blocks)
+        return
+    columns = [_bound(frame[n], n, table.c[n].type, dialect) for n in names]
+    heads = [_bound_constant(table.c[k].type, dialect, v) for k, v in constants.items()]
     if dialect.name == "postgresql":  # a column the COPY text does not cover: rows that psycopg formats
-        n = len(columns[0])
-        rows = zip(*[[_bound_constant(table.c[k].type, dialect, v)] * n for k, v in constants.items()], *columns)
-        _copy_in(conn, f"COPY {into} FROM STDIN", rows, by_row=True)
+        _copy_in(conn, f"COPY {into} FROM STDIN", zip(*[[v] * len(frame) for v in heads], *columns), by_row=True)
     else:
-        _insert_many(conn, into, [_bound_constant(table.c[k].type, dialect, v) for k, v in constants.items()], columns)
+        _insert_many(conn, into, heads, columns)
 
 
 def _bound(series: pd.Series, name: str, type_: sa.types.TypeEngine, dialect: sa.Dialect) -> list:
@@ -137,8 +138,8 @@ COPY_BLOCK_ROWS = 50_000  # rows made into COPY text at a time: the server reads
 _ESCAPES = [("\\", "\\\\"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")]  # COPY text: backslash first
 
 
-def copy_text(frame: pd.DataFrame, table: sa.Table, dialect: sa.Dialect, constants: dict) -> tuple[list[str], Iterator[memoryview]] | None:
-    """PostgreSQL: the frame's rows (and `constants`) as COPY's text format, in blocks, with the column names; None when
+def copy_text(frame: pd.DataFrame, names: list[str], table: sa.Table, dialect: sa.Dialect, constants: dict) -> Iterator[memoryview] | None:
+    """PostgreSQL: the frame's rows (`constants`, then its columns `names`) as COPY's text format, in blocks; None when
     a column is not one of the kinds below (it is then written row by row, psycopg formatting each value).
 
     psycopg's `write_row` formats one row per Python call: 0.74 s of a 1.2 s ingest at 100,000 requests, all of it
@@ -146,15 +147,10 @@ def copy_text(frame: pd.DataFrame, table: sa.Table, dialect: sa.Dialect, constan
     that reads back as the same float, integers, true/false, times in UTC to the microsecond, text with COPY's
     escapes (backslash, line feed, carriage return, tab), NULL as \\N, list columns ';'-joined; then joins the
     columns with tabs and the rows with line feeds. tests/test_store.py checks that every value comes back exactly."""
-    frame = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
-    names = [c.name for c in table.columns if c.name in frame.columns and c.name not in constants]
-    every = [*constants, *names]
-    if any(_converts(table.c[n].type, dialect) for n in every):
+    if any(_converts(table.c[n].type, dialect) for n in [*constants, *names]):
         return None
     if not all(_copy_kind(frame[n], n) for n in names) or not all(_copy_constant(v) is not None for v in constants.values()):
         return None
-    if not names or not len(frame):
-        return [], iter(())
     heads = [pa.scalar(_copy_constant(v), pa.large_string()) for v in constants.values()]
 
     def blocks() -> Iterator[memoryview]:
@@ -163,7 +159,7 @@ def copy_text(frame: pd.DataFrame, table: sa.Table, dialect: sa.Dialect, constan
             rows = pc.binary_join_element_wise(*heads, *texts, pa.scalar("", pa.large_string()), pa.scalar("\t", pa.large_string()))
             yield _lines(rows)
 
-    return every, blocks()
+    return blocks()
 
 
 def _converts(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> bool:
@@ -233,18 +229,24 @@ def _placeholder(dialect: sa.Dialect) -> str:
     return "?" if dialect.paramstyle == "qmark" else "%s"
 
 
-def _copy_in(conn: sa.Connection, sql: str, data: Iterable, by_row: bool = False) -> None:
-    """COPY FROM STDIN on the connection's own psycopg connection, inside its transaction: blocks of COPY text, or
-    rows that psycopg formats (`by_row`). A database error becomes the same one-line StoreError as any other
-    statement's (`statement_error`, as store.py's `_store_errors`)."""
-    driver = conn.connection.driver_connection
+@contextmanager
+def _driver_errors(conn: sa.Connection) -> Iterator[None]:
+    """A database error raised by the connection's own psycopg connection (a COPY, which SQLAlchemy does not see)
+    becomes the same one-line StoreError as any other statement's (`statement_error`, as store.py's `_store_errors`)."""
     try:
-        with driver.cursor() as cursor, cursor.copy(sql) as copy:
-            for item in data:
-                copy.write_row(item) if by_row else copy.write(item)
+        yield
     except conn.dialect.loaded_dbapi.Error as e:
         lost = conn.dialect.is_disconnect(e, conn.connection.dbapi_connection, None)
         raise statement_error(conn.engine.url.render_as_string(hide_password=True), e, lost=lost) from None
+
+
+def _copy_in(conn: sa.Connection, sql: str, data: Iterable, by_row: bool = False) -> None:
+    """COPY FROM STDIN on the connection's own psycopg connection, inside its transaction: blocks of COPY text, or
+    rows that psycopg formats (`by_row`)."""
+    driver = conn.connection.driver_connection
+    with _driver_errors(conn), driver.cursor() as cursor, cursor.copy(sql) as copy:
+        for item in data:
+            copy.write_row(item) if by_row else copy.write(item)
 
 
 def read_frame(conn: sa.Connection, table: sa.Table, period_id: str, *, split_lists: bool = True, copy: bool = True) -> pd.DataFrame:
@@ -300,14 +302,10 @@ def _copied_columns(conn: sa.Connection, table: sa.Table, fetched: list[sa.Colum
         psql.SQL(", ".join(select)), psql.SQL(q.format_table(table)), psql.SQL(q.quote("period_id")), psql.Literal(period_id))
     driver = conn.connection.driver_connection
     data = bytearray()
-    try:
-        conn.exec_driver_sql("SET LOCAL extra_float_digits = 3")
-        with driver.cursor() as cursor, cursor.copy(query) as copy:
-            for block in copy:
-                data += block
-    except conn.dialect.loaded_dbapi.Error as e:
-        lost = conn.dialect.is_disconnect(e, conn.connection.dbapi_connection, None)
-        raise statement_error(conn.engine.url.render_as_string(hide_password=True), e, lost=lost) from None
+    conn.exec_driver_sql("SET LOCAL extra_float_digits = 3")
+    with _driver_errors(conn), driver.cursor() as cursor, cursor.copy(query) as copy:
+        for block in copy:
+            data += block
     if not data:
         return {c.name: _from_arrow(c, pa.array([], type=_arrow_type(c)), split_lists) for c in fetched}, 0
     try:
@@ -357,7 +355,7 @@ def _from_arrow(c: sa.Column, values: pa.Array, split_lists: bool) -> pd.Series 
         return pd.arrays.IntegerArray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(np.int64),
                                       pc.is_null(values).to_numpy(zero_copy_only=False))
     if c.name in LIST_COLUMNS and split_lists:
-        return pd.Series([None if v is None else tuple(v.split(";")) for v in values.to_pylist()], dtype=object)
+        return _split_lists(values.to_pylist())
     if values.null_count == len(values):
         return pd.Series([None] * len(values), dtype=object)
     return pd.Series(values.to_pandas())
@@ -381,8 +379,13 @@ def _typed(c: sa.Column, values: np.ndarray, dialect: sa.Dialect, coltype, split
     if isinstance(c.type, sa.Integer):
         return values.astype(np.int64) if not c.nullable else pd.array(values.tolist(), dtype="Int64")
     if c.name in LIST_COLUMNS and split_lists:
-        return pd.Series([None if v is None else tuple(v.split(";")) for v in values], dtype=object)
+        return _split_lists(values)
     return pd.Series(np.ascontiguousarray(values), dtype=None if len(values) else object)  # text: pandas infers its str type
+
+
+def _split_lists(values) -> pd.Series:
+    """Stored ';'-joined lists as tuples (None stays None)."""
+    return pd.Series([None if v is None else tuple(v.split(";")) for v in values], dtype=object)
 
 
 def result_frame(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
