@@ -27,13 +27,15 @@ def csv_chunks(frame: pd.DataFrame) -> Iterator[bytes | memoryview]:
     """The UTF-8 bytes of `frame.to_csv(index=False, lineterminator="\\n")`, in pieces (the header, then blocks of rows)."""
     columns = [frame.iloc[:, i] for i in range(frame.shape[1])]
     names = [str(c) for c in frame.columns]
-    if len(columns) < 2 or not all(_plain(c) for c in columns) or _quoted(pa.array(names, type=pa.large_string())):
+    texts = [_whole_text(c) for c in columns]  # a text column's Arrow text, made once; None for numbers (per block)
+    if len(columns) < 2 or any(t is False for t in texts) or any(_quoted(t) for t in texts if t is not None) \
+            or _quoted(pa.array(names, type=pa.large_string())):
         yield frame.to_csv(index=False, lineterminator="\n").encode()
         return
     yield (",".join(names) + "\n").encode()
     for start in range(0, len(frame), BLOCK_ROWS):
-        texts = [_text(c.iloc[start : start + BLOCK_ROWS]) for c in columns]
-        rows = pc.binary_join_element_wise(*texts, _large(""), _large(","))  # "a,b," (the last "," becomes "\n")
+        block = [_text(c.iloc[start : start + BLOCK_ROWS]) if t is None else t.slice(start, BLOCK_ROWS) for c, t in zip(columns, texts)]
+        rows = pc.binary_join_element_wise(*block, _large(""), _large(","))  # "a,b," (the last "," becomes "\n")
         yield _body(rows)
 
 
@@ -41,14 +43,15 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
     return b"".join(csv_chunks(frame))
 
 
-def _plain(col: pd.Series) -> bool:
-    """A column this module writes as pandas would: numbers, booleans, or text without anything the csv module quotes."""
+def _whole_text(col: pd.Series) -> pa.Array | None | bool:
+    """A text column as Arrow text; None for a number or boolean column (made into text a block at a time); False for
+    a column of any other kind (pandas writes the frame)."""
     dtype = col.dtype
     if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
-        return True
+        return None
     inferred = pd.api.types.infer_dtype(col, skipna=True) if dtype == np.dtype(object) else None
     if isinstance(dtype, pd.StringDtype) or inferred in ("string", "empty"):
-        return not _quoted(_arrow(col))
+        return _arrow(col)
     return False
 
 
@@ -67,9 +70,8 @@ def _arrow(col: pd.Series) -> pa.Array:
 
 
 def _text(col: pd.Series) -> pa.Array:
-    values = col.to_numpy() if isinstance(col.dtype, np.dtype) else None
-    if values is None or values.dtype == object:
-        return _arrow(col)
+    """A number or boolean column as text."""
+    values = col.to_numpy()
     if values.dtype.kind == "b":
         return pa.array(np.where(values, "True", "False"), type=pa.large_string())
     if values.dtype.kind in "iu":  # the decimal digits, as str(int)
