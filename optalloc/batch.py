@@ -258,6 +258,7 @@ class _Run:
         self.store, self.run_id, self.on, self.overrides, self.executor = store, run_id, on, overrides, executor
         self.instances: dict[str, Instance] = {}
         self._limits: dict[str, pd.Series] = {}
+        self._split_limits: dict[str, dict[str, pd.Series]] = {}
         self._cleared: dict[str, dict[str, list[pd.DataFrame]]] = {}
         self._committing: set[tuple[str, int]] = set()  # rounds handed to the writer (cleared, for what is due next)
         self.writer = _Writer(background=not store.in_memory)
@@ -436,14 +437,21 @@ class _Run:
         rounds.loc[rounds.index.isin(list(self._committing)), "cleared_run_id"] = self.run_id
         return rounds.reset_index()
 
+    def _limits_by_type(self, p: str) -> dict[str, pd.Series]:
+        """The period's limits split by storage type (a market gets its own type's), once per run: they are fixed."""
+        if p not in self._split_limits:
+            limits = self.limits(p)
+            self._split_limits[p] = {k: part for k, part in limits.groupby(level="storage_type", sort=False)}
+        return self._split_limits[p]
+
     def _round_calls(self, p: str, r: int) -> list[tuple]:
         inst = self.instance(p)
-        limits = self.limits(p)
+        limits = self._limits_by_type(p)
+        empty = self.limits(p).iloc[:0]
         held = held_grants(*self.cleared(p)["grants"])
         calls = []
         for k in sorted(inst.fcs["storage_type"].unique()):
-            of_k = limits.index.get_level_values("storage_type") == k
-            calls.append((inst.round_market(k, r), r, limits[of_k], held[held["storage_type"] == k], self.options(p), None))
+            calls.append((inst.round_market(k, r), r, limits.get(k, empty), held[held["storage_type"] == k], self.options(p), None))
         return calls
 
     def clear_wave(self, wave: list[tuple[str, int]]) -> None:
