@@ -101,7 +101,7 @@ ODD_ROW = st.fixed_dictionaries({
     "months": st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00;"), min_size=1, max_size=4),
                        min_size=1, max_size=3).map(tuple),
     "x": st.one_of(st.none(), st.floats(allow_nan=False)),
-    "n": st.integers(-(2**31), 2**31 - 1),
+    "n": st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
     "flag": st.booleans(),
     "at": st.one_of(st.none(), st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1))),
 })
@@ -110,7 +110,7 @@ ODD_ROW = st.fixed_dictionaries({
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(ODD_ROW, max_size=6), text_dtype=st.sampled_from([object, "string"]))
 def test_hostile_values_written_in_bulk_come_back_exactly(store_url, rows, text_dtype):
-    """Text with COPY's special characters (backslash, tab, line feeds, a literal \\N), NULLs, floats of every size,
+    """Text with COPY's special characters (backslash, tab, line feeds, a literal \\N), NULLs (nullable integers too), floats of every size,
     times to the microsecond and list columns go in through `write_frame` and come back through `read_frame` as they
     were: on PostgreSQL as the COPY text Arrow makes, and, when a column is of a kind that text does not cover (here
     integers held as Python objects), as rows psycopg formats; on SQLite as INSERTs."""
@@ -126,7 +126,7 @@ def _write_and_read_back(engine: sa.Engine, rows: list[dict], text_dtype) -> Non
 
     SCRATCH.create_all(engine)
     frame = pd.DataFrame({"row": range(len(rows)), **{k: [r[k] for r in rows] for k in ("text", "months", "x", "n", "flag", "at")}})
-    frame = frame.astype({"text": text_dtype, "months": object, "x": float, "n": "int64", "flag": bool})
+    frame = frame.astype({"text": text_dtype, "months": object, "x": float, "n": "Int64", "flag": bool})
     frame["at"] = pd.to_datetime(frame["at"], utc=True).astype("datetime64[us, UTC]")
     for variant in (frame, frame.astype({"n": object})):  # the second: psycopg formats the rows
         with engine.begin() as conn:
@@ -139,8 +139,8 @@ def _write_and_read_back(engine: sa.Engine, rows: list[dict], text_dtype) -> Non
         assert len(back) == len(rows)
         assert [None if pd.isna(v) else v for v in back["text"]] == [r["text"] for r in rows]
         assert back["months"].tolist() == [r["months"] for r in rows]
-        assert back["x"].fillna(1e308).tolist() == [1e308 if r["x"] is None else r["x"] for r in rows]  # -0.0 == 0.0 (SQLite keeps 0)
-        assert back["n"].tolist() == [r["n"] for r in rows] and back["flag"].tolist() == [r["flag"] for r in rows]
+        assert [None if pd.isna(v) else v for v in back["x"]] == [r["x"] for r in rows]  # -0.0 == 0.0 (SQLite keeps 0)
+        assert [None if pd.isna(v) else v for v in back["n"]] == [r["n"] for r in rows] and back["flag"].tolist() == [r["flag"] for r in rows]
         assert back["at"].tolist() == frame["at"].tolist()
         if engine.dialect.name == "sqlite":  # times stored as the text SQLAlchemy's own INSERT would bind (queries compare it)
             bind = ODD_VALUES.c.at.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
@@ -152,11 +152,29 @@ def _write_and_read_back(engine: sa.Engine, rows: list[dict], text_dtype) -> Non
 def test_a_connection_not_in_utf8_moves_rows_through_psycopg_and_keeps_non_ascii_text(pg_server):
     """PostgreSQL: COPY's data travels in the client encoding, Arrow's text is UTF-8. On a LATIN1 connection rows are
     written and read as psycopg encodes them, so 'é' in an id is stored as 'é' (read back the same on a UTF-8
-    connection) and found again by its period id."""
+    connection) and found again by its period id. Text LATIN1 cannot hold ('€', a valid id) is a StoreError that
+    says so, not a UnicodeEncodeError, and writes nothing."""
     from pgserver import fresh_database
 
     with fresh_database(pg_server) as url:
         _latin1_round_trip(url)
+        _latin1_refuses_what_it_cannot_hold(url)
+
+
+def _latin1_refuses_what_it_cannot_hold(store_url: str) -> None:
+    from optalloc.store.frames import write_frame
+
+    latin1 = sa.create_engine(store_url, connect_args={"options": "-c client_encoding=LATIN1"})
+    frame = pd.DataFrame({"row": [0], "text": ["S€"], "months": [("2026-10",)], "x": [1.5], "n": [1], "flag": [True],
+                          "at": pd.to_datetime(["2026-09-01T10:00:00Z"], utc=True)})
+    try:
+        with pytest.raises(StoreError, match="LATIN1|latin-1") as raised, latin1.begin() as conn:
+            write_frame(conn, ODD_VALUES, frame, period_id="P€")
+        assert "\n" not in str(raised.value)
+        with latin1.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM odd_values WHERE period_id <> 'Pé'").scalar() == 0
+    finally:
+        latin1.dispose()
 
 
 def _latin1_round_trip(store_url: str) -> None:
@@ -411,6 +429,21 @@ def test_zero_length_and_corrupt_sqlite_files_are_exit_5(tmp_path, content, comm
     assert done.returncode == 5 and str(path) in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert path.read_bytes() == content  # not treated as a new store
+
+
+def test_text_another_tool_stored_undecodable_is_exit_5_naming_the_store(tmp_path):
+    """A stored id that is not UTF-8 (written by another tool) fails when its row is fetched, after the query has
+    started: exit 5 naming the store and the column, as any store error, wherever the row is (first or later)."""
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    assert cli("ingest", str(SMALL), db=f"sqlite:///{path}").returncode == 0
+    with sqlite3.connect(path) as conn:
+        rowids = [r for (r,) in conn.execute("SELECT rowid FROM needs ORDER BY rowid")]
+        conn.execute("UPDATE needs SET seller_id = CAST(X'53C3' AS TEXT) WHERE rowid = ?", (rowids[len(rowids) // 2],))
+    done = cli("batch", "--date", "2026-10-01", "--workers", "0", db=f"sqlite:///{path}")
+    assert done.returncode == 5 and str(path) in done.stderr and "UTF-8" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_an_sqlite_database_of_something_else_is_not_taken_over(tmp_path):

@@ -48,7 +48,7 @@ def _column_values(series: pd.Series, name: str) -> list:
         values = series.dt.tz_convert("UTC").array.to_pydatetime().tolist()  # NaT too: made None below
     else:
         values = series.tolist()
-    if series.dtype.kind in "biu":  # numpy integers and booleans: never missing
+    if isinstance(series.dtype, np.dtype) and series.dtype.kind in "biu":  # numpy integers and booleans: never missing
         return values
     for i in np.flatnonzero(series.isna().to_numpy()):
         values[i] = None
@@ -231,13 +231,18 @@ def _placeholder(dialect: sa.Dialect) -> str:
 
 @contextmanager
 def _driver_errors(conn: sa.Connection) -> Iterator[None]:
-    """A database error raised by the connection's own psycopg connection (a COPY, which SQLAlchemy does not see)
-    becomes the same one-line StoreError as any other statement's (`statement_error`, as store.py's `_store_errors`)."""
+    """A database error raised by the driver where SQLAlchemy does not see it (a COPY on the psycopg connection, rows
+    fetched from the driver's cursor after the query began) becomes the same one-line StoreError as any other
+    statement's (`statement_error`, as store.py's `_store_errors`); so does text the driver cannot encode in the
+    connection's client encoding (a non-UTF-8 PostgreSQL connection)."""
+    url = conn.engine.url.render_as_string(hide_password=True)
     try:
         yield
     except conn.dialect.loaded_dbapi.Error as e:
-        lost = conn.dialect.is_disconnect(e, conn.connection.dbapi_connection, None)
-        raise statement_error(conn.engine.url.render_as_string(hide_password=True), e, lost=lost) from None
+        raise statement_error(url, e, lost=conn.dialect.is_disconnect(e, conn.connection.dbapi_connection, None)) from None
+    except UnicodeError as e:
+        encoding = getattr(getattr(conn.connection.driver_connection, "info", None), "encoding", None)
+        raise StoreError(f"store {url}: text the connection's client encoding ({encoding}) cannot carry: {one_line(e)}") from None
 
 
 def _copy_in(conn: sa.Connection, sql: str, data: Iterable, by_row: bool = False) -> None:
@@ -278,7 +283,8 @@ def _fetched_columns(conn: sa.Connection, table: sa.Table, fetched: list[sa.Colu
            f"WHERE {q.quote('period_id')} = {_placeholder(dialect)}")
     result = conn.exec_driver_sql(sql, (period_id,))
     try:
-        rows = result.cursor.fetchall()
+        with _driver_errors(conn):  # a row after the first is fetched here, out of SQLAlchemy's sight
+            rows = result.cursor.fetchall()
         coltypes = [d[1] for d in result.cursor.description]
     finally:
         result.close()
