@@ -304,6 +304,10 @@ class _Run:
             return None
 
     def instance(self, period_id: str) -> Instance:
+        """The whole period, read and validated here, before anything of it is solved. Reading the requests and the
+        sales report on another thread beside the baseline (which does not need them) was measured slower: that
+        thread's Python work takes the GIL the baseline's numpy calls keep releasing and taking back (README, the
+        nightly job)."""
         if period_id not in self.instances:
             self.instances[period_id] = inst = self.store.instance(period_id)
             self._hashes[period_id] = self._hasher.submit(inputs_hash, inst)  # for the run's record (`inputs_hash`)
