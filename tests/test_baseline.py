@@ -34,6 +34,26 @@ def test_tiers_share_scarce_space_without_starving_anyone(options, net_capacity,
     assert limits_of(allocate(inst, options)) == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("options", [PYOMO, ARRAYS], ids=["pyomo", "highspy"])
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        ({}, {"A": 50.0, "B": 50.0}),  # tier 1 = half of P50: both first halves (50 + 50)
+        ({"need_tiers": [0.25, 1.0]}, {"A": 75.0, "B": 25.0}),  # tier 1 = a quarter: 25 + 25, then 50 of A's tier 2
+        ({"need_tiers": [0.8, 1.0]}, {"A": 80.0, "B": 20.0}),  # tier 1 = 80 each: A's, then the rest of B's
+        # the second tier worth nearly the first (0.9 > B's value / A's): A's whole P50 before any of B's
+        ({"tier_weights": [1.0, 0.9, 0.01]}, {"A": 100.0, "B": 0.0}),
+    ],
+    ids=["default", "quarter-tier", "wide-tier", "flat-weights"],
+)
+def test_need_tiers_and_tier_weights_decide_who_gets_scarce_space(options, settings, expected):
+    """100 cube for A (productivity 10) and B (5), P50 100 each (models/baseline.md, "Objective"): with the default
+    weights (each tier worth a tenth of the one before, below the value floor 0.2) every seller's tier j is served
+    before anyone's tier j+1, and within a tier the more valuable seller first."""
+    inst = make(fcs=[fc(capacity_cube=100.0, pool_cube=0.0)], sellers=TWO, settings=settings)
+    assert limits_of(allocate(inst, options)) == pytest.approx(expected, abs=1e-6)
+
+
 def test_floor_is_guaranteed_and_the_rest_follows_value():
     sellers = [seller("A", productivity=10.0), seller("B", productivity=5.0, floor_cube=80.0)]
     inst = make(fcs=[fc(capacity_cube=100.0, pool_cube=0.0)], sellers=sellers)
@@ -45,6 +65,17 @@ def test_pool_is_taken_out_of_capacity_before_the_baseline():
     res = allocate(inst)
     assert sum(limits_of(res).values()) == pytest.approx(100.0)
     assert res.fc_prices.loc[("F1", "standard", "2026-10"), "baseline_cube"] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("pool_share, baseline_cube", [(0.10, 270.0), (0.0, 300.0), (0.5, 150.0), (1.0, 0.0)])
+def test_an_fc_without_pool_cube_sets_aside_pool_share_of_its_capacity(pool_share, baseline_cube):
+    """pool_cube left blank: the pool is pool_share x capacity, and the baseline shares the rest (needs ample)."""
+    inst = make(fcs=[fc(capacity_cube=300.0)], sellers=TWO, needs=[need("A", p50_cube=500.0), need("B", p50_cube=500.0)],
+                settings={"pool_share": pool_share})
+    assert inst.fcs["pool_cube"].tolist() == [pytest.approx(300.0 * pool_share)]
+    res = allocate(inst)
+    assert sum(limits_of(res).values()) == pytest.approx(baseline_cube)
+    assert res.fc_prices.loc[("F1", "standard", "2026-10"), "pool_cube"] == pytest.approx(300.0 * pool_share)
 
 
 def test_region_eligibility_limits_where_a_seller_is_placed():

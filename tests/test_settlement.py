@@ -54,6 +54,30 @@ def test_attributed_sales_count_only_extra_space_actually_used():
     assert row["net"] == pytest.approx(2_050.0)
 
 
+@pytest.mark.parametrize(
+    "credit_rate, credit_cap_share, credit",
+    [
+        (0.15, 1.0, 450.0),  # the defaults: 15% of the 3,000 of attributed sales
+        (0.30, 1.0, 900.0),
+        (0.0, 1.0, 0.0),
+        (0.30, 0.2, 500.0),  # capped at 20% of the 2,500 fee
+        (1.0, 0.5, 1_250.0),
+        (1.0, 1.0, 2_500.0),  # at most the fee: net never below 0
+    ],
+)
+def test_credit_is_the_rate_of_attributed_sales_capped_at_a_share_of_the_fee(credit_rate, credit_cap_share, credit):
+    g = grants([(1, "R1", "S1", "standard", ("2026-10", "2026-11"), 500.0, 5.0)])
+    sales = pd.DataFrame(
+        [("S1", "standard", "2026-10", 13_000.0, 1300.0), ("S1", "standard", "2026-11", 9_000.0, 900.0)],
+        columns=["seller_id", "storage_type", "month", "sales", "used_cube"],
+    )
+    out = settle(g, prices([(1, "standard", 5.0)]), LIMITS, sales, NO_GRANT_SALES,
+                 Settings(credit_rate=credit_rate, credit_cap_share=credit_cap_share))
+    row = out.loc[(1, "R1")]
+    assert (row["attributed_sales"], row["reservation_fee"]) == (pytest.approx(3_000.0), 2_500.0)
+    assert row["credit"] == pytest.approx(credit) and row["net"] == pytest.approx(2_500.0 - credit)
+
+
 def test_direct_grant_sales_take_precedence_and_credit_is_capped_at_the_fee():
     g = grants([(1, "R1", "S1", "standard", ("2026-10",), 100.0, 5.0)])
     direct = pd.DataFrame([("R1", 1e6)], columns=["request_id", "incremental_sales"])
