@@ -149,6 +149,33 @@ def _write_and_read_back(engine: sa.Engine, rows: list[dict], text_dtype) -> Non
             assert stored == [None if pd.isna(t) else bind(t.to_pydatetime()) for t in frame["at"]]
 
 
+TEXT_FIRST = sa.Table("text_first", SCRATCH, sa.Column("period_id", sa.String(128), primary_key=True),
+                      sa.Column("label", sa.Text(), primary_key=True), sa.Column("x", sa.Double(), nullable=True))
+
+
+def test_a_leading_byte_order_mark_and_float32_values_come_back_as_the_driver_gives_them(store_url):
+    """Two things a CSV reader or a float's shortest text could change: text whose first character is U+FEFF in the
+    first column fetched (Arrow's CSV reader drops a byte order mark at the start of its input), and float32 values
+    (written as the float64 the driver binds, not float32's shorter text)."""
+    import numpy as np
+
+    from optalloc.store.frames import read_frame, write_frame
+
+    engine = sa.create_engine(store_url)
+    try:
+        SCRATCH.create_all(engine)
+        frame = pd.DataFrame({"label": ["\ufeffa", "\ufeff"], "x": np.array([0.1, 1 / 3], dtype=np.float32)})
+        with engine.begin() as conn:
+            write_frame(conn, TEXT_FIRST, frame, period_id="P")
+        with engine.connect() as conn:
+            back = read_frame(conn, TEXT_FIRST, "P")
+            assert back["label"].tolist() == ["\ufeff", "\ufeffa"]
+            assert back["x"].tolist() == [float(np.float32(1 / 3)), float(np.float32(0.1))]
+            pd.testing.assert_frame_equal(back, read_frame(conn, TEXT_FIRST, "P", copy=False))
+    finally:
+        engine.dispose()
+
+
 def test_a_connection_not_in_utf8_moves_rows_through_psycopg_and_keeps_non_ascii_text(pg_server):
     """PostgreSQL: COPY's data travels in the client encoding, Arrow's text is UTF-8. On a LATIN1 connection rows are
     written and read as psycopg encodes them, so 'é' in an id is stored as 'é' (read back the same on a UTF-8

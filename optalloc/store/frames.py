@@ -198,8 +198,8 @@ def _copy_column(col: pd.Series, name: str) -> pa.Array:
         text = _escaped(pa.array([None if v is None else ";".join(v) for v in col], pa.large_string()))
     elif isinstance(col.dtype, pd.DatetimeTZDtype):  # UTC, to the microsecond (as the other stores keep times)
         text = pc.cast(pa.array(col.dt.tz_convert("UTC").astype("datetime64[us, UTC]")), pa.large_string())
-    elif isinstance(col.dtype, np.dtype) and col.dtype.kind == "f":
-        values = col.to_numpy()
+    elif isinstance(col.dtype, np.dtype) and col.dtype.kind == "f":  # as the float64 the drivers bind (float32's text is shorter)
+        values = col.to_numpy().astype(np.float64, copy=False)
         text = pc.cast(pa.array(values, mask=np.isnan(values)), pa.large_string())
     elif isinstance(col.dtype, pd.StringDtype) or col.dtype == object:
         text = _escaped(pa.array(col.to_numpy(dtype=object), pa.large_string(), from_pandas=True))
@@ -298,13 +298,15 @@ def _copied_columns(conn: sa.Connection, table: sa.Table, fetched: list[sa.Colum
     """PostgreSQL: `COPY (SELECT ...) TO STDOUT` as CSV, read by Arrow with each column's type. Floats are sent as
     the shortest text that reads back as the same float (extra_float_digits > 0), times as UTC text to the
     microsecond (to_char, whatever the session's time zone and date style), NULL as an unquoted empty field and the
-    empty string quoted. The columns are those `_typed` makes of the driver's tuples (tests/test_store.py)."""
+    empty string quoted. Each line starts with a constant field: Arrow's reader drops a byte order mark at the start
+    of its input, which would otherwise be the first value's. The columns are those `_typed` makes of the driver's
+    tuples (tests/test_store.py)."""
     from psycopg import sql as psql
 
     q = conn.dialect.identifier_preparer
     select = [f"to_char({q.quote(c.name)} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')" if isinstance(c.type, sa.DateTime)
               else q.quote(c.name) for c in fetched]  # every DateTime column is timezone=True (`_arrow_type`)
-    query = psql.SQL("COPY (SELECT {} FROM {} WHERE {} = {}) TO STDOUT WITH (FORMAT csv)").format(
+    query = psql.SQL("COPY (SELECT 0, {} FROM {} WHERE {} = {}) TO STDOUT WITH (FORMAT csv)").format(
         psql.SQL(", ".join(select)), psql.SQL(q.format_table(table)), psql.SQL(q.quote("period_id")), psql.Literal(period_id))
     driver = conn.connection.driver_connection
     data = bytearray()
@@ -315,9 +317,11 @@ def _copied_columns(conn: sa.Connection, table: sa.Table, fetched: list[sa.Colum
     if not data:
         return {c.name: _from_arrow(c, pa.array([], type=_arrow_type(c)), split_lists) for c in fetched}, 0
     try:
-        arrow = pcsv.read_csv(pa.BufferReader(pa.py_buffer(data)), read_options=pcsv.ReadOptions(column_names=[c.name for c in fetched]),
+        names = [c.name for c in fetched]
+        arrow = pcsv.read_csv(pa.BufferReader(pa.py_buffer(data)), read_options=pcsv.ReadOptions(column_names=["", *names]),
                               parse_options=pcsv.ParseOptions(newlines_in_values=True),
                               convert_options=pcsv.ConvertOptions(column_types={c.name: _arrow_type(c) for c in fetched}, null_values=[""],
+                                                                  include_columns=names,
                                                                   strings_can_be_null=True, quoted_strings_can_be_null=False,
                                                                   true_values=["t"], false_values=["f"]))
     except pa.ArrowInvalid as e:  # the server sent what COPY's CSV of these columns cannot be: say so as any store error
