@@ -62,15 +62,10 @@ def _table_columns(frame: pd.DataFrame, table: sa.Table, constants: dict) -> tup
     return frame, [c.name for c in table.columns if c.name in frame.columns and c.name not in constants]
 
 
-def _columns(frame: pd.DataFrame, table: sa.Table, constants: dict) -> tuple[list[str], list[list]]:
-    """The frame's columns that the table has (not those given as constants), in the table's order, as values."""
-    frame, names = _table_columns(frame, table, constants)
-    return names, [_column_values(frame[n], n) for n in names]
-
-
 def frame_records(frame: pd.DataFrame, table: sa.Table, **constants) -> list[dict]:
     """Rows as dicts: the frame's columns that the table has, lists joined, NaN as NULL, times in UTC."""
-    names, columns = _columns(frame, table, constants)
+    frame, names = _table_columns(frame, table, constants)
+    columns = [_column_values(frame[n], n) for n in names]
     return [{**constants, **dict(zip(names, values))} for values in zip(*columns)] if names else []
 
 
