@@ -315,7 +315,8 @@ def _store_commands(sub) -> None:
     lock_timeout(p)
     p = cmd("batch", "the nightly job: baselines, every round closed before --date, settlements; each in its own transaction")
     p.add_argument("--date", type=date.fromisoformat, help="the night to run for, YYYY-MM-DD (default: today, UTC)")
-    p.add_argument("--workers", type=_whole(0, 4096), help="Dask LocalCluster worker processes (default: one per core; 0 = in this process)")
+    p.add_argument("--workers", type=_whole(0, 4096), default=0,
+                   help="Dask LocalCluster worker processes for the markets' solves (default 0: in this process)")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler to run the solves on")
     lock_timeout(p)
     _add_solver_args(p, time_limit_default=f"the instance's, else {DEFAULT_TIME_LIMIT:g}")

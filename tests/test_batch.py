@@ -283,6 +283,20 @@ def test_dask_gives_the_serial_answer_across_periods_and_storage_types(tmp_path)
     assert "dask LocalCluster, 2 workers" in stores["dask"].runs()["options"].iloc[-1]
 
 
+def test_the_batch_solves_in_its_own_process_unless_given_workers(tmp_path):
+    """Like every command, `batch` runs in-process by default (a LocalCluster's start-up is more than the shipped
+    instance's whole run); `--workers N` asks for a cluster, which starts only when there is work (here none)."""
+    import json
+
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    assert cli("ingest", str(SMALL), db=db).returncode == 0
+    assert cli("batch", "--date", "2026-10-01", db=db).returncode == 0
+    assert cli("batch", "--date", "2026-10-01", "--workers", "3", db=db).returncode == 0
+    runs = Store(db).runs()
+    assert [json.loads(o)["executor"] for o in runs["options"].iloc[-2:]] == ["serial", "dask LocalCluster, 3 workers"]
+    assert list(runs["outcome"].iloc[-2:]) == ["ok", "nothing_to_do"]
+
+
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(nights=st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=4))
 def test_whatever_nights_it_runs_on_the_store_ends_the_same(tmp_path_factory, nights):
