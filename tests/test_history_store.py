@@ -137,6 +137,38 @@ def test_the_batch_forecasts_a_period_without_needs_as_optalloc_forecast_does(ge
     assert again.returncode == 0 and json.loads(again.stdout)["outcome"] == "nothing_to_do"
 
 
+def test_requests_and_sales_arriving_after_the_forecast_are_taken(generated, store_url, tmp_path):
+    """The production order: a period registered with history only, forecast by the first night's batch (which
+    replaces its sellers' scores), then its requests and sales report arriving by `ingest --period`. The period as
+    read back carries the forecast's scores, and the ingest compares it with the stored sellers as such (it refused
+    them as "other sellers"); the end is what `solve` gives on the whole instance."""
+    _, no_needs = generated
+    registered, solved, exported = tmp_path / "registered", tmp_path / "solved", tmp_path / "exported"
+    shutil.copytree(no_needs, registered)
+    for name in ("requests.csv", "sales.csv"):
+        (registered / name).unlink()
+    assert cli("ingest", str(registered), db=store_url).returncode == 0
+    first = cli("batch", "--date", "2026-09-01", "--workers", "0", db=store_url)
+    assert first.returncode == 0 and batch_steps(first) == ["P202610 forecast", "P202610 baseline"], first.stderr
+    arrived = cli("ingest", "--period", "P202610", "--requests", str(no_needs / "requests.csv"), "--sales", str(no_needs / "sales.csv"),
+                  db=store_url)
+    assert arrived.returncode == 0, arrived.stderr
+    counts = json.loads(arrived.stdout)
+    assert counts["requests"] == len(pd.read_csv(no_needs / "requests.csv")) and counts["sales"] == len(pd.read_csv(no_needs / "sales.csv"))
+    assert cli("batch", "--date", "2027-01-05", "--workers", "0", db=store_url).returncode == 0
+    assert cli("export", "--period", "P202610", "-o", str(exported), db=store_url).returncode == 0
+    assert run_main(["solve", str(no_needs), "-o", str(solved), "-q"]) == 0
+    same_folders(solved, exported)
+    # Sellers that are neither the ingested ones nor those with the forecast's scores are still refused.
+    changed = tmp_path / "changed"
+    shutil.copytree(registered, changed)
+    sellers = pd.read_csv(changed / "sellers.csv")
+    sellers.loc[0, "productivity"] += 1.0
+    sellers.to_csv(changed / "sellers.csv", index=False)
+    refused = cli("ingest", str(changed), db=store_url)
+    assert refused.returncode == 2 and "already in the store with other sellers" in refused.stderr
+
+
 def test_a_period_whose_forecast_fails_fails_alone_at_step_forecast(generated, store_url, tmp_path):
     _, no_needs = generated
     doc = json.loads((INSTANCES / "worked_example.json").read_text())

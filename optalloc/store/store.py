@@ -566,9 +566,16 @@ class Store:
             if name == "needs" and stored.forecast_run_id is not None and not len(instance.needs):
                 continue  # the batch forecast this period's needs from its history
             ours = canonical_records(getattr(instance, name), name)
-            theirs = canonical_records(read_frame(conn, T.INPUT_TABLES[name], p.period_id).drop(columns=BOOKKEEPING_COLUMNS, errors="ignore"), name)
-            if ours != theirs:
-                differs.append(name)
+            stored_rows = read_frame(conn, T.INPUT_TABLES[name], p.period_id).drop(columns=BOOKKEEPING_COLUMNS, errors="ignore")
+            if ours == canonical_records(stored_rows, name):
+                continue
+            if name == "sellers" and stored.forecast_run_id is not None:  # the period as `instance` reads it: the forecast's scores
+                from ..forecast.apply import apply_scores
+
+                scored = apply_scores(stored_rows, read_frame(conn, T.performance, p.period_id))
+                if ours == canonical_records(scored, name):
+                    continue
+            differs.append(name)
         if differs:
             raise InputError(Problem(
                 f"period {p.period_id} is already in the store with other {', '.join(differs)}; a period's calendar, settings, FCs, sellers and"
