@@ -380,21 +380,19 @@ def _store_command(args) -> int:
                 with stage("load and validate"):
                     instance = load_instance(args.instance)
                 counts = store.ingest(instance)
-            else:
-                counts = {}
-                if args.history:
-                    with stage("load and validate"):
-                        base = store.instance(args.period) if args.period else None
+            else:  # every file is checked before anything is written, and all of them are written in one transaction
+                history = None
+                with stage("load and validate"):
+                    base = store.instance(args.period) if args.period else None
+                    if args.history:
                         sellers, types = (base.sellers["seller_id"], base.fcs["storage_type"].unique()) if base else store.known_sellers_and_types()
                         if base is None and not len(sellers):
                             raise InputError(Problem("the store has no period yet: ingest an instance first (history names its sellers)",
                                                      args.history))
-                        history, rows = load_history_file(args.history, sellers, types, base.period if base else None)
-                    counts = store.ingest_history(history, args.history, lambda i: int(rows[i]))
-                if files:
-                    with stage("load and validate"):
-                        instance = load_arriving_tables(store.instance(args.period), files)
-                    counts = {**store.ingest(instance, tables=list(files)), **({"history": counts["history"]} if counts else {})}
+                        frame, rows = load_history_file(args.history, sellers, types, base.period if base else None)
+                        history = (frame, args.history, lambda i: int(rows[i]))
+                    instance = load_arriving_tables(base, files) if files else None
+                counts = store.ingest(instance, tables=list(files), history=history) if files else store.ingest_history(*history)
         print(json.dumps(counts, indent=2, sort_keys=True))
     elif args.command == "batch":
         on = args.date or datetime.now(UTC).date()

@@ -115,6 +115,37 @@ def test_history_is_appended_week_by_week_idempotently_and_changed_weeks_are_ref
     assert Store(store_url).history_weeks()[2] == len(history)  # nothing of the refused files was written
 
 
+def test_history_and_requests_in_one_ingest_are_written_together_or_not_at_all(generated, store_url, tmp_path):
+    """`ingest --period P --requests R --history H`: every file is checked before anything is written, and both are
+    one transaction (the history was committed first, so a bad requests file left it written)."""
+    inst, _ = generated
+    history = pd.read_csv(inst / "history.csv", dtype=str, keep_default_na=False)
+    requests = pd.read_csv(inst / "requests.csv", dtype=str, keep_default_na=False)
+    last = history["week"].max()
+    early = tmp_path / "early"
+    shutil.copytree(inst, early)
+    history[history["week"] != last].to_csv(early / "history.csv", index=False)
+    requests.iloc[:0].to_csv(early / "requests.csv", index=False)
+    assert cli("ingest", str(early), db=store_url).returncode == 0
+    weekly, arriving = tmp_path / "weekly.csv", tmp_path / "requests.csv"
+    history[history["week"] == last].to_csv(weekly, index=False)
+    bad = requests.copy()
+    bad.loc[len(bad) - 1, "seller_id"] = "NOBODY"
+    bad.to_csv(arriving, index=False)
+    runs = len(Store(store_url).runs())
+    refused = cli("ingest", "--period", "P202610", "--requests", str(arriving), "--history", str(weekly), db=store_url)
+    assert refused.returncode == 2 and f"{arriving}, row {len(bad)}, field 'seller_id': unknown seller 'NOBODY'" in refused.stderr
+    store = Store(store_url)
+    assert store.history_weeks()[2] == (history["week"] != last).sum() and len(store.runs()) == runs
+    assert len(store.instance("P202610").requests) == 0
+    requests.to_csv(arriving, index=False)
+    done = cli("ingest", "--period", "P202610", "--requests", str(arriving), "--history", str(weekly), db=store_url)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)
+    assert (counts["history"], counts["requests"]) == ((history["week"] == last).sum(), len(requests))
+    assert len(Store(store_url).runs()) == runs + 1 and Store(store_url).history_weeks()[2] == len(history)
+
+
 def test_the_batch_forecasts_a_period_without_needs_as_optalloc_forecast_does(generated, store_url, tmp_path):
     _, no_needs = generated
     fc, solved, exported = tmp_path / "fc", tmp_path / "solved", tmp_path / "exported"

@@ -17,7 +17,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from functools import cache
@@ -487,14 +487,16 @@ class Store:
             write_frame(conn, h, ours[fresh], ingest_run_id=run_id)
         return int(fresh.sum())
 
-    def ingest(self, instance: Instance, *, tables: Iterable[str] | None = None) -> dict:
+    def ingest(self, instance: Instance, *, tables: Iterable[str] | None = None,
+               history: tuple[pd.DataFrame, str, Callable[[int], int]] | None = None) -> dict:
         """Add an instance to the store in one transaction, and record the ingest as a run.
 
         A new period is registered with its calendar, settings, FCs, sellers and needs; a known one must match
         what is stored. Then the rows of `tables` (default: requests, sales, grant_sales) are added: rows already
         stored identically are skipped (ingesting a file twice is harmless), a stored id with other values is an
         error, and so is a request for a round that was already cleared or a sales report for a settled period.
-        Problems name the instance's file, row and field; on any problem nothing is written.
+        `history` (rows, their file, each row's line in it), as `ingest_history` takes it, is appended in the same
+        transaction. Problems name the instance's file, row and field; on any problem nothing is written.
         """
         tables = list(tables if tables is not None else ("requests", *REPORT_TABLES))
         pid = instance.period.period_id
@@ -531,6 +533,8 @@ class Store:
                 raise InputError(sorted(problems, key=lambda p: (p.file or "", p.row or 0)))
             counts["history"] = self._add_history(conn, instance.history, instance.sources.get("history", "history"),
                                                   lambda i: instance.file_row("history", i), run_id)
+            if history is not None:
+                counts["history"] += self._add_history(conn, *history, run_id)
             for name, fresh in new.items():
                 write_frame(conn, T.INPUT_TABLES[name], fresh, period_id=pid, ingest_run_id=run_id)
                 counts[name] = len(fresh)
