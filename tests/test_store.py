@@ -362,6 +362,59 @@ def test_a_result_is_claimed_in_its_own_transaction(store_url):
     assert row_counts(store) == before
 
 
+@pytest.mark.parametrize("moment", ["after the baseline is read", "while the grants are read"])
+def test_an_export_reads_the_period_as_of_one_moment(store_url, monkeypatch, moment):
+    """A batch that commits while an export is reading the period: everything read is of the store before that
+    commit or after it, never a mix. Each part was read in its own transaction: a baseline committed after the
+    export found none, with the round committed beside it, gave grants without limits; on PostgreSQL (each statement
+    its own snapshot) round 2's prices came without its grants."""
+    import threading
+    from datetime import date
+
+    import optalloc.store.store as S
+    from optalloc.batch import run_batch
+
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+    night = date(2026, 9, 10)  # baseline and round 1
+    if moment == "while the grants are read":
+        run_batch(store, night)
+        night = date(2026, 9, 17)  # round 2
+    committed = []
+
+    def commit_once():
+        if not committed:
+            committed.append(night)  # by another store object on another thread, as another process would
+            batch = threading.Thread(target=run_batch, args=(Store(store_url), night))
+            batch.start()
+            batch.join()
+
+    read, baseline = S.read_frame, Store.baseline
+
+    def read_frame(conn, table, period_id, **kw):
+        frame = read(conn, table, period_id, **kw)
+        if table.name == "grants" and moment == "while the grants are read":
+            commit_once()
+        return frame
+
+    def read_baseline(self, period_id):
+        result = baseline(self, period_id)
+        if moment == "after the baseline is read":
+            commit_once()
+        return result
+
+    monkeypatch.setattr(S, "read_frame", read_frame)
+    monkeypatch.setattr(Store, "baseline", read_baseline)
+    tables, summary = Store(store_url, create=False).period_tables("P202610")
+    monkeypatch.undo()
+    assert committed and len(Store(store_url).round_results("P202610")) == (1 if night == date(2026, 9, 10) else 2)  # it did commit
+    if moment == "after the baseline is read":  # the period before the night: nothing solved
+        assert "limits" not in tables and "grants" not in tables and "rounds" not in summary
+    else:
+        assert set(tables["grants"].index.get_level_values("round")) == set(tables["round_prices"].index.get_level_values("round")) == {1}
+        assert {r["round"] for r in summary["rounds"]} == {1} and "limits" in tables
+
+
 def test_a_bulk_write_the_database_refuses_is_a_one_line_store_error_and_leaves_nothing(store_url):
     """Rows go in bulk (COPY on PostgreSQL, one executemany on SQLite), past SQLAlchemy's statement execution: a
     database error there is still the store's one-line StoreError (exit 5), and its transaction leaves nothing."""

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -147,6 +148,7 @@ class Store:
         if self.backend == "sqlite":
             _sqlite_transactions(self.engine)
         self._writer = self.engine.execution_options(optalloc_write=True)
+        self._snapshot = threading.local()  # the connection of this thread's `snapshot()` block, if it is in one
         revision = self.schema_revision() if migrate or not create else None
         if revision is None and not create:
             if self._sqlite_file:
@@ -167,6 +169,33 @@ class Store:
     def _has_tables(self) -> bool:
         with self.engine.connect() as conn:
             return bool(sa.inspect(conn).get_table_names())
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads made in this block, on this thread, see the store as of one moment: one read transaction (PostgreSQL
+        REPEATABLE READ, SQLite's WAL read transaction), so what a batch commits meanwhile is seen whole or not at
+        all. Export and report read a period in one: its round prices are never of a round whose grants they miss."""
+        if getattr(self._snapshot, "conn", None) is not None:
+            yield
+            return
+        with self.engine.connect() as conn:
+            if self.backend == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                self._snapshot.conn = conn
+                try:
+                    yield
+                finally:
+                    self._snapshot.conn = None
+
+    @contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        """A connection to read on: the `snapshot()` block's, else one of its own."""
+        if (conn := getattr(self._snapshot, "conn", None)) is not None:
+            yield conn
+            return
+        with self.engine.connect() as conn:
+            yield conn
 
     def transaction(self):
         """A write transaction (`with store.transaction() as conn:`): committed at the end of the block, rolled back
@@ -256,7 +285,7 @@ class Store:
             ).rowcount
 
     def runs(self) -> pd.DataFrame:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return pd.read_sql(sa.select(T.runs).order_by(T.runs.c.run_id), conn).set_index("run_id")
 
     def status(self, last_runs: int = 10) -> dict:
@@ -324,7 +353,7 @@ class Store:
         return result
 
     def held_periods(self) -> dict[str, dict]:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(sa.select(T.periods.c.period_id, T.periods.c.held_at, T.periods.c.hold_reason)
                                 .where(T.periods.c.held_at.is_not(None))).all()
         return {r.period_id: {"since": json_value(r.held_at), "reason": r.hold_reason} for r in rows}
@@ -336,7 +365,7 @@ class Store:
 
     def current_failures(self) -> dict[str, dict]:
         """Each period whose last attempt failed: its latest failure, unless a later run has written a result of it since."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             failures = conn.execute(sa.select(T.period_failures).order_by(T.period_failures.c.run_id)).all()
             if not failures:
                 return {}
@@ -355,25 +384,25 @@ class Store:
     # ------------------------------------------------------------ periods and inputs
 
     def period_ids(self) -> list[str]:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return sorted(conn.execute(sa.select(T.periods.c.period_id)).scalars())
 
     def periods(self) -> pd.DataFrame:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return pd.read_sql(sa.select(T.periods), conn).set_index("period_id").sort_index()
 
     def rounds(self, period_id: str | None = None) -> pd.DataFrame:
         q = sa.select(T.rounds)
         if period_id is not None:
             q = q.where(T.rounds.c.period_id == period_id)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             frame = pd.read_sql(q, conn)
         frame["cleared_run_id"] = frame["cleared_run_id"].astype("Int64")
         return frame.set_index(["period_id", "round"]).sort_index()
 
     def instance(self, period_id: str) -> Instance:
         """The period as stored: the same validated `Instance` its files would give."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             period = conn.execute(sa.select(T.periods).where(T.periods.c.period_id == period_id)).one_or_none()
             if period is None:
                 raise InputError(Problem(f"no period {period_id!r} in the store", self.display_url, None, "period"))
@@ -422,7 +451,7 @@ class Store:
         performance score: credits / fees of a seller's grants in the last settlement): that of the settled period
         that starts last before `period_id` starts (ties: the larger period_id), with its id; None if there is none."""
         p = T.periods.c
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             start = conn.execute(sa.select(p.months).where(p.period_id == period_id)).scalar_one().split(";")[0]
             settled = conn.execute(sa.select(p.period_id, p.months).where(p.settled_run_id.is_not(None))).all()
             before = sorted((r.months.split(";")[0], r.period_id) for r in settled if r.months.split(";")[0] < start)
@@ -435,13 +464,13 @@ class Store:
     def history_weeks(self) -> tuple[str | None, str | None, int]:
         """The first and last week of the stored history, and its rows."""
         h = T.history
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             first, last, n = conn.execute(sa.select(sa.func.min(h.c.week), sa.func.max(h.c.week), sa.func.count()).select_from(h)).one()
         return first, last, int(n)
 
     def known_sellers_and_types(self) -> tuple[list[str], list[str]]:
         """Every seller and storage type of any stored period (what a history file may name)."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             sellers = sorted(set(conn.execute(sa.select(T.sellers.c.seller_id)).scalars()))
             types = sorted(set(conn.execute(sa.select(T.fcs.c.storage_type)).scalars()))
         return sellers, types
@@ -590,12 +619,12 @@ class Store:
 
     def results(self, period_id: str, names: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
         """Result tables as `PeriodResult.tables()` names and indexes them (only what has been written)."""
-        names = list(names or T.RESULT_TABLES)
-        with self.engine.connect() as conn:
+        names = list(T.RESULT_TABLES if names is None else names)
+        with self._reading() as conn:
             return {name: result_frame(read_frame(conn, T.RESULT_TABLES[name], period_id), T.RESULT_TABLES[name]) for name in names}
 
     def baseline(self, period_id: str) -> BaselineResult | None:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             row = conn.execute(sa.select(T.periods).where(T.periods.c.period_id == period_id)).one()
         if row.baseline_run_id is None:
             return None
@@ -612,20 +641,23 @@ class Store:
         return [RoundResult(r, of(t["grants"], r), of(t["grant_placements"], r), of(t["pools"], r), of(t["round_prices"], r)) for r in rounds]
 
     def period_tables(self, period_id: str) -> tuple[dict[str, pd.DataFrame], dict]:
-        """A stored period's result tables and summary, as `optalloc solve` writes them (only what has been done)."""
-        instance = self.instance(period_id)
-        baseline = self.baseline(period_id)
-        rounds = self.round_results(period_id)
-        clearing = ClearingResult(rounds) if rounds else None
-        settled = pd.notna(self.periods().loc[period_id, "settled_run_id"])
-        settlement = self.results(period_id, ["settlement"])["settlement"] if settled else None
-        tables = {**self.forecast_tables(period_id), **(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
+        """A stored period's result tables and summary, as `optalloc solve` writes them (only what has been done), all
+        read in one snapshot of the store."""
+        with self.snapshot():
+            instance = self.instance(period_id)
+            baseline = self.baseline(period_id)
+            rounds = self.round_results(period_id)
+            clearing = ClearingResult(rounds) if rounds else None
+            settled = pd.notna(self.periods().loc[period_id, "settled_run_id"])
+            settlement = self.results(period_id, ["settlement"])["settlement"] if settled else None
+            forecast = self.forecast_tables(period_id)
+        tables = {**forecast, **(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
         if settlement is not None:
             tables["settlement"] = settlement
         return tables, build_summary(instance, baseline, clearing, settlement)
 
     def round_prices_with_protection(self, period_id: str) -> pd.DataFrame:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             frame = read_frame(conn, T.round_prices, period_id)
         return frame.drop(columns=BOOKKEEPING_COLUMNS, errors="ignore").set_index(["round", "storage_type"]).sort_index()
 
@@ -646,7 +678,7 @@ class Store:
 
     def forecast_tables(self, period_id: str) -> dict[str, pd.DataFrame]:
         """The needs and performance tables a period's forecast step wrote ({} when its needs were given)."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             row = conn.execute(sa.select(T.periods.c.forecast_run_id).where(T.periods.c.period_id == period_id)).one()
             if row.forecast_run_id is None:
                 return {}
