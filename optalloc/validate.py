@@ -411,7 +411,9 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
             out.rows(frac, rows, name, lambda i: f"must be a whole number, got {values[i]:g}")
             fits = ok & (np.abs(np.nan_to_num(values, posinf=0.0, neginf=0.0)) < 2.0**62)
             return pd.Series(np.where(fits, values, 0).astype("int64"))
-        return pd.Series(values)
+        # -0 is 0: SQLite keeps a whole REAL as an integer, which has no sign, so a -0.0 would come back from a store
+        # as 0.0 and the period's inputs_hash (and period_hash, which --previous checks) would differ from the file's.
+        return pd.Series(values + 0.0)
     if spec.kind == "datetime":
         # Times are kept to the microsecond (what every store holds): finer digits are dropped here, on every path,
         # so a tie at the microsecond goes to the smaller request_id whether the request came from a file or a store.

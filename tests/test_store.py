@@ -301,6 +301,25 @@ def test_a_stored_request_id_with_other_values_is_refused(store_url, folder):
         store.ingest(load_instance(folder))
 
 
+def test_a_negative_zero_is_read_as_zero_so_a_stored_period_hashes_as_its_files(store_url, folder):
+    """SQLite keeps a whole REAL as an integer, which has no sign: a -0 in a file came back from the store as 0, so
+    the stored period's inputs_hash and period_hash (which `--previous` checks) differed from the file's. Validation
+    reads -0 as 0 on every path."""
+    import numpy as np
+
+    from optalloc.io import inputs_hash, period_hash
+
+    edit(folder, "sellers", 1, "floor_cube", "-0")
+    edit(folder, "needs", 1, "p50_cube", "-0.0")
+    inst = load_instance(folder)
+    assert inst.sellers["floor_cube"].iloc[0] == 0 and not np.signbit(inst.sellers["floor_cube"]).any()
+    assert not np.signbit(inst.needs["p50_cube"]).any()
+    store = Store(store_url)
+    store.ingest(inst)
+    back = store.instance("P202610")
+    assert (inputs_hash(back), period_hash(back)) == (inputs_hash(inst), period_hash(inst))
+
+
 def test_a_period_s_fcs_sellers_needs_and_calendar_are_fixed_once_ingested(store_url, folder):
     store = Store(store_url)
     store.ingest(load_instance(SMALL))
