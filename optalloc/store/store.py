@@ -105,11 +105,14 @@ def head_revision() -> str:
 
 
 def json_value(v):
-    """A value read from the store as JSON has it: missing (NaN, NA, NaT) as None, times as ISO 8601, numpy scalars
-    as Python numbers."""
+    """A value read from the store as JSON has it: missing (NaN, NA, NaT) as None, times as ISO 8601 in UTC with their
+    offset (the same on both databases: SQLite returns the stored UTC without a zone, PostgreSQL in the session's
+    time zone), numpy scalars as Python numbers."""
     if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
         return None
-    if isinstance(v, (datetime, date)):
+    if isinstance(v, datetime):
+        return (v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)).isoformat()
+    if isinstance(v, date):
         return v.isoformat()
     return v.item() if hasattr(v, "item") else v
 
@@ -389,7 +392,10 @@ class Store:
 
     def periods(self) -> pd.DataFrame:
         with self._reading() as conn:
-            return pd.read_sql(sa.select(T.periods), conn).set_index("period_id").sort_index()
+            frame = pd.read_sql(sa.select(T.periods), conn).set_index("period_id").sort_index()
+        for c in ("forecast_run_id", "baseline_run_id", "settled_run_id"):  # whole numbers, missing where not done yet
+            frame[c] = frame[c].astype("Int64")
+        return frame
 
     def rounds(self, period_id: str | None = None) -> pd.DataFrame:
         q = sa.select(T.rounds)
