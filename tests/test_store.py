@@ -711,6 +711,32 @@ def test_a_connection_lost_mid_run_is_exit_5_and_the_run_is_recorded_failed(pg_s
         assert Store(url).rounds()["cleared_run_id"].isna().all()  # round 1's transaction died with its connection
 
 
+@pytest.mark.parametrize("value, expected", [("0", 0), ("0.0001", 1), ("2.5", 2500), ("2147483", 2_147_483_000), ("2147484", None),
+                                             ("1e9", None), ("-1", None), ("inf", None), ("nan", None), ("soon", None)])
+def test_the_statement_timeout_is_whole_milliseconds_postgresql_can_hold(monkeypatch, value, expected):
+    """0 is no timeout, and a positive one never becomes 0 ms; past PostgreSQL's 32-bit milliseconds it is refused
+    naming the variable (PostgreSQL refused every connection: "value exceeds integer range")."""
+    from optalloc.store.store import _connect_args
+
+    monkeypatch.setenv("OPTALLOC_DB_STATEMENT_TIMEOUT", value)
+    if expected is None:
+        with pytest.raises(StoreError, match=r"\$OPTALLOC_DB_STATEMENT_TIMEOUT must be a number of seconds"):
+            _connect_args("postgresql")
+    else:
+        assert _connect_args("postgresql")["options"] == f"-c statement_timeout={expected}"
+
+
+def test_the_longest_statement_timeout_is_one_postgresql_accepts(pg_server, monkeypatch):
+    from pgserver import fresh_database
+
+    monkeypatch.setenv("OPTALLOC_DB_STATEMENT_TIMEOUT", "2147483")
+    with fresh_database(pg_server) as url:
+        store = Store(url)
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "2147483s"
+        store.engine.dispose()
+
+
 def test_a_statement_past_the_statement_timeout_is_exit_5(pg_server, monkeypatch):
     from pgserver import fresh_database
 

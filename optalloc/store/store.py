@@ -783,6 +783,9 @@ def _check_sqlite_file(path: str, create: bool) -> None:
         raise StoreError(f"{path} is an empty (zero-length) file, not an optalloc store; refusing to use it")
 
 
+MOST_SECONDS = 2_147_483  # PostgreSQL keeps statement_timeout in milliseconds in a 32-bit integer: 24.8 days
+
+
 def _seconds(env: str, default: float) -> float:
     value = os.environ.get(env)
     if value is None or value == "":
@@ -791,8 +794,8 @@ def _seconds(env: str, default: float) -> float:
         seconds = float(value)
     except ValueError:
         raise StoreError(f"${env} must be a number of seconds, not {value!r}") from None
-    if not seconds >= 0 or math.isinf(seconds):
-        raise StoreError(f"${env} must be a number of seconds >= 0, not {value!r}")
+    if not 0 <= seconds <= MOST_SECONDS:
+        raise StoreError(f"${env} must be a number of seconds from 0 to {MOST_SECONDS:,}, not {value!r}")
     return seconds
 
 
@@ -807,7 +810,7 @@ def _connect_args(backend: str) -> dict:
     statement = _seconds(STATEMENT_TIMEOUT_ENV, DEFAULT_STATEMENT_TIMEOUT)
     return {
         "connect_timeout": max(1, math.ceil(connect)) if connect else 0,
-        "options": f"-c statement_timeout={int(statement * 1000)}",
+        "options": f"-c statement_timeout={math.ceil(statement * 1000)}",  # a positive time is never 0 ms: no timeout at all
         "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
     }
 
