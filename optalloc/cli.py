@@ -350,7 +350,7 @@ def _report(args) -> int:
     check_file(args.out, inputs=[args.source], generator_tag=GENERATOR_TAG)
     if Path(args.source).is_dir():
         data = load_output_folder(args.source)
-    elif args.source.isdigit():
+    elif args.source.isascii() and args.source.isdigit():  # str.isdigit takes "²" and "٣" too, which int() refuses or reads
         data = load_store_run(_open_store(args), int(args.source))
     else:
         raise InputError(Problem("neither an output folder nor a run id", args.source))

@@ -59,7 +59,8 @@ def test_a_stored_run_gets_its_record_and_its_periods(tmp_path, chromium):
     assert "run 2 (batch, 2026-09-12)" in dom and "P202610 round 1" in dom
 
 
-@pytest.mark.parametrize("source, message", [("nonsense", "neither an output folder nor a run id"), ("7", "no run 7 in the store")])
+@pytest.mark.parametrize("source, message", [("nonsense", "neither an output folder nor a run id"), ("7", "no run 7 in the store"),
+                                             ("²", "neither an output folder nor a run id"), ("٣", "neither an output folder nor a run id")])
 def test_a_bad_source_is_a_clear_error(tmp_path, source, message):
     from optalloc.store import Store
 
