@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections import Counter, deque
@@ -55,6 +54,7 @@ from .schemas import SolverOptions
 from .settlement import settle
 from .solver import one_blas_thread
 from .store import Store
+from .store.store import env_seconds
 
 DEFAULT_TIME_LIMIT = 3600.0
 CONNECT_TIMEOUT_ENV = "OPTALLOC_DASK_CONNECT_TIMEOUT"  # seconds to reach an existing Dask scheduler (--scheduler); default 30
@@ -100,6 +100,7 @@ class DaskExecutor:
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None):
         self.workers, self.scheduler = workers or 2, scheduler
+        self.timeout = env_seconds(CONNECT_TIMEOUT_ENV, 30.0) if scheduler else None  # checked before any work
         self.description = f"dask scheduler {scheduler}" if scheduler else f"dask LocalCluster, {self.workers} workers"
         self.cluster = self.client = None
 
@@ -108,7 +109,7 @@ class DaskExecutor:
 
         if self.client is None:
             if self.scheduler:
-                timeout = float(os.environ.get(CONNECT_TIMEOUT_ENV, "30"))
+                timeout = self.timeout
                 try:
                     self.client = Client(self.scheduler, timeout=timeout)
                 except (OSError, TimeoutError, ValueError) as e:

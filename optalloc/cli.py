@@ -359,7 +359,21 @@ def _report(args) -> int:
     return 0
 
 
+def _utf8(text: str) -> bool:
+    """Whether a command-line value is text the store can keep (bytes the locale could not decode arrive as lone
+    surrogates, which no UTF-8 database takes: that was exit 5, a store error)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _store_command(args) -> int:
+    for where, value in (("--period", getattr(args, "period", None)), ("period_id", getattr(args, "period_id", None)),
+                         ("--reason", getattr(args, "reason", None))):
+        if value is not None and not _utf8(value):
+            raise InputError(Problem(f"not UTF-8 text: {value.encode('utf-8', 'surrogateescape')!r}", where))
     if args.command == "report":
         return _report(args)
     if args.command == "export":

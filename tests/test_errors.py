@@ -30,6 +30,34 @@ def test_an_unreachable_dask_scheduler_is_exit_5_and_the_run_is_recorded_failed(
     assert runs["outcome"].iloc[-1] == "failed" and "Dask scheduler" in runs["error"].iloc[-1]
 
 
+@pytest.mark.parametrize("value", ["soon", "-1", "inf", "3e9"])
+def test_a_bad_dask_connect_timeout_is_exit_5_naming_it_before_any_work(tmp_path, value):
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    assert optalloc("ingest", str(INSTANCES / "small_network"), "--db", db, "-q").returncode == 0
+    done = optalloc("batch", "--db", db, "--date", "2026-10-01", "--scheduler", "tcp://127.0.0.1:1", "-q",
+                    env={"OPTALLOC_DASK_CONNECT_TIMEOUT": value})
+    assert done.returncode == 5 and "Traceback" not in done.stderr
+    assert "$OPTALLOC_DASK_CONNECT_TIMEOUT must be a number of seconds" in done.stderr
+    from optalloc.store import Store
+
+    assert list(Store(db).runs()["command"]) == ["ingest"]  # refused before the run began
+
+
+@pytest.mark.parametrize("args", [["period", "hold", "P202610", "--reason", "\udcff"], ["period", "hold", "P\udcfe"],
+                                  ["period", "release", "P\udcfe"], ["export", "--period", "P\udcff", "-o", "{out}"],
+                                  ["ingest", "--period", "P\udcff", "--requests", "x.csv"]])
+def test_command_line_text_that_is_not_utf8_is_exit_2_naming_it(tmp_path, args):
+    """Bytes the locale cannot decode (a period id or hold reason typed in Latin-1, say) reach Python as lone
+    surrogates; no store can keep them: exit 2 naming the argument (it was exit 5, a store error)."""
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    assert optalloc("ingest", str(INSTANCES / "small_network"), "--db", db, "-q").returncode == 0
+    argv = [os.fsencode(a.format(out=tmp_path / "out")) for a in args]  # the raw bytes, as a shell passes them
+    done = subprocess.run([sys.executable, "-m", "optalloc.cli", *argv, "--db", db, "-q"], capture_output=True, timeout=300)
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2 and "Traceback" not in err and "not UTF-8 text: b'" in err and "\\x" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 BAD_ARGS = [
     ["generate", "-o", "{out}", "--sellers", "-1"], ["generate", "-o", "{out}", "--requests", "-5"], ["generate", "-o", "{out}", "--months", "0"],
     ["generate", "-o", "{out}", "--rounds", "0"], ["generate", "-o", "{out}", "--tightness", "nan"], ["generate", "-o", "{out}", "--min-cube-share", "2"],

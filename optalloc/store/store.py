@@ -786,7 +786,9 @@ def _check_sqlite_file(path: str, create: bool) -> None:
 MOST_SECONDS = 2_147_483  # PostgreSQL keeps statement_timeout in milliseconds in a 32-bit integer: 24.8 days
 
 
-def _seconds(env: str, default: float) -> float:
+def env_seconds(env: str, default: float) -> float:
+    """Seconds from the environment variable `env` (`default` when unset or empty); anything but a number from 0 to
+    MOST_SECONDS is a StoreError naming the variable (exit 5, before any work)."""
     value = os.environ.get(env)
     if value is None or value == "":
         return default
@@ -806,8 +808,8 @@ def _connect_args(backend: str) -> dict:
         return {"timeout": 60}
     if backend != "postgresql":
         return {}
-    connect = _seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT)
-    statement = _seconds(STATEMENT_TIMEOUT_ENV, DEFAULT_STATEMENT_TIMEOUT)
+    connect = env_seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT)
+    statement = env_seconds(STATEMENT_TIMEOUT_ENV, DEFAULT_STATEMENT_TIMEOUT)
     return {
         "connect_timeout": max(1, math.ceil(connect)) if connect else 0,
         "options": f"-c statement_timeout={math.ceil(statement * 1000)}",  # a positive time is never 0 ms: no timeout at all
