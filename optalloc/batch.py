@@ -256,6 +256,11 @@ class _Run:
 
     def __init__(self, store: Store, run_id: int, on: date, overrides: dict, executor):
         self.store, self.run_id, self.on, self.overrides, self.executor = store, run_id, on, overrides, executor
+        # The periods and rounds as the run starts (read first: no thread is started if they cannot be). The run holds
+        # the store's lock, which ingest, hold and release take too: until it ends nothing but its own commits changes
+        # them, and it counts those itself (`_committing`).
+        self._periods, self._stored_rounds = store.periods(), store.rounds()
+        self.held = store.held_periods()
         self.instances: dict[str, Instance] = {}
         self._limits: dict[str, pd.Series] = {}
         self._split_limits: dict[str, dict[str, pd.Series]] = {}
@@ -267,10 +272,6 @@ class _Run:
         self._report_lock = threading.Lock()  # the report is written by both threads
         self.report = BatchReport(run_id, "nothing_to_do")
         self._objective_cents = 0  # the report's objective, summed exactly in cents
-        # The periods and rounds as the run starts. The run holds the store's lock, which ingest, hold and release take
-        # too: until it ends nothing but its own commits changes them, and it counts those itself (`_committing`).
-        self._periods, self._stored_rounds = store.periods(), store.rounds()
-        self.held = store.held_periods()
         self.failed: set[str] = set()
         self.report.skipped = [{"period_id": p, "reason": "held", "hold_reason": h["reason"], "held_since": h["since"]}
                                for p, h in sorted(self.held.items())]
@@ -521,6 +522,16 @@ class _Run:
                   reservation_fees=units.total(shown["reservation_fee"], units.MONEY), credits=units.total(shown["credit"], units.MONEY))
 
 
+def _record_failed(store: Store, run_id: int, error: BaseException, report: BatchReport, inputs_hash: str | None) -> None:
+    """Record the run as failed with what it did, if the store can still be reached (it may be what failed)."""
+    try:
+        with store.transaction() as conn:
+            store.finish_run(conn, run_id, "failed", error=one_line(error), steps=report.steps, timings=report.timings,
+                             inputs_hash=inputs_hash)
+    except StoreError as lost:
+        note(f"could not record run {run_id} as failed: {lost}")
+
+
 def run_batch(
     store: Store,
     on: date,
@@ -543,7 +554,11 @@ def run_batch(
             note(f"{killed} earlier run(s) had died without finishing; marked killed")
         with store.transaction() as conn:
             run_id = store.start_run(conn, "batch", run_date=on, options={"overrides": overrides, "executor": executor.description})
-        run = _Run(store, run_id, on, overrides, executor)
+        try:
+            run = _Run(store, run_id, on, overrides, executor)
+        except BaseException as e:  # the periods could not be read: the run is failed, not left running (then "killed")
+            _record_failed(store, run_id, e, BatchReport(run_id, "failed"), None)
+            raise
         try:
             run.forecasts()
             run.baselines()
@@ -555,12 +570,7 @@ def run_batch(
         except BaseException as e:
             if (lost_write := run.writer.stop()) is not None and lost_write is not e:
                 note(f"a write failed after the run had failed: {one_line(lost_write)}")
-            try:
-                with store.transaction() as conn:
-                    store.finish_run(conn, run_id, "failed", error=one_line(e), steps=run.report.steps, timings=run.report.timings,
-                                     inputs_hash=run.inputs_hash(wait=False))
-            except StoreError as lost:  # best effort: the store may be what failed
-                note(f"could not record run {run_id} as failed: {lost}")
+            _record_failed(store, run_id, e, run.report, run.inputs_hash(wait=False))
             raise
         finally:
             run.writer.stop()

@@ -573,6 +573,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run a command; every failure ends in one line on stderr and its exit code (the traceback only with --debug)."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args[:1] or os.environ.get("OPTALLOC_DEBUG", "") not in ("", "0")
+    # What a failure leaves: every command writes all or nothing, but a batch commits step by step.
+    batch = next((a for a in args if not a.startswith("-")), None) == "batch"
+    left = "; the steps committed before it stay ('optalloc status')" if batch else "; nothing was written"
     try:
         with one_blas_thread():  # every command computes as `solve` does (see solver.one_blas_thread)
             code = run(argv)
@@ -582,7 +585,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"optalloc: error: {e}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt:
-        print("optalloc: interrupted; nothing was written", file=sys.stderr)
+        print(f"optalloc: interrupted{left}", file=sys.stderr)
         code = 130
     except BrokenPipeError:  # the reader went away (`optalloc status | head`): not an error of ours
         _silence_stdout()
@@ -591,13 +594,13 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         where = f"{e.filename}: " if e.filename else ""
-        print(f"optalloc: error: {where}{e.strerror or e}; nothing was written", file=sys.stderr)
+        print(f"optalloc: error: {where}{e.strerror or e}{left}", file=sys.stderr)
         code = 2
     except Exception as e:  # a bug: say so in one line, keep the traceback for --debug
         if debug:
             traceback.print_exc()
         print(f"optalloc: internal error: {type(e).__name__}: {e} (run again with 'optalloc --debug ...' for the traceback, and "
-              "please report it); nothing was written", file=sys.stderr)
+              f"please report it){left}", file=sys.stderr)
         code = 1
     sys.exit(code)
 

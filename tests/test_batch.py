@@ -221,6 +221,52 @@ def test_the_batch_and_run_period_compute_on_one_blas_thread_and_give_the_caller
     assert len(seen) == 2 and all(n == 1 for threads in seen for n in threads)
 
 
+def test_ctrl_c_after_a_round_is_committed_says_that_it_stays(store_url):
+    """Ctrl-C in the middle of a run: exit 130, the run recorded failed, round 1 (committed before) kept, and the
+    message says so (it said "nothing was written")."""
+    import signal
+
+    assert cli("ingest", str(SMALL), db=store_url).returncode == 0
+    batch = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "batch", "--db", store_url, "--date", "2026-10-01", "--workers", "0", "-q"],
+                             env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-committed:sleep=4"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    store = Store(store_url)
+    deadline = time.monotonic() + 120
+    while store.rounds()["cleared_run_id"].notna().sum() < 1:
+        assert time.monotonic() < deadline and batch.poll() is None
+        time.sleep(0.05)
+    batch.send_signal(signal.SIGINT)
+    _, err = batch.communicate(timeout=120)
+    assert batch.returncode == 130 and "Traceback" not in err, err
+    assert "optalloc: interrupted; the steps committed before it stay ('optalloc status')" in err
+    run = store.runs().iloc[-1]
+    assert run["outcome"] == "failed" and run["error"].startswith("KeyboardInterrupt")
+    cleared = store.rounds()["cleared_run_id"]
+    assert cleared.notna().tolist() == [True, False, False]
+
+
+def test_a_run_whose_periods_cannot_be_read_is_recorded_failed_not_left_running(store_url, monkeypatch):
+    """The run's first reads (periods, rounds, holds) fail: the run is recorded failed with the error, and no thread
+    of it was started (it was left "running", then marked "killed" by the next run)."""
+    import threading
+
+    from optalloc.errors import StoreError
+
+    store = Store(store_url)
+    store.ingest(load_instance(SMALL))
+
+    def lost(self):
+        raise StoreError("lost the connection to store (a test)")
+
+    monkeypatch.setattr(Store, "held_periods", lost)
+    threads = threading.active_count()
+    with pytest.raises(StoreError, match="a test"):
+        run_batch(store, date(2026, 10, 1))
+    assert threading.active_count() == threads
+    run = store.runs().iloc[-1]
+    assert run["command"] == "batch" and run["outcome"] == "failed" and "a test" in run["error"]
+
+
 def test_two_runs_at_once_clear_each_round_once(store_url):
     """Run A holds the lock (stalled inside round 1's transaction); run B, started meanwhile, waits for it, then finds
     nothing to do. A third run with a short --lock-timeout gives up with exit 5 and writes nothing."""
