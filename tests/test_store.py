@@ -450,6 +450,21 @@ def test_a_bulk_write_the_database_refuses_is_a_one_line_store_error_and_leaves_
     assert row_counts(store) == before
 
 
+def test_a_commit_the_database_refuses_is_a_store_error_not_one_of_opening_it(store_url):
+    """A COMMIT that fails (here a deferred foreign key, checked only then) is reported as the store's error, not as
+    "cannot open store" (an error without a statement was taken for one of connecting)."""
+    store = Store(store_url)
+    with store.transaction() as conn:
+        conn.exec_driver_sql("CREATE TABLE probe (run_id INTEGER REFERENCES runs (run_id) DEFERRABLE INITIALLY DEFERRED)")
+    with pytest.raises(StoreError) as refused:
+        with store.transaction() as conn:
+            conn.exec_driver_sql("INSERT INTO probe VALUES (999)")
+    message = str(refused.value)
+    assert message.startswith(f"store {store.display_url}: ") and "foreign key" in message.lower(), message
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM probe").scalar() == 0
+
+
 def test_an_unreachable_store_is_exit_5_not_a_traceback():
     done = cli("status", db="postgresql://nobody@127.0.0.1:1/none")
     assert done.returncode == 5 and "cannot open store" in done.stderr and "Traceback" not in done.stderr

@@ -826,7 +826,7 @@ def _store_errors(engine: sa.Engine, display_url: str, sqlite_file: str | None =
         message = one_line(e)
         if sqlite_file and message in ("file is not a database", "database disk image is malformed"):
             raise StoreError(f"{sqlite_file} is not an SQLite database or is corrupt ({message}); refusing to use it") from None
-        if ctx.statement is None or ctx.connection is None:
+        if ctx.connection is None:  # no connection yet: opening it failed (a failed COMMIT has one, and no statement)
             raise StoreError(f"cannot open store {display_url}: {message}") from None
         raise statement_error(display_url, e, lost=ctx.is_disconnect) from None
 
