@@ -31,6 +31,8 @@ def check_history(history: pd.DataFrame, seller_ids, storage_types, period: Peri
     rows = np.arange(1, len(history) + 1)
     text = history["week"]
     weeks = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+    dated = text.astype("string").str.fullmatch(r"\d{4}-\d{2}-\d{2}").fillna(False)  # pandas reads "now" and "today" too
+    weeks = weeks.where(dated)
     bad = (weeks.isna() & text.notna()).to_numpy()
     out.rows(bad, rows, "week", lambda i: f"not an ISO date (YYYY-MM-DD): {text.iloc[i]!r}")
     ok = weeks.notna().to_numpy()

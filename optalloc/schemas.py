@@ -150,7 +150,7 @@ class HistoryRow(_Row):
     storage_type: Id
     week: Id = Field(description="the week's Monday, YYYY-MM-DD")
     shipped_cube: Cube = Field(description="cube of the units sold (shipped) that week")
-    sales: float = Field(ge=0, description="sales that week", json_schema_extra={"unit": "$"})
+    sales: float = Field(ge=0, le=MAX_SALES, description=f"sales that week, 0 to {MAX_SALES:g}", json_schema_extra={"unit": "$"})
     on_hand_cube: Cube = Field(description="average daily cube stored that week")
     category: Id | None = Field(default=None, description="seller attribute for cold start, e.g. toys")
     size_band: Id | None = Field(default=None, description="seller attribute for cold start, e.g. small/medium/large")

@@ -241,6 +241,7 @@ def _rule(pattern: str) -> str:
     return PATTERN_RULES.get(pattern, f"match {pattern}")
 
 
+FIRST_TIME, LAST_TIME = pd.Timestamp("0001-01-01", tz="UTC").as_unit("us"), pd.Timestamp("9999-12-31 23:59:59.999999", tz="UTC").as_unit("us")
 EXPECTED = {"float": "number", "int": "number", "str": "text", "list": "list or ';'-separated text", "datetime": "ISO 8601 date-time"}
 
 
@@ -418,11 +419,20 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
         # Times are kept to the microsecond (what every store holds): finer digits are dropped here, on every path,
         # so a tie at the microsecond goes to the smaller request_id whether the request came from a file or a store.
         if isinstance(col.dtype, pd.DatetimeTZDtype):
-            return col.dt.tz_convert("UTC").dt.floor("us").reset_index(drop=True)
-        parsed = pd.to_datetime(col, errors="coerce", utc=True, format="ISO8601")
-        bad = parsed.isna().to_numpy() & ~blank
-        out.rows(bad, rows, name, lambda i: f"not an ISO 8601 date-time: {_fmt(col.iloc[i])}")
-        return parsed.dt.floor("us").reset_index(drop=True)
+            parsed = col.dt.tz_convert("UTC").reset_index(drop=True)
+        else:
+            parsed = pd.to_datetime(col, errors="coerce", utc=True, format="ISO8601").reset_index(drop=True)
+            # pandas also reads "now" and "today" (the clock: the same file would give other output on every run)
+            dated = col.astype("string").str.match(r"\s*\d{4}-\d{2}").fillna(False).to_numpy(dtype=bool)
+            bad = (parsed.isna().to_numpy() | ~dated) & ~blank
+            out.rows(bad, rows, name, lambda i: f"not an ISO 8601 date-time: {_fmt(col.iloc[i])}")
+            parsed = parsed.where(~bad)
+        # Written back as ISO 8601 text in UTC with a four-digit year (files, summary, stores): years 0001 to 9999
+        outside = (parsed.notna() & ((parsed < FIRST_TIME) | (parsed > LAST_TIME))).to_numpy(dtype=bool)
+        if outside.any():  # shown by numpy: a Timestamp past 9999 cannot format itself
+            shown = np.datetime_as_string(parsed.dt.tz_localize(None).to_numpy(), unit="s")
+            out.rows(outside, rows, name, lambda i: f"{shown[i]}Z (UTC) is outside the years 0001 to 9999")
+        return parsed.where(~outside).dt.floor("us")
     if spec.kind == "list":  # each distinct list checked once (sellers share region lists, requests month lists)
         if _all_text(col):  # the fast path for tables read from CSV
             codes, distinct = _factorized(col)

@@ -42,6 +42,10 @@ CASES = [
     ("requests", 9, "max_cube", "", "value is missing"),
     ("requests", 2, "months", "2027-01", "not all in the period"),
     ("requests", 2, "submitted_at", "yesterday", "not an ISO 8601 date-time"),
+    ("requests", 2, "submitted_at", "now", "not an ISO 8601 date-time: 'now'"),  # pandas reads the clock for these two
+    ("requests", 2, "submitted_at", "today", "not an ISO 8601 date-time: 'today'"),
+    ("requests", 2, "submitted_at", "9999-12-31T23:59:59-05:00", "10000-01-01T04:59:59Z (UTC) is outside the years 0001 to 9999"),
+    ("requests", 2, "submitted_at", "10000-01-01T00:00:00Z", "not an ISO 8601 date-time"),
     ("requests", 2, "round", "9", "unknown round (not in the period) 9"),
     ("needs", 2, "p50_cube", "-1", "must be >= 0, got -1"),
     ("fcs", 2, "capacity_cube", "inf", "must be finite"),

@@ -273,3 +273,17 @@ def test_the_loop_runs_periods_on_its_own_history(generated):
     assert report["period_id"].drop_duplicates().tolist() == ["P202610", "P202701"]
     assert report.groupby("period")["limit_share"].sum().round(9).eq(1.0).all()
     assert periods["coverage_90_weekly"].between(0, 1).all() and report["mean_score"].dropna().between(0, 1000).all()
+
+
+def test_productivity_is_sales_per_cube_month_at_most_the_sellers_bound():
+    """productivity = sales / on-hand cube-months, capped at MAX_PRODUCTIVITY: large sales on a sliver of cube gave
+    1e21, which the sellers table refuses, so a period forecast in the store could never be loaded again."""
+    from optalloc.forecast.performance import performance_scores
+    from optalloc.schemas import MAX_PRODUCTIVITY
+
+    weeks = pd.date_range("2026-06-01", periods=13, freq="7D").strftime("%Y-%m-%d")
+    rows = [("A", w, 1.0, 1e15, 1e-6) for w in weeks] + [("B", w, 2.0, 520.0, 4.0) for w in weeks]
+    history = pd.DataFrame(rows, columns=["seller_id", "week", "shipped_cube", "sales", "on_hand_cube"]).assign(storage_type="standard")
+    scores = performance_scores(history).set_index("seller_id")["productivity"]
+    assert scores["A"] == MAX_PRODUCTIVITY
+    assert scores["B"] == round(13 * 520.0 / (13 * 4.0 * 12 / 52), 2)  # $ per cube-month

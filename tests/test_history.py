@@ -49,6 +49,9 @@ def test_generated_history_is_seeded_and_leaves_the_other_tables_alone(tmp_path,
 CASES = [
     (3, "week", "2025-01-07", "is a Tuesday; a week is named by its Monday"),
     (4, "week", "last week", "not an ISO date (YYYY-MM-DD)"),
+    (4, "week", "now", "not an ISO date (YYYY-MM-DD): 'now'"),  # pandas reads the clock for these (a Monday's was taken)
+    (4, "week", "today", "not an ISO date (YYYY-MM-DD): 'today'"),
+    (7, "sales", "1.7e308", "must be <= 1e+15, got 1.7e+308"),  # the forecast summed it to inf
     (5, "week", "2026-10-05", "is not before the period (it starts 2026-10-01)"),
     (6, "shipped_cube", "-1", "must be >= 0, got -1"),
     (7, "sales", "NaN", "not a number: 'NaN'"),

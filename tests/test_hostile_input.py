@@ -203,6 +203,32 @@ def test_parquet_columns_of_the_wrong_type_are_refused(tmp_path, field, values, 
     assert f"{kind}; expected" in err
 
 
+@pytest.mark.parametrize("values, message", [
+    (lambda n: ["now"] * n, "not an ISO 8601 date-time: 'now'"),
+    (lambda n: pd.Series(np.array(["10001-01-01"] * n, dtype="datetime64[s]")), "not an ISO 8601 date-time: 10001-01-01"),
+    (lambda n: pd.Series(np.array(["9999-12-31T23:00"] * n, dtype="datetime64[s]")).dt.tz_localize("UTC") + pd.Timedelta(hours=2),
+     "10000-01-01T01:00:00Z (UTC) is outside the years 0001 to 9999"),
+])
+def test_parquet_times_that_cannot_be_written_back_are_refused(tmp_path, values, message):
+    """Times are written back as ISO 8601 in UTC with a four-digit year: a year past 9999 was accepted, and a stored
+    period holding it could never be loaded again (exit 1); "now" read the clock."""
+    folder = copy_small(tmp_path / "inst")
+    _as_parquet(folder, "requests", lambda f: f.__setitem__("submitted_at", values(len(f))))
+    code, err = cli("validate", folder)
+    refused(code, err, "requests.parquet, row 1, field 'submitted_at': ")
+    assert message in err
+
+
+def test_the_last_writable_time_is_accepted_and_written_back_exactly(tmp_path):
+    folder = copy_small(tmp_path / "inst")
+    _as_parquet(folder, "requests", lambda f: f.__setitem__("submitted_at", pd.Timestamp("9999-12-31 23:59:59.999999", tz="UTC")))
+    code, err = cli("solve", folder, "-o", tmp_path / "out")
+    assert code == 0, err
+    assert set(pd.read_csv(tmp_path / "out" / "grants.csv")["submitted_at"]) == {"9999-12-31T23:59:59.999999Z"}
+    code, err = cli("report", tmp_path / "out", "-o", tmp_path / "page.html")  # its own output reads back
+    assert code == 0, err
+
+
 def test_parquet_categorical_text_and_integer_ids_are_fine(tmp_path):
     folder = copy_small(tmp_path / "inst")
 

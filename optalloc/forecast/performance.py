@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..history import COVER_WEEKS
+from ..schemas import MAX_PRODUCTIVITY
 
 WINDOW_WEEKS = 13
 EXCESS_COVER = 2 * COVER_WEEKS  # stock beyond this many weeks of the window's mean shipments is excess
@@ -18,7 +19,7 @@ def performance_scores(history: pd.DataFrame, settlement: pd.DataFrame | None = 
     above EXCESS_COVER weeks of mean shipments; in_stock_rate = share of the seller's weeks with cube on hand;
     space_use = credits / fees of the seller's grants in `settlement` (absent: its weight is spread over the others).
     score = 1000 x weighted mean of (sell_through, 1 - excess_share, in_stock_rate, space_use);
-    productivity = sales / on-hand cube-months (cube-weeks x 12/52)."""
+    productivity = sales / on-hand cube-months (cube-weeks x 12/52), at most MAX_PRODUCTIVITY."""
     week = pd.to_datetime(history["week"], format="%Y-%m-%d")
     recent = history[week > week.max() - pd.Timedelta(weeks=WINDOW_WEEKS)]
     sw = recent.groupby(["seller_id", "week"], sort=True)[["shipped_cube", "on_hand_cube", "sales"]].sum().reset_index()
@@ -44,7 +45,9 @@ def performance_scores(history: pd.DataFrame, settlement: pd.DataFrame | None = 
     wm = np.where(np.isnan(parts), 0.0, w[None, :])
     score = 1000 * np.nansum(parts * wm, axis=1) / wm.sum(axis=1)
     out.insert(1, "performance_score", np.round(np.clip(score, 0, 1000), 1))
-    out.insert(2, "productivity", np.round(productivity, 2))
+    # At most the sellers table's bound: a week of large sales on a sliver of cube would otherwise give a period whose
+    # sellers no longer validate (the batch stores the scores, then fails to load the period every night).
+    out.insert(2, "productivity", np.round(np.minimum(productivity, MAX_PRODUCTIVITY), 2))
     for c in ("sell_through", "excess_share", "in_stock_rate", "space_use"):
         out[c] = out[c].round(4)
     return out.reset_index(drop=True)
