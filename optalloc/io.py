@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from . import progress, units
 from .csvtext import csv_chunks, utc_text
@@ -291,6 +292,15 @@ def json_text(doc) -> str:
     return json.dumps(finite(doc), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
+def _parquet_table(frame: pd.DataFrame) -> pa.Table:
+    """A table as Parquet holds it, the same whatever pandas dtype held its text: every text column Arrow `string`
+    (a frame read back from a store holds Arrow-backed `large_string` text, one made by the engine Python `object`),
+    and no pandas metadata (which names those dtypes), so `export` writes the bytes `solve` writes."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type) for f in table.schema])
+    return table.cast(schema).replace_schema_metadata(None)
+
+
 def write_tables(
     out_dir: str | os.PathLike,
     tables: dict[str, pd.DataFrame],
@@ -318,7 +328,7 @@ def write_tables(
             frame = frame.reset_index()
             frame = format_frame(units.round_table(name, frame) if round_units else frame)
             if fmt == "parquet":
-                frame.to_parquet(tmp / f"{name}.parquet", index=False)
+                pq.write_table(_parquet_table(frame), tmp / f"{name}.parquet")
                 names.append(f"{name}.parquet")
             else:
                 with open(tmp / f"{name}.csv", "wb") as f:

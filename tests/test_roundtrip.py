@@ -52,6 +52,14 @@ def test_rows_in_any_order_and_nanosecond_times_give_the_same_bytes_on_every_pat
         assert sorted(p.name for p in other.iterdir()) == names
         match, mismatch, errors = filecmp.cmpfiles(original, other, names, shallow=False)
         assert mismatch == [] and errors == [], (other.name, mismatch)
+    # Parquet too: text the store gives back as Arrow large_string was written as such (the values were equal).
+    solved_pq, exported_pq = tmp_path / "solved_pq", tmp_path / "exported_pq"
+    assert run(["solve", str(SMALL), "-o", str(solved_pq), "--format", "parquet", "-q"]) == 0
+    assert cli("export", "--period", period, "-o", str(exported_pq), "--format", "parquet", "--db", store_url).returncode == 0
+    names = sorted(p.name for p in solved_pq.iterdir())
+    assert sorted(p.name for p in exported_pq.iterdir()) == names and "grants.parquet" in names
+    match, mismatch, errors = filecmp.cmpfiles(solved_pq, exported_pq, names, shallow=False)
+    assert mismatch == [] and errors == [], mismatch
 
 
 def test_times_are_kept_to_the_microsecond_so_a_tie_there_goes_to_the_smaller_id():
