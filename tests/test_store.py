@@ -465,6 +465,24 @@ def test_a_commit_the_database_refuses_is_a_store_error_not_one_of_opening_it(st
         assert conn.exec_driver_sql("SELECT count(*) FROM probe").scalar() == 0
 
 
+def test_a_store_reached_through_a_symlink_takes_the_same_writer_lock(tmp_path):
+    """The SQLite lock file is named after the store file's real path: a run through a symlink (or another spelling
+    of the path) waited for nothing, and only the round's claim stopped it writing twice."""
+    from optalloc.store.store import StoreLockTimeout
+
+    real = tmp_path / "real" / "store.db"
+    Store(f"sqlite:///{real}").ingest(load_instance(SMALL))
+    (tmp_path / "link.db").symlink_to(real)
+    spellings = [f"sqlite:///{tmp_path / 'link.db'}", f"sqlite:///{tmp_path / 'real' / '..' / 'real' / 'store.db'}"]
+    with Store(f"sqlite:///{real}").lock():
+        for url in spellings:
+            with pytest.raises(StoreLockTimeout, match="another optalloc run holds the lock"):
+                with Store(url, create=False).lock(timeout=0.2):
+                    pass
+    with Store(spellings[0], create=False).lock():  # and free again once released
+        pass
+
+
 def test_an_unreachable_store_is_exit_5_not_a_traceback():
     done = cli("status", db="postgresql://nobody@127.0.0.1:1/none")
     assert done.returncode == 5 and "cannot open store" in done.stderr and "Traceback" not in done.stderr

@@ -243,7 +243,8 @@ class Store:
                     except StoreError:
                         pass  # the connection was lost, and the server released the lock with it
         elif self._sqlite_file:
-            fd = os.open(self._sqlite_file + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            # Beside the file itself: a store reached through a symlink (or another spelling of its path) takes the same lock
+            fd = os.open(os.path.realpath(self._sqlite_file) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 while True:
                     try:
