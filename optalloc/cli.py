@@ -212,7 +212,8 @@ def _forecast_command(sub) -> None:
 def _forecast(args) -> int:
     from .forecast import run_forecast
 
-    check_folder(args.out, inputs=(args.instance,))
+    inputs = (args.instance, *([args.settlement] if args.settlement else []))  # -o may replace neither
+    check_folder(args.out, inputs=inputs)
     with stage("load and validate"):
         instance = load_instance(args.instance)
     settlement = None
@@ -228,7 +229,7 @@ def _forecast(args) -> int:
         result = run_forecast(instance, with_backtest=args.backtest, method=args.method, origins=args.origins, seed=args.seed,
                               threads=args.threads, settlement=settlement)
     with stage(f"write {args.out}"):
-        write_tables(args.out, result.tables(), result.summary, fmt=args.format, inputs=(args.instance,))
+        write_tables(args.out, result.tables(), result.summary, fmt=args.format, inputs=inputs)
     return 0
 
 

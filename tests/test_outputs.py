@@ -92,6 +92,9 @@ def test_the_input_and_the_folders_above_it_are_refused(tmp_path, capsys):
     assert code == 0
     code, err = cli(["clear", WORKED, "--previous", str(tmp_path / "out"), "-o", str(tmp_path / "out"), "-q"], capsys)
     assert code == 2 and "an input of this run" in err  # --previous is an input too
+    code, err = cli(["forecast", str(inst), "--settlement", str(tmp_path / "out" / "settlement.csv"), "-o", str(tmp_path / "out"), "-q"], capsys)
+    assert code == 2 and "an input of this run" in err  # and forecast's --settlement (its folder was replaced)
+    assert (tmp_path / "out" / "settlement.csv").is_file()
     assert snapshot(inst) == before
 
 
