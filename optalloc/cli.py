@@ -379,7 +379,7 @@ def _store_command(args) -> int:
         return _report(args)
     if args.command == "export":
         check_folder(args.out)  # before the store is opened: a refused target costs nothing
-    store = _open_store(args, create=args.command == "ingest")
+    instance = None
     if args.command == "ingest":
         files = {t: getattr(args, t) for t in ARRIVING_TABLES if getattr(args, t)}
         if bool(args.instance) == bool(args.period or files or args.history):
@@ -390,10 +390,14 @@ def _store_command(args) -> int:
                                      "belong to ('optalloc status' lists them)", "ingest"))
         if args.period and not files and not args.history:
             raise InputError(Problem("nothing to ingest: name at least one table file", "--period"))
+        if args.instance:  # before the store is opened: an instance that does not validate creates no store
+            with stage("load and validate"):
+                instance = load_instance(args.instance)
+    # Only an instance creates a store: tables and history are added to what a store already holds.
+    store = _open_store(args, create=instance is not None)
+    if args.command == "ingest":
         with store.lock(args.lock_timeout):
-            if args.instance:
-                with stage("load and validate"):
-                    instance = load_instance(args.instance)
+            if instance is not None:
                 counts = store.ingest(instance)
             else:  # every file is checked before anything is written, and all of them are written in one transaction
                 history = None

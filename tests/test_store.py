@@ -494,11 +494,13 @@ def test_an_unreachable_store_is_exit_5_not_a_traceback():
 
 
 @pytest.mark.parametrize("command", [["status"], ["export", "--period", "P", "-o", "OUT"], ["report", "1", "-o", "OUT"],
-                                     ["batch", "--workers", "0"], ["period", "hold", "P"]])
+                                     ["batch", "--workers", "0"], ["period", "hold", "P"], ["ingest", "--period", "P", "--requests", "REQ"],
+                                     ["ingest", "--history", "REQ"]])
 def test_status_on_a_missing_sqlite_path_creates_nothing(tmp_path, command):
-    """A mistyped path (here in a missing folder too): exit 5 naming it, and no file or folder appears."""
+    """A mistyped path (here in a missing folder too): exit 5 naming it, and no file or folder appears. Only an
+    instance creates a store: tables and history for a period made one (refusing them, exit 2, after)."""
     path = tmp_path / "no-such-folder" / "typo.db"
-    args = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    args = [a.replace("OUT", str(tmp_path / "out")).replace("REQ", str(SMALL / "requests.csv")) for a in command]
     done = cli(*args, db=f"sqlite:///{path}")
     assert done.returncode == 5 and f"no store at {path}" in done.stderr and "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
@@ -550,6 +552,31 @@ def test_status_on_an_empty_postgres_database_is_exit_5_and_creates_no_schema(st
 def test_writer_refuses_in_memory_store(url, command):
     done = cli(*command, db=url)
     assert done.returncode == 5 and "in-memory database" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("url, message", [
+    ("sqlite:///file:m?mode=memory&cache=shared&uri=true", "SQLite URI filenames (file:..., uri=true) are not taken"),
+    ("sqlite:///file:{tmp}/u.db?uri=true", "SQLite URI filenames (file:..., uri=true) are not taken"),
+    ("sqlite:///{tmp}/a%00b.db", "a store's path cannot hold a NUL character"),
+])
+@pytest.mark.parametrize("command", [["ingest", str(SMALL)], ["status"]])
+def test_sqlite_urls_that_are_not_a_plain_path_are_exit_5_and_create_nothing(tmp_path, monkeypatch, url, message, command):
+    """An in-memory URI slipped past the in-memory check (ingest said it registered a period, and stored nothing), a
+    file: URI put the lock beside another path than the database, and a NUL was exit 1."""
+    monkeypatch.chdir(tmp_path)
+    done = cli(*command, db=url.format(tmp=tmp_path))
+    assert done.returncode == 5 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_instance_that_does_not_validate_creates_no_store(tmp_path):
+    bad = tmp_path / "inst"
+    shutil.copytree(SMALL, bad)
+    with open(bad / "fcs.csv", "a") as f:
+        f.write("junk\n")
+    done = cli("ingest", str(bad), db=f"sqlite:///{tmp_path / 'new' / 'store.db'}")
+    assert done.returncode == 2 and "fcs.csv, row" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inst"]
 
 
 @pytest.mark.parametrize("content", [b"", b"\x8f\x00 not a database at all " * 40, b"SQLite format 3\x00" + b"\xff" * 3000])

@@ -139,6 +139,10 @@ class Store:
             raise StoreError(f"not a database URL: {self.url!r} ({e})") from None
         self.display_url = u.render_as_string(hide_password=True)
         self.backend = u.get_backend_name()
+        if self.backend == "sqlite" and (str(u.query.get("uri", "")).lower() in ("true", "1") or (u.database or "").startswith("file:")):
+            raise StoreError(f"{self.display_url}: SQLite URI filenames (file:..., uri=true) are not taken; give sqlite:///PATH")
+        if "\x00" in (u.database or ""):
+            raise StoreError(f"{self.display_url}: a store's path cannot hold a NUL character")
         self.in_memory = self.backend == "sqlite" and u.database in (None, "", ":memory:")
         self._sqlite_file = u.database if self.backend == "sqlite" and not self.in_memory else None
         if self._sqlite_file:
@@ -156,7 +160,7 @@ class Store:
         if revision is None and not create:
             if self._sqlite_file:
                 raise StoreError(f"no optalloc store at {self._sqlite_file} (an SQLite database without the store's tables)")
-            raise StoreError(f"no optalloc store at {self.display_url} (the database has no optalloc schema; 'optalloc ingest' creates one)")
+            raise StoreError(f"no optalloc store at {self.display_url} (the database has no optalloc schema; 'optalloc ingest INSTANCE' creates one)")
         if revision is None and self._sqlite_file and self._has_tables():
             raise StoreError(f"{self._sqlite_file} is an SQLite database but not an optalloc store (it has other tables); refusing to use it")
         if migrate and revision != head_revision():
@@ -769,7 +773,7 @@ def _check_sqlite_file(path: str, create: bool) -> None:
     """A store file must be an SQLite database. Only a writer that may create a store (ingest) creates a missing one."""
     if not os.path.exists(path):
         if not create:
-            raise StoreError(f"no store at {path} (no such file; only 'optalloc ingest' creates a store)")
+            raise StoreError(f"no store at {path} (no such file; only 'optalloc ingest INSTANCE' creates a store)")
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         except OSError as e:
