@@ -1,6 +1,7 @@
 """The store, on SQLite and PostgreSQL: migrations, ingest (idempotent, validated, all or nothing), refusals."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -567,6 +568,20 @@ def test_sqlite_urls_that_are_not_a_plain_path_are_exit_5_and_create_nothing(tmp
     done = cli(*command, db=url.format(tmp=tmp_path))
     assert done.returncode == 5 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_is_created_whole_or_not_at_all(tmp_path):
+    """ingest made the SQLite file empty, then its schema: killed in between, it left a zero-length file every later
+    command refused. The schema is now made beside it and linked into place: killed before that, nothing is at the
+    path, and the next ingest clears what was left and creates the store."""
+    path = tmp_path / "store.db"
+    killed = cli("ingest", str(SMALL), db=f"sqlite:///{path}", env={**os.environ, "OPTALLOC_FAILPOINT": "store-file-made:kill"})
+    assert killed.returncode == -9 and not path.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".new")]  # the half-made one, of a dead process
+    done = cli("ingest", str(SMALL), db=f"sqlite:///{path}")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db", "store.db.lock"]
+    assert Store(f"sqlite:///{path}", create=False).period_ids() == ["P202610"]
 
 
 def test_an_instance_that_does_not_validate_creates_no_store(tmp_path):

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime
 from functools import cache
 from importlib import metadata as importlib_metadata
@@ -769,6 +769,51 @@ def _stored_settings(text: str) -> dict:
         return doc
 
 
+def _create_sqlite_file(path: str) -> None:
+    """A new SQLite store, whole or not at all: its schema is made in a file beside `path`, which is then linked into
+    place (never over a store another ingest made meanwhile). SQLite made the file at `path` itself, empty, before
+    the schema: a process killed in between left a zero-length file that every later command refuses. What a killed
+    creation leaves beside it (`.NAME.PID.new`) is removed by the next one."""
+    folder, name = os.path.split(os.path.abspath(path))
+    for leftover in os.listdir(folder):
+        if leftover.startswith(f".{name}.") and ".new" in leftover and not _alive(leftover.removeprefix(f".{name}.").split(".")[0]):
+            os.unlink(os.path.join(folder, leftover))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.new")
+    engine = sa.create_engine(f"sqlite:///{tmp}", connect_args=_connect_args("sqlite"))
+    _sqlite_transactions(engine)
+    try:
+        cfg = _alembic_config()
+        with engine.execution_options(optalloc_write=True).begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        engine.dispose()  # the last connection closed: the WAL is checkpointed into the file and removed
+        failpoint("store-file-made")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another ingest made the store meanwhile: it is used as it is
+    except sa.exc.SQLAlchemyError as e:
+        raise StoreError(f"cannot create store {path}: {one_line(e.orig if getattr(e, 'orig', None) else e)}") from None
+    finally:
+        engine.dispose()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with suppress(FileNotFoundError):
+                os.unlink(tmp + suffix)
+
+
+def _alive(pid: str) -> bool:
+    """Whether `pid` names a process that is still running (so its half-made store is not removed under it)."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _check_sqlite_file(path: str, create: bool) -> None:
     """A store file must be an SQLite database. Only a writer that may create a store (ingest) creates a missing one."""
     if not os.path.exists(path):
@@ -776,8 +821,9 @@ def _check_sqlite_file(path: str, create: bool) -> None:
             raise StoreError(f"no store at {path} (no such file; only 'optalloc ingest INSTANCE' creates a store)")
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            _create_sqlite_file(path)
         except OSError as e:
-            raise StoreError(f"cannot create store {path}: {e.strerror}") from None
+            raise StoreError(f"cannot create store {path}: {e.strerror or e}") from None
         return
     if not os.path.isfile(path):
         raise StoreError(f"{path} is not a file, so not an SQLite store")
