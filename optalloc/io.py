@@ -154,6 +154,17 @@ def _reason(e: Exception) -> str:
 ARRIVING_TABLES = ("requests", "sales", "grant_sales")
 
 
+def _not_a_file(path: Path) -> str:
+    """Why a table file given by name cannot be read as one."""
+    if path.is_dir():
+        return "is a folder, not a table file"
+    if path.is_symlink():
+        return "is a symlink to nothing that can be read (dangling, or a loop)"
+    if path.exists():
+        return "is not a regular file (a device or a pipe, say)"
+    return "no such file"
+
+
 def load_arriving_tables(base: Instance, files: dict[str, str | os.PathLike]) -> Instance:
     """Read arriving tables (`requests`, `sales`, `grant_sales`; CSV or Parquet) and validate each against a known
     period: `base`'s calendar, FCs, sellers and needs, and for `grant_sales` its requests and the new ones.
@@ -165,7 +176,7 @@ def load_arriving_tables(base: Instance, files: dict[str, str | os.PathLike]) ->
             continue
         path = Path(files[name])
         if not path.is_file():
-            raise InputError(Problem("no such file", str(path)))
+            raise InputError(Problem(_not_a_file(path), str(path)))
         context = {t: getattr(base, t) for t in ("fcs", "sellers", "needs")}
         if not len(base.needs):  # a period whose needs the batch forecasts from its history
             context["history"] = base.history
@@ -189,7 +200,7 @@ def load_history_file(path: str | os.PathLike, seller_ids, storage_types, period
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(Problem("no such file", str(path)))
+        raise InputError(Problem(_not_a_file(path), str(path)))
     table, problems = validate_table("history", _read_table(path), str(path))
     if not any(p.row is None for p in problems):
         problems += check_keys("history", table, str(path))

@@ -58,6 +58,19 @@ def test_command_line_text_that_is_not_utf8_is_exit_2_naming_it(tmp_path, args):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_table_file_that_is_not_a_file_says_what_it_is(tmp_path):
+    """A folder, a dangling symlink or a device given as --requests or --history was 'no such file'."""
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    assert optalloc("ingest", str(INSTANCES / "small_network"), "--db", db, "-q").returncode == 0
+    (tmp_path / "dangling.csv").symlink_to(tmp_path / "nowhere.csv")
+    cases = [(tmp_path, "is a folder, not a table file"), (tmp_path / "dangling.csv", "is a symlink to nothing that can be read"),
+             ("/dev/null", "is not a regular file"), (tmp_path / "missing.csv", "no such file")]
+    for path, message in cases:
+        for flag in (["--period", "P202610", "--requests"], ["--history"]):
+            done = optalloc("ingest", *flag, str(path), "--db", db, "-q")
+            assert done.returncode == 2 and f"{path}: {message}" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 BAD_ARGS = [
     ["generate", "-o", "{out}", "--sellers", "-1"], ["generate", "-o", "{out}", "--requests", "-5"], ["generate", "-o", "{out}", "--months", "0"],
     ["generate", "-o", "{out}", "--rounds", "0"], ["generate", "-o", "{out}", "--tightness", "nan"], ["generate", "-o", "{out}", "--min-cube-share", "2"],
