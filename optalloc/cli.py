@@ -397,6 +397,7 @@ def _store_command(args) -> int:
     store = _open_store(args, create=instance is not None)
     if args.command == "ingest":
         with store.lock(args.lock_timeout):
+            store.mark_dead_runs()  # holding the lock: a run still marked running died
             if instance is not None:
                 counts = store.ingest(instance)
             else:  # every file is checked before anything is written, and all of them are written in one transaction
@@ -428,6 +429,7 @@ def _store_command(args) -> int:
         if args.reason is not None and args.action == "release":
             raise InputError(Problem("--reason goes with hold, not release", "--reason"))
         with store.lock(args.lock_timeout):
+            store.mark_dead_runs()
             done = store.hold(args.period_id, args.reason) if args.action == "hold" else store.release(args.period_id)
         print(json.dumps(done, indent=2, sort_keys=True))
     elif args.command == "export":

@@ -128,6 +128,25 @@ def test_re_running_the_same_night_changes_nothing(store_url):
     assert runs.loc[second.run_id, "outcome"] == "nothing_to_do" and runs.loc[first.run_id, "inputs_hash"] is not None
 
 
+def test_a_killed_run_shows_as_killed_at_once_and_any_writer_records_it(store_url):
+    """A run SIGKILLed stays 'running' in the store until a writer holding the lock records it: status says 'killed'
+    as soon as nobody holds the lock (it said 'running' until the next batch), and ingest or period hold record it
+    (only the batch did)."""
+    import json
+
+    assert cli("ingest", str(SMALL), db=store_url).returncode == 0
+    killed = cli("batch", "--date", "2026-10-01", "--workers", "0", db=store_url, env={"OPTALLOC_FAILPOINT": "round-1-claimed:kill"})
+    assert killed.returncode == -9
+    store = Store(store_url)
+    assert store.runs()["outcome"].tolist() == ["ok", "running"]
+    shown = cli("status", db=store_url)
+    assert [r["outcome"] for r in json.loads(shown.stdout)["runs"]] == ["ok", "killed"]
+    with store.lock():  # while a writer holds the lock, a run marked running may be alive: shown as stored
+        assert [r["outcome"] for r in json.loads(cli("status", db=store_url).stdout)["runs"]] == ["ok", "running"]
+    assert cli("period", "hold", PERIOD, db=store_url).returncode == 0
+    assert store.runs()["outcome"].tolist() == ["ok", "killed", "ok"]
+
+
 KILL_POINTS = ["baseline-written", "round-1-claimed", "round-2-written", "round-2-committed", "settlement-written"]
 
 

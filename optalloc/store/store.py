@@ -285,6 +285,33 @@ class Store:
                 values[key] = json.dumps(values[key], sort_keys=True)
         conn.execute(T.runs.update().where(T.runs.c.run_id == run_id).values(outcome=outcome, finished_at=now(), **values))
 
+    def writer_running(self) -> bool | None:
+        """Whether some process holds the writers' lock now (None when that cannot be told, e.g. a lock file that
+        cannot be opened). Taken and released at once if free: a run that starts meanwhile waits a moment."""
+        if self.backend == "postgresql":
+            with self.engine.connect() as conn:
+                free = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
+                if free:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                conn.commit()
+            return not free
+        if not self._sqlite_file:
+            return None
+        try:
+            fd = os.open(os.path.realpath(self._sqlite_file) + ".lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return False  # no writer has ever run here
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
     def mark_dead_runs(self) -> int:
         """Runs still marked running died without finishing (call this only while holding the lock)."""
         with self.transaction() as conn:
@@ -302,6 +329,9 @@ class Store:
         plain = json_value
         periods, rounds = self.periods(), self.rounds().reset_index()
         runs = self.runs().tail(last_runs).reset_index()
+        if (runs["outcome"] == "running").any() and self.writer_running() is False:
+            # Nobody holds the writers' lock, which every run holds while it runs: those died (the next writer records it)
+            runs.loc[runs["outcome"] == "running", "outcome"] = "killed"
         failures = self.current_failures()
         return {
             "store": self.display_url,
