@@ -196,7 +196,9 @@ def _isolated(fn: Callable, *args, **kwargs):
         return _Failed(e)
 
 
-def one_line(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
+    """An error as a run records it, on one line: optalloc's own as its message, anything else after its type's name
+    (`store.frames.one_line` is the message alone, for store errors)."""
     text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
     return f"{type(e).__name__}: {text}" if not isinstance(e, OptallocError) else text or type(e).__name__
 
@@ -285,7 +287,7 @@ class _Run:
         """Record a period's failure (the run goes on with the others). A store error is not the period's: it aborts."""
         if isinstance(error, StoreError):
             raise error
-        message = one_line(error)
+        message = error_text(error)
         code = getattr(error, "exit_code", 1)
         self.writer.submit(self.store.record_failure, self.run_id, period_id, step, message, code)
         self.failed.add(period_id)
@@ -294,7 +296,7 @@ class _Run:
             self.report.outcome = "failed"
         note(f"{period_id} {step}: FAILED ({message}); its other steps wait for the next run")
 
-    def prepare(self, period_id: str, step: str, build: Callable):
+    def attempt(self, period_id: str, step: str, build: Callable):
         """`build()`, or None after recording the period's failure (its data no longer loads, say)."""
         try:
             return build()
@@ -384,7 +386,7 @@ class _Run:
         for p in periods.index[periods["baseline_run_id"].isna() & periods["forecast_run_id"].isna()]:
             if not self.active(p):
                 continue
-            inst = self.prepare(p, "forecast", lambda p=p: self.instance(p))
+            inst = self.attempt(p, "forecast", lambda p=p: self.instance(p))
             if inst is not None and needs_forecast(inst):
                 last = self.store.space_use_from(p)
                 todo.append((p, last[0] if last else None))
@@ -414,7 +416,7 @@ class _Run:
         markets to the executor as it builds them, so a worker holds one market, never a whole period."""
         periods = self._periods
         for p in periods.index[periods["baseline_run_id"].isna()]:
-            if not self.active(p) or (call := self.prepare(p, "baseline", lambda p=p: (self.instance(p), self.options(p)))) is None:
+            if not self.active(p) or (call := self.attempt(p, "baseline", lambda p=p: (self.instance(p), self.options(p)))) is None:
                 continue
             t0 = time.perf_counter()
             result = _isolated(allocate, *call, executor=self.executor)
@@ -463,7 +465,7 @@ class _Run:
         t0 = time.perf_counter()
         calls, owner, ready = [], [], []
         for p, r in wave:
-            mine = self.prepare(p, f"round {r}", lambda p=p, r=r: self._round_calls(p, r))
+            mine = self.attempt(p, f"round {r}", lambda p=p, r=r: self._round_calls(p, r))
             if mine is None:
                 continue
             ready.append((p, r))
@@ -477,7 +479,7 @@ class _Run:
             if failed is not None:
                 self.fail(p, f"round {r}", failed.error)
                 continue
-            result = self.prepare(p, f"round {r}", lambda mine=mine: combine_markets(mine))
+            result = self.attempt(p, f"round {r}", lambda mine=mine: combine_markets(mine))
             if result is None:
                 continue
             cleared = self.cleared(p)  # read (if this run has not yet) before the round is committed
@@ -510,7 +512,7 @@ class _Run:
         ready = periods[periods["settled_run_id"].isna() & periods["sales_received_at"].notna()].index
         for p in [p for p in ready if all_cleared.get(p, False) and self.active(p)]:
             t0 = time.perf_counter()
-            settlement = self.prepare(p, "settlement", lambda p=p: self._settle(p))
+            settlement = self.attempt(p, "settlement", lambda p=p: self._settle(p))
             if settlement is None:
                 continue
             self.writer.submit(self._commit_settlement, p, settlement, t0)
@@ -526,7 +528,7 @@ def _record_failed(store: Store, run_id: int, error: BaseException, report: Batc
     """Record the run as failed with what it did, if the store can still be reached (it may be what failed)."""
     try:
         with store.transaction() as conn:
-            store.finish_run(conn, run_id, "failed", error=one_line(error), steps=report.steps, timings=report.timings,
+            store.finish_run(conn, run_id, "failed", error=error_text(error), steps=report.steps, timings=report.timings,
                              inputs_hash=inputs_hash)
     except StoreError as lost:
         note(f"could not record run {run_id} as failed: {lost}")
@@ -569,7 +571,7 @@ def run_batch(
             inputs = run.inputs_hash()  # computed beside the solves
         except BaseException as e:
             if (lost_write := run.writer.stop()) is not None and lost_write is not e:
-                note(f"a write failed after the run had failed: {one_line(lost_write)}")
+                note(f"a write failed after the run had failed: {error_text(lost_write)}")
             _record_failed(store, run_id, e, run.report, run.inputs_hash(wait=False))
             raise
         finally:
