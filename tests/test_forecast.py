@@ -287,3 +287,28 @@ def test_productivity_is_sales_per_cube_month_at_most_the_sellers_bound():
     scores = performance_scores(history).set_index("seller_id")["productivity"]
     assert scores["A"] == MAX_PRODUCTIVITY
     assert scores["B"] == round(13 * 520.0 / (13 * 4.0 * 12 / 52), 2)  # $ per cube-month
+
+
+def test_history_older_than_ten_years_is_left_out_of_the_forecast(generated, tmp_path, capsys):
+    """The panel lays every series over each week from the first to the last: one stray row of year 0001 made it
+    105,000 weeks wide (a forecast of 30 sellers took 152 s instead of 3.4 s). Rows more than PANEL_WEEKS before the
+    last week are left out, so the forecast is the one without them, file for file."""
+    from optalloc.forecast.methods import PANEL_WEEKS, make_panel
+
+    ancient = tmp_path / "ancient"
+    shutil.copytree(generated, ancient)
+    history = pd.read_csv(ancient / "history.csv", dtype=str, keep_default_na=False)
+    old = history.iloc[:2].copy()
+    old["week"] = ["0001-01-01", "1990-01-01"]  # Mondays, of an existing series and of one no longer sold
+    old.loc[old.index[1], "storage_type"] = "oversize" if history["storage_type"].iloc[0] != "oversize" else "standard"
+    pd.concat([old, history]).to_csv(ancient / "history.csv", index=False)
+    last = pd.Timestamp(history["week"].max())
+    edge = history.iloc[:1].assign(week=str((last - pd.Timedelta(weeks=PANEL_WEEKS - 1)).date()))
+    assert len(make_panel(pd.concat([edge, history]).astype({c: float for c in ("shipped_cube", "sales", "on_hand_cube")})).weeks) == PANEL_WEEKS
+    outs = {}
+    for name, folder in (("plain", generated), ("ancient", ancient)):
+        outs[name] = tmp_path / f"out_{name}"
+        code, err = run_cli(["forecast", str(folder), "-o", str(outs[name]), "-q"], capsys)
+        assert code == 0, err
+    for n in ("needs.csv", "performance.csv", "summary.json"):
+        assert filecmp.cmp(outs["plain"] / n, outs["ancient"] / n, shallow=False), n

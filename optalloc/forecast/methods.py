@@ -16,6 +16,7 @@ SEASON = 52
 SCALE_WEEKS = 13
 COLD_START_WEEKS = 8  # a series with fewer observed weeks borrows its forecast's shape from similar sellers
 MATURE_WEEKS = 26
+PANEL_WEEKS = 520  # the forecast reads the last ten years of history: every series is laid over each week of them
 METHODS = ("seasonal_naive", "seasonal_yoy", "lightgbm")
 
 
@@ -33,7 +34,11 @@ class Panel:
 
 
 def make_panel(history: pd.DataFrame) -> Panel:
-    h = history.sort_values(["seller_id", "storage_type", "week"], kind="stable")
+    """Series x weeks arrays of the history's last PANEL_WEEKS weeks (older rows are left out: one stray row of an
+    ancient week made the panel as wide as the centuries in between)."""
+    week = pd.to_datetime(history["week"], format="%Y-%m-%d")
+    h = history[(week > week.max() - pd.Timedelta(weeks=PANEL_WEEKS)).to_numpy()]
+    h = h.sort_values(["seller_id", "storage_type", "week"], kind="stable")
     week = pd.to_datetime(h["week"], format="%Y-%m-%d")
     weeks = pd.date_range(week.min(), week.max(), freq="7D")
     keys = h[["seller_id", "storage_type"]].drop_duplicates().reset_index(drop=True)
