@@ -584,6 +584,39 @@ def test_a_store_is_created_whole_or_not_at_all(tmp_path):
     assert Store(f"sqlite:///{path}", create=False).period_ids() == ["P202610"]
 
 
+def test_a_path_through_a_symlinked_folder_and_back_is_one_store_with_one_lock(tmp_path):
+    """SQLite reads "link/../s.db" by text (the folder holding "link"), the kernel through the link (the folder above
+    its target): the lock and a new store's file were beside one, the data in the other, and two writers ran at once.
+    The store now opens the path the kernel resolves, for the data, the lock and its creation alike."""
+    from optalloc.store.store import StoreLockTimeout
+
+    (tmp_path / "deep" / "x" / "y").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "deep" / "x" / "y")
+    through = f"sqlite:///{tmp_path / 'link' / '..' / 's.db'}"
+    Store(through).ingest(load_instance(SMALL))
+    real = tmp_path / "deep" / "x" / "s.db"
+    assert real.is_file() and not (tmp_path / "s.db").exists()
+    assert Store(f"sqlite:///{real}", create=False).period_ids() == ["P202610"]
+    with Store(f"sqlite:///{real}", create=False).lock():
+        with pytest.raises(StoreLockTimeout):
+            with Store(through, create=False).lock(timeout=0.2):
+                pass
+
+
+def test_only_a_dead_creation_s_own_leftovers_are_removed(tmp_path):
+    """A killed creation leaves `.NAME.PID.new` (and its -wal/-shm); the next removes exactly those, of processes
+    that are gone, never a user's file or folder of a like name (it removed `.store.db.2026.newer.bak`)."""
+    dead = 2**22 + 12345  # above Linux's largest pid
+    keep = [".store.db.2026.newer.bak", f".store.db.{dead}.new.bak", f".store.db.{os.getpid()}9.news", ".store.db.x.new"]
+    gone = [f".store.db.{dead}.new", f".store.db.{dead}.new-wal"]
+    for name in keep + gone:
+        (tmp_path / name).write_text("x")
+    (tmp_path / f".store.db.{dead + 1}.new").mkdir()  # a folder of that name is left alone too
+    Store(f"sqlite:///{tmp_path / 'store.db'}").ingest(load_instance(SMALL))
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("store.db-wal", "store.db-shm"))  # the open store's
+    assert left == sorted([*keep, f".store.db.{dead + 1}.new", "store.db"])
+
+
 def test_an_instance_that_does_not_validate_creates_no_store(tmp_path):
     bad = tmp_path / "inst"
     shutil.copytree(SMALL, bad)

@@ -15,6 +15,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -144,11 +145,15 @@ class Store:
         if "\x00" in (u.database or ""):
             raise StoreError(f"{self.display_url}: a store's path cannot hold a NUL character")
         self.in_memory = self.backend == "sqlite" and u.database in (None, "", ":memory:")
-        self._sqlite_file = u.database if self.backend == "sqlite" and not self.in_memory else None
-        if self._sqlite_file:
+        self._sqlite_file = None
+        if self.backend == "sqlite" and not self.in_memory:
+            # One path for SQLite, the lock and a new store's creation: SQLite resolves "link/.." by text, the kernel
+            # (and so the lock) through the link, and the two were different files.
+            self._sqlite_file = os.path.realpath(u.database)
+            u = u.set(database=self._sqlite_file)
             _check_sqlite_file(self._sqlite_file, create)
         try:
-            self.engine = sa.create_engine(self.url, connect_args=_connect_args(self.backend))
+            self.engine = sa.create_engine(u, connect_args=_connect_args(self.backend))
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError, ValueError, TypeError) as e:
             raise StoreError(f"cannot use store {self.display_url}: {e}") from None
         _store_errors(self.engine, self.display_url, self._sqlite_file)
@@ -247,8 +252,7 @@ class Store:
                     except StoreError:
                         pass  # the connection was lost, and the server released the lock with it
         elif self._sqlite_file:
-            # Beside the file itself: a store reached through a symlink (or another spelling of its path) takes the same lock
-            fd = os.open(os.path.realpath(self._sqlite_file) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self._sqlite_file + ".lock", os.O_RDWR | os.O_CREAT, 0o644)  # the real path: a symlink takes the same lock
             try:
                 while True:
                     try:
@@ -285,32 +289,20 @@ class Store:
                 values[key] = json.dumps(values[key], sort_keys=True)
         conn.execute(T.runs.update().where(T.runs.c.run_id == run_id).values(outcome=outcome, finished_at=now(), **values))
 
-    def writer_running(self) -> bool | None:
-        """Whether some process holds the writers' lock now (None when that cannot be told, e.g. a lock file that
-        cannot be opened). Taken and released at once if free: a run that starts meanwhile waits a moment."""
-        if self.backend == "postgresql":
-            with self.engine.connect() as conn:
-                free = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
-                if free:
-                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-                conn.commit()
-            return not free
-        if not self._sqlite_file:
-            return None
+    @contextmanager
+    def _lock_if_free(self) -> Iterator[bool]:
+        """The writers' lock for the block if no process holds it (True), else nothing (False), without waiting. While it
+        is held no run can start or finish, so a run marked running in the block's reads is one that died."""
+        free = None
         try:
-            fd = os.open(os.path.realpath(self._sqlite_file) + ".lock", os.O_RDONLY)
-        except FileNotFoundError:
-            return False  # no writer has ever run here
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+            with self.lock(timeout=0):
+                free = True
+                yield free
+        except (StoreLockTimeout, OSError):  # held; or a lock file that cannot be made (a read-only folder)
+            if free is None:
+                yield False
+            else:
+                raise
 
     def mark_dead_runs(self) -> int:
         """Runs still marked running died without finishing (call this only while holding the lock)."""
@@ -328,9 +320,9 @@ class Store:
 
         plain = json_value
         periods, rounds = self.periods(), self.rounds().reset_index()
-        runs = self.runs().tail(last_runs).reset_index()
-        if (runs["outcome"] == "running").any() and self.writer_running() is False:
-            # Nobody holds the writers' lock, which every run holds while it runs: those died (the next writer records it)
+        with self._lock_if_free() as free:
+            runs = self.runs().tail(last_runs).reset_index()
+        if free:  # every run holds the lock while it runs: one still marked running died (the next writer records it)
             runs.loc[runs["outcome"] == "running", "outcome"] = "killed"
         failures = self.current_failures()
         return {
@@ -804,10 +796,13 @@ def _create_sqlite_file(path: str) -> None:
     place (never over a store another ingest made meanwhile). SQLite made the file at `path` itself, empty, before
     the schema: a process killed in between left a zero-length file that every later command refuses. What a killed
     creation leaves beside it (`.NAME.PID.new`) is removed by the next one."""
-    folder, name = os.path.split(os.path.abspath(path))
-    for leftover in os.listdir(folder):
-        if leftover.startswith(f".{name}.") and ".new" in leftover and not _alive(leftover.removeprefix(f".{name}.").split(".")[0]):
-            os.unlink(os.path.join(folder, leftover))
+    folder, name = os.path.split(path)
+    ours = re.compile(rf"\.{re.escape(name)}\.(\d+)\.new(-wal|-shm|-journal)?")
+    with suppress(OSError):  # a folder that cannot be listed: nothing is tidied
+        for leftover in os.listdir(folder):
+            if (m := ours.fullmatch(leftover)) and not _alive(int(m[1])) and os.path.isfile(os.path.join(folder, leftover)):
+                with suppress(OSError):
+                    os.unlink(os.path.join(folder, leftover))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.new")
     engine = sa.create_engine(f"sqlite:///{tmp}", connect_args=_connect_args("sqlite"))
     _sqlite_transactions(engine)
@@ -831,12 +826,10 @@ def _create_sqlite_file(path: str) -> None:
                 os.unlink(tmp + suffix)
 
 
-def _alive(pid: str) -> bool:
-    """Whether `pid` names a process that is still running (so its half-made store is not removed under it)."""
-    if not pid.isdigit():
-        return True
+def _alive(pid: int) -> bool:
+    """Whether `pid` names a process that is still running here (so its half-made store is not removed under it)."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
