@@ -372,7 +372,7 @@ def _utf8(text: str) -> bool:
 
 def _store_command(args) -> int:
     for where, value in (("--period", getattr(args, "period", None)), ("period_id", getattr(args, "period_id", None)),
-                         ("--reason", getattr(args, "reason", None))):
+                         ("--reason", getattr(args, "reason", None)), ("--db", resolve_url(getattr(args, "db", None)))):
         if value is not None and not _utf8(value):
             raise InputError(Problem(f"not UTF-8 text: {value.encode('utf-8', 'surrogateescape')!r}", where))
     if args.command == "report":

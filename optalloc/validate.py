@@ -421,9 +421,13 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
         if isinstance(col.dtype, pd.DatetimeTZDtype):
             parsed = col.dt.tz_convert("UTC").reset_index(drop=True)
         else:
-            parsed = pd.to_datetime(col, errors="coerce", utc=True, format="ISO8601").reset_index(drop=True)
+            text = col.astype("string")
+            # Digits past the microsecond are dropped before parsing, as they are after it: with them pandas reads the
+            # whole column in nanoseconds, whose range (years 1677-2262) refused every other time outside it.
+            given = text.str.replace(r"(\.\d{6})\d+", r"\1", regex=True) if _all_text(col) else col
+            parsed = pd.to_datetime(given, errors="coerce", utc=True, format="ISO8601").reset_index(drop=True)
             # pandas also reads "now" and "today" (the clock: the same file would give other output on every run)
-            dated = col.astype("string").str.match(r"\s*\d{4}-\d{2}").fillna(False).to_numpy(dtype=bool)
+            dated = text.str.match(r"\s*\d{4}-\d{2}").fillna(False).to_numpy(dtype=bool)
             bad = (parsed.isna().to_numpy() | ~dated) & ~blank
             out.rows(bad, rows, name, lambda i: f"not an ISO 8601 date-time: {_fmt(col.iloc[i])}")
             parsed = parsed.where(~bad)

@@ -71,6 +71,14 @@ def test_a_table_file_that_is_not_a_file_says_what_it_is(tmp_path):
             assert done.returncode == 2 and f"{path}: {message}" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+def test_a_store_url_that_is_not_utf8_is_exit_2_naming_db(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "optalloc.cli", "status", "--db", b"sqlite:///" + os.fsencode(tmp_path) + b"/s\xfd.db", "-q"],
+                          capture_output=True, timeout=300)
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2 and "--db: not UTF-8 text" in err and "Traceback" not in err, err  # it was exit 1
+    assert list(tmp_path.iterdir()) == []
+
+
 BAD_ARGS = [
     ["generate", "-o", "{out}", "--sellers", "-1"], ["generate", "-o", "{out}", "--requests", "-5"], ["generate", "-o", "{out}", "--months", "0"],
     ["generate", "-o", "{out}", "--rounds", "0"], ["generate", "-o", "{out}", "--tightness", "nan"], ["generate", "-o", "{out}", "--min-cube-share", "2"],

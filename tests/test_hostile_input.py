@@ -219,6 +219,21 @@ def test_parquet_times_that_cannot_be_written_back_are_refused(tmp_path, values,
     assert message in err
 
 
+def test_times_of_any_precision_and_year_are_read_together(tmp_path):
+    """Nine fractional digits in one row made pandas read the whole column in nanoseconds, whose range (1677-2262)
+    refused every other row outside it; digits past the microsecond are dropped first, as they are after."""
+    folder = copy_small(tmp_path / "inst")
+    path = folder / "requests.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[0:2, "submitted_at"] = ["2026-09-05T00:00:00.123456789Z", "9999-12-31T23:59:59Z", "2300-01-01T00:00:00.9999999Z"]
+    frame.to_csv(path, index=False)
+    code, err = cli("solve", folder, "-o", tmp_path / "out")
+    assert code == 0, err
+    times = pd.read_csv(tmp_path / "out" / "grants.csv").set_index("request_id")["submitted_at"]
+    assert [times[r] for r in frame["request_id"][:3]] == ["2026-09-05T00:00:00.123456Z", "9999-12-31T23:59:59.000000Z",
+                                                            "2300-01-01T00:00:00.999999Z"]
+
+
 def test_the_last_writable_time_is_accepted_and_written_back_exactly(tmp_path):
     folder = copy_small(tmp_path / "inst")
     _as_parquet(folder, "requests", lambda f: f.__setitem__("submitted_at", pd.Timestamp("9999-12-31 23:59:59.999999", tz="UTC")))
