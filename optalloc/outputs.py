@@ -147,7 +147,8 @@ def _existing_ancestor(path: Path) -> Path:
 # ---------------------------------------------------------------- atomic replacement
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether `pid` names a process still running here (its half-written leftovers are not removed under it)."""
     if pid == os.getpid():
         return True
     try:
@@ -168,7 +169,7 @@ def recover(path: Path) -> None:
     leftovers = []
     for entry in parent.iterdir():
         m = _LEFTOVER.match(entry.name)
-        if m and m["name"] == path.name and entry.is_dir() and not _alive(int(m["pid"])):
+        if m and m["name"] == path.name and entry.is_dir() and not process_alive(int(m["pid"])):
             leftovers.append((m["kind"], entry))
     for kind, entry in sorted(leftovers, key=lambda e: e[1].name):
         if kind == "old" and not path.exists() and read_marker(entry) is not None:

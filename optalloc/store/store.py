@@ -39,6 +39,7 @@ from ..clearing import RoundResult
 from ..errors import InputError, Problem, StoreError
 from ..failpoints import failpoint
 from ..instance import Instance
+from ..outputs import process_alive
 from ..period import ClearingResult, build_summary
 from ..schemas import TABLE_KEYS, Settings
 from ..settlement import protected_prices
@@ -800,7 +801,7 @@ def _create_sqlite_file(path: str) -> None:
     ours = re.compile(rf"\.{re.escape(name)}\.(\d+)\.new(-wal|-shm|-journal)?")
     with suppress(OSError):  # a folder that cannot be listed: nothing is tidied
         for leftover in os.listdir(folder):
-            if (m := ours.fullmatch(leftover)) and not _alive(int(m[1])) and os.path.isfile(os.path.join(folder, leftover)):
+            if (m := ours.fullmatch(leftover)) and not process_alive(int(m[1])) and os.path.isfile(os.path.join(folder, leftover)):
                 with suppress(OSError):
                     os.unlink(os.path.join(folder, leftover))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.new")
@@ -824,17 +825,6 @@ def _create_sqlite_file(path: str) -> None:
         for suffix in ("", "-wal", "-shm", "-journal"):
             with suppress(FileNotFoundError):
                 os.unlink(tmp + suffix)
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` names a process that is still running here (so its half-made store is not removed under it)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_sqlite_file(path: str, create: bool) -> None:
