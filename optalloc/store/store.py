@@ -101,6 +101,13 @@ def _alembic_config() -> Config:
 
 
 @cache
+def _migrate(conn: sa.Connection) -> None:
+    """Bring the schema of the database behind `conn` (in a write transaction) to the newest migration."""
+    cfg = _alembic_config()
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
 def head_revision() -> str:
     """The newest migration in migrations/versions."""
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
@@ -219,11 +226,9 @@ class Store:
 
     def upgrade(self) -> None:
         """Create or upgrade the schema to the newest migration (a no-op when it is current)."""
-        cfg = _alembic_config()
         try:
             with self.transaction() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                _migrate(conn)
         except alembic_util.CommandError as e:  # e.g. a store written by a newer optalloc
             raise StoreError(f"cannot upgrade store {self.display_url}: {one_line(e)}") from None
 
@@ -290,21 +295,6 @@ class Store:
                 values[key] = json.dumps(values[key], sort_keys=True)
         conn.execute(T.runs.update().where(T.runs.c.run_id == run_id).values(outcome=outcome, finished_at=now(), **values))
 
-    @contextmanager
-    def _lock_if_free(self) -> Iterator[bool]:
-        """The writers' lock for the block if no process holds it (True), else nothing (False), without waiting. While it
-        is held no run can start or finish, so a run marked running in the block's reads is one that died."""
-        free = None
-        try:
-            with self.lock(timeout=0):
-                free = True
-                yield free
-        except (StoreLockTimeout, OSError):  # held; or a lock file that cannot be made (a read-only folder)
-            if free is None:
-                yield False
-            else:
-                raise
-
     def mark_dead_runs(self) -> int:
         """Runs still marked running died without finishing (call this only while holding the lock)."""
         with self.transaction() as conn:
@@ -321,10 +311,12 @@ class Store:
 
         plain = json_value
         periods, rounds = self.periods(), self.rounds().reset_index()
-        with self._lock_if_free() as free:
+        try:  # with the writers' lock, if it is free: no run can start or finish while the runs are read
+            with self.lock(timeout=0):
+                runs = self.runs().tail(last_runs).reset_index()
+            runs.loc[runs["outcome"] == "running", "outcome"] = "killed"  # every run holds the lock: these died
+        except (StoreLockTimeout, OSError):  # a writer holds it (or its file cannot be made, read-only): as stored
             runs = self.runs().tail(last_runs).reset_index()
-        if free:  # every run holds the lock while it runs: one still marked running died (the next writer records it)
-            runs.loc[runs["outcome"] == "running", "outcome"] = "killed"
         failures = self.current_failures()
         return {
             "store": self.display_url,
@@ -792,13 +784,16 @@ def _stored_settings(text: str) -> dict:
         return doc
 
 
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # what SQLite keeps beside a database file while it is open
+
+
 def _create_sqlite_file(path: str) -> None:
     """A new SQLite store, whole or not at all: its schema is made in a file beside `path`, which is then linked into
     place (never over a store another ingest made meanwhile). SQLite made the file at `path` itself, empty, before
     the schema: a process killed in between left a zero-length file that every later command refuses. What a killed
     creation leaves beside it (`.NAME.PID.new`) is removed by the next one."""
     folder, name = os.path.split(path)
-    ours = re.compile(rf"\.{re.escape(name)}\.(\d+)\.new(-wal|-shm|-journal)?")
+    ours = re.compile(rf"\.{re.escape(name)}\.(\d+)\.new({'|'.join(SQLITE_SIDE_FILES)})?")
     with suppress(OSError):  # a folder that cannot be listed: nothing is tidied
         for leftover in os.listdir(folder):
             if (m := ours.fullmatch(leftover)) and not process_alive(int(m[1])) and os.path.isfile(os.path.join(folder, leftover)):
@@ -808,10 +803,8 @@ def _create_sqlite_file(path: str) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp}", connect_args=_connect_args("sqlite"))
     _sqlite_transactions(engine)
     try:
-        cfg = _alembic_config()
         with engine.execution_options(optalloc_write=True).begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            _migrate(conn)
         engine.dispose()  # the last connection closed: the WAL is checkpointed into the file and removed
         failpoint("store-file-made")
         try:
@@ -822,7 +815,7 @@ def _create_sqlite_file(path: str) -> None:
         raise StoreError(f"cannot create store {path}: {one_line(e.orig if getattr(e, 'orig', None) else e)}") from None
     finally:
         engine.dispose()
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        for suffix in ("", *SQLITE_SIDE_FILES):
             with suppress(FileNotFoundError):
                 os.unlink(tmp + suffix)
 
