@@ -36,10 +36,11 @@ class Panel:
 def make_panel(history: pd.DataFrame) -> Panel:
     """Series x weeks arrays of the history's last PANEL_WEEKS weeks (older rows are left out: one stray row of an
     ancient week made the panel as wide as the centuries in between)."""
-    week = pd.to_datetime(history["week"], format="%Y-%m-%d")
-    h = history[(week > week.max() - pd.Timedelta(weeks=PANEL_WEEKS)).to_numpy()]
-    h = h.sort_values(["seller_id", "storage_type", "week"], kind="stable")
-    week = pd.to_datetime(h["week"], format="%Y-%m-%d")
+    h = history.reset_index(drop=True)
+    week = pd.to_datetime(h["week"], format="%Y-%m-%d")  # parsed once (millions of rows), kept aligned with h's rows
+    recent = (week > week.max() - pd.Timedelta(weeks=PANEL_WEEKS)).to_numpy()
+    h = h[recent].sort_values(["seller_id", "storage_type", "week"], kind="stable")
+    week = week.loc[h.index]
     weeks = pd.date_range(week.min(), week.max(), freq="7D")
     keys = h[["seller_id", "storage_type"]].drop_duplicates().reset_index(drop=True)
     i = pd.MultiIndex.from_frame(keys).get_indexer(pd.MultiIndex.from_frame(h[["seller_id", "storage_type"]]))
