@@ -819,6 +819,67 @@ def test_a_connection_lost_mid_run_is_exit_5_and_the_run_is_recorded_failed(pg_s
         assert Store(url).rounds()["cleared_run_id"].isna().all()  # round 1's transaction died with its connection
 
 
+def _terminate_lock_session(server_url: str) -> int:
+    """End the PostgreSQL session that holds the store's writer lock (as an administrator or idle_session_timeout
+    would); its pid."""
+    import psycopg
+
+    from optalloc.store.store import LOCK_KEY
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        pid = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = %s", (LOCK_KEY,)).fetchone()[0]
+        assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    return pid
+
+
+def test_a_transaction_after_the_lock_s_session_ended_is_refused_and_rolled_back(pg_server):
+    from pgserver import fresh_database
+
+    with fresh_database(pg_server) as url:
+        store = Store(url)
+        store.ingest(load_instance(SMALL))
+        before = row_counts(store)
+        with store.lock():
+            with store.transaction() as conn:  # the lock is held: writes commit
+                store.start_run(conn, "batch")
+            _terminate_lock_session(pg_server)
+            with pytest.raises(StoreError, match="lost the store's writer lock"):
+                with store.transaction() as conn:
+                    store.start_run(conn, "batch")
+            with store.lock(timeout=0):  # the lock was free for anyone to take: this process takes it again
+                pass
+        assert row_counts(store)["runs"] == before["runs"] + 1  # the refused transaction's run was rolled back
+
+
+def test_a_batch_whose_lock_session_ends_stops_with_exit_5_before_committing_more(pg_server):
+    """The session holding the advisory lock is ended while round 1's transaction is open: the batch must not commit
+    it, nor anything after it (another writer could have taken the lock and entered), and says why; `period hold`,
+    which could take the lock meanwhile, holds the period the batch then leaves alone."""
+    import os
+    import time
+
+    from pgserver import fresh_database
+
+    with fresh_database(pg_server) as url:
+        assert cli("ingest", str(SMALL), db=url).returncode == 0
+        batch = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "batch", "--db", url, "--date", "2026-10-01", "--workers", "0", "-q"],
+                                 env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-claimed:sleep=6"}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        store = Store(url)
+        deadline = time.monotonic() + 120
+        while pd.isna(store.periods().loc["P202610", "baseline_run_id"]):  # then round 1: its transaction sleeps 6 s
+            time.sleep(0.2)
+            assert time.monotonic() < deadline and batch.poll() is None
+        time.sleep(1.0)  # inside round 1's transaction, asleep
+        _terminate_lock_session(pg_server)
+        held = cli("period", "hold", "P202610", "--reason", "intruder", "--lock-timeout", "3", db=url)
+        assert held.returncode == 0, held.stderr  # the lock was free: another writer got in
+        out, err = batch.communicate(timeout=120)
+        assert batch.returncode == 5 and "lost the store's writer lock" in err and "Traceback" not in err, err
+        assert store.rounds()["cleared_run_id"].isna().all()  # round 1 rolled back, no round after it
+        assert pd.isna(store.periods().loc["P202610", "settled_run_id"])
+
+
 @pytest.mark.parametrize("value, expected", [("0", 0), ("0.0001", 1), ("2.5", 2500), ("2147483", 2_147_483_000), ("2147484", None),
                                              ("1e9", None), ("-1", None), ("inf", None), ("nan", None), ("soon", None)])
 def test_the_statement_timeout_is_whole_milliseconds_postgresql_can_hold(monkeypatch, value, expected):

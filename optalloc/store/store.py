@@ -100,7 +100,6 @@ def _alembic_config() -> Config:
     return cfg
 
 
-@cache
 def _migrate(conn: sa.Connection) -> None:
     """Bring the schema of the database behind `conn` (in a write transaction) to the newest migration."""
     cfg = _alembic_config()
@@ -108,6 +107,7 @@ def _migrate(conn: sa.Connection) -> None:
     command.upgrade(cfg, "head")
 
 
+@cache
 def head_revision() -> str:
     """The newest migration in migrations/versions."""
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
@@ -169,6 +169,7 @@ class Store:
             _sqlite_transactions(self.engine)
         self._writer = self.engine.execution_options(optalloc_write=True)
         self._snapshot = threading.local()  # the connection of this thread's `snapshot()` block, if it is in one
+        self._lock_pid: int | None = None  # PostgreSQL: the backend whose session holds the writers' lock for this process
         revision = self.schema_revision() if migrate or not create else None
         if revision is None and not create:
             if self._sqlite_file:
@@ -217,10 +218,28 @@ class Store:
         with self.engine.connect() as conn:
             yield conn
 
-    def transaction(self):
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
         """A write transaction (`with store.transaction() as conn:`): committed at the end of the block, rolled back
-        if it raises. On SQLite it takes the write lock at its start; reads (`store.engine.connect()`) never do."""
-        return self._writer.begin()
+        if it raises. On SQLite it takes the write lock at its start; reads (`store.engine.connect()`) never do.
+
+        On PostgreSQL the writers' lock lives on a connection of its own (`lock`), which the server can end while the
+        run goes on (an administrator's pg_terminate_backend, idle_session_timeout, a pooler): the lock goes with it,
+        and another writer may take it. So while this process holds the lock, each transaction checks, just before
+        it commits, that the lock's session still holds it, and rolls back with a StoreError if not."""
+        with self._writer.begin() as conn:
+            yield conn
+            if self._lock_pid is not None:
+                self._check_lock(conn, self._lock_pid)
+
+    def _check_lock(self, conn: sa.Connection, pid: int) -> None:
+        held = conn.execute(sa.text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = :pid"
+            " AND classid = :hi AND objid = :lo AND objsubid = 1"  # a bigint key: its high and low 32 bits
+        ), {"pid": pid, "hi": LOCK_KEY >> 32, "lo": LOCK_KEY & 0xFFFFFFFF}).scalar()
+        if not held:
+            raise StoreError(f"{self.display_url}: this run lost the store's writer lock (the database ended the session that held it),"
+                             " so another writer may be at work; the transaction in progress was rolled back and the run stops here")
 
     # ------------------------------------------------------------ schema, lock, runs
 
@@ -248,10 +267,12 @@ class Store:
                 while not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar():
                     conn.rollback()
                     self._wait(deadline, timeout)
+                self._lock_pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
                 conn.commit()
                 try:
                     yield
                 finally:
+                    self._lock_pid = None
                     try:
                         conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
                         conn.commit()
