@@ -149,14 +149,25 @@ def _check_summary(summary: dict, source: str) -> None:
         raise InputError(problems)
 
 
+def _claimed_by(store, run_id: int) -> list[str]:
+    """The periods where `run_id` wrote a forecast, baseline, round or settlement."""
+    periods, rounds = store.periods(), store.rounds().reset_index()
+    claims = periods[["forecast_run_id", "baseline_run_id", "settled_run_id"]].eq(run_id).fillna(False).any(axis=1)
+    cleared = rounds["cleared_run_id"].eq(run_id).fillna(False).to_numpy(dtype=bool)
+    return sorted({*periods.index[claims.to_numpy(dtype=bool)], *rounds.loc[cleared, "period_id"]})
+
+
 def load_store_run(store, run_id: int) -> ReportData:
     """A run recorded in the store: its record, and the periods it touched as they stood when it ended."""
-    runs = store.runs()
+    runs = store.runs_seen_now()
     if run_id not in runs.index:
         raise InputError(Problem(f"no run {run_id} in the store (runs: {', '.join(map(str, runs.index[-5:]))} ...)", store.display_url, None, "run"))
     record = runs.loc[run_id].to_dict()
-    steps = json.loads(record.get("steps") or "[]")
-    touched = sorted({s["period_id"] for s in steps if "period_id" in s})
+    steps = record.get("steps")
+    if isinstance(steps, str):
+        touched = sorted({s["period_id"] for s in json.loads(steps) if "period_id" in s})
+    else:  # a run that died wrote no steps: the periods whose results it committed before it died
+        touched = _claimed_by(store, int(run_id))
     periods = [period_as_of(store, pid, int(run_id)) for pid in touched]
     record = {"run_id": int(run_id), **{k: json_value(v) for k, v in record.items()}}
     later = int(runs.index.max()) > int(run_id)

@@ -91,3 +91,22 @@ def test_a_stored_run_is_shown_as_it_stood_when_it_ended_and_an_ingest_is_titled
     assert "results of later runs are left out" in render(first)
     last = load_store_run(store, 3).periods[0]
     assert sorted(set(last.tables["round_prices"].index.get_level_values("round"))) == [1, 2, 3] and "settlement" in last.tables
+
+
+def test_a_run_that_died_is_reported_as_killed_with_what_it_committed(tmp_path):
+    """A batch killed inside round 2 wrote no steps: its report shows it killed, with the baseline and round 1 it
+    committed before it died (the report read a missing steps record as a number: exit 1)."""
+    import os
+
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    assert run(["ingest", str(SMALL), "--db", db, "-q"]) == 0
+    died = subprocess.run([sys.executable, "-m", "optalloc.cli", "batch", "--date", "2026-10-01", "--workers", "0", "--db", db, "-q"],
+                          env={**os.environ, "OPTALLOC_FAILPOINT": "round-2-claimed:kill"}, capture_output=True, text=True)
+    assert died.returncode == -9
+    page = tmp_path / "run2.html"
+    done = subprocess.run([sys.executable, "-m", "optalloc.cli", "report", "2", "--db", db, "-o", str(page), "-q"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    assert "killed" in text and "running" not in text
+    assert "round 1, standard:" in text and "round 2," not in text  # round 1's charts, none of round 2 (rolled back)

@@ -327,17 +327,24 @@ class Store:
         with self._reading() as conn:
             return pd.read_sql(sa.select(T.runs).order_by(T.runs.c.run_id), conn).set_index("run_id")
 
+    def runs_seen_now(self) -> pd.DataFrame:
+        """The runs, with those that died shown as killed: read holding the writers' lock if it is free (no run can
+        start or finish meanwhile, and every run holds it, so one still marked running died); as stored if a writer
+        holds it (or its file cannot be made: a read-only folder)."""
+        try:
+            with self.lock(timeout=0):
+                runs = self.runs()
+            runs.loc[runs["outcome"] == "running", "outcome"] = "killed"
+            return runs
+        except (StoreLockTimeout, OSError):
+            return self.runs()
+
     def status(self, last_runs: int = 10) -> dict:
         """Periods with their rounds' state, and the latest runs (for `optalloc status`)."""
 
         plain = json_value
         periods, rounds = self.periods(), self.rounds().reset_index()
-        try:  # with the writers' lock, if it is free: no run can start or finish while the runs are read
-            with self.lock(timeout=0):
-                runs = self.runs().tail(last_runs).reset_index()
-            runs.loc[runs["outcome"] == "running", "outcome"] = "killed"  # every run holds the lock: these died
-        except (StoreLockTimeout, OSError):  # a writer holds it (or its file cannot be made, read-only): as stored
-            runs = self.runs().tail(last_runs).reset_index()
+        runs = self.runs_seen_now().tail(last_runs).reset_index()
         failures = self.current_failures()
         return {
             "store": self.display_url,
