@@ -30,13 +30,14 @@ ran them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -136,10 +137,25 @@ class DaskExecutor:
             if workers:  # none yet (a cluster still scaling up): the scheduler places the data
                 busy = Counter(w for w, f in zip(placed, futures) if not f.done())
                 pin = [min(workers, key=busy.__getitem__)]  # ties: the first address in sorted order
-            data = client.scatter([args], workers=pin, hash=False)[0]
-            futures.append(client.submit(_apply, fn, data, pure=False, workers=pin))
+            data = self._cluster(lambda: client.scatter([args], workers=pin, hash=False)[0])
+            futures.append(self._cluster(lambda: client.submit(_apply, fn, data, pure=False, workers=pin)))
             placed.append(pin[0] if pin else None)
-        return client.gather(futures)  # in submission order; a worker's exception is raised here
+        outcomes = self._cluster(lambda: client.gather(futures))  # in submission order
+        for ok, value in outcomes:
+            if not ok:  # the first call that raised, as SerialExecutor raises it
+                raise value
+        return [value for _, value in outcomes]
+
+    def _cluster(self, do: Callable):
+        """`do()`, with the cluster's own failures (a worker lost mid-task and the data it held, a scheduler gone, no
+        worker joining in time) as ClusterError (exit 5: not the period's fault, and the run stops as when the store
+        is lost; the steps committed before it stay). A task's own error never gets here: `_apply` returns it."""
+        from distributed import KilledWorker
+
+        try:
+            return do()
+        except (KilledWorker, OSError, asyncio.CancelledError, CancelledError) as e:
+            raise ClusterError(f"the Dask cluster failed this run's work ({self.description}): {error_text(e)}") from None
 
     def close(self) -> None:
         if self.client is not None:
@@ -148,8 +164,13 @@ class DaskExecutor:
             self.cluster.close()
 
 
-def _apply(fn: Callable, args: tuple):
-    return fn(*args)
+def _apply(fn: Callable, args: tuple) -> tuple[bool, object]:
+    """On the worker: (True, fn(*args)), or (False, the exception it raised), so that the driver tells a task's own
+    error (raised again there) from the cluster's (`DaskExecutor._cluster`)."""
+    try:
+        return True, fn(*args)
+    except Exception as e:  # noqa: BLE001 -- raised again in the driver
+        return False, e
 
 
 def make_executor(workers: int = 0, scheduler: str | None = None) -> SerialExecutor | DaskExecutor:

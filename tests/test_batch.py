@@ -385,6 +385,41 @@ def test_dask_gives_the_serial_answer_across_periods_and_storage_types(tmp_path)
     assert "dask LocalCluster, 2 workers" in stores["dask"].runs()["options"].iloc[-1]
 
 
+KILLING_PRELOAD = """
+import os
+import optalloc.baseline
+import optalloc.clearing.solve
+
+def _die(*args, **kwargs):
+    os._exit(9)  # the worker process dies inside the task, as when the kernel's OOM killer takes it
+
+if os.environ["KILL_IN"] == "baseline":
+    optalloc.baseline.solve_market = _die
+else:
+    optalloc.clearing.solve.clear_market = _die
+"""
+
+
+@pytest.mark.parametrize("where", ["baseline", "round"])
+def test_a_dask_worker_lost_mid_task_stops_the_run_with_exit_5_and_blames_no_period(tmp_path, where):
+    """A worker process that dies inside a market's task (its scattered market goes with it) is the cluster's
+    failure, in the baseline as in a round: exit 5, the run recorded failed, no period failure recorded against the
+    period (which would hold it back as if its data were bad), and what was committed before stays. It was exit 1
+    either way: a period failure in the baseline, an 'internal error' in a round."""
+    preload = tmp_path / "kill_worker.py"
+    preload.write_text(KILLING_PRELOAD)
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    assert cli("ingest", str(SMALL), db=db).returncode == 0
+    env = {**os.environ, "KILL_IN": where, "DASK_DISTRIBUTED__WORKER__PRELOAD": f'["{preload}"]'}
+    done = cli("batch", "--date", "2026-10-01", "--workers", "1", db=db, env=env)
+    assert done.returncode == 5 and "Dask cluster failed" in done.stderr and "internal error" not in done.stderr, done.stderr
+    store = Store(db)
+    assert store.runs()["outcome"].iloc[-1] == "failed"
+    assert store.current_failures() == {}
+    baseline_done = not pd.isna(store.periods().loc[PERIOD, "baseline_run_id"])
+    assert baseline_done == (where == "round") and len(in_rounds(store)) == 0
+
+
 def test_the_batch_solves_in_its_own_process_unless_given_workers(tmp_path):
     """Like every command, `batch` runs in-process by default (a LocalCluster's start-up is more than the shipped
     instance's whole run); `--workers N` asks for a cluster, which starts only when there is work (here none)."""
