@@ -101,7 +101,7 @@ class DaskExecutor:
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None):
         self.workers, self.scheduler = workers or 2, scheduler
-        self.timeout = env_seconds(CONNECT_TIMEOUT_ENV, 30.0) if scheduler else None  # checked before any work
+        self.timeout = env_seconds(CONNECT_TIMEOUT_ENV, 30.0, zero=False) if scheduler else None  # checked before any work
         self.description = f"dask scheduler {scheduler}" if scheduler else f"dask LocalCluster, {self.workers} workers"
         self.cluster = self.client = None
 

@@ -30,8 +30,9 @@ def test_an_unreachable_dask_scheduler_is_exit_5_and_the_run_is_recorded_failed(
     assert runs["outcome"].iloc[-1] == "failed" and "Dask scheduler" in runs["error"].iloc[-1]
 
 
-@pytest.mark.parametrize("value", ["soon", "-1", "inf", "3e9"])
+@pytest.mark.parametrize("value", ["soon", "-1", "inf", "3e9", "0"])
 def test_a_bad_dask_connect_timeout_is_exit_5_naming_it_before_any_work(tmp_path, value):
+    """0 too: it made the client give up at once on a scheduler that was there."""
     db = f"sqlite:///{tmp_path / 'store.db'}"
     assert optalloc("ingest", str(INSTANCES / "small_network"), "--db", db, "-q").returncode == 0
     done = optalloc("batch", "--db", db, "--date", "2026-10-01", "--scheduler", "tcp://127.0.0.1:1", "-q",

@@ -880,6 +880,20 @@ def test_a_batch_whose_lock_session_ends_stops_with_exit_5_before_committing_mor
         assert pd.isna(store.periods().loc["P202610", "settled_run_id"])
 
 
+@pytest.mark.parametrize("value, expected", [("0", None), ("0.0001", 1), ("2.5", 3), ("2147483", 2_147_483), ("-1", None), ("soon", None)])
+def test_the_connect_timeout_is_whole_seconds_above_0(monkeypatch, value, expected):
+    """libpq's connect_timeout is whole seconds, and its 0 waits for ever: a connect timeout of 0 is refused naming
+    the variable (it hung `status` on an endpoint that never answers), a positive one is never 0 s."""
+    from optalloc.store.store import _connect_args
+
+    monkeypatch.setenv("OPTALLOC_DB_CONNECT_TIMEOUT", value)
+    if expected is None:
+        with pytest.raises(StoreError, match=r"\$OPTALLOC_DB_CONNECT_TIMEOUT must be a number of seconds"):
+            _connect_args("postgresql")
+    else:
+        assert _connect_args("postgresql")["connect_timeout"] == expected
+
+
 @pytest.mark.parametrize("value, expected", [("0", 0), ("0.0001", 1), ("2.5", 2500), ("2147483", 2_147_483_000), ("2147484", None),
                                              ("1e9", None), ("-1", None), ("inf", None), ("nan", None), ("soon", None)])
 def test_the_statement_timeout_is_whole_milliseconds_postgresql_can_hold(monkeypatch, value, expected):

@@ -871,9 +871,10 @@ def _check_sqlite_file(path: str, create: bool) -> None:
 MOST_SECONDS = 2_147_483  # PostgreSQL keeps statement_timeout in milliseconds in a 32-bit integer: 24.8 days
 
 
-def env_seconds(env: str, default: float) -> float:
+def env_seconds(env: str, default: float, *, zero: bool = True) -> float:
     """Seconds from the environment variable `env` (`default` when unset or empty); anything but a number from 0 to
-    MOST_SECONDS is a StoreError naming the variable (exit 5, before any work)."""
+    MOST_SECONDS is a StoreError naming the variable (exit 5, before any work). `zero=False` refuses 0 too: for a
+    connect timeout it would mean waiting for ever (libpq) or giving up at once (Dask), neither of them a timeout."""
     value = os.environ.get(env)
     if value is None or value == "":
         return default
@@ -883,6 +884,8 @@ def env_seconds(env: str, default: float) -> float:
         raise StoreError(f"${env} must be a number of seconds, not {value!r}") from None
     if not 0 <= seconds <= MOST_SECONDS:
         raise StoreError(f"${env} must be a number of seconds from 0 to {MOST_SECONDS:,}, not {value!r}")
+    if seconds == 0 and not zero:
+        raise StoreError(f"${env} must be a number of seconds above 0 (up to {MOST_SECONDS:,}), not {value!r}")
     return seconds
 
 
@@ -893,10 +896,10 @@ def _connect_args(backend: str) -> dict:
         return {"timeout": 60}
     if backend != "postgresql":
         return {}
-    connect = env_seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT)
+    connect = env_seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT, zero=False)
     statement = env_seconds(STATEMENT_TIMEOUT_ENV, DEFAULT_STATEMENT_TIMEOUT)
     return {
-        "connect_timeout": max(1, math.ceil(connect)) if connect else 0,
+        "connect_timeout": max(1, math.ceil(connect)),  # libpq: whole seconds, and 0 would be none
         "options": f"-c statement_timeout={math.ceil(statement * 1000)}",  # a positive time is never 0 ms: no timeout at all
         "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
     }
