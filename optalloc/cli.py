@@ -344,7 +344,7 @@ def _open_store(args, *, create: bool = False) -> Store:
     if is_in_memory(url):
         raise StoreError(f"{url} is an in-memory database: nothing would be stored or found there; give a file (sqlite:///PATH) or a"
                          " PostgreSQL URL")
-    return Store(url, create=create)
+    return Store(url, create=create, lock_timeout=getattr(args, "lock_timeout", 0.0))  # a reader never waits on a writer
 
 
 def _report(args) -> int:

@@ -690,6 +690,49 @@ def test_a_store_created_by_0001_upgrades(store_url):
     assert status["schema_revision"] == "0004" and status["periods"][0]["held"] is None and status["periods"][0]["failure"] is None
 
 
+HOLD_THE_LOCK = """
+import sys, time
+from optalloc.store import Store
+store = Store(sys.argv[1], migrate=False, create=False)
+with store.lock():
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_an_old_store_whose_lock_a_writer_holds_is_not_waited_on_by_readers_and_writers_wait_their_lock_timeout(store_url):
+    """Opening a store at an older schema revision upgrades it, under the writers' lock. A reader (status, export,
+    report) does not wait for a writer to finish (it waited 60 s, then told the user to raise a --lock-timeout it does
+    not have); a writer waits its own --lock-timeout (it waited 60 s whatever was asked)."""
+    import time
+
+    from alembic import command
+
+    from optalloc.store.store import _alembic_config, resolve_url
+
+    engine = sa.create_engine(resolve_url(store_url))
+    with engine.begin() as conn:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    engine.dispose()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, store_url, "30"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for args in (["status"], ["batch", "--date", "2026-10-01", "--lock-timeout", "1"]):
+            t0 = time.monotonic()
+            done = cli(*args, db=store_url)
+            took = time.monotonic() - t0
+            assert done.returncode == 5 and "schema revision 0003" in done.stderr and "retry when it is done" in done.stderr, done.stderr
+            assert took < 15, (args, took)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert Store(store_url, migrate=False, create=False).schema_revision() == "0003"  # nothing was changed
+    done = cli("status", db=store_url)  # the lock free: opening upgrades, as before
+    assert done.returncode == 0 and json.loads(done.stdout)["schema_revision"] == head_revision()
+
+
 def test_migration_0004_drops_the_bulk_tables_foreign_keys_and_keeps_their_rows(store_url):
     """0004 takes the per-row foreign keys off the bulk tables (inputs, history, results) and keeps the control
     tables' ones; downgraded to 0003 a store with a whole period in it gets them back, and upgraded again it has

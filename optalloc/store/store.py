@@ -137,9 +137,11 @@ def solver_version() -> str:
 class Store:
     """The store at `url`. `create=False` (the read-only commands, batch, period): the store must already exist, and
     nothing is created when it does not (no file, no folder, no schema). `create=True` (ingest, and the Python API's
-    default): a missing SQLite file (and its folder) or an empty database becomes a new store."""
+    default): a missing SQLite file (and its folder) or an empty database becomes a new store. A store at an older
+    schema revision is upgraded on opening (`migrate`), holding the writers' lock: waiting up to `lock_timeout`
+    seconds for it (the writers pass their --lock-timeout; the read-only commands 0: they never wait on a writer)."""
 
-    def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool = True):
+    def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool = True, lock_timeout: float = 60.0):
         self.url = resolve_url(url)
         try:
             u = sa.make_url(self.url)
@@ -178,8 +180,13 @@ class Store:
         if revision is None and self._sqlite_file and self._has_tables():
             raise StoreError(f"{self._sqlite_file} is an SQLite database but not an optalloc store (it has other tables); refusing to use it")
         if migrate and revision != head_revision():
-            with self.lock(timeout=60):
-                self.upgrade()
+            try:
+                with self.lock(timeout=lock_timeout):
+                    self.upgrade()
+            except StoreLockTimeout:
+                raise StoreLockTimeout(
+                    f"{self.display_url} is at schema revision {revision}, older than this optalloc's {head_revision()}; upgrading it needs"
+                    f" the writers' lock, which another optalloc run held (waited {lock_timeout:g} s): retry when it is done") from None
 
     @property
     def sqlite_file(self) -> str | None:
