@@ -50,7 +50,7 @@ from .outputs import check_file, check_folder
 from .io import ARRIVING_TABLES, load_arriving_tables, load_history_file, load_instance, read_previous, write_instance, write_tables
 from .period import build_summary, clear_rounds, round_records, run_period
 from .batch import DEFAULT_TIME_LIMIT, make_executor, run_batch
-from .report import GENERATOR_TAG, load_output_folder, load_store_run, write_report
+from .report import PAGE_START, load_output_folder, load_store_run, write_report
 from .schemas import SolverOptions
 from .simulate import SimulationSpec, simulate
 from .simulate import markdown as sim_markdown
@@ -348,7 +348,7 @@ def _open_store(args, *, create: bool = False) -> Store:
 
 
 def _report(args) -> int:
-    check_file(args.out, inputs=[args.source], generator_tag=GENERATOR_TAG)
+    check_file(args.out, inputs=[args.source], signature=PAGE_START)
     if Path(args.source).is_dir():
         data = load_output_folder(args.source)
     elif args.source.isascii() and args.source.isdigit():  # str.isdigit takes "²" and "٣" too, which int() refuses or reads

@@ -116,9 +116,10 @@ def _probe(given: Path, parent: Path) -> None:
         raise _refuse(given, f"cannot create folders in {parent} ({e.strerror})") from None
 
 
-def check_file(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (), generator_tag: str) -> Path:
-    """Refuse an output file that is a folder, an input, or an existing file that optalloc did not write (it
-    must contain `generator_tag`)."""
+def check_file(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (), signature: str) -> Path:
+    """Refuse an output file that is a folder, an input, or an existing file that optalloc did not write: one that
+    does not begin with `signature`, the exact first bytes optalloc writes (a file that merely quotes them, say a
+    source file or notes about the report, is someone else's)."""
     given = Path(out)
     path = given.resolve()
     if path.is_dir():
@@ -129,10 +130,10 @@ def check_file(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | N
     if path.exists():
         try:
             with open(path, "rb") as f:
-                head = f.read(4096)
+                head = f.read(len(signature.encode()))
         except OSError as e:
             raise _refuse(given, f"cannot read the existing file ({e.strerror})") from None
-        if generator_tag.encode() not in head:
+        if head != signature.encode():
             raise _refuse(given, "the file exists and was not written by optalloc")
     _probe(given, _existing_ancestor(path.parent))
     return path

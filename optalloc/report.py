@@ -35,7 +35,8 @@ from .outputs import replace_file
 from .store.store import json_value
 
 EPS = 1e-6
-GENERATOR_TAG = '<meta name="generator" content="optalloc report">'  # how an existing page is known to be ours
+GENERATOR_TAG = '<meta name="generator" content="optalloc report">'
+PAGE_START = '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">' + GENERATOR_TAG  # how every page begins: an existing file is ours if it does
 
 
 @dataclass
@@ -403,14 +404,14 @@ def render(data: ReportData) -> str:
             body.append(_table(pd.DataFrame({"seconds": timings}).rename_axis("step"), "timings"))
     body += [period_section(v) for v in data.periods]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + GENERATOR_TAG + "<meta name=\"viewport\" content=\"width=device-width\">"
+        PAGE_START + "<meta name=\"viewport\" content=\"width=device-width\">"
         f"<title>{html.escape(data.heading)}</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
     )
 
 
 def write_report(data: ReportData, out: str | os.PathLike, inputs: tuple = ()) -> Path:
     """Write the page atomically (a temporary file renamed into place); an existing file is replaced only if it is
-    an optalloc report (it carries GENERATOR_TAG)."""
-    path = replace_file(out, render(data).encode("utf-8"), inputs=inputs, generator_tag=GENERATOR_TAG)
+    an optalloc report (it begins with PAGE_START)."""
+    path = replace_file(out, render(data).encode("utf-8"), inputs=inputs, signature=PAGE_START)
     progress.wrote_file(out)
     return path

@@ -138,10 +138,18 @@ def test_report_replaces_only_its_own_pages(tmp_path, capsys):
     assert cli(["report", str(out), "-o", str(page), "-q"], capsys)[0] == 0  # its own page: replaced
     other = tmp_path / "index.html"
     other.write_text("<html>my site</html>")
-    for target, why in [(other, "was not written by optalloc"), (out, "it is a folder")]:
+    # A file that quotes the page's generator tag is not a page optalloc wrote (the tag anywhere in the first 4 KB
+    # was taken as proof: `report -o optalloc/report.py` replaced the package's source with a page).
+    source = tmp_path / "report.py"
+    source.write_text((Path(__file__).parent.parent / "optalloc" / "report.py").read_text())
+    notes = tmp_path / "notes.html"
+    notes.write_text('<p>our pages carry <meta name="generator" content="optalloc report"></p>')
+    kept = {f: f.read_text() for f in (other, source, notes)}
+    for target, why in [(other, "was not written by optalloc"), (source, "was not written by optalloc"),
+                        (notes, "was not written by optalloc"), (out, "it is a folder")]:
         code, err = cli(["report", str(out), "-o", str(target), "-q"], capsys)
         assert code == 2 and why in err
-    assert other.read_text() == "<html>my site</html>"
+    assert {f: f.read_text() for f in kept} == kept
 
 
 def test_folders_follow_the_umask(tmp_path):
