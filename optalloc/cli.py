@@ -46,7 +46,7 @@ from .errors import InputError, OptallocError, Problem
 from .instance import Instance, pydantic_problems
 from .generate import GenerateSpec, generate, generate_single_pool
 from .forecast.apply import forecast_period, forecast_tables, needs_forecast, with_forecast
-from .outputs import check_file, check_folder
+from .outputs import WrittenThenInterrupted, check_file, check_folder
 from .io import ARRIVING_TABLES, load_arriving_tables, load_history_file, load_instance, read_previous, write_instance, write_tables
 from .period import build_summary, clear_rounds, round_records, run_period
 from .batch import DEFAULT_TIME_LIMIT, make_executor, run_batch
@@ -591,8 +591,9 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         print(f"optalloc: error: {e}", file=sys.stderr)
         code = e.exit_code
-    except KeyboardInterrupt:
-        print(f"optalloc: interrupted{left}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        written = f"; {e.path} was written in full" if isinstance(e, WrittenThenInterrupted) else left
+        print(f"optalloc: interrupted{written}", file=sys.stderr)
         code = 130
     except BrokenPipeError:  # the reader went away (`optalloc status | head`): not an error of ours
         _silence_stdout()

@@ -224,23 +224,42 @@ def replace_folder(out: str | os.PathLike, write: Callable[[Path], Iterable[str]
         (tmp / MARKER).write_text(json.dumps({"written_by": "optalloc", "files": names}, indent=1) + "\n", encoding="utf-8")
         _fsync_dir(tmp)
         failpoint("output-written")
+        aside = None  # the old result, once the new one is in its place
         if path.exists():
             if exchange(tmp, path):
-                failpoint("output-exchanged")
-                shutil.rmtree(tmp, ignore_errors=True)  # now holds the old result
+                aside = tmp
             else:
-                old = path.parent / f".{path.name}.{pid}.old"
-                path.rename(old)
-                failpoint("output-moved-aside")
-                tmp.rename(path)
-                shutil.rmtree(old, ignore_errors=True)
+                aside = path.parent / f".{path.name}.{pid}.old"
+                path.rename(aside)
+                try:
+                    failpoint("output-moved-aside")
+                    tmp.rename(path)
+                except BaseException:  # interrupted (Ctrl-C) or refused: the old result goes back, the path is never left empty
+                    if not path.exists():
+                        aside.rename(path)
+                    raise
         else:
             tmp.rename(path)
-        _fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    try:  # the new result is in place: what is left is tidying, and an interrupt now must not say nothing was written
+        failpoint("output-exchanged")
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+        _fsync_dir(path.parent)
+    except KeyboardInterrupt:
+        raise WrittenThenInterrupted(path) from None
     return path
+
+
+class WrittenThenInterrupted(KeyboardInterrupt):
+    """Interrupted after the new result was in place, while the old one was being removed (the next write to the
+    path removes what is left of it)."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.path = path
 
 
 def replace_file(out: str | os.PathLike, data: bytes, **check) -> Path:

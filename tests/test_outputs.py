@@ -194,6 +194,38 @@ def test_a_kill_during_replacement_loses_nothing_and_the_next_run_tidies_up(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "out"]  # leftovers recovered or removed
 
 
+INTERRUPTS = [
+    ("output-moved-aside", {"OPTALLOC_NO_EXCHANGE": "1"}, "old", "nothing was written"),  # the old result goes back
+    ("output-exchanged", {}, "new", "was written in full"),  # the new result is in; only tidying was interrupted
+]
+
+
+@pytest.mark.parametrize("where, env, left, says", INTERRUPTS, ids=[i[0] for i in INTERRUPTS])
+def test_ctrl_c_during_replacement_leaves_a_whole_result_and_says_which(tmp_path, where, env, left, says):
+    """Ctrl-C (SIGINT: Python's KeyboardInterrupt, which the command handles, unlike a kill) between moving the old
+    result aside and moving the new one in left the path missing and said "nothing was written"; just after the swap
+    it said "nothing was written" of a result that was in place."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    assert optalloc("allocate", WORKED, "-o", str(out), "-q").returncode == 0
+    old = snapshot(out)
+    fresh = tmp_path / "fresh"
+    assert optalloc("solve", WORKED, "-o", str(fresh), "-q").returncode == 0
+    new = snapshot(fresh)
+    run = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "solve", WORKED, "-o", str(out), "-q"], stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "OPTALLOC_FAILPOINT": f"{where}:sleep=30", **env})
+    deadline = time.monotonic() + 120
+    while not ((where == "output-moved-aside" and not out.exists()) or (where == "output-exchanged" and snapshot(out) == new)):
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130 and says in err and "Traceback" not in err, err
+    assert snapshot(out) == (old if left == "old" else new)
+
+
 def test_the_marker_lists_exactly_what_was_written(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert cli(["solve", SMALL, "-o", str(a), "-q", "--format", "parquet"], capsys)[0] == 0
