@@ -546,9 +546,10 @@ class _Run:
 
 
 def _record_failed(store: Store, run_id: int, error: BaseException, report: BatchReport, inputs_hash: str | None) -> None:
-    """Record the run as failed with what it did, if the store can still be reached (it may be what failed)."""
+    """Record the run as failed with what it did, if the store can still be reached (it may be what failed). Also
+    after the run lost the writers' lock: the row is the run's own (another writer only marks it killed)."""
     try:
-        with store.transaction() as conn:
+        with store.transaction(check_lock=False) as conn:
             store.finish_run(conn, run_id, "failed", error=error_text(error), steps=report.steps, timings=report.timings,
                              inputs_hash=inputs_hash)
     except StoreError as lost:

@@ -451,6 +451,21 @@ def test_a_bulk_write_the_database_refuses_is_a_one_line_store_error_and_leaves_
     assert row_counts(store) == before
 
 
+def test_a_frame_column_the_table_lacks_is_refused_not_dropped(store_url):
+    """write_frame wrote the columns the table has and dropped the others without a word: a result column renamed in
+    the engine but not in the store would have been lost from every stored period."""
+    from optalloc.store.frames import write_frame
+
+    store = Store(store_url)
+    inst = load_instance(SMALL)
+    store.ingest(inst)
+    before = row_counts(store)
+    extra = inst.requests.head(3).assign(request_id=lambda f: f["request_id"] + "-new", priority=1)
+    with pytest.raises(ValueError, match="table requests has no column 'priority'"), store.transaction() as conn:
+        write_frame(conn, T.requests, extra, period_id=inst.period.period_id, ingest_run_id=1)
+    assert row_counts(store) == before
+
+
 def test_a_commit_the_database_refuses_is_a_store_error_not_one_of_opening_it(store_url):
     """A COMMIT that fails (here a deferred foreign key, checked only then) is reported as the store's error, not as
     "cannot open store" (an error without a statement was taken for one of connecting)."""
@@ -921,6 +936,8 @@ def test_a_batch_whose_lock_session_ends_stops_with_exit_5_before_committing_mor
         assert batch.returncode == 5 and "lost the store's writer lock" in err and "Traceback" not in err, err
         assert store.rounds()["cleared_run_id"].isna().all()  # round 1 rolled back, no round after it
         assert pd.isna(store.periods().loc["P202610", "settled_run_id"])
+        run = store.runs().query("command == 'batch'").iloc[-1]
+        assert run["outcome"] == "failed" and "lost the store's writer lock" in run["error"]  # its own record, written without the lock
 
 
 @pytest.mark.parametrize("value, expected", [("0", None), ("0.0001", 1), ("2.5", 3), ("2147483", 2_147_483), ("-1", None), ("soon", None)])

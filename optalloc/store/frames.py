@@ -70,8 +70,12 @@ def frame_records(frame: pd.DataFrame, table: sa.Table, **constants) -> list[dic
 
 
 def write_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, **constants) -> None:
-    """Insert the frame's rows (as `frame_records` makes them) with `constants` in every row, in bulk."""
+    """Insert the frame's rows (as `frame_records` makes them) with `constants` in every row, in bulk. A frame column
+    the table does not have is a bug (a result column renamed in the engine and not in the store would be lost
+    without a word): ValueError, and the transaction rolls back."""
     frame, names = _table_columns(frame, table, constants)
+    if unknown := [c for c in frame.columns if c not in table.c]:
+        raise ValueError(f"table {table.name} has no column {', '.join(map(repr, unknown))}: it would not be stored")
     if not names or not len(frame):
         return
     dialect = conn.dialect

@@ -226,17 +226,18 @@ class Store:
             yield conn
 
     @contextmanager
-    def transaction(self) -> Iterator[sa.Connection]:
+    def transaction(self, *, check_lock: bool = True) -> Iterator[sa.Connection]:
         """A write transaction (`with store.transaction() as conn:`): committed at the end of the block, rolled back
         if it raises. On SQLite it takes the write lock at its start; reads (`store.engine.connect()`) never do.
 
         On PostgreSQL the writers' lock lives on a connection of its own (`lock`), which the server can end while the
         run goes on (an administrator's pg_terminate_backend, idle_session_timeout, a pooler): the lock goes with it,
         and another writer may take it. So while this process holds the lock, each transaction checks, just before
-        it commits, that the lock's session still holds it, and rolls back with a StoreError if not."""
+        it commits, that the lock's session still holds it, and rolls back with a StoreError if not (`check_lock=False`:
+        a failed run's own record, the one row it may still write)."""
         with self._writer.begin() as conn:
             yield conn
-            if self._lock_pid is not None:
+            if check_lock and self._lock_pid is not None:
                 self._check_lock(conn, self._lock_pid)
 
     def _check_lock(self, conn: sa.Connection, pid: int) -> None:
