@@ -37,7 +37,10 @@ def _not_utf8(e: UnicodeDecodeError, path: Path) -> InputError:
 
 
 def read_text(path: Path) -> str:
-    """A file's text, UTF-8 (a leading BOM is dropped); unreadable or not UTF-8 is bad input naming the file."""
+    """A file's text, UTF-8 (a leading BOM is dropped); unreadable, not a regular file (a folder, a device such as
+    /dev/zero, which would be read for ever) or not UTF-8 is bad input naming the file."""
+    if not path.is_file():
+        raise InputError(Problem(f"cannot read file: it {'is a folder' if path.is_dir() else _not_a_file(path)}", str(path)))
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -48,12 +51,32 @@ def read_text(path: Path) -> str:
         raise _not_utf8(e, path) from None
 
 
-def _read_json(path: Path) -> dict:
+class _DuplicateKey(Exception):
+    pass
+
+
+def _one_of_each(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's members, refusing a key given twice (json takes the last one without a word: a second
+    "pool_share" silently replaced the first)."""
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return doc
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file holding one object; anything else is bad input naming the file: not JSON, a key twice in one
+    object, a number of more digits than Python reads (4,300), nesting past the parser's depth."""
     text = read_text(path)
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=_one_of_each)
     except json.JSONDecodeError as e:
         raise InputError(Problem(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", str(path))) from None
+    except _DuplicateKey as e:
+        raise InputError(Problem(f"the key {e.args[0]!r} appears twice in one object; give each once", str(path))) from None
+    except ValueError:  # int("1" * 5000): past sys.get_int_max_str_digits()
+        raise InputError(Problem("not valid JSON: a number with more than 4,300 digits", str(path))) from None
     except RecursionError:
         raise InputError(Problem("not valid JSON: nested too deeply", str(path))) from None
     if not isinstance(doc, dict):
@@ -76,7 +99,7 @@ def load_instance(path: str | os.PathLike) -> Instance:
         return _load_folder(path)
     if not path.exists():
         raise InputError(Problem("no such file or folder", str(path)))
-    doc = _read_json(path)
+    doc = read_json(path)
     allowed = {"name", "period", "settings", *TABLES}
     problems = [Problem("unknown key", str(path), None, k) for k in doc if k not in allowed]
     if "period" not in doc:
@@ -158,10 +181,10 @@ def _not_a_file(path: Path) -> str:
     """Why a table file given by name cannot be read as one."""
     if path.is_dir():
         return "is a folder, not a table file"
+    if path.exists():  # through a symlink too: one to a device is not dangling
+        return "is not a regular file (a device or a pipe, say)"
     if path.is_symlink():
         return "is a symlink to nothing that can be read (dangling, or a loop)"
-    if path.exists():
-        return "is not a regular file (a device or a pipe, say)"
     return "no such file"
 
 
@@ -231,7 +254,7 @@ def _load_folder(folder: Path) -> Instance:
     meta_path = folder / META_FILE
     if not meta_path.exists():
         raise InputError(Problem(f"a table folder needs {META_FILE} with the period (and optional settings)", str(meta_path)))
-    meta = _read_json(meta_path)
+    meta = read_json(meta_path)
     problems = unknown_files(folder)
     problems += [Problem("unknown key", str(meta_path), None, k) for k in meta if k not in {"name", "period", "settings"}]
     if "period" not in meta:
@@ -511,7 +534,7 @@ def read_previous(folder: str | os.PathLike, instance: Instance, tables: tuple[s
     summary_path = folder / "summary.json"
     if not summary_path.is_file():
         raise InputError(Problem("not an optalloc output folder (no summary.json)", str(summary_path)))
-    summary = _read_json(summary_path)
+    summary = read_json(summary_path)
     expected = period_hash(instance)
     found = summary.get("period_hash")
     if found is None:

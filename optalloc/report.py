@@ -30,7 +30,7 @@ import pandas as pd
 
 from . import progress, units
 from .errors import InputError, Problem
-from .io import RESULT_TABLES, read_result_table, read_text
+from .io import RESULT_TABLES, read_json, read_result_table
 from .outputs import replace_file
 from .store.store import json_value
 
@@ -70,14 +70,7 @@ def load_output_folder(folder: str | os.PathLike) -> ReportData:
     if not folder.is_dir() or not summary_path.exists():
         raise InputError(Problem("not an optalloc output folder (no summary.json); give a folder written by 'optalloc solve' or "
                                  "'optalloc export', or a run id with --db", str(folder)))
-    try:
-        summary = json.loads(read_text(summary_path))
-    except json.JSONDecodeError as e:
-        raise InputError(Problem(f"not valid JSON: {e.msg} (line {e.lineno})", str(summary_path))) from None
-    except RecursionError:
-        raise InputError(Problem("not valid JSON: nested too deeply", str(summary_path))) from None
-    if not isinstance(summary, dict):
-        raise InputError(Problem("must hold a JSON object", str(summary_path)))
+    summary = read_json(summary_path)
     _check_summary(summary, str(summary_path))
     tables = {name: t for name in RESULT_TABLES if (t := read_result_table(folder, name, required=False)) is not None}
     if not tables:

@@ -145,6 +145,45 @@ def test_a_json_integer_beyond_float_range_is_refused(tmp_path):
     refused(*cli("validate", path), "field 'max_cube': must be finite")
 
 
+@pytest.mark.parametrize("doubled, kept", [('"pool_share": 0.3, "pool_share": 0.05', "pool_share"),
+                                           ('"credit_rate": 0.15, "credit_rate": 0.5', "credit_rate")])
+def test_a_key_given_twice_is_refused_not_the_last_one_taken(tmp_path, doubled, kept):
+    """json.loads keeps the last of two equal keys without a word: a planner's second pool_share replaced the first."""
+    path = worked(tmp_path, lambda doc: doc["settings"].update({kept: 0.25}))
+    path.write_text(path.read_text().replace(f'"{kept}": 0.25', doubled))
+    refused(*cli("validate", path), f"the key '{kept}' appears twice in one object")
+    text = json.loads(WORKED.read_text())
+    path.write_text(json.dumps(text)[:-1] + ', "requests": []}')  # a second top-level "requests" replaced the list
+    refused(*cli("solve", path, "-o", tmp_path / "out"), "the key 'requests' appears twice")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["instance", "summary"])
+def test_a_json_number_of_thousands_of_digits_is_refused(tmp_path, where):
+    """Python refuses to read an integer of more than 4,300 digits with a ValueError that is not a JSONDecodeError:
+    exit 1, from an instance and from an output folder's summary.json alike."""
+    huge = "1" + "0" * 5000
+    if where == "instance":
+        path = worked(tmp_path, lambda doc: doc["settings"].update(request_cap_cube=7))
+        path.write_text(path.read_text().replace('"request_cap_cube": 7', f'"request_cap_cube": {huge}'))
+        refused(*cli("validate", path), "a number with more than 4,300 digits")
+    else:
+        out = tmp_path / "out"
+        assert cli("solve", WORKED, "-o", out, "-q")[0] == 0
+        summary = out / "summary.json"
+        summary.write_text(summary.read_text().replace("{", f'{{"padding": {huge}, ', 1))
+        refused(*cli("report", out, "-o", tmp_path / "r.html"), "summary.json", "a number with more than 4,300 digits")
+
+
+def test_a_json_file_that_is_a_device_is_refused_not_read_for_ever(tmp_path):
+    """`validate /dev/zero` read bytes until memory ran out; an instance.json linked to a device did the same."""
+    refused(*cli("validate", "/dev/zero"), "/dev/zero", "not a regular file")
+    folder = copy_small(tmp_path / "inst")
+    (folder / "instance.json").unlink()
+    (folder / "instance.json").symlink_to("/dev/zero")
+    refused(*cli("validate", folder), "instance.json", "not a regular file")
+
+
 def test_json_booleans_and_objects_are_not_numbers_or_ids(tmp_path):
     def change(doc):
         doc["requests"][0]["max_cube"] = True
