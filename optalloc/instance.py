@@ -102,7 +102,7 @@ class Instance:
         except ValidationError as e:
             problems += pydantic_problems(e, sources.get("meta", "instance"), "period.")
         try:
-            settings = settings if isinstance(settings, Settings) else Settings.model_validate(settings or {})
+            settings = settings if isinstance(settings, Settings) else Settings.model_validate({} if settings is None else settings)
         except ValidationError as e:
             problems += pydantic_problems(e, sources.get("meta", "instance"), "settings.")
         if (why := id_problem(name)) is not None:

@@ -18,7 +18,7 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"  # ASCII digits only (\d would take any script's digits)
 
@@ -62,6 +62,9 @@ Round = Annotated[int, Field(ge=1, le=MAX_ROUND, description=f"round number, 1 t
 
 # Python's re for patterns (the id pattern names surrogates, which the Rust engine cannot); no NaN or infinity.
 _STRICT = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re", allow_inf_nan=False)
+# Settings and solver options are typed as JSON gives them, as table cells are: pydantic's lax mode read `true` as
+# 1.0 (a pool_share of the whole capacity), "1_000" as 1000 and "yes" as True. Numbers may be integers.
+_STRICT_TYPES = ConfigDict(**_STRICT, strict=True)
 
 
 class _Row(BaseModel):
@@ -186,7 +189,7 @@ class SolverOptions(BaseModel):
     measured 10-100x slower than interior point or primal simplex (see benchmarks/).
     """
 
-    model_config = _STRICT
+    model_config = _STRICT_TYPES
 
     time_limit: float | None = Field(default=None, gt=0, le=1e7, description="seconds per solve, above 0, at most 1e7; None = no limit")
     mip_rel_gap: float = Field(default=0.0, ge=0, le=1, description="relative MIP gap at which a solve counts as optimal, 0-1; 0 leaves only the absolute gap 1e-6, below the smallest objective step (1 cent x 0.001 cube = 1e-5)")
@@ -209,7 +212,7 @@ class SolverOptions(BaseModel):
 class Settings(BaseModel):
     """Policy parameters of the programme (defaults as the real programme publishes them)."""
 
-    model_config = _STRICT
+    model_config = _STRICT_TYPES
 
     pool_share: float = Field(default=0.10, ge=0, le=1, description="share of FC capacity set aside as the pool")
     headroom: float = Field(default=0.10, ge=0, le=100, description="limit <= (1+headroom) x max(P50, P90); 0-100")
@@ -264,7 +267,7 @@ class Period(BaseModel):
 
     period_id: Id
     months: list[Month] = Field(min_length=1)
-    rounds: list[Round] = Field(min_length=1, description=f"round numbers (1 to {MAX_ROUND:,}), cleared in this order")
+    rounds: list[Annotated[Round, Strict()]] = Field(min_length=1, description=f"round numbers (1 to {MAX_ROUND:,}), cleared in this order")
     round_close_dates: list[date] | None = Field(
         default=None,
         description="the last day each round takes requests, one per round (YYYY-MM-DD); the nightly batch clears a round"

@@ -161,7 +161,7 @@ def test_a_key_given_twice_is_refused_not_the_last_one_taken(tmp_path, doubled, 
 @pytest.mark.parametrize("where", ["instance", "summary"])
 def test_a_json_number_of_thousands_of_digits_is_refused(tmp_path, where):
     """Python refuses to read an integer of more than 4,300 digits with a ValueError that is not a JSONDecodeError:
-    exit 1, from an instance and from an output folder's summary.json alike."""
+    it was exit 1 ("internal error"), from an instance and from an output folder's summary.json alike."""
     huge = "1" + "0" * 5000
     if where == "instance":
         path = worked(tmp_path, lambda doc: doc["settings"].update(request_cap_cube=7))
@@ -182,6 +182,34 @@ def test_a_json_file_that_is_a_device_is_refused_not_read_for_ever(tmp_path):
     (folder / "instance.json").unlink()
     (folder / "instance.json").symlink_to("/dev/zero")
     refused(*cli("validate", folder), "instance.json", "not a regular file")
+
+
+@pytest.mark.parametrize("where, value, message", [
+    ("settings.pool_share", True, "field 'settings.pool_share': Input should be a valid number"),  # was 1.0: the whole capacity pooled
+    ("settings.credit_rate", True, "field 'settings.credit_rate': Input should be a valid number"),
+    ("settings.request_cap_cube", "1_000", "field 'settings.request_cap_cube': Input should be a valid number"),
+    ("settings.solver.allow_nonoptimal", "yes", "field 'settings.solver.allow_nonoptimal': Input should be a valid boolean"),
+    ("settings.solver.threads", 2.5, "field 'settings.solver.threads': Input should be a valid integer"),
+    ("period.rounds", [True, 2, 3], "field 'period.rounds.0': Input should be a valid integer"),
+    ("settings", [], "field 'settings'"),  # was the defaults, as were "", 0 and false
+    ("settings", 0, "field 'settings'"),
+])
+def test_settings_and_period_take_json_types_as_tables_do(tmp_path, where, value, message):
+    """A table cell of true or "1_000" where a number belongs is refused; settings and the period read them as 1.0,
+    1000 and True (pydantic's lax mode). Integers are still numbers (pool_share 1 is 1.0)."""
+    def change(doc):
+        *parents, last = where.split(".")
+        node = doc
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+
+    refused(*cli("validate", worked(tmp_path, change)), message)
+
+
+def test_an_integer_setting_where_a_number_belongs_is_fine(tmp_path):
+    code, err = cli("validate", worked(tmp_path, lambda doc: doc["settings"].update(pool_share=0, request_cap_cube=1000)))
+    assert code == 0, err
 
 
 def test_json_booleans_and_objects_are_not_numbers_or_ids(tmp_path):
