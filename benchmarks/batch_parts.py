@@ -2,6 +2,7 @@
 
     python benchmarks/batch_parts.py                 # SQLite and a throwaway PostgreSQL, 3 repeats (~10 minutes)
     python benchmarks/batch_parts.py --repeat 5 --only sqlite
+    python benchmarks/batch_parts.py --floor         # SQLite's own work on the period's rows, no Python (~1 minute)
 
 The 100,000-request period of benchmarks/batch.py, in-process. Each variant patches the run (never the engine's
 answer; every variant but "no bulk writes" leaves the same store):
@@ -11,6 +12,11 @@ answer; every variant but "no bulk writes" leaves the same store):
 - no bulk writes: `write_frame` skips the bulk result tables (only fc_prices and round_prices are written);
 - writer process: each commit is sent, pickled, to a second process with its own connection, which runs it (the
   run's writer thread only pickles and waits): what moving the writes out of this process's GIL would give.
+`--floor` measures what SQLite itself spends on the rows one batch run reads and writes, with no Python in between:
+each result table's rows inserted again under another period id by one `INSERT ... SELECT` (the same B-tree and
+index work as the run's inserts, none of the parameter binding), and each input table scanned by one aggregate
+`SELECT` over all its columns (the same page and record decoding as the run's read, no Python rows). Beside it,
+0.3 x `run_period`: the store's whole allowance under the 1.3x target.
 For each repeat a fresh store is ingested, `run_period` is timed, then the batch; printed: the fastest batch over the
 fastest `run_period`, and the median of each batch over the `run_period` just before it (the README's "nightly job").
 """
@@ -92,11 +98,63 @@ def patched(variant: str, instance, url: str):
             writer.join()
 
 
+RESULT_TABLES = ("baseline_limits", "baseline_placements", "fc_prices", "grants", "grant_placements", "pools", "round_prices", "settlements")
+INPUT_TABLES = ("fcs", "sellers", "needs", "requests", "sales")
+
+
+def sqlite_floor(path: str, period_id: str, repeat: int) -> list[tuple[str, str, float]]:
+    """(table, what, fastest seconds): SQLite's own work on the period's rows (see the module docstring)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")  # as the store opens it
+    out = []
+    for table in (*RESULT_TABLES, *INPUT_TABLES):
+        cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+        best = float("inf")
+        for attempt in range(repeat):
+            t = time.perf_counter()
+            if table in RESULT_TABLES:
+                copy = f"floor{attempt}"
+                picked = ", ".join("?" if c == "period_id" else c for c in cols)
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(f"INSERT INTO {table} SELECT {picked} FROM {table} WHERE period_id = ?", (copy, period_id))
+                conn.execute("COMMIT")
+            else:
+                conn.execute(f"SELECT count(*), {', '.join(f'max(length({c}))' for c in cols)} FROM {table} WHERE period_id = ?",
+                             (period_id,)).fetchall()
+            best = min(best, time.perf_counter() - t)
+        out.append((table, "insert" if table in RESULT_TABLES else "scan", best))
+    conn.close()
+    return out
+
+
+def floor(inst, in_memory, repeat: int) -> None:
+    from optalloc.batch import run_batch
+    from optalloc.store import Store
+
+    memory = min(in_memory() for _ in range(repeat))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{tmp}/floor.db")
+        store.ingest(inst)
+        run_batch(store, date(2026, 10, 1))
+        store.engine.dispose()
+        parts = sqlite_floor(f"{tmp}/floor.db", inst.period.period_id, repeat)
+    print("\n| table | SQLite's own work | seconds (fastest) |\n|---|---|---|")
+    for table, what, seconds in parts:
+        print(f"| {table} | {what} | {seconds:.3f} |")
+    total = sum(s for _, _, s in parts)
+    print(f"| **all** | | **{total:.3f}** |")
+    print(f"\nrun_period {memory:.2f} s (fastest of {repeat}); the store's allowance under 1.3x: {0.3 * memory:.2f} s; "
+          f"SQLite's own work alone: {total:.2f} s = {total / memory:.2f}x of run_period")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", choices=["sqlite", "postgresql"])
     ap.add_argument("--pg", help="PostgreSQL server URL (default: a throwaway one, as the tests start)")
+    ap.add_argument("--floor", action="store_true", help="only SQLite's own work on the rows a batch run reads and writes")
     args = ap.parse_args()
 
     from optalloc.batch import run_batch
@@ -114,6 +172,9 @@ def main() -> None:
         return time.perf_counter() - t
 
     in_memory()  # imports and caches
+    if args.floor:
+        floor(inst, in_memory, args.repeat)
+        return
     rows = []
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         stores = []
