@@ -600,7 +600,7 @@ def run_batch(
             run.writer.stop()
             run.stop_hashing()
         error = "; ".join(f"{f['period_id']} {f['step']}: {f['error']}" for f in run.report.failures) or None
-        with store.transaction() as conn:
+        with store.transaction(check_lock=False) as conn:  # the run's own row: its work is committed, lock or not
             store.finish_run(conn, run_id, run.report.outcome, steps=run.report.steps, timings=run.report.timings,
                              objective=run.report.objective, inputs_hash=inputs, error=error)
         return run.report

@@ -337,6 +337,9 @@ def _store_commands(sub) -> None:
                                                        "optalloc report)")
 
 
+READER_UPGRADE_WAIT = 5.0  # seconds a read-only command waits for the lock to upgrade an old store
+
+
 def _open_store(args, *, create: bool = False) -> Store:
     """The store of a store command. Only ingest may create one; none may use an in-memory database (a writer would
     write into nothing, a reader would read an empty store)."""
@@ -344,7 +347,9 @@ def _open_store(args, *, create: bool = False) -> Store:
     if is_in_memory(url):
         raise StoreError(f"{url} is an in-memory database: nothing would be stored or found there; give a file (sqlite:///PATH) or a"
                          " PostgreSQL URL")
-    return Store(url, create=create, lock_timeout=getattr(args, "lock_timeout", 0.0))  # a reader never waits on a writer
+    # An old store is upgraded on opening, under the writers' lock: a writer waits its --lock-timeout, a reader a
+    # moment (another command may be upgrading it; a batch holding the lock for an hour is not waited for).
+    return Store(url, create=create, lock_timeout=getattr(args, "lock_timeout", READER_UPGRADE_WAIT))
 
 
 def _report(args) -> int:

@@ -940,6 +940,88 @@ def test_a_batch_whose_lock_session_ends_stops_with_exit_5_before_committing_mor
         assert run["outcome"] == "failed" and "lost the store's writer lock" in run["error"]  # its own record, written without the lock
 
 
+def test_a_run_whose_lock_session_ends_after_its_last_commit_still_finishes_ok(pg_server, monkeypatch):
+    """Everything committed, then the lock's session ends (here while the run waits for its input hash): the run's
+    own record is still written (it is the run's row; its work is done), not left 'running' with exit 5."""
+    from datetime import date
+
+    import optalloc.batch as batch
+    from pgserver import fresh_database
+
+    real = batch._Run.inputs_hash
+
+    def hash_then_lose_the_lock(self, wait=True):
+        _terminate_lock_session(pg_server)
+        return real(self, wait)
+
+    with fresh_database(pg_server) as url:
+        store = Store(url)
+        store.ingest(load_instance(SMALL))
+        monkeypatch.setattr(batch._Run, "inputs_hash", hash_then_lose_the_lock)
+        report = batch.run_batch(store, date(2026, 12, 1))
+        assert report.outcome == "ok"
+        run = store.runs().iloc[-1]
+        assert run["outcome"] == "ok" and not pd.isna(run["finished_at"]) and not pd.isna(run["inputs_hash"])
+
+
+def test_the_lock_session_is_not_ended_by_the_server_s_idle_session_timeout(pg_server):
+    """The lock's session sits idle for the whole run; a database with idle_session_timeout (PostgreSQL 14+) ended it
+    mid-run, and the run stopped at its next commit every night."""
+    import psycopg
+
+    from pgserver import fresh_database
+
+    with fresh_database(pg_server) as url:
+        assert cli("ingest", str(SMALL), db=url).returncode == 0
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            if conn.info.server_version < 140000:
+                pytest.skip("idle_session_timeout is PostgreSQL 14's")
+            conn.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" SET idle_session_timeout = \'2s\'')
+        done = cli("batch", "--date", "2026-10-01", "--workers", "0", db=url, env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-claimed:sleep=4"})
+        assert done.returncode == 0, done.stderr
+        assert not Store(url).rounds()["cleared_run_id"].isna().any()
+
+
+def test_readers_opening_an_old_store_at_once_all_get_it_upgraded(store_url):
+    """After a deploy, several read-only commands open the old store together: one upgrades it, the others wait a
+    moment or find it upgraded; none fails (with no wait at all, two of three exited 5)."""
+    from alembic import command
+
+    from optalloc.store.store import _alembic_config, resolve_url
+
+    engine = sa.create_engine(resolve_url(store_url))
+    with engine.begin() as conn:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    engine.dispose()
+    readers = [subprocess.Popen([sys.executable, "-m", "optalloc.cli", "status", "--db", store_url, "-q"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    done = [(r.wait(timeout=120), r.stderr.read()) for r in readers]
+    assert all(code == 0 for code, _ in done), done
+
+
+def test_a_store_of_a_newer_optalloc_is_refused_at_once_saying_so(store_url):
+    """A schema revision this optalloc does not know was reported, after waiting for the lock, as "older than this
+    optalloc's": retrying never helps; the store was written by a newer optalloc."""
+    from optalloc.store.store import resolve_url
+
+    Store(store_url).ingest(load_instance(SMALL))
+    engine = sa.create_engine(resolve_url(store_url))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, store_url, "30"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for args in (["status"], ["batch", "--date", "2026-10-01", "--lock-timeout", "20"]):
+            done = cli(*args, db=store_url)
+            assert done.returncode == 5 and "revision 0099, which this optalloc" in done.stderr and "newer optalloc" in done.stderr, done.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 @pytest.mark.parametrize("value, expected", [("0", None), ("0.0001", 1), ("2.5", 3), ("2147483", 2_147_483), ("-1", None), ("soon", None)])
 def test_the_connect_timeout_is_whole_seconds_above_0(monkeypatch, value, expected):
     """libpq's connect_timeout is whole seconds, and its 0 waits for ever: a connect timeout of 0 is refused naming

@@ -113,6 +113,12 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
+@cache
+def known_revisions() -> frozenset[str]:
+    """Every migration in migrations/versions (a store at another revision was written by a newer optalloc)."""
+    return frozenset(s.revision for s in ScriptDirectory.from_config(_alembic_config()).walk_revisions())
+
+
 def json_value(v):
     """A value read from the store as JSON has it: missing (NaN, NA, NaT) as None, times as ISO 8601 in UTC with their
     offset (the same on both databases: SQLite returns the stored UTC without a zone, PostgreSQL in the session's
@@ -180,13 +186,19 @@ class Store:
         if revision is None and self._sqlite_file and self._has_tables():
             raise StoreError(f"{self._sqlite_file} is an SQLite database but not an optalloc store (it has other tables); refusing to use it")
         if migrate and revision != head_revision():
+            if revision is not None and revision not in known_revisions():
+                raise StoreError(f"{self.display_url} is at schema revision {revision}, which this optalloc ({__version__}, schema"
+                                 f" {head_revision()}) does not know: it was written by a newer optalloc; use that one")
             try:
                 with self.lock(timeout=lock_timeout):
                     self.upgrade()
             except StoreLockTimeout:
+                if self.schema_revision() == head_revision():  # another command upgraded it meanwhile (readers race after a deploy)
+                    return
                 raise StoreLockTimeout(
-                    f"{self.display_url} is at schema revision {revision}, older than this optalloc's {head_revision()}; upgrading it needs"
-                    f" the writers' lock, which another optalloc run held (waited {lock_timeout:g} s): retry when it is done") from None
+                    f"{self.display_url} is at schema revision {revision or '(none: being created)'}, older than this optalloc's"
+                    f" {head_revision()}; upgrading it needs the writers' lock, which another optalloc command held (waited"
+                    f" {lock_timeout:g} s): retry when it is done") from None
 
     @property
     def sqlite_file(self) -> str | None:
@@ -276,6 +288,9 @@ class Store:
                     conn.rollback()
                     self._wait(deadline, timeout)
                 self._lock_pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+                idle_timeout = conn.dialect.server_version_info >= (14,)  # idle_session_timeout is PostgreSQL 14's
+                if idle_timeout:  # this session idles for the whole run: a server's idle_session_timeout would end it, and the lock
+                    conn.execute(sa.text("SET idle_session_timeout = 0"))
                 conn.commit()
                 try:
                     yield
@@ -283,6 +298,8 @@ class Store:
                     self._lock_pid = None
                     try:
                         conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                        if idle_timeout:
+                            conn.execute(sa.text("RESET idle_session_timeout"))  # back to the pool as it came
                         conn.commit()
                     except StoreError:
                         pass  # the connection was lost, and the server released the lock with it
