@@ -26,7 +26,7 @@ from .csvtext import csv_chunks, utc_text
 from .errors import InputError, Problem
 from .instance import Instance
 from .outputs import replace_folder
-from .schemas import TABLE_KEYS, TABLES
+from .schemas import MAX_FEE, TABLE_KEYS, TABLES
 
 META_FILE = "instance.json"
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -448,6 +448,13 @@ def read_result_table(folder: str | os.PathLike, name: str, required: bool = Tru
     return None
 
 
+# The range of what optalloc writes, by unit, for the result tables read back (`--previous`, `report`): a hand-edited
+# limit of 1e308 was carried into the next round and written back as inf, and a fee of 1e308 broke the report's
+# chart. Fees and prices are requests' fees, 0 to MAX_FEE. Cube: far beyond what valid inputs give (a request's cap is
+# at most 1,000 x a limit of at most 101 x 1e12), far below what overflows a sum.
+RESULT_RANGES = {units.CUBE: (-1e18, 1e18), units.PER_CUBE: (0.0, MAX_FEE)}
+
+
 def _check_result_columns(frame: pd.DataFrame, name: str, source: str) -> None:
     """Numbers where numbers belong, no blank keys, parseable times; else InputError naming row and field."""
     problems: list[Problem] = []
@@ -476,6 +483,10 @@ def _check_result_columns(frame: pd.DataFrame, name: str, source: str) -> None:
             number = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float) if values.dtype.kind != "f" else values.to_numpy()
             report(np.isnan(number) & ~missing, col, "not a number")
             report(np.isinf(number), col, "not a finite number")
+            if (bounds := RESULT_RANGES.get(units.COLUMNS.get(col))) is not None:  # what optalloc can have written
+                with np.errstate(invalid="ignore"):
+                    report(np.isfinite(number) & ((number < bounds[0]) | (number > bounds[1])), col,
+                           f"out of range for an optalloc result ({bounds[0]:g} to {bounds[1]:g})")
             if col == "round":
                 with np.errstate(invalid="ignore"):
                     whole = np.isfinite(number) & (number == np.round(number)) & (np.abs(number) < 2.0**53)

@@ -757,3 +757,22 @@ def test_a_json_row_without_a_required_key_is_missing_not_mistyped(tmp_path):
     code, err = cli("validate", worked(tmp_path, change))
     refused(code, err, "requests, row 1, field 'submitted_at': value is missing")
     assert "has type" not in err
+
+
+@pytest.mark.parametrize("table, field, value, command", [
+    ("limits", "limit_cube", "1e308", "clear"),  # was carried into round 2 and written back as inf
+    ("grants", "max_fee_per_cube", "1e308", "report"),  # the report's chart axis overflowed: exit 1
+    ("grants", "max_fee_per_cube", "-5", "report"),
+])
+def test_a_result_read_back_out_of_what_optalloc_writes_is_refused(tmp_path, table, field, value, command):
+    first = tmp_path / "c1"
+    assert cli("clear", SMALL, "--round", "1", "-o", first, "-q")[0] == 0
+    path = first / f"{table}.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[0, field] = value
+    frame.to_csv(path, index=False)
+    if command == "clear":
+        refused(*cli("clear", SMALL, "--previous", first, "-o", tmp_path / "c2"), f"{table}.csv", "row 1", field, "out of range")
+        assert not (tmp_path / "c2").exists()
+    else:
+        refused(*cli("report", first, "-o", tmp_path / "r.html"), f"{table}.csv", "row 1", field, "out of range")
