@@ -557,7 +557,7 @@ def read_previous(folder: str | os.PathLike, instance: Instance, tables: tuple[s
     out = {name: read_result_table(folder, name, required=name in tables) for name in
            ("limits", "grants", "pools", "round_prices", "grant_placements")}
     prices, grants, limits = out["round_prices"], out["grants"], out["limits"]
-    listed = {(int(r["round"]), str(r["storage_type"])) for r in summary.get("rounds") or [] if isinstance(r, dict) and "round" in r}
+    listed = _listed_rounds(summary.get("rounds"), str(summary_path))
     if prices is not None or listed:
         have = set() if prices is None else {(int(r), str(k)) for r, k in prices.index}
         if have != listed:
@@ -575,6 +575,28 @@ def read_previous(folder: str | os.PathLike, instance: Instance, tables: tuple[s
         keys = pd.MultiIndex.from_frame(instance.needs[["seller_id", "storage_type", "month"]])
         if len(limits) != len(keys) or not keys.isin(limits.index).all():
             raise InputError(Problem(f"incomplete: {len(limits)} limits for {len(keys)} needs of the instance", _table_path(folder, "limits")))
+    return out
+
+
+def _listed_rounds(rounds, source: str) -> set[tuple[int, str]]:
+    """summary.json's cleared (round, storage type) pairs; a list of objects with a whole round and a storage type
+    text, else InputError naming the field (a damaged summary was exit 1)."""
+    if rounds is None:
+        return set()
+    if not isinstance(rounds, list):
+        raise InputError(Problem("must be a list of the rounds cleared", source, None, "rounds"))
+    out = set()
+    for i, r in enumerate(rounds):
+        if not isinstance(r, dict):
+            raise InputError(Problem("must be an object", source, None, f"rounds[{i}]"))
+        if "round" not in r:
+            continue
+        n, k = r["round"], r.get("storage_type")
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise InputError(Problem("must be a whole number", source, None, f"rounds[{i}].round"))
+        if not isinstance(k, str):
+            raise InputError(Problem("must be text", source, None, f"rounds[{i}].storage_type"))
+        out.add((n, k))
     return out
 
 

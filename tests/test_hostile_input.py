@@ -776,3 +776,29 @@ def test_a_result_read_back_out_of_what_optalloc_writes_is_refused(tmp_path, tab
         assert not (tmp_path / "c2").exists()
     else:
         refused(*cli("report", first, "-o", tmp_path / "r.html"), f"{table}.csv", "row 1", field, "out of range")
+
+
+@pytest.mark.parametrize("damage, field", [
+    (lambda rounds: rounds[0].update(round="abc"), "rounds[0].round"),
+    (lambda rounds: rounds[0].update(round=None), "rounds[0].round"),
+    (lambda rounds: rounds[0].update(round=[1]), "rounds[0].round"),
+    (lambda rounds: rounds[0].update(storage_type=None), "rounds[0].storage_type"),
+    (lambda rounds: rounds.__setitem__(0, 5), "rounds[0]"),
+])
+def test_a_damaged_summary_in_a_previous_folder_is_refused_naming_the_field(tmp_path, damage, field):
+    """A summary.json whose rounds were damaged was exit 1 (int("abc"), iterating a number)."""
+    first = tmp_path / "c1"
+    assert cli("clear", SMALL, "--round", "1", "-o", first, "-q")[0] == 0
+    summary = json.loads((first / "summary.json").read_text())
+    damage(summary["rounds"])
+    (first / "summary.json").write_text(json.dumps(summary))
+    refused(*cli("clear", SMALL, "--previous", first, "-o", tmp_path / "c2"), "summary.json", f"field '{field}'")
+
+
+def test_a_summary_whose_rounds_are_not_a_list_is_refused(tmp_path):
+    first = tmp_path / "c1"
+    assert cli("clear", SMALL, "--round", "1", "-o", first, "-q")[0] == 0
+    summary = json.loads((first / "summary.json").read_text())
+    summary["rounds"] = 5
+    (first / "summary.json").write_text(json.dumps(summary))
+    refused(*cli("clear", SMALL, "--previous", first, "-o", tmp_path / "c2"), "summary.json", "field 'rounds'")
