@@ -225,6 +225,7 @@ def _forecast(args) -> int:
         missing = [c for c in ("seller_id", "credit", "reservation_fee") if c not in settlement.columns]
         if missing:
             raise InputError(Problem(f"not a settlement table (missing {missing})", args.settlement))
+        _check_money(settlement, ("credit", "reservation_fee"), args.settlement)
     with stage("forecast" + (" and backtest" if args.backtest else "")):
         result = run_forecast(instance, with_backtest=args.backtest, method=args.method, origins=args.origins, seed=args.seed,
                               threads=args.threads, settlement=settlement)
@@ -335,6 +336,19 @@ def _store_commands(sub) -> None:
     p.add_argument("source", metavar="RUN_OR_OUTPUT_DIR", help="an output folder of 'solve' or 'export', or a run id in the store (--db)")
     p.add_argument("-o", "--out", required=True, help="the HTML file to write (atomically; an existing file is replaced only if it is an "
                                                        "optalloc report)")
+
+
+def _check_money(frame: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
+    """Dollar columns of a table read for its numbers: each a finite number, 0 or more, else InputError naming the
+    rows (the first 5 per column) and field (text there was exit 1 deep in the forecast)."""
+    problems = []
+    for c in columns:
+        values = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values < 0)
+        problems += [Problem("must be a finite number of $, 0 or more", source, int(i) + 1, c) for i in np.flatnonzero(bad)[:5]]
+    if problems:
+        raise InputError(problems)
 
 
 READER_UPGRADE_WAIT = 5.0  # seconds a read-only command waits for the lock to upgrade an old store

@@ -91,7 +91,8 @@ def generate_history(series: pd.DataFrame, weeks: int, first_month: str, seed: i
     mean = np.where(intermittent[:, None], mean / p_sale[:, None], mean)
     y = mean * rng.gamma(8.0, 1 / 8.0, (n, W)) * active
     # Stock: cover weeks of the coming demand; stockouts (nothing on hand, nothing shipped) now and then.
-    ahead = pd.DataFrame(mean.T).rolling(4, min_periods=1).mean().shift(-3).bfill().ffill().to_numpy().T
+    # (the mean of this week and the next three; with fewer than 4 weeks, of those there are: shift(-3) left none)
+    ahead = pd.DataFrame(mean.T).rolling(4, min_periods=1).mean().shift(-min(3, W - 1)).bfill().ffill().to_numpy().T
     on_hand = cover[s_of][:, None] * ahead * rng.uniform(0.8, 1.2, (n, W))
     stockout = rng.random((n, W)) < np.where(rng.random(n) < 0.15, 0.10, 0.02)[:, None]
     y = np.where(stockout, 0.0, y)

@@ -161,7 +161,7 @@ def units_of(name: str, frame: pd.DataFrame) -> dict[str, Unit | dict[str, Unit]
             if unknown:
                 raise UnitError(f"table {name}: no unit declared for row {unknown[0]!r} (add it to optalloc.units.ROW_UNITS)")
             out[col] = by_row
-        elif kind == "f":
+        elif kind == "f" and len(frame):  # a table with no rows (an empty market) has nothing to round
             raise UnitError(f"table {name}: column {col!r} has no declared unit (add it to optalloc.units.COLUMNS)")
     return out
 

@@ -802,3 +802,33 @@ def test_a_summary_whose_rounds_are_not_a_list_is_refused(tmp_path):
     summary["rounds"] = 5
     (first / "summary.json").write_text(json.dumps(summary))
     refused(*cli("clear", SMALL, "--previous", first, "-o", tmp_path / "c2"), "summary.json", "field 'rounds'")
+
+
+def test_a_simulated_market_without_bids_is_written_not_exit_1(tmp_path):
+    """--margin 0: no seller bids, and the empty settlement's columns had no unit (exit 1)."""
+    out = tmp_path / "sim"
+    code, err = cli("simulate", "--sellers", "20", "--margin", "0", "-o", out, "-q")
+    assert code == 0, err
+    assert len(pd.read_csv(out / "bids.csv")) == 0 and len(pd.read_csv(out / "settlement.csv")) == 0
+
+
+@pytest.mark.parametrize("credit, fee, field", [("abc", "5", "credit"), ("1", "-5", "reservation_fee"), ("inf", "5", "credit")])
+def test_a_settlement_given_to_forecast_must_hold_numbers(tmp_path, credit, fee, field):
+    """forecast --settlement checked the columns' names only: text was exit 1 deep in the scores, and negative fees
+    were taken."""
+    inst = tmp_path / "h"
+    assert cli("generate", "-o", inst, "--sellers", "20", "--history-weeks", "10", "-q")[0] == 0
+    settlement = tmp_path / "settlement.csv"
+    settlement.write_text(f"seller_id,credit,reservation_fee\nS00000,1,2\nS00001,{credit},{fee}\n")
+    refused(*cli("forecast", inst, "-o", tmp_path / "f", "--settlement", settlement), "settlement.csv", "row 2", f"field '{field}'")
+    assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("weeks", ["1", "2", "3"])
+def test_generate_with_a_few_weeks_of_history_writes_a_valid_instance(tmp_path, weeks):
+    """Fewer than 4 weeks left every on_hand_cube missing (a rolling window shifted past the data), and generate
+    refused its own instance naming the user's input."""
+    out = tmp_path / "g"
+    code, err = cli("generate", "-o", out, "--sellers", "20", "--history-weeks", weeks, "-q")
+    assert code == 0, err
+    assert cli("validate", out, "-q")[0] == 0
