@@ -30,7 +30,7 @@ from .clearing import clear_round, held_grants, request_caps
 from .generate import GenerateSpec, generate
 from .instance import Instance
 from .progress import note, stage
-from .schemas import SolverOptions
+from .schemas import MAX_FEE, MAX_PRODUCTIVITY, MAX_SALES, SolverOptions
 from .settlement import settle
 
 EPS = 1e-6
@@ -133,7 +133,8 @@ def simulate(spec: SimulationSpec, options: SolverOptions | None = None) -> Simu
         market = _market(spec)
     options = options or market.settings.solver
     sellers = market.sellers.set_index("seller_id")
-    true_prod = sellers["productivity"] * np.exp(rng.normal(0.0, spec.productivity_error, len(sellers)))
+    # capped where the engine's inputs are (a wide error gave fees of 1e18 and sales of 1e22, past every bound)
+    true_prod = np.minimum(sellers["productivity"] * np.exp(rng.normal(0.0, spec.productivity_error, len(sellers))), MAX_PRODUCTIVITY)
     needs = market.needs.copy()
     needs["true_need"] = np.round(needs["p50_cube"] * np.exp(rng.normal(0.0, spec.forecast_error, len(needs))), 1)
 
@@ -154,7 +155,7 @@ def simulate(spec: SimulationSpec, options: SolverOptions | None = None) -> Simu
     needs["granted"] = extra.reindex(key).fillna(0.0).to_numpy()
     needs["used_cube"] = np.minimum(needs["true_need"], needs["limit"] + needs["granted"])
     prod = true_prod.reindex(needs["seller_id"]).to_numpy()
-    needs["sales"] = np.round(prod * needs["used_cube"], 2)
+    needs["sales"] = np.minimum(np.round(prod * needs["used_cube"], 2), MAX_SALES)
     sales = needs[["seller_id", "storage_type", "month", "sales", "used_cube"]]
     with stage("simulate: settle"):
         settlement = settle(grants, prices, limits, sales, market.grant_sales, market.settings)
@@ -191,7 +192,7 @@ def market_rounds(market: Instance, needs: pd.DataFrame, limits: pd.Series, true
     bidders = short.groupby(["seller_id", "storage_type"], sort=True).agg(months=("month", lambda m: tuple(sorted(m))),
                                                                           want=("shortfall", "mean")).reset_index()
     bidders["value"] = spec.margin * true_prod.reindex(bidders["seller_id"]).to_numpy() * bidders["months"].map(len).to_numpy()
-    bidders["max_fee_per_cube"] = np.round(bidders["value"] * rng.uniform(*spec.shading, len(bidders)), 2)
+    bidders["max_fee_per_cube"] = np.minimum(np.round(bidders["value"] * rng.uniform(*spec.shading, len(bidders)), 2), MAX_FEE)
     weights = np.array(spec.first_round_weights[: spec.rounds], dtype=float)
     weights = np.pad(weights, (0, spec.rounds - len(weights)), constant_values=weights[-1] if len(weights) else 1.0)
     bidders["first_round"] = np.array(period.rounds)[rng.choice(spec.rounds, len(bidders), p=weights / weights.sum())]
@@ -216,7 +217,7 @@ def market_rounds(market: Instance, needs: pd.DataFrame, limits: pd.Series, true
         rest = bids.assign(max_cube=np.round(bids["max_cube"].to_numpy() - got, 0))
         rest = rest[rest["max_cube"] >= 1]
         raised = rest["max_fee_per_cube"] + spec.raise_share * (rest["value"] - rest["max_fee_per_cube"])
-        pending = rest.assign(max_fee_per_cube=np.round(np.minimum(raised, rest["value"]), 2))
+        pending = rest.assign(max_fee_per_cube=np.round(np.minimum(np.minimum(raised, rest["value"]), MAX_FEE), 2))
 
     return pd.concat(requests, ignore_index=True), results
 

@@ -832,3 +832,13 @@ def test_generate_with_a_few_weeks_of_history_writes_a_valid_instance(tmp_path, 
     code, err = cli("generate", "-o", out, "--sellers", "20", "--history-weeks", weeks, "-q")
     assert code == 0, err
     assert cli("validate", out, "-q")[0] == 0
+
+
+def test_a_wide_productivity_error_keeps_the_simulated_market_within_the_engine_s_bounds(tmp_path):
+    """--productivity-error 100 (allowed, 0-100) made fees of ~1e18 (exit 4: int64 cents overflowed) and sales of ~1e22;
+    the simulated sellers' productivity, fees and sales are capped where the engine's inputs are."""
+    out = tmp_path / "sim"
+    code, err = cli("simulate", "--sellers", "20", "--productivity-error", "100", "-o", out, "-q")
+    assert code == 0, err
+    assert pd.read_csv(out / "bids.csv")["max_fee_per_cube"].max() <= 1e6
+    assert pd.read_csv(out / "truth.csv")["sales"].max() <= 1e15
