@@ -90,6 +90,9 @@ def check_folder(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike |
         src = Path(item).resolve()
         if _is_within(src, path):
             raise _refuse(given, f"it is an input of this run, or a folder above one ({item})")
+        if path.parent == src and src.is_dir() and path.suffix.lower() in (".csv", ".parquet", ".json"):
+            # a folder named like a file the instance folder is read by (grants.csv): the instance would no longer load
+            raise _refuse(given, f"inside the instance folder {item}, a name ending in {path.suffix} is read as one of its files")
     if store is not None and _is_within(Path(store).resolve(), path):
         raise _refuse(given, f"it holds the store {store}")
     if path.exists() or path.is_symlink():

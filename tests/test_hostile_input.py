@@ -842,3 +842,14 @@ def test_a_wide_productivity_error_keeps_the_simulated_market_within_the_engine_
     assert code == 0, err
     assert pd.read_csv(out / "bids.csv")["max_fee_per_cube"].max() <= 1e6
     assert pd.read_csv(out / "truth.csv")["sales"].max() <= 1e15
+
+
+@pytest.mark.parametrize("name", ["grant_sales.csv", "sales.parquet", "instance.json", "notes.csv"])
+def test_an_output_named_like_an_instance_file_inside_the_instance_is_refused(tmp_path, name):
+    """`solve inst -o inst/grant_sales.csv` wrote a folder the instance then tried to read as its table: every later
+    run on the instance failed. A plain subfolder (`-o inst/out`) is fine."""
+    inst = copy_small(tmp_path / "inst")
+    refused(*cli("solve", inst, "-o", inst / name), name, "read as one of its files")
+    assert not (inst / name).exists() or name == "instance.json"
+    assert cli("validate", inst, "-q")[0] == 0
+    assert cli("solve", inst, "-o", inst / "out", "-q")[0] == 0
