@@ -101,7 +101,9 @@ def check_outcome(outcome: SolveOutcome, options: SolverOptions, what: str) -> S
     if outcome.status == STOPPED and options.allow_nonoptimal and outcome.objective is not None:
         return outcome
     hint = ""
-    if outcome.status == STOPPED:
+    if outcome.status == STOPPED and options.allow_nonoptimal:  # stopped before it had any answer to publish
+        hint = " (no answer was found before the limit, so allow_nonoptimal has nothing to publish: raise --time-limit)"
+    elif outcome.status == STOPPED:
         hint = " (raise --time-limit, or pass allow_nonoptimal to publish the best answer found)"
     raise SolveError(f"{what}: solver {outcome.status}{': ' + outcome.message if outcome.message else ''}{hint}", outcome.status)
 

@@ -853,3 +853,24 @@ def test_an_output_named_like_an_instance_file_inside_the_instance_is_refused(tm
     assert not (inst / name).exists() or name == "instance.json"
     assert cli("validate", inst, "-q")[0] == 0
     assert cli("solve", inst, "-o", inst / "out", "-q")[0] == 0
+
+
+def test_an_output_name_too_long_to_write_beside_its_place_is_refused_before_the_work(tmp_path):
+    """A 245-byte name passed the checks, and the run failed after all its work: its temporary sibling
+    (.NAME.PID.partial) was past the file system's 255 bytes."""
+    refused(*cli("solve", WORKED, "-o", tmp_path / ("x" * 245)), "too long", "at most 238 bytes")
+    assert cli("solve", WORKED, "-o", tmp_path / ("x" * 238), "-q")[0] == 0
+
+
+def test_a_solve_stopped_without_an_answer_does_not_advise_the_switch_already_given():
+    """--allow-nonoptimal with a limit too short to find any answer: the advice was to pass allow_nonoptimal."""
+    from optalloc.errors import SolveError
+    from optalloc.schemas import SolverOptions
+    from optalloc.solver import STOPPED, SolveOutcome, check_outcome
+
+    with pytest.raises(SolveError) as given:
+        check_outcome(SolveOutcome(STOPPED, None, "time limit"), SolverOptions(allow_nonoptimal=True), "baseline")
+    assert "pass allow_nonoptimal" not in str(given.value) and "raise --time-limit" in str(given.value)
+    with pytest.raises(SolveError) as not_given:
+        check_outcome(SolveOutcome(STOPPED, 5.0, "time limit"), SolverOptions(), "baseline")
+    assert "pass allow_nonoptimal" in str(not_given.value)
