@@ -25,7 +25,7 @@ from . import progress, units
 from .csvtext import csv_chunks, utc_text
 from .errors import InputError, Problem
 from .instance import Instance
-from .outputs import replace_folder
+from .outputs import WrittenThenInterrupted, replace_folder
 from .schemas import MAX_FEE, TABLE_KEYS, TABLES
 
 META_FILE = "instance.json"
@@ -372,7 +372,10 @@ def write_tables(
         return [*names, summary_name]
 
     path = replace_folder(out_dir, write, inputs=inputs, store=store)
-    progress.wrote(out_dir, len(tables), summary_name)
+    try:
+        progress.wrote(out_dir, len(tables), summary_name)
+    except KeyboardInterrupt:  # the folder is in place: say so, not "nothing was written"
+        raise WrittenThenInterrupted(path) from None
     return path
 
 

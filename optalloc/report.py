@@ -31,7 +31,7 @@ import pandas as pd
 from . import progress, units
 from .errors import InputError, Problem
 from .io import RESULT_TABLES, read_json, read_result_table
-from .outputs import replace_file
+from .outputs import WrittenThenInterrupted, replace_file
 from .store.store import json_value
 
 EPS = 1e-6
@@ -406,5 +406,8 @@ def write_report(data: ReportData, out: str | os.PathLike, inputs: tuple = ()) -
     """Write the page atomically (a temporary file renamed into place); an existing file is replaced only if it is
     an optalloc report (it begins with PAGE_START)."""
     path = replace_file(out, render(data).encode("utf-8"), inputs=inputs, signature=PAGE_START)
-    progress.wrote_file(out)
+    try:
+        progress.wrote_file(out)
+    except KeyboardInterrupt:  # the page is in place: say so, not "nothing was written"
+        raise WrittenThenInterrupted(path) from None
     return path

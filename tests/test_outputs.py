@@ -226,6 +226,25 @@ def test_ctrl_c_during_replacement_leaves_a_whole_result_and_says_which(tmp_path
     assert snapshot(out) == (old if left == "old" else new)
 
 
+@pytest.mark.parametrize("command", ["solve", "report"])
+def test_ctrl_c_after_the_result_is_in_place_says_it_was_written(tmp_path, capsys, monkeypatch, command):
+    """An interrupt while the closing note is printed (the result already in place) said "nothing was written"."""
+    from optalloc import progress
+
+    out = tmp_path / "out"
+    assert cli(["solve", WORKED, "-o", str(out), "-q"], capsys)[0] == 0
+    page = tmp_path / "r.html"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress, "wrote" if command == "solve" else "wrote_file", interrupted)
+    args = ["solve", WORKED, "-o", str(tmp_path / "again")] if command == "solve" else ["report", str(out), "-o", str(page)]
+    code, err = cli(args, capsys)
+    assert code == 130 and "was written in full" in err and "nothing was written" not in err, err
+    assert (tmp_path / "again" / "summary.json").exists() if command == "solve" else page.exists()
+
+
 def test_the_marker_lists_exactly_what_was_written(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert cli(["solve", SMALL, "-o", str(a), "-q", "--format", "parquet"], capsys)[0] == 0
