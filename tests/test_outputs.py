@@ -169,14 +169,18 @@ KILLS = [
 ]
 
 
-@pytest.mark.parametrize("where, env", KILLS, ids=[k[0] for k in KILLS])
-def test_a_kill_during_replacement_loses_nothing_and_the_next_run_tidies_up(tmp_path, where, env):
+def old_and_new(tmp_path: Path) -> tuple[Path, dict, dict]:
+    """An output folder holding `allocate`'s result (old), and what `solve` writes (new, in a folder beside it)."""
     out = tmp_path / "out"
     assert optalloc("allocate", WORKED, "-o", str(out), "-q").returncode == 0
-    old = snapshot(out)
     fresh = tmp_path / "fresh"
     assert optalloc("solve", WORKED, "-o", str(fresh), "-q").returncode == 0
-    new = snapshot(fresh)
+    return out, snapshot(out), snapshot(fresh)
+
+
+@pytest.mark.parametrize("where, env", KILLS, ids=[k[0] for k in KILLS])
+def test_a_kill_during_replacement_loses_nothing_and_the_next_run_tidies_up(tmp_path, where, env):
+    out, old, new = old_and_new(tmp_path)
 
     killed = optalloc("solve", WORKED, "-o", str(out), "-q", env={"OPTALLOC_FAILPOINT": f"{where}:kill", **env})
     assert killed.returncode == -9
@@ -208,12 +212,7 @@ def test_ctrl_c_during_replacement_leaves_a_whole_result_and_says_which(tmp_path
     import signal
     import time
 
-    out = tmp_path / "out"
-    assert optalloc("allocate", WORKED, "-o", str(out), "-q").returncode == 0
-    old = snapshot(out)
-    fresh = tmp_path / "fresh"
-    assert optalloc("solve", WORKED, "-o", str(fresh), "-q").returncode == 0
-    new = snapshot(fresh)
+    out, old, new = old_and_new(tmp_path)
     run = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "solve", WORKED, "-o", str(out), "-q"], stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "OPTALLOC_FAILPOINT": f"{where}:sleep=30", **env})
     deadline = time.monotonic() + 120

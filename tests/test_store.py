@@ -705,6 +705,20 @@ def test_a_store_created_by_0001_upgrades(store_url):
     assert status["schema_revision"] == "0004" and status["periods"][0]["held"] is None and status["periods"][0]["failure"] is None
 
 
+def store_at_revision(url: str, revision: str) -> None:
+    """An empty store at an older schema revision, as an older optalloc left it."""
+    from alembic import command
+
+    from optalloc.store.store import _alembic_config, resolve_url
+
+    engine = sa.create_engine(resolve_url(url))
+    with engine.begin() as conn:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    engine.dispose()
+
+
 HOLD_THE_LOCK = """
 import sys, time
 from optalloc.store import Store
@@ -721,16 +735,7 @@ def test_an_old_store_whose_lock_a_writer_holds_is_not_waited_on_by_readers_and_
     not have); a writer waits its own --lock-timeout (it waited 60 s whatever was asked)."""
     import time
 
-    from alembic import command
-
-    from optalloc.store.store import _alembic_config, resolve_url
-
-    engine = sa.create_engine(resolve_url(store_url))
-    with engine.begin() as conn:
-        cfg = _alembic_config()
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0003")
-    engine.dispose()
+    store_at_revision(store_url, "0003")
     holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, store_url, "30"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -846,24 +851,31 @@ def test_unanswering_postgres_endpoint_times_out():
     assert took < 30, took  # the default without a timeout: for ever
 
 
-def test_a_connection_lost_mid_run_is_exit_5_and_the_run_is_recorded_failed(pg_server, tmp_path):
+def batch_asleep_in_round_1(url: str) -> tuple[subprocess.Popen, Store]:
+    """small_network ingested at `url`, and a batch in its own process that has committed the baseline and sleeps 6 s
+    inside round 1's transaction (a failpoint); the process and the store."""
     import os
     import time
 
+    assert cli("ingest", str(SMALL), db=url).returncode == 0
+    batch = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "batch", "--db", url, "--date", "2026-10-01", "--workers", "0", "-q"],
+                             env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-claimed:sleep=6"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    store = Store(url)
+    deadline = time.monotonic() + 120
+    while pd.isna(store.periods().loc["P202610", "baseline_run_id"]):  # then round 1, whose transaction sleeps
+        time.sleep(0.2)
+        assert time.monotonic() < deadline and batch.poll() is None
+    time.sleep(1.0)
+    return batch, store
+
+
+def test_a_connection_lost_mid_run_is_exit_5_and_the_run_is_recorded_failed(pg_server, tmp_path):
     import psycopg
     from pgserver import fresh_database
 
     with fresh_database(pg_server) as url:
-        assert cli("ingest", str(SMALL), db=url).returncode == 0
-        batch = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "batch", "--db", url, "--date", "2026-10-01", "--workers", "0", "-q"],
-                                 env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-claimed:sleep=6"}, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        store = Store(url)
-        deadline = time.monotonic() + 120
-        while not store.rounds()["cleared_run_id"].isna().all() or not (store.runs()["command"] == "batch").any():
-            time.sleep(0.2)
-            assert time.monotonic() < deadline
-        time.sleep(2.0)  # inside round 1's transaction, asleep
+        batch, store = batch_asleep_in_round_1(url)
         store.engine.dispose()
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(pg_server, autocommit=True) as conn:
@@ -913,22 +925,10 @@ def test_a_batch_whose_lock_session_ends_stops_with_exit_5_before_committing_mor
     """The session holding the advisory lock is ended while round 1's transaction is open: the batch must not commit
     it, nor anything after it (another writer could have taken the lock and entered), and says why; `period hold`,
     which could take the lock meanwhile, holds the period the batch then leaves alone."""
-    import os
-    import time
-
     from pgserver import fresh_database
 
     with fresh_database(pg_server) as url:
-        assert cli("ingest", str(SMALL), db=url).returncode == 0
-        batch = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "batch", "--db", url, "--date", "2026-10-01", "--workers", "0", "-q"],
-                                 env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-claimed:sleep=6"}, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        store = Store(url)
-        deadline = time.monotonic() + 120
-        while pd.isna(store.periods().loc["P202610", "baseline_run_id"]):  # then round 1: its transaction sleeps 6 s
-            time.sleep(0.2)
-            assert time.monotonic() < deadline and batch.poll() is None
-        time.sleep(1.0)  # inside round 1's transaction, asleep
+        batch, store = batch_asleep_in_round_1(url)
         _terminate_lock_session(pg_server)
         held = cli("period", "hold", "P202610", "--reason", "intruder", "--lock-timeout", "3", db=url)
         assert held.returncode == 0, held.stderr  # the lock was free: another writer got in
@@ -985,16 +985,7 @@ def test_the_lock_session_is_not_ended_by_the_server_s_idle_session_timeout(pg_s
 def test_readers_opening_an_old_store_at_once_all_get_it_upgraded(store_url):
     """After a deploy, several read-only commands open the old store together: one upgrades it, the others wait a
     moment or find it upgraded; none fails (with no wait at all, two of three exited 5)."""
-    from alembic import command
-
-    from optalloc.store.store import _alembic_config, resolve_url
-
-    engine = sa.create_engine(resolve_url(store_url))
-    with engine.begin() as conn:
-        cfg = _alembic_config()
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0003")
-    engine.dispose()
+    store_at_revision(store_url, "0003")
     readers = [subprocess.Popen([sys.executable, "-m", "optalloc.cli", "status", "--db", store_url, "-q"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _ in range(3)]
     done = [(r.wait(timeout=120), r.stderr.read()) for r in readers]
