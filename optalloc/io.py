@@ -134,6 +134,8 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise _not_utf8(e, path) from None
     except pd.errors.EmptyDataError:
         raise InputError(Problem("empty file: a table needs at least its header line", str(path))) from None
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001 - any reader failure on a user's file (corrupt Parquet, bad CSV) is bad input
         raise InputError(Problem(f"cannot read table: {_reason(e)}", str(path))) from None
     if not isinstance(frame.index, pd.RangeIndex):  # pandas takes a first column without a header as the index
@@ -156,6 +158,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
             names = next(csv.reader(fh), None)
     except (UnicodeDecodeError, csv.Error):
         names = None
+    if names and len(set(names)) < len(names):  # pandas would rename the second one ("productivity.1") and call it unknown
+        twice = next(n for i, n in enumerate(names) if n in names[:i])
+        raise InputError(Problem("the header line names this column twice", str(path), None, twice))
     if names and all(names) and len(set(names)) == len(names):
         try:
             table = pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(

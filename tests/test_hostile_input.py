@@ -874,3 +874,16 @@ def test_a_solve_stopped_without_an_answer_does_not_advise_the_switch_already_gi
     with pytest.raises(SolveError) as not_given:
         check_outcome(SolveOutcome(STOPPED, 5.0, "time limit"), SolverOptions(), "baseline")
     assert "pass allow_nonoptimal" in str(not_given.value)
+
+
+def test_a_column_named_twice_in_a_header_is_refused_by_its_name(tmp_path):
+    """pandas renames the second of two equal header names, and the refusal named a column the file does not have
+    ("field 'productivity.1': unknown column")."""
+    inst = copy_small(tmp_path / "inst")
+    path = inst / "sellers.csv"
+    lines = path.read_text().splitlines()
+    lines[0] += ",productivity"
+    path.write_text("\n".join(line if i == 0 else line + ",1" for i, line in enumerate(lines)) + "\n")
+    code, err = cli("validate", inst)
+    refused(code, err, "sellers.csv", "field 'productivity'", "names this column twice")
+    assert "productivity.1" not in err

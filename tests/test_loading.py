@@ -50,12 +50,12 @@ def test_arrow_reader_reads_what_pandas_reads(tmp_path, rows):
     "\ufeffseller_id,x\nS1,1\n",  # a byte-order mark
     "seller_id,x\nS1,1,2\n",  # more fields than the header: pandas takes the first as index (refused later)
     "seller_id,x\nS1\n",  # fewer fields: pandas fills the rest with blanks
-    "seller_id,seller_id\nS1,S2\n",  # a repeated header name
     "seller_id,\nS1,2\n",  # an empty header name
     "seller_id,x\n\nS1,1\n\n",  # blank lines
     'seller_id,x\n"S\n1",1\n',  # a line break inside quotes
 ])
 def test_files_arrow_refuses_are_read_by_pandas(tmp_path, text):
+    """(A header naming a column twice is refused before either reader: test_hostile_input.)"""
     path = tmp_path / "t.csv"
     path.write_text(text, encoding="utf-8")
     plain = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
