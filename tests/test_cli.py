@@ -106,3 +106,16 @@ def test_a_time_limit_that_stops_the_solver_is_an_error_not_a_result(tmp_path):
     inst = generate(GenerateSpec(sellers=3000, fcs=10, regions=3, storage_types=2, months=3, requests=0, seed=1))
     with pytest.raises(SolveError, match="stopped_at_limit"):
         run_period(inst, SolverOptions(time_limit=1e-4, backend="highspy"))
+
+
+def test_python_m_optalloc_is_the_optalloc_command():
+    """`python -m optalloc` (no console script on the PATH, say in a venv not activated) runs the same command: it
+    was "No module named optalloc.__main__"."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "optalloc", "validate", str(INSTANCES / "worked_example.json"), "-q"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    bad = subprocess.run([sys.executable, "-m", "optalloc", "validate", "/nonexistent"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

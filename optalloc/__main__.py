@@ -1,0 +1,5 @@
+"""`python -m optalloc ...`: the same command as `optalloc ...`."""
+
+from .cli import main
+
+main()
