@@ -145,7 +145,8 @@ class Store:
     nothing is created when it does not (no file, no folder, no schema). `create=True` (ingest, and the Python API's
     default): a missing SQLite file (and its folder) or an empty database becomes a new store. A store at an older
     schema revision is upgraded on opening (`migrate`), holding the writers' lock: waiting up to `lock_timeout`
-    seconds for it (the writers pass their --lock-timeout; the read-only commands 0: they never wait on a writer)."""
+    seconds for it (the writers pass their --lock-timeout, the read-only commands a few seconds: long enough for
+    another command's upgrade, not for a batch)."""
 
     def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool = True, lock_timeout: float = 60.0):
         self.url = resolve_url(url)
