@@ -98,9 +98,9 @@ def check_folder(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike |
             raise _refuse(given, f"inside the instance folder {item}, a name ending in {path.suffix} is read as one of its files")
     if store is not None and _is_within(Path(store).resolve(), path):
         raise _refuse(given, f"it holds the store {store}")
-    longest = len(os.fsencode(f".{path.name}.{2**22}.partial"))  # the name it is written under first (Linux pids are below 2**22)
-    if longest > NAME_MAX:
-        raise _refuse(given, f"its name is too long to write it beside its place: at most {NAME_MAX - (longest - len(os.fsencode(path.name)))} bytes")
+    most = NAME_MAX - len(f"..{2**22}.partial")  # it is written first as .NAME.PID.partial (Linux pids are below 2**22)
+    if len(os.fsencode(path.name)) > most:
+        raise _refuse(given, f"its name is too long to write it beside its place: at most {most} bytes")
     if path.exists() or path.is_symlink():
         if not path.is_dir() or path.is_symlink():
             raise _refuse(given, "it exists and is not a folder")
