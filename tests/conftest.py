@@ -1,11 +1,29 @@
-"""Helpers to write tiny instances inline: only the fields a test is about need spelling out."""
+"""Shared test helpers: tiny instances written inline (only the fields a test is about need spelling out), the
+command run in this process or in a real one, the databases and the browser, and the test tiers.
+
+Tiers: every test carries the markers of what it needs, set here from the fixtures it uses (never by hand):
+`postgres` (a PostgreSQL server), `process` (a real `optalloc` process: kills, signals, locks held by another
+process), `dask` (a Dask cluster), `browser` (headless Chromium), and `slow` (measured at 4 s or more in the last
+`--record-durations` run, tests/durations.json). `--fast` runs the inner loop: none of postgres, browser, dask or
+slow, with the `dev` hypothesis profile (a quarter of the examples). Hypothesis tests say their example count as
+`examples(n)`: n under the `ci` profile (the default), n/4 under `dev`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from optalloc.instance import Instance
 
@@ -142,3 +160,168 @@ def raised(inst, seller_id: str, score_up: float, need_up: float):
     mine = needs["seller_id"] == seller_id
     needs.loc[mine, ["p50_cube", "p90_cube"]] = np.round(needs.loc[mine, ["p50_cube", "p90_cube"]] * (1 + need_up), 3)
     return replace(inst, sellers=sellers, needs=needs)
+
+
+# ---------------------------------------------------------------- the command, in this process or a real one
+
+
+@dataclass
+class Done:
+    """What one run of the command left, as `subprocess.CompletedProcess` has it."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, env: dict | None = None, cwd: str | os.PathLike | None = None) -> Done:
+    """`optalloc ARGS` in this process, as the installed command runs it: `main()`, its exit code and what it printed
+    on stdout and stderr. `env`: variables set over the environment for the run; `cwd`: the folder it runs in. For
+    everything a real process is not needed for (kills, signals, another process holding a lock, `python -m`)."""
+    from optalloc.cli import main
+
+    argv = [os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args]
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update(env or {})
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(argv)
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Done(argv, code, out.getvalue(), err.getvalue())
+
+
+def _default_sigint() -> None:
+    """In a child: SIGINT back to its default. A test run started in the background (`nohup ... &`) ignores SIGINT,
+    and a child would inherit that: the Ctrl-C tests would then wait for a signal that is never taken."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Processes:
+    """Real `optalloc` processes (`python -m optalloc.cli ...`), each with SIGINT at its default."""
+
+    command = [sys.executable, "-m", "optalloc.cli"]
+
+    def run(self, *args, env: dict | None = None, umask: int | None = None, timeout: float = 300, text: bool = True,
+            argv: list | None = None, **kw) -> subprocess.CompletedProcess:
+        """The command with ARGS, to its end (`argv`: this whole command line instead, e.g. `python -m optalloc` or a
+        bash script); `env` over the environment, unless it holds all of it (`env=dict(...)` with PATH)."""
+        def start() -> None:
+            _default_sigint()
+            if umask is not None:
+                os.umask(umask)
+
+        environ = env if env is not None and "PATH" in env else {**os.environ, **(env or {})}
+        return subprocess.run(argv or [*self.command, *args], capture_output=True, text=text, env=environ, preexec_fn=start,
+                              timeout=timeout, **kw)
+
+    def popen(self, *args, env: dict | None = None, python: bool = False, **kw) -> subprocess.Popen:
+        """A process left running (`python=True`: `python ARGS`, e.g. `-c SCRIPT`, instead of the command)."""
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        cmd = [sys.executable, *args] if python else [*self.command, *args]
+        environ = env if env is not None and "PATH" in env else {**os.environ, **(env or {})}
+        return subprocess.Popen(cmd, env=environ, preexec_fn=_default_sigint, **kw)
+
+
+@pytest.fixture
+def real_process() -> Processes:
+    """Real processes of the command (the test is marked `process`)."""
+    return Processes()
+
+
+# ---------------------------------------------------------------- tiers: markers from fixtures, hypothesis profiles
+
+MARKERS = {
+    "postgres": "needs a PostgreSQL server (tests/pgserver.py starts one)",
+    "process": "starts real optalloc processes (kills, signals, locks held by another process)",
+    "dask": "starts a Dask cluster",
+    "browser": "opens pages in headless Chromium",
+    "slow": "took 4 s or more in the last --record-durations run (tests/durations.json)",
+}
+FIXTURE_MARKERS = {"pg_server": "postgres", "real_process": "process", "dask_cluster": "dask", "own_dask_cluster": "dask",
+                   "chromium": "browser"}
+DURATIONS = Path(__file__).parent / "durations.json"
+SLOW_SECONDS = 4.0
+PROFILES = {"ci": 1.0, "dev": 0.25}  # hypothesis profile -> share of each test's examples
+_profile = {"name": "ci"}
+
+
+def examples(n: int) -> int:
+    """A property test's example count: n under the `ci` profile, a quarter of it (at least 3) under `dev`."""
+    return max(3, round(n * PROFILES[_profile["name"]])) if n >= 3 else n
+
+
+for _name in PROFILES:
+    hypothesis_settings.register_profile(_name, deadline=None)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true", help="the inner loop: no postgres, browser, dask or slow tests; hypothesis profile dev")
+    parser.addoption("--record-durations", action="store_true", help=f"write each test's duration to {DURATIONS.name} (marks slow tests)")
+
+
+def pytest_configure(config):
+    for name, meaning in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
+    profile = os.environ.get("OPTALLOC_TEST_PROFILE") or ("dev" if config.getoption("--fast") else "ci")
+    if profile not in PROFILES:
+        raise pytest.UsageError(f"OPTALLOC_TEST_PROFILE must be one of {', '.join(PROFILES)}, not {profile!r}")
+    _profile["name"] = profile
+    hypothesis_settings.load_profile(profile)
+    if config.getoption("--fast") and not config.option.markexpr:
+        config.option.markexpr = " and ".join(f"not {m}" for m in ("postgres", "browser", "dask", "slow"))
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        marks = {m for f, m in FIXTURE_MARKERS.items() if f in names}
+        if params.get("store_url") == "postgresql":  # the fixture's PostgreSQL half (it asks for pg_server when it runs)
+            marks.add("postgres")
+        if slow.get(item.nodeid, 0.0) >= SLOW_SECONDS:
+            marks.add("slow")
+        for m in sorted(marks):
+            item.add_marker(getattr(pytest.mark, m))
+
+
+_durations: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when in ("setup", "call", "teardown"):
+        _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    if session.config.getoption("--record-durations") and not hasattr(session.config, "workerinput"):  # the controller, with every report
+        DURATIONS.write_text(json.dumps({k: round(v, 2) for k, v in sorted(_durations.items())}, indent=0) + "\n")
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A Dask LocalCluster of two worker processes, shared by the session: its scheduler's address."""
+    import logging
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture
+def own_dask_cluster():
+    """For a test whose command starts a Dask LocalCluster of its own (`--workers N`): marks it `dask`."""
+    return None

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import fc, make, need, seller
+from conftest import examples, fc, make, need, seller
 from optalloc.baseline import allocate, build_baseline_model, prepare_baseline
 from optalloc.errors import InfeasibleError
 from optalloc.generate import GenerateSpec, generate
@@ -122,7 +122,7 @@ def test_model_names_its_constraint_families_as_the_formulation_does():
     }
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), tightness=st.floats(0.3, 1.5))
 def test_pyomo_and_array_builds_agree(seed, tightness):
     inst = generate(GenerateSpec(sellers=25, fcs=4, regions=2, storage_types=2, months=2, requests=0, tightness=tightness, seed=seed))
@@ -131,7 +131,7 @@ def test_pyomo_and_array_builds_agree(seed, tightness):
     np.testing.assert_allclose(a.limits["limit_cube"], b.limits["limit_cube"], atol=1e-5)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), second_region=st.sampled_from([0.0, 0.5]))
 def test_fast_path_placement_sums_to_limits_at_eligible_fcs_within_capacity(seed, second_region):
     inst = generate(GenerateSpec(sellers=60, fcs=6, regions=3, storage_types=2, months=2, requests=0, second_region_share=second_region, seed=seed))
@@ -148,7 +148,7 @@ def test_fast_path_placement_sums_to_limits_at_eligible_fcs_within_capacity(seed
     assert (used <= net + 1e-6).all()
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(8), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), tightness=st.floats(0.3, 1.5), options=st.sampled_from([PYOMO, ARRAYS]))
 def test_one_lp_per_market_gives_the_single_lps_limits_shadow_prices_and_objective(seed, tightness, options):
     """models/baseline.md, "One LP per market": nothing links two (storage type, month) markets, so solving each on
@@ -182,7 +182,7 @@ def test_an_infeasible_market_is_named_and_the_others_do_not_hide_it():
     assert err.value.where == [{"storage_type": "oversize", "month": "2026-10", "fc_ids": ["E1"], "shortfall_cube": 10.0}]
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), tightness=st.floats(0.2, 1.5), floors=st.floats(0.0, 0.6), second_region=st.sampled_from([0.0, 0.4]))
 def test_the_margin_method_equals_the_whole_class_lp(seed, tightness, floors, second_region):
     """models/baseline.md, "The exact fast method": the LP solved on its margin has the whole LP's limits, shadow

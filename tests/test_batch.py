@@ -2,9 +2,6 @@
 run loses nothing and grants nothing twice, two runs at once clear each round once, Dask equals serial."""
 
 import filecmp
-import os
-import subprocess
-import sys
 import time
 from datetime import date, timedelta
 
@@ -14,7 +11,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import INSTANCES
+from conftest import INSTANCES, examples, run_cli
 from optalloc.batch import DaskExecutor, SerialExecutor, run_batch
 from optalloc.cli import run
 from optalloc.io import load_instance
@@ -26,9 +23,9 @@ PERIOD = "P202610"
 CLOSES = [date(2026, 9, 9), date(2026, 9, 16), date(2026, 9, 23)]  # small_network's round calendar
 
 
-def cli(*args: str, db: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optalloc.cli", *args, "--db", db, "-q"], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+def cli(*args: str, db: str, env: dict | None = None):
+    """`optalloc ARGS --db DB -q`, in this process."""
+    return run_cli(*args, "--db", db, "-q", env=env)
 
 
 def contents(store: Store) -> dict[str, list]:
@@ -128,14 +125,15 @@ def test_re_running_the_same_night_changes_nothing(store_url):
     assert runs.loc[second.run_id, "outcome"] == "nothing_to_do" and runs.loc[first.run_id, "inputs_hash"] is not None
 
 
-def test_a_killed_run_shows_as_killed_at_once_and_any_writer_records_it(store_url):
+def test_a_killed_run_shows_as_killed_at_once_and_any_writer_records_it(store_url, real_process):
     """A run SIGKILLed stays 'running' in the store until a writer holding the lock records it: status says 'killed'
     as soon as nobody holds the lock (it said 'running' until the next batch), and ingest or period hold record it
     (only the batch did)."""
     import json
 
     assert cli("ingest", str(SMALL), db=store_url).returncode == 0
-    killed = cli("batch", "--date", "2026-10-01", "--workers", "0", db=store_url, env={"OPTALLOC_FAILPOINT": "round-1-claimed:kill"})
+    killed = real_process.run("batch", "--date", "2026-10-01", "--workers", "0", "--db", store_url, "-q",
+                              env={"OPTALLOC_FAILPOINT": "round-1-claimed:kill"})
     assert killed.returncode == -9
     store = Store(store_url)
     assert store.runs()["outcome"].tolist() == ["ok", "running"]
@@ -188,12 +186,13 @@ KILL_POINTS = ["baseline-written", "round-1-claimed", "round-2-written", "round-
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
-def test_a_killed_run_loses_nothing_and_grants_nothing_twice(store_url, tmp_path, solved, point):
+def test_a_killed_run_loses_nothing_and_grants_nothing_twice(store_url, tmp_path, solved, point, real_process):
     """SIGKILL inside a transaction (or between two): what committed stays, the rest is as if never begun; the next
     run marks the dead one killed, does the rest, and the result is the uninterrupted one."""
     assert cli("ingest", str(SMALL), db=store_url).returncode == 0
     store = Store(store_url)
-    killed = cli("batch", "--date", "2026-10-01", "--workers", "0", db=store_url, env={"OPTALLOC_FAILPOINT": f"{point}:kill"})
+    killed = real_process.run("batch", "--date", "2026-10-01", "--workers", "0", "--db", store_url, "-q",
+                              env={"OPTALLOC_FAILPOINT": f"{point}:kill"})
     assert killed.returncode == -9
     cleared = list(in_rounds(store).index) if len(in_rounds(store)) else []
     expected = {"baseline-written": [], "round-1-claimed": [], "round-2-written": [1], "round-2-committed": [1, 2], "settlement-written": [1, 2, 3]}
@@ -277,15 +276,14 @@ def test_the_batch_and_run_period_compute_on_one_blas_thread_and_give_the_caller
     assert len(seen) == 2 and all(n == 1 for threads in seen for n in threads)
 
 
-def test_ctrl_c_after_a_round_is_committed_says_that_it_stays(store_url):
+def test_ctrl_c_after_a_round_is_committed_says_that_it_stays(store_url, real_process):
     """Ctrl-C in the middle of a run: exit 130, the run recorded failed, round 1 (committed before) kept, and the
     message says so (it said "nothing was written")."""
     import signal
 
     assert cli("ingest", str(SMALL), db=store_url).returncode == 0
-    batch = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "batch", "--db", store_url, "--date", "2026-10-01", "--workers", "0", "-q"],
-                             env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-committed:sleep=4"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    batch = real_process.popen("batch", "--db", store_url, "--date", "2026-10-01", "--workers", "0", "-q",
+                               env={"OPTALLOC_FAILPOINT": "round-1-committed:sleep=4"}, text=True)
     store = Store(store_url)
     deadline = time.monotonic() + 120
     while store.rounds()["cleared_run_id"].notna().sum() < 1:
@@ -323,12 +321,12 @@ def test_a_run_whose_periods_cannot_be_read_is_recorded_failed_not_left_running(
     assert run["command"] == "batch" and run["outcome"] == "failed" and "a test" in run["error"]
 
 
-def test_two_runs_at_once_clear_each_round_once(store_url):
+def test_two_runs_at_once_clear_each_round_once(store_url, real_process):
     """Run A holds the lock (stalled inside round 1's transaction); run B, started meanwhile, waits for it, then finds
     nothing to do. A third run with a short --lock-timeout gives up with exit 5 and writes nothing."""
     assert cli("ingest", str(SMALL), db=store_url).returncode == 0
-    base = [sys.executable, "-m", "optalloc.cli", "batch", "--db", store_url, "--date", "2026-10-01", "--workers", "0", "-q"]
-    a = subprocess.Popen(base, env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-claimed:sleep=10"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = ["batch", "--db", store_url, "--date", "2026-10-01", "--workers", "0", "-q"]
+    a = real_process.popen(*base, env={"OPTALLOC_FAILPOINT": "round-1-claimed:sleep=10"})
     store = Store(store_url)
     deadline = time.monotonic() + 60
     while not (store.runs()["command"] == "batch").any():  # A has the lock once its run is recorded
@@ -336,7 +334,7 @@ def test_two_runs_at_once_clear_each_round_once(store_url):
         time.sleep(0.1)
     impatient = cli("batch", "--date", "2026-10-01", "--workers", "0", "--lock-timeout", "0.5", db=store_url)
     assert impatient.returncode == 5 and "another optalloc run holds the lock" in impatient.stderr
-    b = subprocess.Popen(base, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    b = real_process.popen(*base)
     time.sleep(1.0)
     assert a.poll() is None  # B is under way while A still holds the lock
     assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0
@@ -366,11 +364,11 @@ def test_a_failing_run_is_recorded_and_commits_nothing_of_what_failed(store_url,
     assert pd.isna(store.periods().loc[PERIOD, "baseline_run_id"]) and len(in_rounds(store)) == 0
 
 
-def test_dask_gives_the_serial_answer_across_periods_and_storage_types(tmp_path):
+def test_dask_gives_the_serial_answer_across_periods_and_storage_types(tmp_path, dask_cluster):
     """Two periods (the worked example and small_network, two storage types) cleared in the same waves: a Dask
-    LocalCluster of two worker processes leaves exactly what the in-process run leaves."""
+    cluster of two worker processes leaves exactly what the in-process run leaves."""
     stores = {}
-    for name, executor in [("serial", SerialExecutor()), ("dask", DaskExecutor(workers=2))]:
+    for name, executor in [("serial", SerialExecutor()), ("dask", DaskExecutor(scheduler=dask_cluster))]:
         store = Store(f"sqlite:///{tmp_path / name}.db")
         store.ingest(load_instance(INSTANCES / "worked_example.json"))
         store.ingest(load_instance(SMALL))
@@ -382,7 +380,7 @@ def test_dask_gives_the_serial_answer_across_periods_and_storage_types(tmp_path)
         assert [s["step"] for s in report.steps if "round 1" in s["step"]] == ["2026Q4 round 1", f"{PERIOD} round 1"]
         stores[name] = store
     assert results(stores["dask"]) == results(stores["serial"])
-    assert "dask LocalCluster, 2 workers" in stores["dask"].runs()["options"].iloc[-1]
+    assert f"dask scheduler {dask_cluster}" in stores["dask"].runs()["options"].iloc[-1]
 
 
 KILLING_PRELOAD = """
@@ -401,7 +399,7 @@ else:
 
 
 @pytest.mark.parametrize("where", ["baseline", "round"])
-def test_a_dask_worker_lost_mid_task_stops_the_run_with_exit_5_and_blames_no_period(tmp_path, where):
+def test_a_dask_worker_lost_mid_task_stops_the_run_with_exit_5_and_blames_no_period(tmp_path, where, real_process, own_dask_cluster):
     """A worker process that dies inside a market's task (its scattered market goes with it) is the cluster's
     failure, in the baseline as in a round: exit 5, the run recorded failed, no period failure recorded against the
     period (which would hold it back as if its data were bad), and what was committed before stays. It was exit 1
@@ -410,8 +408,8 @@ def test_a_dask_worker_lost_mid_task_stops_the_run_with_exit_5_and_blames_no_per
     preload.write_text(KILLING_PRELOAD)
     db = f"sqlite:///{tmp_path / 'store.db'}"
     assert cli("ingest", str(SMALL), db=db).returncode == 0
-    env = {**os.environ, "KILL_IN": where, "DASK_DISTRIBUTED__WORKER__PRELOAD": f'["{preload}"]'}
-    done = cli("batch", "--date", "2026-10-01", "--workers", "1", db=db, env=env)
+    env = {"KILL_IN": where, "DASK_DISTRIBUTED__WORKER__PRELOAD": f'["{preload}"]'}
+    done = real_process.run("batch", "--date", "2026-10-01", "--workers", "1", "--db", db, "-q", env=env)
     assert done.returncode == 5 and "Dask cluster failed" in done.stderr and "internal error" not in done.stderr, done.stderr
     store = Store(db)
     assert store.runs()["outcome"].iloc[-1] == "failed"
@@ -434,7 +432,7 @@ def test_the_batch_solves_in_its_own_process_unless_given_workers(tmp_path):
     assert list(runs["outcome"].iloc[-2:]) == ["ok", "nothing_to_do"]
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(6), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(nights=st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=4))
 def test_whatever_nights_it_runs_on_the_store_ends_the_same(tmp_path_factory, nights):
     """Runs on any nights (in any order, repeated or not), then one after every close: the same results as a single run."""

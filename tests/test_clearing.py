@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import EMPTY_LIMITS, fc, make, request, seller
+from conftest import EMPTY_LIMITS, examples, fc, make, request, seller
 from optalloc.clearing import build_clearing_model, clear_round, held_grants, prepare_clearing
 from optalloc.generate import GenerateSpec, generate, generate_single_pool
 from optalloc.baseline import allocate
@@ -164,7 +164,7 @@ fees = st.sampled_from([1.0, 2.5, 3.0, 3.0, 4.25, 5.0, 5.0, 7.5])  # repeats: ti
 single_pool_requests = st.lists(st.tuples(fees, st.integers(1, 80), st.integers(0, 5)), min_size=1, max_size=25)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reqs=single_pool_requests, pool=st.integers(0, 600_000).map(lambda x: x / 1000))
 def test_a_single_pool_divisible_round_equals_the_greedy_sort_exactly(reqs, pool):
     inst = one_pool([request(f"R{i:02d}", f, c, minute=m) for i, (f, c, m) in enumerate(reqs)], pool=pool)
@@ -182,7 +182,7 @@ def test_a_single_pool_divisible_round_equals_the_greedy_sort_exactly(reqs, pool
 
 
 @pytest.mark.parametrize("rule", ["priority", "welfare"])
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000), min_share=st.sampled_from([0.0, 0.2]))
 @example(seed=3951, min_share=0.2)  # HiGHS semi-continuous columns returned 9e-5 < min_cube here, then a solve error
 def test_pyomo_reference_and_highspy_fast_path_agree_on_general_rounds(rule, seed, min_share):
@@ -197,7 +197,7 @@ def test_pyomo_reference_and_highspy_fast_path_agree_on_general_rounds(rule, see
         pd.testing.assert_series_equal(a.prices["objective"], b.prices["objective"])
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000), who=st.integers(0, 39), raise_by=st.sampled_from([0.01, 0.5, 3.0]), min_share=st.sampled_from([0.0, 0.3]))
 def test_raising_ones_own_fee_never_lowers_ones_own_grant(seed, who, raise_by, min_share):
     inst = generate(GenerateSpec(sellers=20, fcs=3, regions=2, storage_types=1, months=2, rounds=1, requests=40, min_cube_share=min_share, seed=seed))
@@ -220,7 +220,7 @@ def test_a_million_cube_round_clears_by_sort_and_the_sort_matches_highspy_on_a_s
     assert granted(lp) == granted(sort)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000))
 def test_fast_path_places_each_grant_whole_at_eligible_fcs(seed):
     inst = generate(GenerateSpec(sellers=40, fcs=6, regions=3, storage_types=2, months=3, rounds=1, requests=120,
@@ -338,7 +338,7 @@ single_pool_min_requests = st.lists(
     st.tuples(cents, st.integers(1, 80_000), st.sampled_from([0.0, 0.0, 0.3, 0.7, 1.0]), st.integers(0, 5)), min_size=1, max_size=25)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reqs=single_pool_min_requests, pool=st.integers(0, 600_000))
 def test_priority_on_one_pool_equals_an_independent_greedy(reqs, pool):
     rows = [(f"R{i:02d}", c, mx, int(mx * share), minute) for i, (c, mx, share, minute) in enumerate(reqs)]
@@ -398,7 +398,7 @@ def _could_get_more(inst, res, limits):
     return worst
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(8), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000), min_share=st.sampled_from([0.0, 0.3]))
 def test_no_rejected_or_cut_request_could_get_more_without_taking_from_a_higher_rank(seed, min_share):
     inst = generate(GenerateSpec(sellers=20, fcs=4, regions=2, storage_types=1, months=3, rounds=1, requests=40,
@@ -438,7 +438,7 @@ def _pools_scaled(spec: GenerateSpec, tight: float):
         "needs": inst.needs, "requests": inst.requests})
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000), min_share=st.sampled_from([0.0, 0.2]), tight=st.sampled_from([0.3, 1.0]))
 def test_chunked_priority_equals_one_request_at_a_time(seed, min_share, tight):
     """Requests granted in chunks (by direct room, or by one room LP for the chunk) get exactly what the plain
@@ -589,7 +589,7 @@ def _working_set_against_every_arc(seed, min_share, tight):
     return priced
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000), min_share=st.sampled_from([0.0, 0.2]), tight=st.sampled_from([0.3, 0.6]))
 def test_the_room_lp_over_its_working_set_equals_the_lp_over_every_arc(seed, min_share, tight):
     """The room LP holds only a working set of class arcs: the placement's, the asking classes', and those whose

@@ -22,7 +22,7 @@ def test_same_input_gives_byte_identical_output(tmp_path):
     assert mismatch == [] and errors == []
 
 
-def test_markets_on_two_worker_processes_give_byte_identical_output(tmp_path, monkeypatch):
+def test_markets_on_two_worker_processes_give_byte_identical_output(tmp_path, monkeypatch, own_dask_cluster):
     """`--workers 2` solves the baseline's markets and each round's storage types (small_network has two) on a Dask
     LocalCluster: every file it writes equals the in-process run's, byte for byte."""
     import optalloc.cli as cli
@@ -108,14 +108,12 @@ def test_a_time_limit_that_stops_the_solver_is_an_error_not_a_result(tmp_path):
         run_period(inst, SolverOptions(time_limit=1e-4, backend="highspy"))
 
 
-def test_python_m_optalloc_is_the_optalloc_command():
+def test_python_m_optalloc_is_the_optalloc_command(real_process):
     """`python -m optalloc` (no console script on the PATH, say in a venv not activated) runs the same command: it
     was "No module named optalloc.__main__"."""
-    import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "optalloc", "validate", str(INSTANCES / "worked_example.json"), "-q"], capture_output=True,
-                          text=True)
+    done = real_process.run(argv=[sys.executable, "-m", "optalloc", "validate", str(INSTANCES / "worked_example.json"), "-q"])
     assert done.returncode == 0, done.stderr
-    bad = subprocess.run([sys.executable, "-m", "optalloc", "validate", "/nonexistent"], capture_output=True, text=True)
+    bad = real_process.run(argv=[sys.executable, "-m", "optalloc", "validate", "/nonexistent"])
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

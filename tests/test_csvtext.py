@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from optalloc import csvtext
 from optalloc.csvtext import csv_bytes
+from conftest import examples
 
 EDGE_FLOATS = [0.0, -0.0, 1e16, 1e-5, 1e-4, 0.1, 5e-324, 123456789.125, 2.0**53]
 FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(EDGE_FLOATS)
@@ -45,7 +46,7 @@ def frames(draw):
     return pd.DataFrame(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(frames())
 def test_the_same_bytes_as_pandas(frame):
     assert csv_bytes(frame) == expected(frame)

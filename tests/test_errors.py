@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import INSTANCES
+from conftest import INSTANCES, run_cli
 from optalloc.cli import main
 
 
-def optalloc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optalloc.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+def optalloc(*args: str, env: dict | None = None):
+    """The command, in this process."""
+    return run_cli(*args, env=env)
 
 
 def test_an_unreachable_dask_scheduler_is_exit_5_and_the_run_is_recorded_failed(tmp_path):
@@ -47,13 +45,13 @@ def test_a_bad_dask_connect_timeout_is_exit_5_naming_it_before_any_work(tmp_path
 @pytest.mark.parametrize("args", [["period", "hold", "P202610", "--reason", "\udcff"], ["period", "hold", "P\udcfe"],
                                   ["period", "release", "P\udcfe"], ["export", "--period", "P\udcff", "-o", "{out}"],
                                   ["ingest", "--period", "P\udcff", "--requests", "x.csv"]])
-def test_command_line_text_that_is_not_utf8_is_exit_2_naming_it(tmp_path, args):
+def test_command_line_text_that_is_not_utf8_is_exit_2_naming_it(tmp_path, args, real_process):
     """Bytes the locale cannot decode (a period id or hold reason typed in Latin-1, say) reach Python as lone
     surrogates; no store can keep them: exit 2 naming the argument (it was exit 5, a store error)."""
     db = f"sqlite:///{tmp_path / 'store.db'}"
     assert optalloc("ingest", str(INSTANCES / "small_network"), "--db", db, "-q").returncode == 0
     argv = [os.fsencode(a.format(out=tmp_path / "out")) for a in args]  # the raw bytes, as a shell passes them
-    done = subprocess.run([sys.executable, "-m", "optalloc.cli", *argv, "--db", db, "-q"], capture_output=True, timeout=300)
+    done = real_process.run(*argv, "--db", db, "-q", text=False)
     err = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 2 and "Traceback" not in err and "not UTF-8 text: b'" in err and "\\x" in err, err
     assert not (tmp_path / "out").exists()
@@ -72,9 +70,8 @@ def test_a_table_file_that_is_not_a_file_says_what_it_is(tmp_path):
             assert done.returncode == 2 and f"{path}: {message}" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
-def test_a_store_url_that_is_not_utf8_is_exit_2_naming_db(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "optalloc.cli", "status", "--db", b"sqlite:///" + os.fsencode(tmp_path) + b"/s\xfd.db", "-q"],
-                          capture_output=True, timeout=300)
+def test_a_store_url_that_is_not_utf8_is_exit_2_naming_db(tmp_path, real_process):
+    done = real_process.run("status", "--db", b"sqlite:///" + os.fsencode(tmp_path) + b"/s\xfd.db", "-q", text=False)
     err = done.stderr.decode("utf-8", "replace")
     assert done.returncode == 2 and "--db: not UTF-8 text" in err and "Traceback" not in err, err  # it was exit 1
     assert list(tmp_path.iterdir()) == []

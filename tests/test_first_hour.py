@@ -8,7 +8,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from conftest import INSTANCES
+from conftest import INSTANCES, run_cli
 from optalloc.cli import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_readme_leaves_no_store_or_report_in_the_checkout():
                 assert " -o out/" in cmd, cmd
 
 
-def test_the_nightly_job_section_runs_as_written(tmp_path):
+def test_the_nightly_job_section_runs_as_written(tmp_path, real_process):
     """The README's nightly-job block, run line by line in bash from a folder holding the shipped instances; then the
     export equals `optalloc solve` of the same instance, byte for byte (when tonight is after round 3 closed)."""
     block = fenced_blocks(README.split("## The nightly job", 1)[1])[0]
@@ -62,7 +62,7 @@ def test_the_nightly_job_section_runs_as_written(tmp_path):
     (tmp_path / "instances").symlink_to(INSTANCES)
     script = f'set -euo pipefail\noptalloc() {{ "{sys.executable}" -m optalloc.cli "$@"; }}\n' + "\n".join([*cmds, solve, *reports]) + "\n"
     env = {k: v for k, v in os.environ.items() if k != "OPTALLOC_DB"}
-    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = real_process.run(argv=["bash", "-c", script], cwd=tmp_path, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "out" / "optalloc.db").exists() and (tmp_path / "out" / "P202610" / "grants.csv").exists()
     # ... and the Reports section after it: the run it names is the first batch, and both pages land in out/
@@ -187,8 +187,7 @@ def _solve_cmd(out) -> list[str]:
 
 
 def test_progress_off_a_terminal_is_one_line_per_top_level_stage_and_a_closing_line(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "OPTALLOC_PROGRESS"}
-    done = subprocess.run(_solve_cmd(tmp_path / "o"), capture_output=True, text=True, env=env, timeout=300)
+    done = run_cli(*_solve_cmd(tmp_path / "o")[3:], env={"OPTALLOC_PROGRESS": ""})  # stderr is no terminal
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert "\r" not in done.stderr and "\x1b" not in done.stderr
@@ -197,12 +196,12 @@ def test_progress_off_a_terminal_is_one_line_per_top_level_stage_and_a_closing_l
     assert re.fullmatch(rf"optalloc: wrote 8 tables and summary\.json to {re.escape(str(tmp_path / 'o'))} \([0-9.]+ s\)", lines[-1])
 
 
-def test_progress_on_a_terminal_is_a_live_line_per_stage_overwritten_in_place(tmp_path):
+def test_progress_on_a_terminal_is_a_live_line_per_stage_overwritten_in_place(tmp_path, real_process):
     import pty  # noqa: F401  (a pseudo-terminal: stderr.isatty() is true in the child)
 
     master, slave = os.openpty()
     env = {k: v for k, v in os.environ.items() if k != "OPTALLOC_PROGRESS"}
-    proc = subprocess.Popen(_solve_cmd(tmp_path / "o"), stdout=subprocess.DEVNULL, stderr=slave, env=env)
+    proc = real_process.popen(*_solve_cmd(tmp_path / "o")[3:], stdout=subprocess.DEVNULL, stderr=slave, env=env)
     os.close(slave)
     chunks = []
     while True:

@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 from optalloc.cli import main
 from optalloc.forecast import coverage, pinball, wql
 from optalloc.forecast.methods import forecast, make_panel
+from conftest import examples
 
 
 def run_cli(args, capsys):
@@ -45,7 +46,7 @@ def _keys(n):
     return pd.DataFrame({"seller_id": [f"S{i}" for i in range(n)], "storage_type": "standard", "category": "toys", "size_band": "small"})
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(2, 70)), elements=st.floats(0, 1e4)),
        st.sampled_from(["seasonal_naive", "seasonal_yoy"]), st.integers(1, 20))
 def test_quantiles_never_cross_and_are_never_negative(Y, method, H):
@@ -230,7 +231,7 @@ def forecast_instance(generated):
     return replace(inst, needs=result.needs.assign(floor_cube=np.nan), sellers=sellers, requests=inst.requests.iloc[:0])
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=examples(8), deadline=None)
 @given(st.integers(0, 39), st.floats(0, 400), st.floats(0, 1.0))
 def test_a_sellers_limit_does_not_fall_when_its_score_and_forecast_both_rise(forecast_instance, who, score_up, need_up):
     from conftest import raised

@@ -6,23 +6,20 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import INSTANCES
+from conftest import INSTANCES, run_cli
 from optalloc.cli import main
 from optalloc.store import Store
 
 
-def cli(*args: str, db: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optalloc.cli", *args, "--db", db, "-q"], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=600)
+def cli(*args: str, db: str):
+    """`optalloc ARGS --db DB -q`, in this process."""
+    return run_cli(*args, "--db", db, "-q")
 
 
 def run_main(args) -> int:
@@ -50,7 +47,7 @@ def same_folders(a, b) -> None:
     assert mismatch == [] and errors == [], mismatch
 
 
-def batch_steps(done: subprocess.CompletedProcess) -> list[str]:
+def batch_steps(done) -> list[str]:
     return [s["step"] for s in json.loads(done.stdout)["steps"]]
 
 

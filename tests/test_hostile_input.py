@@ -8,8 +8,6 @@ import contextlib
 import io
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import INSTANCES, ROOT
+from conftest import INSTANCES, ROOT, examples
 from optalloc.cli import main
 
 SMALL = INSTANCES / "small_network"
@@ -550,7 +548,7 @@ HOSTILE = [
     "-1", "3", "2026-10", "2026-09-01T00:00:00Z", "2026-09-01", "1e12", "1000000",
 ]
 cell_values = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=12), st.floats().map(repr), st.integers().map(str))
-QUICK = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+QUICK = settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 
 def _assert_clean(code: int, err: str) -> None:
@@ -640,7 +638,7 @@ file_names = st.sampled_from(["requets.csv", "requests.parquet", "Requests.csv",
                               "sales.csv.bak", "grant_sales.csv", "fcs.parquet"])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(op=st.sampled_from(sorted(FILE_OPS)), name=file_names, data=st.data())
 def test_any_file_operation_on_a_folder_gives_exit_0_or_2(op, name, data):
     with tempfile.TemporaryDirectory() as tmp:
@@ -674,7 +672,7 @@ def _mutate_json(doc: dict, data) -> None:
         row[data.draw(st.sampled_from(sorted(row) + ["extra"]))] = value
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(data=st.data())
 def test_any_value_in_a_json_instance_gives_exit_0_or_2(data):
     doc = json.loads(WORKED.read_text())
@@ -685,7 +683,7 @@ def test_any_value_in_a_json_instance_gives_exit_0_or_2(data):
         _assert_clean(*cli("validate", path))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(data=st.data())
 def test_solve_on_a_mutated_json_instance_writes_all_or_nothing(data):
     doc = json.loads(WORKED.read_text())
@@ -708,18 +706,17 @@ def test_solve_on_a_mutated_json_instance_writes_all_or_nothing(data):
     lambda f: (f / "needs.csv").write_bytes((f / "needs.csv").read_text().encode("utf-16")),
     lambda f: (f / "requests.csv").write_bytes((f / "requests.csv").read_bytes()[:333]),
 ], ids=["nul-byte", "utf-16", "truncated"])
-def test_the_installed_command_never_prints_a_traceback(tmp_path, damage):
+def test_the_installed_command_never_prints_a_traceback(tmp_path, damage, real_process):
     folder = copy_small(tmp_path / "inst")
     damage(folder)
-    done = subprocess.run([sys.executable, "-m", "optalloc.cli", "solve", str(folder), "-o", str(tmp_path / "out"), "-q"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = real_process.run("solve", str(folder), "-o", str(tmp_path / "out"), "-q", cwd=ROOT, timeout=120)
     assert done.returncode in (0, 2), done.stderr
     assert "Traceback" not in done.stderr
     if done.returncode:
         assert not (tmp_path / "out").exists()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(data=st.data())
 def test_report_on_a_mutated_output_folder_gives_exit_0_or_2(solved_small, data):
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from optalloc.io import TEXT_DTYPE, _read_csv
 from optalloc.validate import validate_table
+from conftest import examples
 
 CELLS = st.one_of(
     st.sampled_from(["", " ", "S1", " S1 ", "S2", "s-1", "a;b", "R1;R2", " R1 ; R1", "2026-10", "2026-10;2026-11", "1", "2.5",
@@ -35,7 +36,7 @@ def _plain(frame: pd.DataFrame) -> list[list]:
     return [[None if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in row] for row in frame.astype(object).values.tolist()]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.lists(CELLS, min_size=3, max_size=3), min_size=1, max_size=8))
 def test_arrow_reader_reads_what_pandas_reads(tmp_path, rows):
     path = tmp_path / "t.csv"
@@ -71,7 +72,7 @@ TABLE_COLUMNS = {
 }
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(table=st.sampled_from(sorted(TABLE_COLUMNS)), data=st.data())
 def test_validation_of_arrow_text_equals_validation_of_python_strings(table, data):
     cols = TABLE_COLUMNS[table]
@@ -93,7 +94,7 @@ def test_validation_of_arrow_text_equals_validation_of_python_strings(table, dat
 KEY_TEXT = st.text(alphabet=st.sampled_from(["a", "b", "B", "é", "Z", "0", "_", "ж", "😀"]), min_size=0, max_size=3)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(rows=st.lists(st.tuples(KEY_TEXT, KEY_TEXT, st.integers(0, 3)), min_size=0, max_size=12), presort=st.booleans())
 def test_rows_already_in_key_order_are_kept_and_others_sorted_exactly_as_sort_values_would(rows, presort):
     """canonical_order skips the sort when every row's key is >= the one before (one comparison per column); the
@@ -112,7 +113,7 @@ def test_rows_already_in_key_order_are_kept_and_others_sorted_exactly_as_sort_va
     assert source_rows.tolist() == [frame.index.get_loc(i) + 1 for i in expected.index]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(times=st.lists(st.one_of(st.none(), st.datetimes(min_value=pd.Timestamp("1900-01-01").to_pydatetime(),
                                                         max_value=pd.Timestamp("2200-01-01").to_pydatetime())), max_size=6),
        whole=st.booleans(), zone=st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"]))
@@ -136,7 +137,7 @@ SPECIAL = ["\x00", "\t", "\n", "\x1f", "\x7f", "\x80", "\x9f", "\xa0", "\u00ad",
            "\u2060", "\u206f", "\ufeff", "\ufff9", "\ufffb", "\ufffc", ";", "-", "0", "9", "a", "é", "😀", "\u2066"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(values=st.lists(st.one_of(st.none(), st.text(st.one_of(st.sampled_from(SPECIAL), st.characters(blacklist_categories=("Cs",))),
                                                     max_size=6), st.sampled_from(["2026-01", "2026-13", "2026-1", "١٢٣٤-01"])),
                        min_size=1, max_size=8))

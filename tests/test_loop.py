@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import fc, make, need, raised, seller
+from conftest import examples, fc, make, need, raised, seller
 from optalloc.baseline import allocate
 from optalloc.cli import main
 
@@ -44,7 +44,7 @@ def small_market(draw):
     return make(fcs=fcs, sellers=sellers, needs=needs, months=months)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_market(), st.data())
 def test_a_sellers_limit_does_not_fall_when_its_score_and_needs_rise(inst, data):
     """Raise one seller's performance score and its P50/P90 needs; re-run the baseline; its limit must not fall in

@@ -4,15 +4,12 @@ that leaves the old or the new complete result at the path whenever the process 
 from __future__ import annotations
 
 import filecmp
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import INSTANCES
+from conftest import INSTANCES, run_cli
 from optalloc.cli import main
 from optalloc.outputs import MARKER, read_marker
 
@@ -26,11 +23,9 @@ def cli(args: list[str], capsys) -> tuple[int, str]:
     return exc.value.code, capsys.readouterr().err
 
 
-def optalloc(*args: str, cwd: Path | None = None, env: dict | None = None, umask: int | None = None) -> subprocess.CompletedProcess:
-    """The real command in its own process."""
-    preexec = (lambda: os.umask(umask)) if umask is not None else None
-    return subprocess.run([sys.executable, "-m", "optalloc.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, preexec_fn=preexec, timeout=300)
+def optalloc(*args: str, cwd: Path | None = None, env: dict | None = None):
+    """The command, in this process."""
+    return run_cli(*args, cwd=cwd, env=env)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -152,8 +147,8 @@ def test_report_replaces_only_its_own_pages(tmp_path, capsys):
     assert {f: f.read_text() for f in kept} == kept
 
 
-def test_folders_follow_the_umask(tmp_path):
-    done = optalloc("allocate", WORKED, "-o", str(tmp_path / "out"), "-q", umask=0o027)
+def test_folders_follow_the_umask(tmp_path, real_process):
+    done = real_process.run("allocate", WORKED, "-o", str(tmp_path / "out"), "-q", umask=0o027)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
     assert (tmp_path / "out" / "limits.csv").stat().st_mode & 0o777 == 0o640
@@ -179,10 +174,10 @@ def old_and_new(tmp_path: Path) -> tuple[Path, dict, dict]:
 
 
 @pytest.mark.parametrize("where, env", KILLS, ids=[k[0] for k in KILLS])
-def test_a_kill_during_replacement_loses_nothing_and_the_next_run_tidies_up(tmp_path, where, env):
+def test_a_kill_during_replacement_loses_nothing_and_the_next_run_tidies_up(tmp_path, where, env, real_process):
     out, old, new = old_and_new(tmp_path)
 
-    killed = optalloc("solve", WORKED, "-o", str(out), "-q", env={"OPTALLOC_FAILPOINT": f"{where}:kill", **env})
+    killed = real_process.run("solve", WORKED, "-o", str(out), "-q", env={"OPTALLOC_FAILPOINT": f"{where}:kill", **env})
     assert killed.returncode == -9
     if where == "output-moved-aside":
         assert not out.exists()  # the one window the fallback has; the next write puts the old result back
@@ -205,7 +200,7 @@ INTERRUPTS = [
 
 
 @pytest.mark.parametrize("where, env, left, says", INTERRUPTS, ids=[i[0] for i in INTERRUPTS])
-def test_ctrl_c_during_replacement_leaves_a_whole_result_and_says_which(tmp_path, where, env, left, says):
+def test_ctrl_c_during_replacement_leaves_a_whole_result_and_says_which(tmp_path, where, env, left, says, real_process):
     """Ctrl-C (SIGINT: Python's KeyboardInterrupt, which the command handles, unlike a kill) between moving the old
     result aside and moving the new one in left the path missing and said "nothing was written"; just after the swap
     it said "nothing was written" of a result that was in place."""
@@ -213,8 +208,8 @@ def test_ctrl_c_during_replacement_leaves_a_whole_result_and_says_which(tmp_path
     import time
 
     out, old, new = old_and_new(tmp_path)
-    run = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "solve", WORKED, "-o", str(out), "-q"], stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "OPTALLOC_FAILPOINT": f"{where}:sleep=30", **env})
+    run = real_process.popen("solve", WORKED, "-o", str(out), "-q", stdout=None, text=True,
+                             env={"OPTALLOC_FAILPOINT": f"{where}:sleep=30", **env})
     deadline = time.monotonic() + 120
     while not ((where == "output-moved-aside" and not out.exists()) or (where == "output-exchanged" and snapshot(out) == new)):
         assert time.monotonic() < deadline and run.poll() is None
@@ -269,9 +264,9 @@ def test_a_bug_is_one_line_and_exit_1_and_debug_shows_the_traceback(monkeypatch,
     assert code == 1 and "Traceback" in err
 
 
-def test_a_reader_that_goes_away_is_not_an_error():
+def test_a_reader_that_goes_away_is_not_an_error(real_process):
     """`optalloc validate X | head -c1`: the pipe closes before optalloc writes."""
-    p = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "validate", SMALL, "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = real_process.popen("validate", SMALL, "-q")
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 0 and "Traceback" not in err and "Exception ignored" not in err

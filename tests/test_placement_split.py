@@ -5,9 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optalloc.placement import split_by_class
+from conftest import examples
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(1, 4), st.integers(0, 8))
 def test_each_item_arc_pair_at_most_once_and_the_amounts_kept(seed, n, k, m):
     """Item ends and arc ends are separate float sums and differ in the last bits; the sliver past the last end

@@ -1,12 +1,10 @@
 """`optalloc report`: a self-contained page whose charts a real browser renders."""
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from conftest import INSTANCES, headless
+from conftest import INSTANCES, headless, run_cli
 from optalloc.cli import run
 
 SMALL = INSTANCES / "small_network"
@@ -65,8 +63,7 @@ def test_a_bad_source_is_a_clear_error(tmp_path, source, message):
     from optalloc.store import Store
 
     Store(f"sqlite:///{tmp_path}/s.db")  # an empty store: the run is what is missing
-    done = subprocess.run([sys.executable, "-m", "optalloc.cli", "report", source, "--db", f"sqlite:///{tmp_path}/s.db", "-o",
-                           str(tmp_path / "r.html")], capture_output=True, text=True)
+    done = run_cli("report", source, "--db", f"sqlite:///{tmp_path}/s.db", "-o", str(tmp_path / "r.html"))
     assert done.returncode == 2 and message in done.stderr
     assert not (tmp_path / "r.html").exists()
 
@@ -93,19 +90,16 @@ def test_a_stored_run_is_shown_as_it_stood_when_it_ended_and_an_ingest_is_titled
     assert sorted(set(last.tables["round_prices"].index.get_level_values("round"))) == [1, 2, 3] and "settlement" in last.tables
 
 
-def test_a_run_that_died_is_reported_as_killed_with_what_it_committed(tmp_path):
+def test_a_run_that_died_is_reported_as_killed_with_what_it_committed(tmp_path, real_process):
     """A batch killed inside round 2 wrote no steps: its report shows it killed, with the baseline and round 1 it
     committed before it died (the report read a missing steps record as a number: exit 1)."""
-    import os
 
     db = f"sqlite:///{tmp_path / 'store.db'}"
     assert run(["ingest", str(SMALL), "--db", db, "-q"]) == 0
-    died = subprocess.run([sys.executable, "-m", "optalloc.cli", "batch", "--date", "2026-10-01", "--workers", "0", "--db", db, "-q"],
-                          env={**os.environ, "OPTALLOC_FAILPOINT": "round-2-claimed:kill"}, capture_output=True, text=True)
+    died = real_process.run("batch", "--date", "2026-10-01", "--workers", "0", "--db", db, "-q", env={"OPTALLOC_FAILPOINT": "round-2-claimed:kill"})
     assert died.returncode == -9
     page = tmp_path / "run2.html"
-    done = subprocess.run([sys.executable, "-m", "optalloc.cli", "report", "2", "--db", db, "-o", str(page), "-q"], capture_output=True,
-                          text=True)
+    done = run_cli("report", "2", "--db", db, "-o", str(page), "-q")
     assert done.returncode == 0, done.stderr
     text = page.read_text()
     assert "killed" in text and "running" not in text

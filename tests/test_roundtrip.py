@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pandas as pd
 
-from conftest import INSTANCES, fc, make, request
+from conftest import INSTANCES, fc, make, request, run_cli
 from optalloc.cli import run
 from optalloc.clearing import clear_round
 from optalloc.io import load_instance
@@ -20,8 +17,8 @@ from optalloc.io import load_instance
 SMALL = INSTANCES / "small_network"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optalloc.cli", *args, "-q"], capture_output=True, text=True, env=dict(os.environ), timeout=300)
+def cli(*args: str):
+    return run_cli(*args, "-q")
 
 
 def shuffled_copy(tmp_path):

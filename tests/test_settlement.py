@@ -10,6 +10,7 @@ from optalloc.generate import GenerateSpec, generate
 from optalloc.period import run_period
 from optalloc.schemas import Settings
 from optalloc.settlement import protected_prices, settle
+from conftest import examples
 
 IDX = ["round", "request_id"]
 
@@ -85,7 +86,7 @@ def test_direct_grant_sales_take_precedence_and_credit_is_capped_at_the_fee():
     assert out.loc[(1, "R1"), ["reservation_fee", "credit", "net", "sales_source"]].tolist() == [500.0, 500.0, 0.0, "grant_sales"]
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000), tightness=st.floats(0.5, 1.2), min_share=st.sampled_from([0.0, 0.1]))
 def test_period_invariants(seed, tightness, min_share):
     inst = generate(GenerateSpec(sellers=40, fcs=4, regions=2, storage_types=2, months=3, rounds=3, requests=80,

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from optalloc import units
 from optalloc.cli import run
 from optalloc.simulate import SimulationSpec, simulate
+from conftest import examples
 
 EPS = 1e-6
 
@@ -19,7 +20,7 @@ def test_the_same_seed_gives_the_same_tables_and_another_seed_others():
     assert not c.headline.equals(a.headline)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=examples(8), deadline=None)
 @given(seed=st.integers(0, 10_000), rounds=st.integers(1, 3), storage_types=st.integers(1, 2),
        pool_share=st.sampled_from([0.05, 0.1, 0.2]), forecast_error=st.sampled_from([0.0, 0.3, 0.6]))
 def test_what_the_market_gives_out_is_paid_for_by_the_rules(seed, rounds, storage_types, pool_share, forecast_error):

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 from datetime import datetime
 
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import INSTANCES
+from conftest import INSTANCES, examples, run_cli
 from optalloc.errors import InputError, StoreError
 from optalloc.io import load_instance
 from optalloc.store import Store
@@ -24,9 +23,9 @@ from optalloc.store.store import AlreadyDone, head_revision
 SMALL = INSTANCES / "small_network"
 
 
-def cli(*args: str, db: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`optalloc ARGS --db DB` in a fresh process, as an operator (or cron) runs it."""
-    return subprocess.run([sys.executable, "-m", "optalloc.cli", *args, "--db", db, "-q"], capture_output=True, text=True, env=env, timeout=300)
+def cli(*args: str, db: str, env: dict | None = None):
+    """`optalloc ARGS --db DB -q`, in this process."""
+    return run_cli(*args, "--db", db, "-q", env=env)
 
 
 def row_counts(store: Store) -> dict[str, int]:
@@ -108,7 +107,7 @@ ODD_ROW = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(ODD_ROW, max_size=6), text_dtype=st.sampled_from([object, "string"]))
 def test_hostile_values_written_in_bulk_come_back_exactly(store_url, rows, text_dtype):
     """Text with COPY's special characters (backslash, tab, line feeds, a literal \\N), NULLs (nullable integers too), floats of every size,
@@ -585,15 +584,15 @@ def test_sqlite_urls_that_are_not_a_plain_path_are_exit_5_and_create_nothing(tmp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_store_is_created_whole_or_not_at_all(tmp_path):
+def test_a_store_is_created_whole_or_not_at_all(tmp_path, real_process):
     """ingest made the SQLite file empty, then its schema: killed in between, it left a zero-length file every later
     command refused. The schema is now made beside it and linked into place: killed before that, nothing is at the
     path, and the next ingest clears what was left and creates the store."""
     path = tmp_path / "store.db"
-    killed = cli("ingest", str(SMALL), db=f"sqlite:///{path}", env={**os.environ, "OPTALLOC_FAILPOINT": "store-file-made:kill"})
+    killed = real_process.run("ingest", str(SMALL), "--db", f"sqlite:///{path}", "-q", env={"OPTALLOC_FAILPOINT": "store-file-made:kill"})
     assert killed.returncode == -9 and not path.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".new")]  # the half-made one, of a dead process
-    done = cli("ingest", str(SMALL), db=f"sqlite:///{path}")
+    done = real_process.run("ingest", str(SMALL), "--db", f"sqlite:///{path}", "-q")  # a process that ends: SQLite's side files go
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.db", "store.db.lock"]
     assert Store(f"sqlite:///{path}", create=False).period_ids() == ["P202610"]
@@ -729,14 +728,14 @@ with store.lock():
 """
 
 
-def test_an_old_store_whose_lock_a_writer_holds_is_not_waited_on_by_readers_and_writers_wait_their_lock_timeout(store_url):
+def test_an_old_store_whose_lock_a_writer_holds_is_not_waited_on_by_readers_and_writers_wait_their_lock_timeout(store_url, real_process):
     """Opening a store at an older schema revision upgrades it, under the writers' lock. A reader (status, export,
     report) does not wait for a writer to finish (it waited 60 s, then told the user to raise a --lock-timeout it does
     not have); a writer waits its own --lock-timeout (it waited 60 s whatever was asked)."""
     import time
 
     store_at_revision(store_url, "0003")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, store_url, "30"], stdout=subprocess.PIPE, text=True)
+    holder = real_process.popen("-c", HOLD_THE_LOCK, store_url, "30", python=True, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         for args in (["status"], ["batch", "--date", "2026-10-01", "--lock-timeout", "1"]):
@@ -820,7 +819,6 @@ def test_a_period_stored_before_forecast_method_existed_is_re_ingested_as_the_sa
 
 def test_unanswering_postgres_endpoint_times_out():
     """An endpoint that accepts TCP and never answers: exit 5 naming the host, within the connect timeout."""
-    import os
     import socket
     import threading
     import time
@@ -841,7 +839,7 @@ def test_unanswering_postgres_endpoint_times_out():
     threading.Thread(target=accept, daemon=True).start()
     try:
         t0 = time.monotonic()
-        done = cli("status", db=f"postgresql://u@127.0.0.1:{port}/db", env={**os.environ, "OPTALLOC_DB_CONNECT_TIMEOUT": "2"})
+        done = cli("status", db=f"postgresql://u@127.0.0.1:{port}/db", env={"OPTALLOC_DB_CONNECT_TIMEOUT": "2"})
         took = time.monotonic() - t0
     finally:
         server.close()
@@ -851,16 +849,14 @@ def test_unanswering_postgres_endpoint_times_out():
     assert took < 30, took  # the default without a timeout: for ever
 
 
-def batch_asleep_in_round_1(url: str) -> tuple[subprocess.Popen, Store]:
+def batch_asleep_in_round_1(url: str, real_process) -> tuple[subprocess.Popen, Store]:
     """small_network ingested at `url`, and a batch in its own process that has committed the baseline and sleeps 6 s
     inside round 1's transaction (a failpoint); the process and the store."""
-    import os
     import time
 
     assert cli("ingest", str(SMALL), db=url).returncode == 0
-    batch = subprocess.Popen([sys.executable, "-m", "optalloc.cli", "batch", "--db", url, "--date", "2026-10-01", "--workers", "0", "-q"],
-                             env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-claimed:sleep=6"}, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    batch = real_process.popen("batch", "--db", url, "--date", "2026-10-01", "--workers", "0", "-q",
+                               env={"OPTALLOC_FAILPOINT": "round-1-claimed:sleep=6"}, text=True)
     store = Store(url)
     deadline = time.monotonic() + 120
     while pd.isna(store.periods().loc["P202610", "baseline_run_id"]):  # then round 1, whose transaction sleeps
@@ -870,12 +866,12 @@ def batch_asleep_in_round_1(url: str) -> tuple[subprocess.Popen, Store]:
     return batch, store
 
 
-def test_a_connection_lost_mid_run_is_exit_5_and_the_run_is_recorded_failed(pg_server, tmp_path):
+def test_a_connection_lost_mid_run_is_exit_5_and_the_run_is_recorded_failed(pg_server, tmp_path, real_process):
     import psycopg
     from pgserver import fresh_database
 
     with fresh_database(pg_server) as url:
-        batch, store = batch_asleep_in_round_1(url)
+        batch, store = batch_asleep_in_round_1(url, real_process)
         store.engine.dispose()
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(pg_server, autocommit=True) as conn:
@@ -921,14 +917,14 @@ def test_a_transaction_after_the_lock_s_session_ended_is_refused_and_rolled_back
         assert row_counts(store)["runs"] == before["runs"] + 1  # the refused transaction's run was rolled back
 
 
-def test_a_batch_whose_lock_session_ends_stops_with_exit_5_before_committing_more(pg_server):
+def test_a_batch_whose_lock_session_ends_stops_with_exit_5_before_committing_more(pg_server, real_process):
     """The session holding the advisory lock is ended while round 1's transaction is open: the batch must not commit
     it, nor anything after it (another writer could have taken the lock and entered), and says why; `period hold`,
     which could take the lock meanwhile, holds the period the batch then leaves alone."""
     from pgserver import fresh_database
 
     with fresh_database(pg_server) as url:
-        batch, store = batch_asleep_in_round_1(url)
+        batch, store = batch_asleep_in_round_1(url, real_process)
         _terminate_lock_session(pg_server)
         held = cli("period", "hold", "P202610", "--reason", "intruder", "--lock-timeout", "3", db=url)
         assert held.returncode == 0, held.stderr  # the lock was free: another writer got in
@@ -977,22 +973,21 @@ def test_the_lock_session_is_not_ended_by_the_server_s_idle_session_timeout(pg_s
             if conn.info.server_version < 140000:
                 pytest.skip("idle_session_timeout is PostgreSQL 14's")
             conn.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" SET idle_session_timeout = \'2s\'')
-        done = cli("batch", "--date", "2026-10-01", "--workers", "0", db=url, env={**os.environ, "OPTALLOC_FAILPOINT": "round-1-claimed:sleep=4"})
+        done = cli("batch", "--date", "2026-10-01", "--workers", "0", db=url, env={"OPTALLOC_FAILPOINT": "round-1-claimed:sleep=4"})
         assert done.returncode == 0, done.stderr
         assert not Store(url).rounds()["cleared_run_id"].isna().any()
 
 
-def test_readers_opening_an_old_store_at_once_all_get_it_upgraded(store_url):
+def test_readers_opening_an_old_store_at_once_all_get_it_upgraded(store_url, real_process):
     """After a deploy, several read-only commands open the old store together: one upgrades it, the others wait a
     moment or find it upgraded; none fails (with no wait at all, two of three exited 5)."""
     store_at_revision(store_url, "0003")
-    readers = [subprocess.Popen([sys.executable, "-m", "optalloc.cli", "status", "--db", store_url, "-q"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    readers = [real_process.popen("status", "--db", store_url, "-q", text=True) for _ in range(3)]
     done = [(r.wait(timeout=120), r.stderr.read()) for r in readers]
     assert all(code == 0 for code, _ in done), done
 
 
-def test_a_store_of_a_newer_optalloc_is_refused_at_once_saying_so(store_url):
+def test_a_store_of_a_newer_optalloc_is_refused_at_once_saying_so(store_url, real_process):
     """A schema revision this optalloc does not know was reported, after waiting for the lock, as "older than this
     optalloc's": retrying never helps; the store was written by a newer optalloc."""
     from optalloc.store.store import resolve_url
@@ -1002,7 +997,7 @@ def test_a_store_of_a_newer_optalloc_is_refused_at_once_saying_so(store_url):
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     engine.dispose()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, store_url, "30"], stdout=subprocess.PIPE, text=True)
+    holder = real_process.popen("-c", HOLD_THE_LOCK, store_url, "30", python=True, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         for args in (["status"], ["batch", "--date", "2026-10-01", "--lock-timeout", "20"]):

@@ -5,10 +5,7 @@ message, and every total is exactly the sum of the rows shown."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections import defaultdict
 from decimal import Decimal
 
@@ -16,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import INSTANCES
+from conftest import INSTANCES, run_cli
 from optalloc import units
 from optalloc.cli import run
 from optalloc.io import write_tables
@@ -25,9 +22,8 @@ SMALL = INSTANCES / "small_network"
 NUMBER = re.compile(r"^-?\d+(?:\.(\d+))?$")
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optalloc.cli", *args, "-q"], capture_output=True, text=True, env=dict(os.environ),
-                          timeout=300)
+def cli(*args: str):
+    return run_cli(*args, "-q")
 
 
 @pytest.fixture(scope="module")
