@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from .errors import InputError, Problem
 from .schemas import PATTERN_RULES, TABLE_KEYS, TABLES, Period, Settings, id_problem
-from .validate import check_instance, raise_if, validate_table
+from .units import CUBE, floor_to_grid
+from .validate import check_instance, raise_if, snap_to_grid, validate_table
 
 
 def pydantic_problems(err: ValidationError, source: str, prefix: str = "") -> list[Problem]:
@@ -134,9 +135,12 @@ class Instance:
         source_rows = {}
         for t in TABLES:  # one canonical order, whatever order the rows came in: the same answer from any source
             typed[t], source_rows[t] = canonical_order(typed[t], t)
-        fcs = typed["fcs"].copy()
+        typed["fcs"], typed["requests"] = typed["fcs"].copy(), typed["requests"].copy()
+        snap_to_grid(typed)  # fees in whole cents, cube in whole milli-cube, from here on
+        fcs = typed["fcs"]
         missing_pool = fcs["pool_cube"].isna()
-        fcs.loc[missing_pool, "pool_cube"] = fcs.loc[missing_pool, "capacity_cube"] * settings.pool_share
+        # A derived pool counts its whole milli-cube only: the rules work in whole milli-cube.
+        fcs.loc[missing_pool, "pool_cube"] = floor_to_grid(fcs.loc[missing_pool, "capacity_cube"].to_numpy() * settings.pool_share, CUBE)
         return cls(
             name=name,
             period=period,

@@ -248,6 +248,17 @@ class Settings(BaseModel):
     )
     solver: SolverOptions = SolverOptions()
 
+    @field_validator("reserve_price")
+    @classmethod
+    def _whole_cents(cls, v: float | None) -> float | None:
+        """A fee: a whole number of cents (within float noise), held as the float of that many cents."""
+        if v is None:
+            return v
+        k = v * 100
+        if abs(k - round(k)) > 1e-6 + 1e-12 * abs(k):
+            raise ValueError(f"{v!r} is not a whole number of cents ($ per cube with at most 2 decimals)")
+        return round(k) / 100 + 0.0
+
     @model_validator(mode="after")
     def _tiers(self) -> "Settings":
         t, w = self.need_tiers, self.tier_weights

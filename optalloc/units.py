@@ -108,6 +108,43 @@ ROW_UNITS: dict[str, tuple[str, dict[str, Unit]]] = {
 }
 
 
+# ---------------------------------------------------------------- exact units of the rules
+
+# The clearing and settlement rules compare and sum money in whole cents and cube in whole milli-cube
+# (models/clearing.md, "Units"). An instance is put on that grid once, where it is built (`Instance.from_tables`):
+# after that every fee is the float nearest to its whole number of cents, so converting it back is exact.
+CENTS, MILLI = MONEY.scale, CUBE.scale
+
+
+def to_cents(x) -> np.ndarray:
+    """$ (or $ per cube) on the cent grid as whole cents (int64)."""
+    return np.rint(np.asarray(x, dtype=float) * CENTS).astype(np.int64)
+
+
+def to_milli(x) -> np.ndarray:
+    """Cube on the milli-cube grid as whole milli-cube (int64)."""
+    return np.rint(np.asarray(x, dtype=float) * MILLI).astype(np.int64)
+
+
+def int_bincount(groups: np.ndarray, amounts: np.ndarray, minlength: int) -> np.ndarray:
+    """Whole amounts (cents, milli-cube) summed per group, exactly in int64 (np.bincount sums float64 weights, which
+    are exact only up to 2**53: 9e12 cube in milli-cube)."""
+    out = np.zeros(max(minlength, int(groups.max()) + 1 if len(groups) else 0), dtype=np.int64)
+    np.add.at(out, groups, np.asarray(amounts, dtype=np.int64))
+    return out
+
+
+def on_grid(x, unit: Unit) -> np.ndarray:
+    """`x` (already checked to lie within float noise of `unit`'s grid) as the float nearest its grid value:
+    0.1 + 0.2 becomes 0.3, so two fees equal in cents are equal floats and sort as their cents do."""
+    return np.rint(np.asarray(x, dtype=float) * unit.scale) / unit.scale + 0.0
+
+
+def floor_to_grid(x, unit: Unit) -> np.ndarray:
+    """`x` rounded down to `unit`'s grid (a derived pool counts its whole milli-cube only), noise of 1e-6 step allowed."""
+    return np.floor(np.asarray(x, dtype=float) * unit.scale + 1e-6) / unit.scale + 0.0
+
+
 class UnitError(Exception):
     """A number column with no declared unit: a bug (a new column must say its unit in `COLUMNS`), reported as an
     internal error, never written unrounded."""

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic.fields import FieldInfo
 
+from . import units
 from .errors import InputError, Problem
 from .schemas import PATTERN_RULES, TABLE_KEYS, TABLES, Period, _Row
 
@@ -561,34 +562,66 @@ def check_instance(tables: dict[str, pd.DataFrame], period: Period, sources: dic
 
 
 # Units the clearing rule computes in exactly (models/clearing.md, "Units"): fees in whole cents per cube, cube in
-# whole thousandths. A value within 1e-6 of the grid is on it (CSV/JSON round-off of a decimal).
-UNIT_STEPS = {"fcs": {"capacity_cube": 0.001, "pool_cube": 0.001},
-              "requests": {"max_fee_per_cube": 0.01, "max_cube": 0.001, "min_cube": 0.001}}
-UNIT_NAMES = {0.01: "a whole number of cents ($ per cube with at most 2 decimals)", 0.001: "a multiple of 0.001 cube (at most 3 decimals)"}
+# whole thousandths. A value within 1e-6 of a step of the grid is on it (CSV/JSON round-off of a decimal), and the
+# instance holds it as its grid value (`snap_to_grid`).
+UNIT_GRID = {"fcs": {"capacity_cube": units.CUBE, "pool_cube": units.CUBE},
+             "requests": {"max_fee_per_cube": units.PER_CUBE, "max_cube": units.CUBE, "min_cube": units.CUBE}}
+UNIT_NAMES = {units.PER_CUBE: "a whole number of cents ($ per cube with at most 2 decimals)",
+              units.CUBE: "a multiple of 0.001 cube (at most 3 decimals)"}
+# The most cube one market may hold or ask for at once: the whole world's warehouse space is ~1e10 cube. Within it
+# every sum the rules make in milli-cube fits a 64-bit integer with room to spare (1e18 of 9.2e18).
+MAX_MARKET_CUBE = 1e15
+
+
+def off_grid(x: np.ndarray, unit: units.Unit) -> np.ndarray:
+    """Where finite values are not within float noise (1e-6 of a step) of `unit`'s grid."""
+    with np.errstate(invalid="ignore", over="ignore"):  # a value near 1e308 is refused by its bound already
+        k = x * unit.scale
+        return np.isfinite(x) & (np.abs(k - np.rint(k)) > 1e-6 + 1e-12 * np.abs(k))
 
 
 def check_units(tables: dict[str, pd.DataFrame], sources: dict[str, str]) -> list[Problem]:
-    """Fees a whole number of cents, cube a multiple of 0.001; max_cube at least 0.001. Names file, row and field."""
+    """Fees a whole number of cents, cube a multiple of 0.001; max_cube at least 0.001; no market above
+    MAX_MARKET_CUBE (an FC table's capacity of one storage type and month, a round's asks of one storage type).
+    Names file, row and field."""
     problems: list[Problem] = []
-    for name, fields in UNIT_STEPS.items():
+    for name, fields in UNIT_GRID.items():
         if name not in tables:
             continue
         table, out = tables[name], _Collector(sources[name])
         rows = np.arange(1, len(table) + 1)
-        for field, step in fields.items():
+        for field, unit in fields.items():
             if field not in table:
                 continue
             x = pd.to_numeric(table[field], errors="coerce").to_numpy(float)
-            with np.errstate(invalid="ignore", over="ignore"):  # a value near 1e308 is refused by its bound already
-                k = x * round(1 / step)
-                off = np.isfinite(x) & (np.abs(k - np.rint(k)) > 1e-6 + 1e-12 * np.abs(k))
-            out.rows(off, rows, field, lambda i, x=x, step=step: f"{float(x[i])!r} is not {UNIT_NAMES[step]}")
+            out.rows(off_grid(x, unit), rows, field, lambda i, x=x, unit=unit: f"{float(x[i])!r} is not {UNIT_NAMES[unit]}")
         if name == "requests" and "max_cube" in table:
             x = pd.to_numeric(table["max_cube"], errors="coerce").to_numpy(float)
             with np.errstate(invalid="ignore"):
                 out.rows(np.rint(x * 1000) < 1, rows, "max_cube", lambda i, x=x: f"max_cube {float(x[i])!r} is below the smallest grant, 0.001 cube")
         problems += out.problems
+    problems += _market_totals(tables.get("fcs"), ["storage_type", "month"], "capacity_cube", sources.get("fcs"), "capacity of one storage type and month")
+    problems += _market_totals(tables.get("requests"), ["round", "storage_type"], "max_cube", sources.get("requests"),
+                               "max_cube asked in one round of one storage type")
     return problems
+
+
+def _market_totals(table: pd.DataFrame | None, by: list[str], field: str, source: str | None, what: str) -> list[Problem]:
+    if table is None or not len(table) or field not in table or any(c not in table for c in by):
+        return []
+    x = pd.to_numeric(table[field], errors="coerce")
+    totals = x.groupby([table[c] for c in by]).sum()
+    return [Problem(f"the {what} ({', '.join(map(str, key))}) adds up to {total:g} cube, above {MAX_MARKET_CUBE:g}", source, None, field)
+            for key, total in totals[totals > MAX_MARKET_CUBE].items()]
+
+
+def snap_to_grid(tables: dict[str, pd.DataFrame]) -> None:
+    """Fees and cube as their grid values, in place (the tables have passed `check_units`)."""
+    for name, fields in UNIT_GRID.items():
+        if name in tables:
+            for field, unit in fields.items():
+                if field in tables[name]:
+                    tables[name][field] = units.on_grid(tables[name][field].to_numpy(float), unit)
 
 
 def raise_if(problems: list[Problem]) -> None:

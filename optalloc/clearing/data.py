@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import InputError, Problem
 from ..instance import Instance
 from ..schemas import Settings
-from .priority import MILLI, to_cents, to_milli
+from ..units import CUBE, MILLI, floor_to_grid, to_cents, to_milli
 
 POOL_INDEX = ["fc_id", "storage_type", "month"]
 
@@ -64,8 +64,8 @@ class ClearingData:
     round: int
     audit: pd.DataFrame  # every request of the round, with pre-filter reasons (input order)
     req: pd.DataFrame  # REQUESTS that take part; column q0 = row in audit
-    fee: np.ndarray
-    max_cube: np.ndarray
+    fee: np.ndarray  # $ per cube, each the float of a whole number of cents
+    max_cube: np.ndarray  # cube, each the float of a whole number of milli-cube
     min_cube: np.ndarray
     req_class: np.ndarray  # REQUESTS -> class
     held: pd.DataFrame  # HELD: grants of earlier rounds (request_id, round, granted_cube): fixed cube, placement free
@@ -82,6 +82,27 @@ class ClearingData:
     @property
     def n(self) -> int:
         return len(self.req)
+
+    # The rules compare and sum these (models/clearing.md, "Units"): whole cents and milli-cube, exactly.
+    @cached_property
+    def fee_cents(self) -> np.ndarray:
+        return to_cents(self.fee)
+
+    @cached_property
+    def max_milli(self) -> np.ndarray:
+        return to_milli(self.max_cube)
+
+    @cached_property
+    def min_milli(self) -> np.ndarray:
+        return to_milli(self.min_cube)
+
+    @cached_property
+    def pool_milli(self) -> np.ndarray:
+        return to_milli(self.pools["pool_cube"].to_numpy())
+
+    @cached_property
+    def held_milli(self) -> np.ndarray:
+        return to_milli(self.held_cube)
 
     @cached_property
     def time_weight(self) -> np.ndarray:
@@ -170,7 +191,7 @@ def prepare_clearing(instance: Instance, round_: int, limits: pd.Series, held: p
         audit.loc[below, "reason"] = BELOW_RESERVE
     pools = initial_pool(instance).rename("pool_cube").reset_index()
     # The rule works in whole milli-cube: a derived pool (pool_share x capacity) counts its whole milli-cube only.
-    pools["pool_cube"] = np.floor(pools["pool_cube"].to_numpy(float) * MILLI + 1e-6) / MILLI
+    pools["pool_cube"] = floor_to_grid(pools["pool_cube"].to_numpy(float), CUBE)
 
     live = requests[audit["reason"] == ""].copy()
     live["q0"] = live.index

@@ -34,21 +34,13 @@ import numpy as np
 import pandas as pd
 
 from ..schemas import SolverOptions
+from ..units import CENTS, MILLI, int_bincount, to_cents, to_milli
 from ..solver import LinearProgram, check_outcome, csr_from_triplets, new_highs, pass_model, refresh_values, run_highs
 
-CENTS, MILLI = 100, 1000
 SIMPLEX_STRATEGY = 4  # HiGHS primal simplex: the previous optimum stays primal feasible when one column opens
 SNAP = 1e-3  # milli-cube: an LP value this close to a whole milli-cube is that milli-cube (at scale 1)
 LP_UNITS_MAX = 2.0**20  # the room LP's largest pool, in its own units (see _State.scale)
 SNAP_MAX = 0.1  # milli-cube: the snap tolerance never exceeds this, whatever the scale and solver tolerance
-
-
-def to_cents(x) -> np.ndarray:
-    return np.rint(np.asarray(x, dtype=float) * CENTS).astype(np.int64)
-
-
-def to_milli(x) -> np.ndarray:
-    return np.rint(np.asarray(x, dtype=float) * MILLI).astype(np.int64)
 
 
 def _level_from_top(avail: np.ndarray, a: int) -> np.ndarray:
@@ -131,7 +123,7 @@ class _State:
         order = np.argsort(d.centry_carc, kind="stable")
         e_carc, e_pool = d.centry_carc[order], d.centry_pool[order]
         self.cstart = np.searchsorted(d.carc_class, np.arange(d.n_classes + 1))
-        self.D = np.bincount(d.held_class, weights=to_milli(d.held_cube), minlength=d.n_classes).astype(np.int64)
+        self.D = int_bincount(d.held_class, d.held_milli, d.n_classes)
         self.Z = np.zeros(nca)
         self.room = np.concatenate([self.R, [np.inf]])
         self.ub = np.full(d.n_classes, np.iinfo(np.int64).max, dtype=np.int64)
@@ -508,7 +500,7 @@ def _grant_chunk(st: _State, idx: np.ndarray, req_class: np.ndarray, u: np.ndarr
     placement); the caller takes the rest one at a time or in smaller chunks."""
     cls = req_class[idx]
     live = st.ub[cls] > 0
-    dem = np.bincount(cls[live], weights=u[idx][live], minlength=len(rem)).astype(np.int64)
+    dem = int_bincount(cls[live], u[idx][live], len(rem))
     classes = np.flatnonzero(dem)
     saved = (st.Z.copy(), st.room.copy(), st.D.copy())
     n = len(idx)
@@ -520,7 +512,7 @@ def _grant_chunk(st: _State, idx: np.ndarray, req_class: np.ndarray, u: np.ndarr
             if n == 0:
                 return 0
             live[n:] = False
-            dem = np.bincount(cls[:n][live[:n]], weights=u[idx[:n]][live[:n]], minlength=len(rem)).astype(np.int64)
+            dem = int_bincount(cls[:n][live[:n]], u[idx[:n]][live[:n]], len(rem))
             classes = np.flatnonzero(dem)
             break
         st.commit_direct(c, avail, int(dem[c]))
@@ -529,7 +521,7 @@ def _grant_chunk(st: _State, idx: np.ndarray, req_class: np.ndarray, u: np.ndarr
     avail_of[granted] = u[granted]
     bounded = classes[st.ub[classes] != np.iinfo(np.int64).max]
     st.ub[bounded] -= dem[bounded]
-    rem -= np.bincount(cls[:n], weights=u[idx[:n]], minlength=len(rem)).astype(np.int64)
+    rem -= int_bincount(cls[:n], u[idx[:n]], len(rem))
     return n
 
 
@@ -545,7 +537,7 @@ def _lp_prefix(st: _State, idx, cls, live, u, dem, classes) -> int:
     n = int(first[0]) if len(first) else len(idx)
     if n == 0:
         return 0
-    pdem = np.bincount(cls[:n][live[:n]], weights=u[idx[:n]][live[:n]], minlength=len(dem)).astype(np.int64)
+    pdem = int_bincount(cls[:n][live[:n]], u[idx[:n]][live[:n]], len(dem))
     pclasses = np.flatnonzero(pdem)
     got = st.lp_joint(pclasses, pdem)
     # No tolerance: an extra at its bound is exactly its ask (simplex leaves it there); one a hair short (basic) is
@@ -553,7 +545,7 @@ def _lp_prefix(st: _State, idx, cls, live, u, dem, classes) -> int:
     short[pclasses[got < pdem[pclasses]]] = True
     first = np.flatnonzero(live[:n] & short[cls[:n]])
     n = int(first[0]) if len(first) else n
-    take = np.bincount(cls[:n][live[:n]], weights=u[idx[:n]][live[:n]], minlength=len(dem)).astype(np.int64)
+    take = int_bincount(cls[:n][live[:n]], u[idx[:n]][live[:n]], len(dem))
     # The LP's placement with what the prefix does not take back off: the freed room stays at the FCs of the classes
     # about to ask (so even n = 0 leaves a better placement).
     Z = st._trimmed(st._x, pclasses, got - take[pclasses])
@@ -567,12 +559,12 @@ def clear_by_priority(d, options: SolverOptions, chunks: bool = True) -> Priorit
     """The priority rule on a prepared round (see the module docstring). `chunks=False` takes the requests one at a
     time (the plain method, which the tests compare the chunked one against)."""
     st = _State(d, options)
-    u, m = to_milli(d.max_cube), to_milli(d.min_cube)
+    u, m = d.max_milli, d.min_milli
     grant, avail_of = np.zeros(d.n, np.int64), np.zeros(d.n, np.int64)
     order = rank_order(d.fee, d.req["submitted_at"].to_numpy(), d.req["request_id"].to_numpy())
     # Cube still to be asked by each class (this request included): the room LP looks for all of it at once, and
     # trimming its placement back to what is granted leaves that room at the class's own FCs for its next requests.
-    rem = np.bincount(d.req_class, weights=u, minlength=d.n_classes).astype(np.int64)
+    rem = int_bincount(d.req_class, u, d.n_classes)
     # Chunks of requests granted at once: they grow while they fit and halve when they do not. A chunk the direct
     # room cannot hold is tried by one room LP when it is at least `lp_from` long; a failed LP try doubles that
     # length (a success resets it), so a full market wastes few LPs.
@@ -640,8 +632,7 @@ def place_classes(d, grant_milli: np.ndarray, options: SolverOptions) -> np.ndar
     """Where the cube sits, in milli-cube per class arc: one placement chosen from the class totals alone (this
     round's grants plus the held ones), so that every way of computing the rule publishes the same placement.
     Classes with a single FC need no choice; otherwise one feasibility LP of the class-aggregated model."""
-    D = np.bincount(d.req_class, weights=grant_milli, minlength=d.n_classes) + np.bincount(
-        d.held_class, weights=to_milli(d.held_cube), minlength=d.n_classes)
+    D = int_bincount(d.req_class, grant_milli, d.n_classes) + int_bincount(d.held_class, d.held_milli, d.n_classes)
     st = _State.__new__(_State)
     st.d, st.options = d, options
     cstart = np.searchsorted(d.carc_class, np.arange(d.n_classes + 1))

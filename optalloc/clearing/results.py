@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .data import EPS, EXHAUSTED, GRANTED, MIN_CUBE, OUTBID, PARTIAL, POOL_INDEX, REJECTED, ClearingData, Solution
-from .priority import MILLI, to_cents, to_milli
+from ..units import MILLI, to_cents, to_milli
 
 
 @dataclass

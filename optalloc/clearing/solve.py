@@ -26,7 +26,8 @@ from ..schemas import Settings, SolverOptions
 from ..solver import solve_pyomo
 from .data import ClearingData, Solution, held_grants, prepare_clearing
 from .model import _solve_arrays, _solve_pyomo, build_clearing_model, price_pools
-from .priority import MILLI, clear_by_priority, place_classes, rank_order, to_milli
+from ..units import MILLI, to_milli
+from .priority import clear_by_priority, place_classes, rank_order
 from .results import RoundResult, combine_markets, extract_round
 from .sort import clear_by_sort, clear_pro_rata
 

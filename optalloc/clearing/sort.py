@@ -2,6 +2,7 @@
 
 When every request can draw from exactly one pool and all are divisible, the welfare LP and the priority rule are
 both a set of independent fractional knapsacks: sort by fee, then time, and fill (models/clearing.md, "Fast path").
+Both work in whole cents and milli-cube (`ClearingData.fee_cents`, `max_milli`, ...): no float is compared or summed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, Problem
-from .data import EPS, ClearingData, Solution
+from ..units import CENTS, MILLI
+from .data import ClearingData, Solution
 
 
 def _single_pool_of_class(d: ClearingData) -> np.ndarray:
@@ -21,9 +23,11 @@ def _single_pool_of_class(d: ClearingData) -> np.ndarray:
 
 
 def _single_pool_available(d: ClearingData) -> np.ndarray:
-    """Pool per row left for this round's requests when every class has one pool row: held grants can only sit there."""
-    held = np.bincount(_single_pool_of_class(d)[d.held_class], weights=d.held_cube, minlength=len(d.pools))
-    return d.pools["pool_cube"].to_numpy() - held
+    """Milli-cube per pool row left for this round's requests when every class has one pool row: held grants can
+    only sit there."""
+    held = np.zeros(len(d.pools), dtype=np.int64)
+    np.add.at(held, _single_pool_of_class(d)[d.held_class], d.held_milli)
+    return d.pool_milli - held
 
 
 def _from_grants(d: ClearingData, grant: np.ndarray) -> tuple:
@@ -32,29 +36,34 @@ def _from_grants(d: ClearingData, grant: np.ndarray) -> tuple:
     return np.arange(len(carc)), carc, np.concatenate([grant, d.held_cube])
 
 
-def clear_by_sort(d: ClearingData) -> Solution:
-    """Fractional knapsack per pool row, exact for divisible single-pool rounds.
+def _group_starts(first: np.ndarray) -> np.ndarray:
+    """For each position of a sequence cut into runs (`first` marks each run's first position): its run's first position."""
+    return np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
 
-    One argsort of the fees (per pool) orders the fee levels; every level above the marginal one is
-    granted in full, every level below gets nothing; only inside the marginal level is the time order
-    (submitted_at, then request_id) needed. The pool's price is the LP dual: the fee of the first level
-    left short, else 0.
+
+def clear_by_sort(d: ClearingData) -> Solution:
+    """Fractional knapsack per pool row, exact for divisible single-pool rounds, in whole cents and milli-cube.
+
+    One sort of the fees (per pool) orders the fee levels; every level above the marginal one is granted in full,
+    every level below gets nothing; only inside the marginal level is the time order (submitted_at, then
+    request_id) needed. The pool's price is the LP dual: the fee of the first level left short, else 0.
     """
     q_pool = _single_pool_of_class(d)[d.req_class]
-    fee, u = d.fee, d.max_cube
-    order = np.argsort(-fee, kind="stable") if len(np.unique(q_pool)) <= 1 else np.lexsort((-fee, q_pool))
+    fee, u = d.fee_cents, d.max_milli
+    order = np.lexsort((-fee, q_pool))
     P, F, U = q_pool[order], fee[order], u[order]
     new_level = np.r_[True, (P[1:] != P[:-1]) | (F[1:] != F[:-1])] if len(P) else np.zeros(0, bool)
     level = np.cumsum(new_level) - 1
-    lvl_total = np.bincount(level, weights=U)
+    starts = np.flatnonzero(new_level)
+    lvl_total = np.add.reduceat(U, starts) if len(U) else np.zeros(0, np.int64)
     lvl_pool, lvl_fee = P[new_level], F[new_level]
-    lvl_end = np.cumsum(lvl_total)
+    lvl_end = np.cumsum(lvl_total)  # exact: a round's asks of one storage type are at most 1e18 milli-cube (validate)
     first_of_pool = np.r_[True, lvl_pool[1:] != lvl_pool[:-1]] if len(lvl_pool) else np.zeros(0, bool)
-    pool_start = (lvl_end - lvl_total)[np.maximum.accumulate(np.where(first_of_pool, np.arange(len(lvl_pool)), 0))]
-    left = _single_pool_available(d)[lvl_pool] - (lvl_end - lvl_total - pool_start)
-    full = lvl_total <= left + EPS
-    g = np.where(full[level], U, 0.0)
-    marginal = np.flatnonzero(~full[level] & (left[level] > EPS))
+    before_pool = (lvl_end - lvl_total)[_group_starts(first_of_pool)]
+    left = _single_pool_available(d)[lvl_pool] - (lvl_end - lvl_total - before_pool)  # milli-cube left when the level's turn comes
+    full = lvl_total <= left
+    g = np.where(full[level], U, 0)
+    marginal = np.flatnonzero(~full[level] & (left[level] > 0))
     if len(marginal):
         rows = d.req.iloc[order[marginal]]  # take the few marginal rows before touching their columns
         sub = pd.DataFrame(
@@ -63,46 +72,67 @@ def clear_by_sort(d: ClearingData) -> Solution:
         pos, lv = sub["pos"].to_numpy(), sub["level"].to_numpy()
         cum = np.cumsum(U[pos])
         first = np.r_[True, lv[1:] != lv[:-1]]
-        ahead = cum - U[pos] - (cum - U[pos])[np.maximum.accumulate(np.where(first, np.arange(len(lv)), 0))]
-        g[pos] = np.clip(left[lv] - ahead, 0.0, U[pos])
-    grant = np.empty(d.n)
+        ahead = cum - U[pos] - (cum - U[pos])[_group_starts(first)]
+        g[pos] = np.clip(left[lv] - ahead, 0, U[pos])
+    grant = np.empty(d.n, dtype=np.int64)
     grant[order] = g
     dual = np.zeros(len(d.pools))
     short = np.flatnonzero(~full)
     if len(short):
         pools_short, first_idx = np.unique(lvl_pool[short], return_index=True)
-        dual[pools_short] = lvl_fee[short[first_idx]]
-    return Solution(grant, _from_grants(d, grant), dual, "sort")
+        dual[pools_short] = lvl_fee[short[first_idx]] / CENTS
+    cube = grant / MILLI
+    return Solution(cube, _from_grants(d, cube), dual, "sort")
+
+
+def _pro_rata_shares(left: int, asks: list[int], ranks: list[int]) -> list[int]:
+    """`left` milli-cube shared in proportion to `asks` (whole milli-cube, Python integers: exact): each gets the
+    whole part of its share, and the milli-cube the whole parts leave go one each to the largest remainders (ties:
+    the earlier rank)."""
+    total = sum(asks)
+    whole = [left * a // total for a in asks]
+    rest = left - sum(whole)
+    by_remainder = sorted(range(len(asks)), key=lambda i: (-(left * asks[i] % total), ranks[i]))
+    for i in by_remainder[:rest]:
+        whole[i] += 1
+    return whole
 
 
 def clear_pro_rata(d: ClearingData) -> Solution:
-    """tie_rule = pro_rata (the pipeline-capacity auction rule), for single-pool rounds: fee levels are
-    served from the top; at the level where the pool runs out, the rest is shared pro rata to max_cube;
-    a request whose share falls below its min_cube is dropped and the rest shared again."""
+    """clearing_rule = pro_rata (the pipeline-capacity auction rule), for single-pool rounds: fee levels are served
+    from the top; at the level where the pool runs out, the rest is shared pro rata to max_cube (in whole milli-cube,
+    `_pro_rata_shares`); a request whose share falls below its min_cube is dropped and the rest shared again."""
     if not d.single_pool:
         raise InputError(Problem("tie_rule 'pro_rata' needs every request to draw from exactly one pool (one FC, one month)", "settings", None, "tie_rule"))
     q_pool = _single_pool_of_class(d)[d.req_class]
-    left = _single_pool_available(d).astype(float)
-    grant = np.zeros(d.n)
+    left = [int(x) for x in _single_pool_available(d)]
+    fee, u, mn = d.fee_cents, d.max_milli, d.min_milli
+    rank = np.empty(d.n, dtype=np.int64)
+    rank[d.req.reset_index(drop=True).sort_values(["submitted_at", "request_id"], kind="stable").index.to_numpy()] = np.arange(d.n)
+    grant = np.zeros(d.n, dtype=np.int64)
     dual = np.zeros(len(d.pools))
     for pr in np.unique(q_pool):
         qs = np.flatnonzero(q_pool == pr)
-        for fee in np.unique(d.fee[qs])[::-1]:
-            level = qs[d.fee[qs] == fee]
-            if left[pr] <= EPS:
+        for level_fee in np.unique(fee[qs])[::-1]:
+            level = qs[fee[qs] == level_fee]
+            if left[pr] <= 0:
                 break
-            if d.max_cube[level].sum() <= left[pr] + EPS:
-                grant[level] = d.max_cube[level]
-                left[pr] -= d.max_cube[level].sum()
+            asked = int(u[level].sum())
+            if asked <= left[pr]:
+                grant[level] = u[level]
+                left[pr] -= asked
                 continue
-            alive = level.copy()
-            while len(alive):
-                share = left[pr] * d.max_cube[alive] / d.max_cube[alive].sum()
-                fits = share >= d.min_cube[alive] - EPS
-                if fits.all():
-                    grant[alive] = share
-                    left[pr] = 0.0
-                    dual[pr] = fee
+            alive = level.tolist()
+            while alive:
+                total = sum(int(u[q]) for q in alive)
+                # share_q = left * u_q / total >= min_q, compared exactly
+                fits = [left[pr] * int(u[q]) >= int(mn[q]) * total for q in alive]
+                if all(fits):
+                    shares = _pro_rata_shares(left[pr], [int(u[q]) for q in alive], [int(rank[q]) for q in alive])
+                    grant[alive] = shares
+                    left[pr] = 0
+                    dual[pr] = level_fee / CENTS
                     break
-                alive = alive[fits]
-    return Solution(grant, _from_grants(d, grant), dual, "pro_rata")
+                alive = [q for q, ok in zip(alive, fits) if ok]
+    cube = grant / MILLI
+    return Solution(cube, _from_grants(d, cube), dual, "pro_rata")
