@@ -43,7 +43,7 @@ from datetime import date
 
 import pandas as pd
 
-from . import units
+from . import tables, units
 from .baseline import allocate
 from .clearing import clear_market, combine_markets, concat_results, held_grants
 from .errors import OptallocError, StoreError
@@ -540,7 +540,7 @@ class _Run:
 
     def _commit_settlement(self, p: str, settlement: pd.DataFrame, t0: float) -> None:
         self.store.commit_settlement(p, settlement, self.run_id)
-        shown = units.round_table("settlement", settlement)
+        shown = tables.round_table("settlement", settlement)
         self.step(f"{p} settlement", time.perf_counter() - t0, period_id=p, grants=len(settlement),
                   reservation_fees=units.total(shown["reservation_fee"], units.MONEY), credits=units.total(shown["credit"], units.MONEY))
 

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from . import __version__, units
+from . import __version__, tables
 from .baseline import BaselineResult, allocate
 from .clearing import clear_round, held_grants
 from .errors import InputError, OptallocError, Problem
@@ -286,7 +286,7 @@ def _simulate(args) -> int:
     print(f"## optalloc simulate (seed {args.seed}): the pool's space, market vs planner's LP alone\n\n{sim_markdown(result.headline, 'headline')}\n\n"
           f"## by round of grant\n\n{sim_markdown(result.by_round, 'by_round')}")
     if args.out:
-        headline = units.round_table("headline", result.headline.reset_index()).set_index("metric")
+        headline = tables.round_table("headline", result.headline.reset_index()).set_index("metric")
         summary = {"spec": dataclasses.asdict(result.spec),
                    "headline": {m: {c: (None if pd.isna(v) else float(v)) for c, v in row.items()} for m, row in headline.iterrows()}}
         with stage(f"write {args.out}"):

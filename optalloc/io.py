@@ -22,6 +22,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from . import progress, units
+from . import tables as declared
 from .csvtext import csv_chunks, utc_text
 from .errors import InputError, Problem
 from .instance import Instance
@@ -366,7 +367,7 @@ def write_tables(
         names = []
         for name, frame in tables.items():
             frame = frame.reset_index()
-            frame = format_frame(units.round_table(name, frame) if round_units else frame)
+            frame = format_frame(declared.round_table(name, frame) if round_units else frame)
             if fmt == "parquet":
                 pq.write_table(_parquet_table(frame), tmp / f"{name}.parquet")
                 names.append(f"{name}.parquet")
@@ -393,34 +394,12 @@ def write_instance(instance: Instance, out_dir: str | os.PathLike, fmt: str = "p
                         round_units=False, **check)
 
 
-# Result tables read back (by `clear --previous`, `settle --previous` and `report`): name -> index columns.
-RESULT_TABLES = {
-    "limits": ["seller_id", "storage_type", "month"],
-    "placements": ["seller_id", "fc_id", "storage_type", "month"],
-    "fc_prices": ["fc_id", "storage_type", "month"],
-    "grants": ["round", "request_id"],
-    "pools": ["round", "fc_id", "storage_type", "month"],
-    "round_prices": ["round", "storage_type"],
-    "grant_placements": ["round", "request_id", "fc_id"],
-    "settlement": ["round", "request_id"],
-}
+# Result tables read back (by `clear --previous`, `settle --previous` and `report`), as `optalloc.tables` declares them.
+RESULT_TABLES = declared.RESULTS
 
 
-# Columns of result tables that hold text; every other column holds numbers (or booleans).
-TEXT_RESULT_COLUMNS = {"seller_id", "request_id", "fc_id", "storage_type", "month", "months", "status", "reason", "method",
-                       "sales_source", "submitted_at", "source"}
-BOOL_RESULT_COLUMNS = {("grants", "paradoxically_rejected")}  # (round_prices has a count of that name)
-# Columns the commands that read a result table back need, besides its index.
-NEEDED_RESULT_COLUMNS = {
-    "limits": ["limit_cube"],
-    "fc_prices": ["capacity_cube", "baseline_cube"],
-    "grants": ["seller_id", "storage_type", "months", "granted_cube", "max_fee_per_cube", "max_cube", "min_cube", "submitted_at",
-               "paradoxically_rejected", "price_faced", "reason"],
-    "pools": ["pool_cube", "held_cube", "granted_cube"],
-    "round_prices": ["requests", "clearing_price"],
-    "grant_placements": ["cube"],
-    "settlement": ["seller_id", "storage_type", "granted_cube", "max_fee_per_cube", "fee_per_cube", "reservation_fee", "credit", "net"],
-}
+def _text_columns(table: declared.Table) -> list[str]:
+    return [c.name for c in table.columns if c.kind in (declared.ID, declared.TEXT, declared.LIST, declared.TIME)]
 
 
 def read_result_table(folder: str | os.PathLike, name: str, required: bool = True) -> pd.DataFrame | None:
@@ -428,7 +407,7 @@ def read_result_table(folder: str | os.PathLike, name: str, required: bool = Tru
 
     A table that cannot be read, was cut short (a CSV not ending in a newline, as every written one does), lacks
     a column, or holds text where numbers belong is bad input naming the file (and row and field)."""
-    folder = Path(folder)
+    folder, table = Path(folder), RESULT_TABLES[name]
     for suffix in TABLE_SUFFIXES:
         path = folder / f"{name}{suffix}"
         if path.exists():
@@ -436,22 +415,22 @@ def read_result_table(folder: str | os.PathLike, name: str, required: bool = Tru
                 if suffix == ".csv":
                     if not read_text(path).endswith("\n"):
                         raise InputError(Problem("truncated: the last line is incomplete (the file does not end in a newline)", str(path)))
-                    frame = pd.read_csv(path, dtype={c: str for c in TEXT_RESULT_COLUMNS}, keep_default_na=False, na_values=[""])
+                    frame = pd.read_csv(path, dtype={c: str for c in _text_columns(table)}, keep_default_na=False, na_values=[""])
                 else:
                     frame = pd.read_parquet(path)
             except InputError:
                 raise
             except Exception as e:  # noqa: BLE001 - a corrupt file is bad input, not a crash
                 raise InputError(Problem(f"cannot read result table: {_reason(e)}", str(path))) from None
-            missing = [c for c in RESULT_TABLES[name] + NEEDED_RESULT_COLUMNS.get(name, []) if c not in frame.columns]
+            missing = [c for c in table.names if c not in frame.columns]
             if missing:
                 raise InputError(Problem(f"not an optalloc result table (missing {missing})", str(path)))
-            _check_result_columns(frame, name, str(path))
+            frame = _check_result_columns(frame, table, str(path))
             if "months" in frame.columns:
                 frame["months"] = frame["months"].map(lambda v: tuple(str(v).split(";")))
             if "submitted_at" in frame.columns:
                 frame["submitted_at"] = pd.to_datetime(frame["submitted_at"], utc=True, format="ISO8601")
-            return frame.set_index(RESULT_TABLES[name]).sort_index()
+            return frame.set_index(list(table.keys)).sort_index()
     if required:
         raise InputError(Problem(f"missing result table {name}.csv (was this folder written by 'optalloc allocate/clear'?)", str(folder)))
     return None
@@ -464,39 +443,42 @@ def read_result_table(folder: str | os.PathLike, name: str, required: bool = Tru
 RESULT_RANGES = {units.CUBE: (-1e18, 1e18), units.PER_CUBE: (0.0, MAX_FEE)}
 
 
-def _check_result_columns(frame: pd.DataFrame, name: str, source: str) -> None:
-    """Numbers where numbers belong, no blank keys, parseable times; else InputError naming row and field."""
+def _check_result_columns(frame: pd.DataFrame, table: declared.Table, source: str) -> pd.DataFrame:
+    """The declared columns of a result table read back: numbers where numbers belong (within what optalloc writes),
+    whole numbers where counts belong, no blank keys, parseable times, True/False; else InputError naming row and
+    field. Columns the table does not declare are not read."""
     problems: list[Problem] = []
+    frame = frame[table.names].copy()
     rows = np.arange(1, len(frame) + 1)
 
     def report(mask: np.ndarray, field: str, message: str) -> None:
         for i in np.flatnonzero(mask)[:5]:
             problems.append(Problem(message, source, int(rows[i]), field))
 
-    for col in frame.columns:
-        values = frame[col]
+    for column in table.columns:
+        col, values = column.name, frame[column.name]
         missing = values.isna().to_numpy()
-        if col in RESULT_TABLES[name]:
+        if col in table.keys:
             report(missing, col, "value is missing (a key column)")
-        if col == "submitted_at":
+        if column.kind == declared.TIME:
             parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
             report(parsed.isna().to_numpy() & ~missing, col, "not an ISO 8601 date-time")
-        elif (name, col) in BOOL_RESULT_COLUMNS:
+        elif column.kind == declared.BOOL:
             if values.dtype.kind != "b":
                 known = values.map(lambda v: v in (True, False) or str(v) in ("True", "False")).to_numpy(dtype=bool)
                 report(~known, col, "not True or False")
                 frame[col] = values.map(lambda v: v is True or str(v) == "True")
-        elif col not in TEXT_RESULT_COLUMNS:
+        elif column.kind in (declared.NUMBER, declared.INT):
             if values.dtype.kind in "iu":
                 continue
             number = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float) if values.dtype.kind != "f" else values.to_numpy()
             report(np.isnan(number) & ~missing, col, "not a number")
             report(np.isinf(number), col, "not a finite number")
-            if (bounds := RESULT_RANGES.get(units.COLUMNS.get(col))) is not None:  # what optalloc can have written
+            if (bounds := RESULT_RANGES.get(column.unit)) is not None:  # what optalloc can have written
                 with np.errstate(invalid="ignore"):
                     report(np.isfinite(number) & ((number < bounds[0]) | (number > bounds[1])), col,
                            f"out of range for an optalloc result ({bounds[0]:g} to {bounds[1]:g})")
-            if col == "round":
+            if column.kind == declared.INT:
                 with np.errstate(invalid="ignore"):
                     whole = np.isfinite(number) & (number == np.round(number)) & (np.abs(number) < 2.0**53)
                 report(np.isfinite(number) & ~whole, col, "not a whole number")
@@ -506,6 +488,7 @@ def _check_result_columns(frame: pd.DataFrame, name: str, source: str) -> None:
                 frame[col] = number
     if problems:
         raise InputError(problems)
+    return frame
 
 
 PERIOD_TABLES = ("fcs", "sellers", "needs")  # fixed once a period is known (requests and sales arrive later)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import __version__, units
+from . import __version__, tables, units
 from .baseline import BaselineResult, allocate
 from .clearing import RoundResult, clear_round, concat_results, held_grants
 from .instance import Instance
@@ -94,9 +94,9 @@ def round_records(round_prices: pd.DataFrame, pools: pd.DataFrame | None = None)
     """One record per (round, storage type), in ROUND_FIELDS order (any other column of round_prices after them),
     each number as round_prices.csv shows it. With `pools`: the pool available to the round (pool less earlier
     rounds' grants held) and left after it, summed over FCs and months (cube-months) from the rows pools.csv shows."""
-    rp = units.round_table("round_prices", round_prices)
+    rp = tables.round_table("round_prices", round_prices)
     if pools is not None and len(pools):
-        p = units.round_table("pools", pools.reset_index())
+        p = tables.round_table("pools", pools.reset_index())
         p["available"] = (p["pool_cube"] - p["held_cube"]).clip(lower=0.0)
         by = p.groupby(["round", "storage_type"])
         rp["pool_available_cube"] = by["available"].agg(lambda v: units.total(v, units.CUBE)).reindex(rp.index)
@@ -131,7 +131,7 @@ def build_summary(instance: Instance, baseline: BaselineResult | None, clearing:
     if clearing is not None:
         out["rounds"] = round_records(clearing.round_prices, clearing.pools)
     if settlement is not None:
-        shown = units.round_table("settlement", settlement)
+        shown = tables.round_table("settlement", settlement)
         out["settlement"] = {
             "grants": int(len(settlement)),
             "reservation_fees": units.total(shown["reservation_fee"], units.MONEY),

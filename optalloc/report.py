@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import progress, units
+from . import progress, tables, units
 from .errors import InputError, Problem
 from .io import RESULT_TABLES, read_json, read_result_table
 from .outputs import WrittenThenInterrupted, replace_file
@@ -328,7 +328,7 @@ def _figure(svg: str, name: str) -> str:
 
 def _table(frame: pd.DataFrame, name: str, rename: dict[str, str] | None = None) -> str:
     """A table of the page, every number in its unit's decimals (`optalloc.units`: money to the cent, cube to 0.001)."""
-    found = units.units_of(name, frame)
+    found = tables.units_of(name, frame)
     formatters = {(rename or {}).get(c, c): (lambda v, u=u: units.text(v, u)) for c, u in found.items() if frame[c].dtype.kind == "f"}
     return frame.rename(columns=rename or {}).to_html(border=0, formatters=formatters, na_rep="", escape=True)
 
@@ -339,7 +339,7 @@ def _kpis(items: list[tuple[str, str]]) -> str:
 
 def period_section(view: PeriodView) -> str:
     # Rounded as the output tables are, so a stored run and its exported folder show the same numbers.
-    t, s = {name: units.round_table(name, frame) for name, frame in view.tables.items()}, view.summary
+    t, s = {name: tables.round_table(name, frame) for name, frame in view.tables.items()}, view.summary
     parts = [f"<h2>{html.escape(view.title)}</h2>"]
     inst = s.get("instance", {})
     kpis = [("months", f"{inst.get('months', ['?'])[0]} … {inst.get('months', ['?'])[-1]}"), ("FCs", str(inst.get("fcs", "?"))),

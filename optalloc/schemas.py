@@ -88,7 +88,7 @@ class SellerRow(_Row):
     """A seller (table `sellers`)."""
 
     seller_id: Id
-    performance_score: float = Field(ge=0, le=1000, description="0-1000, efficient use of space scores high")
+    performance_score: float = Field(ge=0, le=1000, description="0-1000, efficient use of space scores high", json_schema_extra={"unit": "score"})
     productivity: float = Field(
         ge=0, le=MAX_PRODUCTIVITY, description=f"projected sales $ per cube-month, 0 to {MAX_PRODUCTIVITY:g}",
         json_schema_extra={"unit": "$/cube-month"},

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from . import units
+from . import tables, units
 from .baseline import allocate
 from .clearing import clear_round, held_grants, request_caps
 from .generate import GenerateSpec, generate
@@ -229,7 +229,7 @@ def _headline(needs, prod, market_used, planner_extra, planner_used, settlement,
     planner_given = float(planner_extra.sum())
     market_sales = float((prod * market_used).sum())
     planner_sales = float((prod * planner_used).sum())
-    shown = units.round_table("settlement", settlement)  # money totals as settlement.csv shows its rows
+    shown = tables.round_table("settlement", settlement)  # money totals as settlement.csv shows its rows
     winners = shown.groupby("seller_id")[["reservation_fee", "credit", "net"]].sum()
     rows = {
         "pool (cube-months)": (pool_total, pool_total),
@@ -244,7 +244,7 @@ def _headline(needs, prod, market_used, planner_extra, planner_used, settlement,
         "fees net of credits ($)": (units.total(shown["net"], units.MONEY), 0.0),
         "winners whose fee credits fully offset (share)": (float((winners["net"] == 0).mean()) if len(winners) else np.nan, np.nan),
     }
-    # Each row's unit: optalloc.units.ROW_UNITS["headline"] (rounded when written or printed).
+    # Each row's unit: optalloc.tables.HEADLINE.row_units (rounded when written or printed).
     return pd.DataFrame.from_dict(rows, orient="index", columns=["market", "planner_lp"]).rename_axis("metric")
 
 
@@ -260,7 +260,7 @@ def _by_round(requests: pd.DataFrame, grants: pd.DataFrame, settlement: pd.DataF
     bids = requests.groupby(key).agg(bids=("request_id", "size"))
     g = grants.reset_index()
     granted = g[g["granted_cube"] > EPS].groupby(key).agg(granted_requests=("request_id", "size"), granted_cube=("granted_cube", "sum"))
-    st = units.round_table("settlement", settlement.reset_index())  # fees and net as settlement.csv shows them
+    st = tables.round_table("settlement", settlement.reset_index())  # fees and net as settlement.csv shows them
     st["offered"] = st["max_fee_per_cube"] * st["granted_cube"]
     st["at_round_price"] = np.minimum(st["max_fee_per_cube"], st["round_clearing_price"].fillna(np.inf)) * st["granted_cube"]
     paid = st.groupby(key).agg(offered=("offered", "sum"), at_round_price=("at_round_price", "sum"), paid=("reservation_fee", "sum"),
@@ -281,8 +281,8 @@ def markdown(frame: pd.DataFrame, name: str) -> str:
     """Table `name` (`headline`, `by_round`) as a Markdown table for the terminal and the README: every number in
     its unit's decimals with thousands separators (`optalloc.units`: money to the cent, cube to 0.001)."""
     f = frame.reset_index()
-    found = units.units_of(name, f)
-    row_col = units.ROW_UNITS.get(name, (None,))[0]
+    found = tables.units_of(name, f)
+    row_col = (tables.WRITTEN[name].row_units or (None,))[0] if name in tables.WRITTEN else None
 
     def cell(v, col: str, row) -> str:
         unit = found.get(col)

@@ -4,7 +4,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optalloc import units
+from optalloc import tables, units
 from optalloc.cli import run
 from optalloc.simulate import SimulationSpec, simulate
 from conftest import examples
@@ -42,7 +42,7 @@ def test_what_the_market_gives_out_is_paid_for_by_the_rules(seed, rounds, storag
     # Credits never exceed fees; the headline totals are the engine's settlement totals, summed as settlement.csv
     # shows its rows (each to the cent), and within a cent a grant of the unrounded ones.
     assert (s["credit"] <= s["reservation_fee"] + EPS).all() and (s["net"] >= 0).all()
-    shown = units.round_table("settlement", s)
+    shown = tables.round_table("settlement", s)
     assert h["reservation fees ($)"] == units.total(shown["reservation_fee"], units.MONEY)
     assert h["fees net of credits ($)"] == units.total(shown["net"], units.MONEY)
     assert abs(h["reservation fees ($)"] - s["reservation_fee"].sum()) <= 0.01 * len(s) + 1e-6

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..schemas import SolverOptions
-from ..units import CENTS, MILLI, int_bincount, to_cents, to_milli
+from ..units import int_bincount, to_cents, to_milli
 from ..solver import LinearProgram, check_outcome, csr_from_triplets, new_highs, pass_model, refresh_values, run_highs
 
 SIMPLEX_STRATEGY = 4  # HiGHS primal simplex: the previous optimum stays primal feasible when one column opens

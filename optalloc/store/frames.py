@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from ..csvtext import utc_text
 from ..errors import StoreError
 from ..schemas import TABLE_KEYS
+from ..tables import RESULTS
 from . import tables as T
 
 LIST_COLUMNS = {"months", "regions"}
@@ -399,9 +400,9 @@ def _split_lists(values) -> pd.Series:
 
 def result_frame(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
     """A stored result as the engine returns it: its index is the table's key after period_id."""
-    index = [c.name for c in table.primary_key.columns if c.name != "period_id"]
-    extra = ["protected_price"] if table is T.round_prices else []  # the store's running price protection, not a clearing result
-    return frame.drop(columns=[*BOOKKEEPING_COLUMNS, *extra], errors="ignore").set_index(index).sort_index()
+    declared = next(t for t in RESULTS.values() if t.store == table.name)
+    extra = [c.name for c in declared.stored_only]  # e.g. the store's running price protection, not a clearing result
+    return frame.drop(columns=[*BOOKKEEPING_COLUMNS, *extra], errors="ignore").set_index(list(declared.keys)).sort_index()
 
 
 def canonical_records(frame: pd.DataFrame, name: str) -> list[dict]:

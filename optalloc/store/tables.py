@@ -4,7 +4,7 @@ The database itself is created and changed only by the migrations in `optalloc/s
 `tests/test_store.py` proves the migrated schema equals this metadata, so the two cannot drift.
 
 Column names are the DataFrame column names of the instance tables (`optalloc.schemas`) and of the
-result tables (`optalloc.period.PeriodResult.tables()`), with `period_id` in front: every table but
+result tables (declared in `optalloc.tables`, from which these are derived), with `period_id` in front: every table but
 `runs` is keyed by period. Lists (months, regions) are stored as ';'-joined text, as in CSV instances.
 Units: cube = cubic feet for a month; fees $ per cube; sales and fees $.
 
@@ -19,6 +19,8 @@ they name exist when they commit; nothing deletes a period or a run.
 from __future__ import annotations
 
 import sqlalchemy as sa
+
+from .. import tables as declared
 
 metadata = sa.MetaData()
 
@@ -211,138 +213,31 @@ history = sa.Table(
     _run_of_row("ingest_run_id"),
 )
 
-# ---------------------------------------------------------------- results (as in PeriodResult.tables())
+# ---------------------------------------------------------------- results: derived from optalloc.tables
 
-baseline_limits = sa.Table(
-    "baseline_limits",
-    metadata,
-    _period_of_row(),
-    _key("seller_id"),
-    _key("storage_type"),
-    _key("month"),
-    _num("limit_cube"),
-    _num("p50_cube"),
-    _num("upper_cube"),
-    _num("floor_cube"),
-    _run_of_row(),
-)
+_SQL_TYPES = {declared.ID: ID, declared.LIST: sa.Text(), declared.INT: sa.Integer(), declared.NUMBER: sa.Double(),
+              declared.BOOL: sa.Boolean(), declared.TIME: sa.DateTime(timezone=True)}
 
-baseline_placements = sa.Table(
-    "baseline_placements",
-    metadata,
-    _period_of_row(),
-    _key("seller_id"),
-    _key("fc_id"),
-    _key("storage_type"),
-    _key("month"),
-    _num("cube"),
-    _run_of_row(),
-)
 
-fc_prices = sa.Table(
-    "fc_prices",
-    metadata,
-    _period_of_row(),
-    _key("fc_id"),
-    _key("storage_type"),
-    _key("month"),
-    _num("capacity_cube"),
-    _num("pool_cube"),
-    _num("net_cube"),
-    _num("baseline_cube"),
-    _num("shadow_price"),  # $ value per cube of one more cube at this FC/type/month (dual of fc_capacity)
-    _run_of_row(),
-)
+def _sql_type(column: declared.Column) -> sa.types.TypeEngine:
+    if column.kind == declared.TEXT:
+        return sa.String(column.width) if column.width else sa.Text()
+    return _SQL_TYPES[column.kind]
 
-grants = sa.Table(
-    "grants",
-    metadata,
-    _period_of_row(),
-    sa.Column("round", sa.Integer(), primary_key=True),
-    _key("request_id"),
-    sa.Column("seller_id", ID, nullable=False),
-    sa.Column("storage_type", ID, nullable=False),
-    _text("months"),
-    _num("max_fee_per_cube"),
-    _num("max_cube"),
-    _num("min_cube"),
-    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
-    _num("request_cap_cube"),
-    _num("granted_cube"),
-    sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("reason", sa.String(64), nullable=False),
-    _num("price_faced", nullable=True),
-    sa.Column("paradoxically_rejected", sa.Boolean(), nullable=False),
-    _run_of_row(),
-)
 
-grant_placements = sa.Table(
-    "grant_placements",
-    metadata,
-    _period_of_row(),
-    sa.Column("round", sa.Integer(), primary_key=True),
-    _key("request_id"),
-    _key("fc_id"),
-    sa.Column("granted_round", sa.Integer(), nullable=False),
-    _num("cube"),
-    _run_of_row(),
-)
+def result_table(table: declared.Table) -> sa.Table:
+    """A result's store table, as its declaration says: period_id, the result's columns (the keys part of the primary
+    key), any column the store keeps beside it, and the run that wrote the row."""
+    columns = [sa.Column(c.name, _sql_type(c), primary_key=c.name in table.keys, nullable=c.nullable and c.name not in table.keys)
+               for c in (*table.columns, *table.stored_only)]
+    return sa.Table(table.store, metadata, _period_of_row(), *columns, _run_of_row())
 
-pools = sa.Table(
-    "pools",
-    metadata,
-    _period_of_row(),
-    sa.Column("round", sa.Integer(), primary_key=True),
-    _key("fc_id"),
-    _key("storage_type"),
-    _key("month"),
-    _num("pool_cube"),
-    _num("held_cube"),
-    _num("granted_cube"),
-    _num("pool_after"),
-    _num("dual_price"),
-    _run_of_row(),
-)
 
-round_prices = sa.Table(
-    "round_prices",
-    metadata,
-    _period_of_row(),
-    sa.Column("round", sa.Integer(), primary_key=True),
-    _key("storage_type"),
-    sa.Column("requests", sa.Integer(), nullable=False),
-    sa.Column("granted_requests", sa.Integer(), nullable=False),
-    _num("granted_cube"),
-    _num("clearing_price", nullable=True),  # lowest fee granted; NULL when nothing of this type was granted
-    _num("pool_dual_max"),
-    _num("objective"),
-    sa.Column("paradoxically_rejected", sa.Integer(), nullable=False),
-    sa.Column("method", sa.String(32), nullable=False),
-    _num("protected_price", nullable=True),  # price protection so far: lowest clearing price of this and later cleared rounds
-    _run_of_row(),
-)
-
-settlements = sa.Table(
-    "settlements",
-    metadata,
-    _period_of_row(),
-    sa.Column("round", sa.Integer(), primary_key=True),
-    _key("request_id"),
-    sa.Column("seller_id", ID, nullable=False),
-    sa.Column("storage_type", ID, nullable=False),
-    _text("months"),
-    _num("granted_cube"),
-    _num("max_fee_per_cube"),
-    _num("round_clearing_price"),
-    _num("protected_price"),
-    _num("fee_per_cube"),
-    _num("reservation_fee"),
-    _num("attributed_sales"),
-    sa.Column("sales_source", sa.String(32), nullable=False),
-    _num("credit"),
-    _num("net"),
-    _run_of_row(),
-)
+# Result table name (as the engine names it) -> store table.
+RESULT_TABLES = {name: result_table(t) for name, t in declared.RESULTS.items()}
+baseline_limits, baseline_placements, fc_prices = (RESULT_TABLES[n] for n in ("limits", "placements", "fc_prices"))
+grants, grant_placements, pools = (RESULT_TABLES[n] for n in ("grants", "grant_placements", "pools"))
+round_prices, settlements = RESULT_TABLES["round_prices"], RESULT_TABLES["settlement"]
 
 # The scores a period's forecast step computed (optalloc.forecast.performance): they replace its sellers'
 # performance_score and productivity (the sellers table keeps what was ingested).
@@ -361,14 +256,3 @@ performance = sa.Table(
 )
 
 INPUT_TABLES = {"fcs": fcs, "sellers": sellers, "needs": needs, "requests": requests, "sales": sales, "grant_sales": grant_sales}
-# Result table name (as PeriodResult.tables() names it) -> store table.
-RESULT_TABLES = {
-    "limits": baseline_limits,
-    "placements": baseline_placements,
-    "fc_prices": fc_prices,
-    "grants": grants,
-    "grant_placements": grant_placements,
-    "pools": pools,
-    "round_prices": round_prices,
-    "settlement": settlements,
-}
