@@ -233,10 +233,11 @@ class Settings(BaseModel):
     reserve_price: float | None = Field(
         default=None, ge=0, le=MAX_FEE, description=f"$ per cube, 0 to {MAX_FEE:g}; requests below it are not granted"
     )
-    clearing_rule: Literal["priority", "welfare", "pro_rata"] = Field(
+    clearing_rule: str = Field(
         default="priority",
-        description="priority = granted starting with the highest fee (then earliest, then smallest id), each request"
-        " as much as fits, min_cube or nothing; welfare = max sum of fee x grant; pro_rata = share the marginal fee level",
+        description="the rule a round is cleared by, one of optalloc.rules' registry: priority = granted starting with the"
+        " highest fee (then earliest, then smallest id), each request as much as fits, min_cube or nothing; welfare = max sum"
+        " of fee x grant; pro_rata = share the marginal fee level",
     )
     tie_rule: Literal["time_priority", "pro_rata"] = Field(
         default="time_priority", description="older spelling: pro_rata selects clearing_rule pro_rata"
@@ -247,6 +248,26 @@ class Settings(BaseModel):
         " the best of the three on rolling origins, as `optalloc forecast` (its default: lightgbm)",
     )
     solver: SolverOptions = SolverOptions()
+
+    @field_validator("clearing_rule")
+    @classmethod
+    def _registered_rule(cls, v: str) -> str:
+        from . import rules
+
+        if v not in rules.names():
+            raise ValueError(f"{v!r} is not a clearing rule; the rules are {', '.join(rules.names())}")
+        return v
+
+    @model_validator(mode="after")
+    def _older_spelling(self) -> "Settings":
+        """tie_rule = pro_rata is the older spelling of clearing_rule = pro_rata: it selects that rule (so what the
+        settings say is the rule used), and with another clearing_rule given it contradicts it."""
+        if self.tie_rule == "pro_rata" and self.clearing_rule != "pro_rata":
+            if "clearing_rule" in self.model_fields_set and self.clearing_rule != "priority":
+                raise ValueError(f"tie_rule 'pro_rata' selects clearing_rule 'pro_rata', which contradicts clearing_rule {self.clearing_rule!r};"
+                                 " give clearing_rule alone")
+            object.__setattr__(self, "clearing_rule", "pro_rata")
+        return self
 
     @field_validator("reserve_price")
     @classmethod

@@ -76,9 +76,9 @@ def highs_options(options: SolverOptions, *, is_mip: bool = False, kind: str = "
             # Crossover gives a vertex: grants at their bounds, exact ties, duals of a basis.
             opts.update(solver="ipm", run_crossover="on")
         elif method == "primal_simplex":
-            opts.update(solver="simplex", simplex_strategy=4)
+            opts.update(solver="simplex", simplex_strategy=WARM_PRIMAL_SIMPLEX)
         else:
-            opts.update(solver="simplex", simplex_strategy=1)
+            opts.update(solver="simplex", simplex_strategy=DUAL_SIMPLEX)
     return opts
 
 
@@ -258,6 +258,41 @@ def run_highs(h: highspy.Highs, *, is_mip: bool) -> SolveOutcome:
         if is_mip:
             outcome.mip_gap = info.mip_gap
     return outcome
+
+
+# The priority rule's room LPs: many small re-solves after a change of one row's bounds and a few costs, so simplex
+# warm-started from the previous basis (interior point would start over every time), primal simplex because the
+# previous optimum stays primal feasible when one column opens.
+WARM_PRIMAL_SIMPLEX = 4
+DUAL_SIMPLEX = 1
+# A reduced cost or dual above this is "nonzero" when a staged solve keeps the first stage's optimal face: fees are
+# cents apart, far above it.
+FACE_TOL = 1e-7
+
+
+def new_warm_lp(options: SolverOptions) -> highspy.Highs:
+    """A Highs object for a sequence of warm-started LP re-solves (the priority rule's room LP)."""
+    h = new_highs(options, is_mip=False, kind="clearing")
+    h.setOptionValue("solver", "simplex")
+    h.setOptionValue("simplex_strategy", WARM_PRIMAL_SIMPLEX)
+    return h
+
+
+def rerun_from_scratch(h: highspy.Highs) -> SolveOutcome:
+    """Run a warm LP again from scratch by dual simplex, then back to warm primal simplex: a warm primal simplex was
+    seen to report a feasible LP infeasible, so such an answer is re-checked before it counts."""
+    h.setOptionValue("simplex_strategy", DUAL_SIMPLEX)
+    h.clearSolver()
+    try:
+        return run_highs(h, is_mip=False)
+    finally:
+        h.setOptionValue("simplex_strategy", WARM_PRIMAL_SIMPLEX)
+
+
+def rerun_cold(h: highspy.Highs) -> SolveOutcome:
+    """Run a loaded LP again with its basis dropped (its values no longer trusted)."""
+    h.clearSolver()
+    return run_highs(h, is_mip=False)
 
 
 def refresh_values(h: highspy.Highs) -> SolveOutcome:

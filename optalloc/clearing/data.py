@@ -257,5 +257,4 @@ class Solution:
     placements: tuple[np.ndarray, np.ndarray, np.ndarray]  # (member, class arc, cube); members n.. are held grants
     pool_dual: np.ndarray  # per pool row
     method: str
-    rule: str = "welfare"
     avail: np.ndarray | None = None  # priority: cube each request could have got at its turn (its reason)

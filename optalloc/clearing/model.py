@@ -18,7 +18,9 @@ from ..placement import split_by_class
 from ..progress import note, stage
 from ..schemas import SolverOptions
 from ..solver import (
+    FACE_TOL,
     INTEGER,
+    OPTIMAL,
     LinearProgram,
     SolveOutcome,
     check_outcome,
@@ -150,9 +152,6 @@ def build_clearing_model(d: ClearingData) -> pyo.ConcreteModel:
     return m
 
 
-FACE_TOL = 1e-7  # a reduced cost or dual above this is "nonzero": fees are cents apart, far above it
-
-
 def _snap(value: float, lb: float | None, ub: float | None) -> float:
     """The bound a nonbasic value sits at (removes solver noise)."""
     if lb is not None and (ub is None or abs(value - lb) <= abs(value - ub)):
@@ -160,51 +159,139 @@ def _snap(value: float, lb: float | None, ub: float | None) -> float:
     return ub if ub is not None else value
 
 
-def _pyomo_restrict_to_optimal_face(m: pyo.ConcreteModel, outcome: SolveOutcome) -> None:
-    """Complementary slackness with the stage-1 dual: variables with a nonzero reduced cost stay at
-    their bound and constraints with a nonzero dual stay tight. What remains is exactly the set of
-    stage-1 optima, so stage 2 can pick among them without any revenue constraint (and its slack)."""
-    for var, rc in outcome.reduced_costs.items():
-        if abs(rc) > FACE_TOL and not var.fixed:
-            var.fix(_snap(var.value, var.lb, var.ub))
-    for con, dual in outcome.duals.items():
-        if abs(dual) > FACE_TOL and not con.equality:
-            body = pyo.value(con.body)
-            bound = _snap(body, pyo.value(con.lower) if con.has_lb() else None, pyo.value(con.upper) if con.has_ub() else None)
-            con.set_value(con.body == bound)
+# ---------------------------------------------------------------- the staged solve, once, over two backends
 
 
-def _solve_pyomo(d: ClearingData, options: SolverOptions) -> Solution:
-    with stage(f"round {d.round}: build"):
-        m = build_clearing_model(d)
-    with stage(f"round {d.round}: solve"):
-        return _solve_pyomo_model(m, d, options)
+class _PyomoRound:
+    """The welfare model of a round as the Pyomo reference (per-request arcs), for `staged_solve`."""
+
+    def __init__(self, d: ClearingData, options: SolverOptions):
+        self.d, self.options = d, options
+        with stage(f"round {d.round}: build"):
+            self.m = build_clearing_model(d)
+        self.is_mip = len(self.m.MIN_REQUESTS) > 0
+
+    def solve(self, what: str, *, duals: bool = True) -> SolveOutcome:
+        return solve_pyomo(self.m, self.options, what=what, duals=duals, kind="clearing")
+
+    def grants(self) -> np.ndarray:
+        return np.array([self.m.grant[q].value or 0.0 for q in range(self.d.n)])
+
+    def fix_fill(self, filled: np.ndarray) -> None:
+        for q, on in zip(self.m.MIN_REQUESTS, filled.astype(float)):
+            self.m.filled[q].domain = pyo.Reals
+            self.m.filled[q].fix(on)
+
+    def restrict_to_optimal_face(self, first: SolveOutcome) -> None:
+        """Complementary slackness with the stage-1 dual: variables with a nonzero reduced cost stay at their bound and
+        constraints with a nonzero dual stay tight. What remains is exactly the set of stage-1 optima, so stage 2 can
+        pick among them without any revenue constraint (and its slack)."""
+        for var, rc in first.reduced_costs.items():
+            if abs(rc) > FACE_TOL and not var.fixed:
+                var.fix(_snap(var.value, var.lb, var.ub))
+        for con, dual in first.duals.items():
+            if abs(dual) > FACE_TOL and not con.equality:
+                body = pyo.value(con.body)
+                bound = _snap(body, pyo.value(con.lower) if con.has_lb() else None, pyo.value(con.upper) if con.has_ub() else None)
+                con.set_value(con.body == bound)
+
+    def time_priority(self) -> None:
+        declare_time_priority(self.m, self.d)
+
+    def placements(self) -> tuple:
+        arc_req, arc_carc = self.d.request_arcs
+        return arc_req, arc_carc, np.array([self.m.place[a].value or 0.0 for a in range(len(arc_req))])
+
+    def pool_duals(self, priced: SolveOutcome) -> np.ndarray:
+        dual = np.zeros(len(self.d.pools))
+        for r in self.m.POOLS:
+            dual[r] = priced.duals.get(self.m.pool_capacity[r], 0.0)
+        return dual
 
 
-def _solve_pyomo_model(m: pyo.ConcreteModel, d: ClearingData, options: SolverOptions) -> Solution:
+class _ArrayRound:
+    """The welfare model of a round aggregated by eligibility class, on a highspy object, for `staged_solve`."""
+
+    def __init__(self, d: ClearingData, options: SolverOptions):
+        self.d, self.options = d, options
+        with stage(f"round {d.round}: build"):
+            self.lp, self.fam = build_clearing_arrays(d)
+        self.is_mip = self.lp.is_mip
+        if self.is_mip:
+            note(f"round {d.round}: MIP with {len(self.lp.row_lower)} rows x {len(self.lp.col_cost)} columns, "
+                 f"{int((self.lp.integrality > 0).sum())} binary")
+        self._load()
+
+    def _load(self) -> None:
+        self.h = new_highs(self.options, is_mip=self.lp.is_mip, kind="clearing")
+        pass_model(self.h, self.lp)
+
+    def solve(self, what: str, *, duals: bool = True) -> SolveOutcome:
+        self.out = check_outcome(run_highs(self.h, is_mip=self.lp.is_mip), self.options, what)
+        return self.out
+
+    def grants(self) -> np.ndarray:
+        return self.out.x[: self.d.n]
+
+    def fix_fill(self, filled: np.ndarray) -> None:
+        """Keep which min_cube requests are filled, by bounds (the same LP as fixing the binaries, without them)."""
+        self.lp, self.fam = build_clearing_arrays(self.d, filled=filled)
+        self._load()
+
+    def restrict_to_optimal_face(self, first: SolveOutcome) -> None:
+        """As `_PyomoRound.restrict_to_optimal_face`, on the loaded Highs object."""
+        lp, x, rc = self.lp, first.x, first.col_duals
+        cols = np.flatnonzero(np.abs(rc) > FACE_TOL)
+        if len(cols):
+            at_lower = np.abs(x[cols] - lp.col_lower[cols]) <= np.abs(x[cols] - lp.col_upper[cols])
+            v = np.where(at_lower, lp.col_lower[cols], lp.col_upper[cols])
+            self.h.changeColsBounds(len(cols), cols.astype(np.int32), v, v)
+        rows = np.flatnonzero(np.abs(first.row_duals) > FACE_TOL)
+        rows = rows[lp.row_lower[rows] != lp.row_upper[rows]]
+        if len(rows):
+            activity = np.asarray(self.h.getSolution().row_value)[rows]
+            lo, up = lp.row_lower[rows], lp.row_upper[rows]
+            at_lower = np.isfinite(lo) & (~np.isfinite(up) | (np.abs(activity - lo) <= np.abs(activity - up)))
+            v = np.where(at_lower, lo, up)
+            self.h.changeRowsBounds(len(rows), rows.astype(np.int32), v, v)
+
+    def time_priority(self) -> None:
+        n_cols = len(self.lp.col_cost)
+        self.h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), np.concatenate([self.d.time_weight, np.zeros(n_cols - self.d.n)]))
+
+    def placements(self) -> tuple:
+        d = self.d
+        class_place = self.out.x[d.n : d.n + len(d.carc_class)]
+        return split_by_class(d.member_class, np.concatenate([self.grants(), d.held_cube]), d.carc_class, class_place, d.n_classes)
+
+    def pool_duals(self, priced: SolveOutcome) -> np.ndarray:
+        dual = np.zeros(len(self.d.pools))
+        if priced.row_duals is not None:
+            dual[np.unique(self.d.centry_pool)] = priced.row_duals[self.fam["pool_capacity"]]
+        return dual
+
+
+def staged_solve(model: _PyomoRound | _ArrayRound, d: ClearingData, options: SolverOptions) -> Solution:
+    """The welfare rule, lexicographically (models/clearing.md, "Stages"): with min_cube requests, the revenue MIP
+    decides which are filled (`retime_tied_min_cube` re-decides ties by time) and those choices are fixed; then
+    stage 1 maximises revenue (its duals price the pools) and stage 2 time priority on stage 1's optimal face. The
+    same steps whichever backend holds the model."""
     what = f"clearing round {d.round}"
-    is_mip = len(m.MIN_REQUESTS) > 0
-    if is_mip:
-        solve_pyomo(m, options, what=what + " (revenue, MIP)", kind="clearing")
-        grant1 = np.array([m.grant[q].value or 0.0 for q in range(d.n)])
-        filled = retime_tied_min_cube(d, grant1, options)
-        # Keep the integer choices; re-optimise the cube as an LP (this also gives the prices).
-        on = dict(zip(m.MIN_REQUESTS, filled.astype(float)))
-        for q in m.MIN_REQUESTS:
-            m.filled[q].domain = pyo.Reals
-            m.filled[q].fix(on[q])
-    priced = solve_pyomo(m, options, what=what + " (revenue)", kind="clearing")
-    if priced.status == "optimal":  # allow_nonoptimal and stopped: no optimal face to restrict to
-        _pyomo_restrict_to_optimal_face(m, priced)
-        declare_time_priority(m, d)
-        solve_pyomo(m, options, what=what + " (time priority)", duals=False, kind="clearing")
-    arc_req, arc_carc = d.request_arcs
-    grant = np.array([m.grant[q].value or 0.0 for q in range(d.n)])
-    place = np.array([m.place[a].value or 0.0 for a in range(len(arc_req))])
-    dual = np.zeros(len(d.pools))
-    for r in m.POOLS:
-        dual[r] = priced.duals.get(m.pool_capacity[r], 0.0)
-    return Solution(grant, (arc_req, arc_carc, place), np.abs(dual), "mip" if is_mip else "lp")
+    with stage(f"round {d.round}: solve"):
+        if model.is_mip:
+            model.solve(what + " (revenue, MIP)")
+            model.fix_fill(retime_tied_min_cube(d, model.grants(), options))
+        priced = model.solve(what + " (revenue)")
+        if priced.status == OPTIMAL:  # allow_nonoptimal and stopped: no optimal face to restrict to
+            model.restrict_to_optimal_face(priced)
+            model.time_priority()
+            model.solve(what + " (time priority)", duals=False)
+        return Solution(model.grants(), model.placements(), np.abs(model.pool_duals(priced)), "mip" if model.is_mip else "lp")
+
+
+def solve_welfare(d: ClearingData, options: SolverOptions, backend: str) -> Solution:
+    """The welfare rule on the Pyomo reference (`backend` "pyomo") or the class-aggregated arrays (highspy)."""
+    return staged_solve(_PyomoRound(d, options) if backend == "pyomo" else _ArrayRound(d, options), d, options)
 
 
 # ---------------------------------------------------------------- the fast path: placement by eligibility class
@@ -263,66 +350,6 @@ def build_clearing_arrays(d: ClearingData, filled: np.ndarray | None = None) -> 
 
 def _run(h: highspy.Highs, options: SolverOptions, what: str, is_mip: bool) -> SolveOutcome:
     return check_outcome(run_highs(h, is_mip=is_mip), options, what)
-
-
-def _highs_restrict_to_optimal_face(h: highspy.Highs, lp: LinearProgram, first: SolveOutcome) -> None:
-    """As `_pyomo_restrict_to_optimal_face`, on a loaded Highs object."""
-    x, rc = first.x, first.col_duals
-    cols = np.flatnonzero(np.abs(rc) > FACE_TOL)
-    if len(cols):
-        at_lower = np.abs(x[cols] - lp.col_lower[cols]) <= np.abs(x[cols] - lp.col_upper[cols])
-        v = np.where(at_lower, lp.col_lower[cols], lp.col_upper[cols])
-        h.changeColsBounds(len(cols), cols.astype(np.int32), v, v)
-    rows = np.flatnonzero(np.abs(first.row_duals) > FACE_TOL)
-    rows = rows[lp.row_lower[rows] != lp.row_upper[rows]]
-    if len(rows):
-        activity = np.asarray(h.getSolution().row_value)[rows]
-        lo, up = lp.row_lower[rows], lp.row_upper[rows]
-        at_lower = np.isfinite(lo) & (~np.isfinite(up) | (np.abs(activity - lo) <= np.abs(activity - up)))
-        v = np.where(at_lower, lo, up)
-        h.changeRowsBounds(len(rows), rows.astype(np.int32), v, v)
-
-
-def _lexicographic_lp(lp: LinearProgram, d: ClearingData, options: SolverOptions, what: str) -> tuple[np.ndarray, SolveOutcome]:
-    """Stage 1 (revenue) then stage 2 (time priority on the optimal face); returns x and the stage-1 outcome."""
-    h = new_highs(options, is_mip=False, kind="clearing")
-    pass_model(h, lp)
-    first = _run(h, options, what + " (revenue)", False)
-    if first.status != "optimal":  # allow_nonoptimal and stopped: no optimal face to restrict to
-        return first.x, first
-    _highs_restrict_to_optimal_face(h, lp, first)
-    n_cols = len(lp.col_cost)
-    h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), np.concatenate([d.time_weight, np.zeros(n_cols - d.n)]))
-    second = _run(h, options, what + " (time priority)", False)
-    return second.x, first
-
-
-def _solve_arrays(d: ClearingData, options: SolverOptions) -> Solution:
-    """The same procedure as the Pyomo path, on the class-aggregated arrays."""
-    with stage(f"round {d.round}: build"):
-        lp, fam = build_clearing_arrays(d)
-    with stage(f"round {d.round}: solve"):
-        return _solve_arrays_lp(lp, fam, d, options)
-
-
-def _solve_arrays_lp(lp: LinearProgram, fam: dict, d: ClearingData, options: SolverOptions) -> Solution:
-    what = f"clearing round {d.round}"
-    is_mip = lp.is_mip
-    if is_mip:
-        note(f"round {d.round}: MIP with {len(lp.row_lower)} rows x {len(lp.col_cost)} columns, {int((lp.integrality > 0).sum())} binary")
-        h = new_highs(options, is_mip=True, kind="clearing")
-        pass_model(h, lp)
-        first = _run(h, options, what + " (revenue, MIP)", True)
-        filled = retime_tied_min_cube(d, first.x[: d.n], options)
-        # Keep which min_cube requests are filled; re-optimise the cube as an LP (it also gives the prices).
-        lp, fam = build_clearing_arrays(d, filled=filled)
-    x, priced = _lexicographic_lp(lp, d, options, what)
-    grant, class_place = x[: d.n], x[d.n : d.n + len(d.carc_class)]
-    dual = np.zeros(len(d.pools))
-    if priced.row_duals is not None:
-        dual[np.unique(d.centry_pool)] = priced.row_duals[fam["pool_capacity"]]
-    placements = split_by_class(d.member_class, np.concatenate([grant, d.held_cube]), d.carc_class, class_place, d.n_classes)
-    return Solution(grant, placements, np.abs(dual), "mip" if is_mip else "lp")
 
 
 def price_pools(d: ClearingData, grant: np.ndarray, options: SolverOptions) -> np.ndarray:

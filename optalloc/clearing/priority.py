@@ -35,9 +35,9 @@ import pandas as pd
 
 from ..schemas import SolverOptions
 from ..units import int_bincount, to_cents, to_milli
-from ..solver import LinearProgram, check_outcome, csr_from_triplets, new_highs, pass_model, refresh_values, run_highs
+from ..solver import (LinearProgram, check_outcome, csr_from_triplets, new_warm_lp, pass_model, refresh_values, rerun_cold,
+                      rerun_from_scratch, run_highs)
 
-SIMPLEX_STRATEGY = 4  # HiGHS primal simplex: the previous optimum stays primal feasible when one column opens
 SNAP = 1e-3  # milli-cube: an LP value this close to a whole milli-cube is that milli-cube (at scale 1)
 LP_UNITS_MAX = 2.0**20  # the room LP's largest pool, in its own units (see _State.scale)
 SNAP_MAX = 0.1  # milli-cube: the snap tolerance never exceeds this, whatever the scale and solver tolerance
@@ -325,11 +325,7 @@ class _State:
             row_upper=np.concatenate([self.R[used] / self.S, self.D / self.S]),
             row_start=start, col_index=index, value=value, maximize=True,
         )
-        self.h = new_highs(self.options, is_mip=False, kind="clearing")
-        # Many small re-solves after a change of one row's bounds and a few costs: simplex, warm-started from
-        # the previous basis (interior point would start over every time).
-        self.h.setOptionValue("solver", "simplex")
-        self.h.setOptionValue("simplex_strategy", SIMPLEX_STRATEGY)
+        self.h = new_warm_lp(self.options)
         pass_model(self.h, lp)
 
     # ----------------------------------------------------------------- the working set of arcs
@@ -406,10 +402,7 @@ class _State:
             # it was seen to report a feasible room LP infeasible: such an answer is re-checked from scratch by
             # dual simplex before it counts.
             self.fallbacks += 1
-            self.h.setOptionValue("simplex_strategy", 1)
-            self.h.clearSolver()
-            out = run_highs(self.h, is_mip=False)
-            self.h.setOptionValue("simplex_strategy", SIMPLEX_STRATEGY)
+            out = rerun_from_scratch(self.h)
         what = f"clearing round {self.d.round} (priority: room for one class)"
         strict = self.options.model_copy(update={"allow_nonoptimal": False})
         out = check_outcome(out, strict, what)
@@ -419,8 +412,7 @@ class _State:
             self.refreshes += 1
             out = check_outcome(refresh_values(self.h), strict, what)
             if self._violation(self._raw(out)) > self.options.feasibility_tolerance:
-                self.h.clearSolver()
-                out = check_outcome(run_highs(self.h, is_mip=False), strict, what)
+                out = check_outcome(rerun_cold(self.h), strict, what)
         return out
 
     def _working(self, classes: np.ndarray) -> np.ndarray:

@@ -27,7 +27,8 @@ def _clean(a: np.ndarray) -> np.ndarray:
     return np.round(a, 6) + 0.0
 
 
-def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
+def extract_round(d: ClearingData, sol: Solution, rule) -> RoundResult:
+    """The round's tables from `rule`'s solution (the rule explains why a request with a minimum got nothing)."""
     grant = np.maximum(to_milli(sol.grant), 0) / MILLI  # whole milli-cube (exact for the priority rule)
     audit = d.audit.copy()
     audit["granted_cube"] = 0.0
@@ -74,12 +75,10 @@ def extract_round(d: ClearingData, sol: Solution) -> RoundResult:
     rejected = short & (status == REJECTED)
     has_min = audit["min_cube"].to_numpy() > 0
     reason[short] = OUTBID
-    if sol.avail is not None:  # the priority rule knows what each request could have got at its turn
-        could = np.zeros(len(audit))
-        could[q0] = sol.avail
-        reason[rejected & has_min & (could > 0)] = MIN_CUBE
-    else:
-        reason[rejected & has_min & ((room_all > EPS) | above_price)] = MIN_CUBE
+    did_not_fit = np.zeros(len(audit), dtype=bool)  # the rule's own explanation of a minimum that got nothing
+    if d.n:
+        did_not_fit[q0] = rule.min_cube_did_not_fit(d, sol, room_all[q0], above_price[q0])
+    reason[rejected & has_min & did_not_fit] = MIN_CUBE
     reason[rejected & (reason != MIN_CUBE) & (room_before <= EPS)] = EXHAUSTED  # earlier rounds' grants fill all it could use
     reason[status == GRANTED] = ""
     audit["reason"] = reason
