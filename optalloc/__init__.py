@@ -1,21 +1,36 @@
 """optalloc: fulfillment-center capacity allocation and capacity-reservation market clearing.
 
-    from optalloc import load_instance, run_period
-    result = run_period(load_instance("instances/worked_example.json"))
+    from optalloc import Scenario
+    result = Scenario.load("instances/worked_example.json").optimize()
+
+Names are imported when first used, so `import optalloc` (and the command line's start-up) loads no solver.
 """
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-from .baseline import BaselineResult, allocate
-from .clearing import RoundResult, clear_round, held_grants
-from .errors import InfeasibleError, InputError, OptallocError, SolveError
-from .instance import Instance
-from .io import load_instance, write_tables
-from .period import ClearingResult, PeriodResult, clear_rounds, run_period, settle
-from .schemas import Period, Settings, SolverOptions
+# public name -> the module that defines it
+_EXPORTS = {
+    "Scenario": "scenario", "Result": "scenario", "compare": "scenario",
+    "Instance": "instance", "load_instance": "io", "write_tables": "io",
+    "Period": "schemas", "Settings": "schemas", "SolverOptions": "schemas",
+    "InfeasibleError": "errors", "InputError": "errors", "OptallocError": "errors", "SolveError": "errors", "StoreError": "errors",
+    "BaselineResult": "baseline", "allocate": "baseline",
+    "RoundResult": "clearing", "clear_round": "clearing", "held_grants": "clearing",
+    "ClearingResult": "period", "PeriodResult": "period", "clear_rounds": "period", "run_period": "period", "settle": "period",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "BaselineResult", "ClearingResult", "InfeasibleError", "InputError", "Instance", "OptallocError", "Period",
-    "PeriodResult", "RoundResult", "Settings", "SolveError", "SolverOptions", "allocate", "clear_round",
-    "clear_rounds", "held_grants", "load_instance", "run_period", "settle", "write_tables",
-]
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optalloc' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

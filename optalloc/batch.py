@@ -43,16 +43,18 @@ from datetime import date
 
 import pandas as pd
 
+import numpy as np
+
 from . import tables, units
-from .baseline import allocate
-from .clearing import clear_market, combine_markets, concat_results, held_grants
+from .baseline import BaselineResult
+from .clearing import RoundResult, clear_market
 from .errors import OptallocError, StoreError
 from .failpoints import failpoint
 from .instance import Instance
 from .progress import note
 from .io import inputs_hash
+from .scenario import Result, Scenario
 from .schemas import SolverOptions
-from .settlement import settle
 from .solver import one_blas_thread
 from .store import Store
 from .store.store import env_seconds
@@ -64,19 +66,6 @@ CONNECT_TIMEOUT_ENV = "OPTALLOC_DASK_CONNECT_TIMEOUT"  # seconds to reach an exi
 class ClusterError(StoreError):
     """The Dask cluster cannot be reached (exit 5, like an unreachable store: nothing was done)."""
   # seconds per solve: the nightly job never waits on a stalled solve for ever
-
-
-# ---------------------------------------------------------------- units of work (run on any worker)
-
-
-def forecast_needs(instance: Instance, settlement: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The period's needs and performance scores from its history, as `optalloc forecast` (and `solve`) computes them;
-    `settlement` (the last settled period's) scores the use of granted space, as `optalloc forecast --settlement`."""
-    from .forecast.apply import forecast_period, forecast_tables
-
-    result = forecast_period(instance, settlement)
-    needs, perf = forecast_tables(result)
-    return needs, perf, result.summary
 
 
 # ---------------------------------------------------------------- executors
@@ -284,10 +273,7 @@ class _Run:
         # them, and it counts those itself (`_committing`).
         self._periods, self._stored_rounds = store.periods(), store.rounds()
         self.held = store.held_periods()
-        self.instances: dict[str, Instance] = {}
-        self._limits: dict[str, pd.Series] = {}
-        self._split_limits: dict[str, dict[str, pd.Series]] = {}
-        self._cleared: dict[str, dict[str, list[pd.DataFrame]]] = {}
+        self.scenarios: dict[str, Scenario] = {}  # each period loaded so far, resumed from what the store holds
         self._committing: set[tuple[str, int]] = set()  # rounds handed to the writer (cleared, for what is due next)
         self.writer = _Writer(background=not store.in_memory)
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="optalloc-hash")
@@ -324,31 +310,47 @@ class _Run:
         except StoreError:
             raise
         except Exception as e:  # noqa: BLE001
-            self.fail(period_id, "load" if period_id not in self.instances else step, e)
+            self.fail(period_id, "load" if period_id not in self.scenarios else step, e)
             return None
 
-    def instance(self, period_id: str) -> Instance:
-        """The whole period, read and validated here, before anything of it is solved. Reading the requests and the
-        sales report on another thread beside the baseline (which does not need them) was measured slower: that
-        thread's Python work takes the GIL the baseline's numpy calls keep releasing and taking back (README, the
-        nightly job)."""
-        if period_id not in self.instances:
-            self.instances[period_id] = inst = self.store.instance(period_id)
-            self._hashes[period_id] = self._hasher.submit(inputs_hash, inst)  # for the run's record (`inputs_hash`)
-        return self.instances[period_id]
+    def scenario(self, period_id: str) -> Scenario:
+        """The period as the store holds it, resumed (`Scenario.resume`): read and validated here, before anything of
+        it is solved, with its baseline limits and the grants and prices of its cleared rounds; its next step is what
+        the run computes next. Reading the requests and the sales report on another thread beside the baseline (which
+        does not need them) was measured slower: that thread's Python work takes the GIL the baseline's numpy calls
+        keep releasing and taking back (docs/nightly.md)."""
+        if period_id not in self.scenarios:
+            instance = self.store.instance(period_id)
+            self._hash(period_id, instance)
+            row = self._periods.loc[period_id]
+            baseline = None
+            if pd.notna(row["baseline_run_id"]):
+                limits = self.store.results(period_id, ["limits"])["limits"]
+                baseline = BaselineResult(limits, None, None, float("nan"), "read", "store")
+            rounds = []
+            stored = self._stored_rounds
+            if (stored["cleared_run_id"].notna() & (stored.index.get_level_values("period_id") == period_id)).any():
+                t = self.store.results(period_id, ["grants", "round_prices"])
+                grants, prices = t["grants"], t["round_prices"]
+                for r in sorted(set(prices.index.get_level_values("round"))):
+                    rounds.append(RoundResult(int(r), grants[grants.index.get_level_values("round") == r], None, None,
+                                              prices[prices.index.get_level_values("round") == r]))
+            self.scenarios[period_id] = Scenario.resume(instance, Result(instance, None, baseline, rounds), self.options(instance),
+                                                        executor=self.executor)
+        return self.scenarios[period_id]
 
-    def forget(self, period_id: str) -> None:
-        """Drop a loaded period (it is read again when next needed)."""
-        self.instances.pop(period_id, None)
-        if (hashing := self._hashes.pop(period_id, None)) is not None:
-            hashing.cancel()
+    def _hash(self, period_id: str, instance: Instance) -> None:
+        """The hash of the period's inputs as the run reads them, computed beside the solves (for the run's record)."""
+        if (earlier := self._hashes.get(period_id)) is not None:
+            earlier.cancel()
+        self._hashes[period_id] = self._hasher.submit(inputs_hash, instance)
 
     def inputs_hash(self, wait: bool = True) -> str | None:
         """One hash over the inputs of the periods the run loaded (None when it loaded none). `wait=False` (a run
         that failed): None unless every period's hash is done, and None if one failed."""
-        if not self.instances:
+        if not self.scenarios:
             return None
-        futures = {p: self._hashes[p] for p in self.instances}
+        futures = {p: self._hashes[p] for p in self.scenarios}
         if not wait and not all(f.done() and not f.cancelled() and f.exception() is None for f in futures.values()):
             return None
         return hashlib.sha256("".join(f"{p}:{f.result()};" for p, f in sorted(futures.items())).encode()).hexdigest()
@@ -358,29 +360,10 @@ class _Run:
         the run outlives it."""
         self._hasher.shutdown(wait=True, cancel_futures=True)
 
-    def limits(self, period_id: str) -> pd.Series:
-        """The period's baseline limits (fixed once written): the ones this run committed, else read from the store
-        once per run."""
-        if period_id not in self._limits:
-            self._limits[period_id] = self.store.results(period_id, ["limits"])["limits"]["limit_cube"]
-        return self._limits[period_id]
-
-    def cleared(self, period_id: str) -> dict[str, list[pd.DataFrame]]:
-        """The grants and round_prices of the period's rounds cleared so far: read from the store once per run, before
-        this run commits a round of the period, then each round's frames as this run commits them (the frames it wrote,
-        as `period.clear_rounds` carries them in memory), so neither a later round nor the settlement of the same run
-        reads back what was just written. A period none of whose rounds had cleared when the run started has none stored."""
-        if period_id not in self._cleared:
-            rounds = self._stored_rounds
-            if (rounds["cleared_run_id"].notna() & (rounds.index.get_level_values("period_id") == period_id)).any():
-                stored = self.store.results(period_id, ["grants", "round_prices"])
-                self._cleared[period_id] = {name: [frame] for name, frame in stored.items()}
-            else:
-                self._cleared[period_id] = {"grants": [], "round_prices": []}
-        return self._cleared[period_id]
-
-    def options(self, period_id: str) -> SolverOptions:
-        solver = self.instance(period_id).settings.solver
+    def options(self, instance: Instance) -> SolverOptions:
+        """The period's solver options, with a time limit (the nightly job never waits on a stalled solve for ever) and
+        the command line's over them."""
+        solver = instance.settings.solver
         return solver.model_copy(update={"time_limit": solver.time_limit or DEFAULT_TIME_LIMIT, **self.overrides})
 
     def step(self, what: str, seconds: float, **details) -> None:
@@ -399,52 +382,55 @@ class _Run:
 
     def forecasts(self) -> None:
         """The forecast step: a period with history but no needs (and no baseline yet) gets its needs and scores from
-        its history, committed in one transaction; a period that has needs is never re-forecast."""
-        from .forecast.apply import needs_forecast
+        its history, committed in one transaction; a period that has needs is never re-forecast. The periods'
+        forecasts are computed side by side on the executor."""
+        from .forecast.apply import forecast_period
 
         periods = self._periods
         todo, calls = [], []
         for p in periods.index[periods["baseline_run_id"].isna() & periods["forecast_run_id"].isna()]:
             if not self.active(p):
                 continue
-            inst = self.attempt(p, "forecast", lambda p=p: self.instance(p))
-            if inst is not None and needs_forecast(inst):
+            scenario = self.attempt(p, "forecast", lambda p=p: self.scenario(p))
+            if scenario is not None and scenario.needs_forecast:
                 last = self.store.space_use_from(p)
                 todo.append((p, last[0] if last else None))
-                calls.append((inst, last[1] if last else None))
+                calls.append((scenario.instance, last[1] if last else None))
         if not todo:
             return
         t0 = time.perf_counter()
-        results = self.map(forecast_needs, calls)
+        results = self.map(forecast_period, calls)
         for (p, space_use_from), result in zip(todo, results):
             if isinstance(result, _Failed):
                 self.fail(p, "forecast", result.error)
                 continue
-            needs, perf, summary = result
-            self.writer.submit(self._commit_forecast, p, needs, perf, summary, space_use_from, t0)
+            forecast = self.attempt(p, "forecast", lambda p=p, result=result: self.scenarios[p].add_forecast(result))
+            if forecast is None:
+                continue
+            self._hash(p, self.scenarios[p].instance)  # the period as it now is, with the needs and scores just made
+            self.writer.submit(self._commit_forecast, p, forecast, space_use_from, t0)
         self.writer.wait()
-        for p, _ in todo:
-            self.forget(p)  # the baseline reads the period back, with the needs and scores just stored
 
-    def _commit_forecast(self, p: str, needs: pd.DataFrame, perf: pd.DataFrame, summary: dict, space_use_from, t0: float) -> None:
-        self.store.commit_forecast(p, needs, perf, summary, self.run_id)
+    def _commit_forecast(self, p: str, forecast, space_use_from, t0: float) -> None:
+        needs = forecast.needs.reset_index().assign(floor_cube=np.nan)
+        self.store.commit_forecast(p, needs, forecast.performance.reset_index(), forecast.summary, self.run_id)
+        summary = forecast.summary
         self.step(f"{p} forecast", time.perf_counter() - t0, period_id=p, method=summary["method"], series=summary["series"],
                   needs=len(needs), sellers_without_history=summary["sellers_without_history"],
                   history_weeks=summary["history_weeks"], space_use_from=space_use_from)
 
     def baselines(self) -> None:
-        """Each period's baseline, one period after another: `allocate` sends the period's (storage type, month)
-        markets to the executor as it builds them, so a worker holds one market, never a whole period."""
+        """Each period's baseline, one period after another: the scenario's `allocate` sends the period's (storage type,
+        month) markets to the executor as it builds them, so a worker holds one market, never a whole period."""
         periods = self._periods
         for p in periods.index[periods["baseline_run_id"].isna()]:
-            if not self.active(p) or (call := self.attempt(p, "baseline", lambda p=p: (self.instance(p), self.options(p)))) is None:
+            if not self.active(p) or (scenario := self.attempt(p, "baseline", lambda p=p: self.scenario(p))) is None:
                 continue
             t0 = time.perf_counter()
-            result = _isolated(allocate, *call, executor=self.executor)
+            result = _isolated(scenario.allocate)
             if isinstance(result, _Failed):
                 self.fail(p, "baseline", result.error)
                 continue
-            self._limits[p] = result.limits["limit_cube"]
             self.writer.submit(self._commit_baseline, p, result, t0)
 
     def _commit_baseline(self, p: str, result, t0: float) -> None:
@@ -465,28 +451,12 @@ class _Run:
         rounds.loc[rounds.index.isin(list(self._committing)), "cleared_run_id"] = self.run_id
         return rounds.reset_index()
 
-    def _limits_by_type(self, p: str) -> dict[str, pd.Series]:
-        """The period's limits split by storage type (a market gets its own type's), once per run: they are fixed."""
-        if p not in self._split_limits:
-            limits = self.limits(p)
-            self._split_limits[p] = {k: part for k, part in limits.groupby(level="storage_type", sort=False)}
-        return self._split_limits[p]
-
-    def _round_calls(self, p: str, r: int) -> list[tuple]:
-        inst = self.instance(p)
-        limits = self._limits_by_type(p)
-        empty = self.limits(p).iloc[:0]
-        held = held_grants(*self.cleared(p)["grants"])
-        calls = []
-        for k in sorted(inst.fcs["storage_type"].unique()):
-            calls.append((inst.round_market(k, r), r, limits.get(k, empty), held[held["storage_type"] == k], self.options(p), None))
-        return calls
-
     def clear_wave(self, wave: list[tuple[str, int]]) -> None:
+        """The wave's rounds (one per period), their storage types' markets all sent to the executor at once."""
         t0 = time.perf_counter()
         calls, owner, ready = [], [], []
         for p, r in wave:
-            mine = self.attempt(p, f"round {r}", lambda p=p, r=r: self._round_calls(p, r))
+            mine = self.attempt(p, f"round {r}", lambda p=p, r=r: list(self.scenario(p).round_calls(r)))
             if mine is None:
                 continue
             ready.append((p, r))
@@ -500,12 +470,9 @@ class _Run:
             if failed is not None:
                 self.fail(p, f"round {r}", failed.error)
                 continue
-            result = self.attempt(p, f"round {r}", lambda mine=mine: combine_markets(mine))
+            result = self.attempt(p, f"round {r}", lambda p=p, r=r, mine=mine: self.scenarios[p].add_round(r, mine))
             if result is None:
                 continue
-            cleared = self.cleared(p)  # read (if this run has not yet) before the round is committed
-            cleared["grants"].append(result.grants)
-            cleared["round_prices"].append(result.prices)
             self._committing.add((p, r))
             self.writer.submit(self._commit_round, p, result, len(mine), t0)
 
@@ -521,19 +488,15 @@ class _Run:
         self.step(f"{p} round {r}", time.perf_counter() - t0, period_id=p, round=r, objective=cents / units.MONEY.scale,
                   granted_cube=units.total(result.grants["granted_cube"], units.CUBE), markets=markets)
 
-    def _settle(self, p: str) -> pd.DataFrame:
-        inst = self.instance(p)
-        grants, prices = (concat_results(self.cleared(p)[name]) for name in ("grants", "round_prices"))
-        return settle(grants, prices, self.limits(p), inst.sales, inst.grant_sales, inst.settings)
-
     def settlements(self) -> None:
+        """Each period whose rounds are all cleared and whose sales report is in: the scenario's settlement."""
         periods = self._periods
         rounds = self._rounds()
         all_cleared = rounds.groupby("period_id")["cleared_run_id"].apply(lambda s: bool(s.notna().all()))
         ready = periods[periods["settled_run_id"].isna() & periods["sales_received_at"].notna()].index
         for p in [p for p in ready if all_cleared.get(p, False) and self.active(p)]:
             t0 = time.perf_counter()
-            settlement = self.attempt(p, "settlement", lambda p=p: self._settle(p))
+            settlement = self.attempt(p, "settlement", lambda p=p: self.scenario(p).settle())
             if settlement is None:
                 continue
             self.writer.submit(self._commit_settlement, p, settlement, t0)

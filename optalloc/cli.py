@@ -1,4 +1,5 @@
-"""The `optalloc` command line.
+"""The `optalloc` command line: it parses arguments and calls the engine's one path (`optalloc.Scenario`); no step of
+the workflow is decided here.
 
   optalloc validate INSTANCE
   optalloc solve    INSTANCE -o OUT           baseline + every round + settlement
@@ -21,50 +22,67 @@ without an optimal answer, 5 store unavailable (unreachable, or its lock held by
 1 an internal error (a bug: please report it with the traceback `optalloc --debug ...` prints).
 Every command that writes does so atomically: on any error nothing is written. `-o` replaces only a folder that
 optalloc wrote itself (see optalloc.outputs), never the current folder, an input or the store's folder.
+
+Start-up: the engine (pandas, Pyomo, HiGHS, SQLAlchemy, Dask) is imported inside the command that needs it, so
+`--help`, `--version` and every command's `--help` answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
 import sys
 import traceback
+import typing
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from pydantic import ValidationError
-
-from . import __version__, tables
-from .baseline import BaselineResult, allocate
-from .clearing import clear_round, held_grants
-from .errors import InputError, OptallocError, Problem
-from .instance import Instance, pydantic_problems
-from .generate import GenerateSpec, generate, generate_single_pool
-from .forecast.apply import forecast_period, forecast_tables, needs_forecast, with_forecast
-from .outputs import WrittenThenInterrupted, check_file, check_folder
-from .io import ARRIVING_TABLES, load_arriving_tables, load_history_file, load_instance, read_previous, write_instance, write_tables
-from .period import build_summary, clear_rounds, round_records, run_period
-from .batch import DEFAULT_TIME_LIMIT, make_executor, run_batch
-from .report import PAGE_START, load_output_folder, load_store_run, write_report
-from .schemas import SolverOptions
-from .simulate import SimulationSpec, simulate
-from .simulate import markdown as sim_markdown
-from .store import DEFAULT_URL, Store
-from .errors import StoreError
-from .store.store import URL_ENV, is_in_memory, resolve_url
-from .settlement import settle as settle_grants
-from .solver import one_blas_thread
+from . import __version__
+from .errors import InputError, OptallocError, Problem, StoreError
 from .progress import set_quiet, stage
-
+from .specs import GenerateSpec, SimulationSpec
+from .store.urls import DEFAULT_URL, URL_ENV, resolve_url
 
 STORE_COMMANDS = ("ingest", "batch", "export", "status", "report", "period")
+ENGINE_COMMANDS = ("solve", "allocate", "clear", "settle")
 OUT_RULE = "written atomically; an existing folder is replaced only if optalloc wrote it"
 OUT_HELP = f"output folder ({OUT_RULE})"
+FORMATS = ["csv", "parquet"]
+DEFAULT_TIME_LIMIT = 3600.0  # the batch's seconds per solve when the instance sets none (optalloc.batch has the same)
+FORECAST_TABLES = ("needs", "performance")
+# What each engine command writes: its tables (after the forecast's, when the needs came from history) and the parts
+# of summary.json, the same whether the rounds were cleared now or read from --previous.
+WRITES = {
+    "solve": (None, None),
+    "allocate": (("limits", "placements", "fc_prices"), ("baseline",)),
+    "clear": (("limits", "grants", "grant_placements", "pools", "round_prices"), ("baseline", "rounds")),
+    "clear --previous": (("limits", "grants", "grant_placements", "pools", "round_prices"), ("rounds",)),
+    "settle": (("round_prices", "settlement"), ("rounds", "settlement")),
+    "settle --previous": (("round_prices", "settlement"), ("settlement",)),
+}
+
+
+class UsageError(InputError):
+    """A command line argparse refused: one line, exit 2 (argparse would print its usage and exit by itself)."""
+
+    def __init__(self, message: str, command: str | None = None):
+        self.text = message
+        super().__init__(Problem(message, None))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _choices(model, field: str) -> list[str]:
+    """A settings field's choices, from its Literal (one list, the schema's)."""
+    return list(typing.get_args(model.model_fields[field].annotation))
 
 
 def _whole(lo: int, hi: int):
@@ -94,6 +112,26 @@ def _number(lo: float, hi: float, *, above: bool = False):
     return parse
 
 
+def _date(text: str) -> date:
+    """--date: a calendar day, YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """--set KEY=VALUE: VALUE as JSON where it is JSON (0.2, [0.5, 1], null, true), else as text (welfare)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {text!r}")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed
+
+
 COUNTS = {"sellers": (1, 100_000_000), "fcs": (1, 100_000), "regions": (1, 10_000), "storage-types": (1, 7), "months": (1, 12),
           "rounds": (1, 1_000), "requests": (0, 1_000_000_000), "seed": (0, 2**32 - 1), "history-weeks": (0, 520)}
 SHARE = _number(0.0, 1.0)
@@ -111,10 +149,12 @@ def _seconds(text: str) -> float:
 
 
 def _add_solver_args(p: argparse.ArgumentParser, time_limit_default: str = "none") -> None:
+    from .schemas import SolverOptions
+
     g = p.add_argument_group("solver")
     g.add_argument("--time-limit", type=_seconds, help=f"seconds per solve, above 0 (default: {time_limit_default})")
-    g.add_argument("--backend", choices=["auto", "pyomo", "highspy"], help="model build path (default: auto, by size)")
-    g.add_argument("--lp-method", choices=["auto", "ipm", "primal_simplex", "dual_simplex"],
+    g.add_argument("--backend", choices=_choices(SolverOptions, "backend"), help="model build path (default: auto, by size)")
+    g.add_argument("--lp-method", choices=_choices(SolverOptions, "lp_method"),
                    help="HiGHS LP algorithm (default: auto, measured per model: interior point for the baseline, dual simplex for rounds)")
     g.add_argument("--allow-nonoptimal", action="store_true", help="publish a result stopped at a limit")
     g.add_argument("--solver-log", action="store_true", help="show the solver's own log")
@@ -133,18 +173,13 @@ def _solver_overrides(args) -> dict:
     return changes
 
 
-def _options(args, instance: Instance):
-    try:  # validated, not model_copy'd: an override is checked like the instance's own settings.solver
-        return SolverOptions.model_validate({**instance.settings.solver.model_dump(), **_solver_overrides(args)})
-    except ValidationError as e:
-        raise InputError(pydantic_problems(e, "command line", "solver.")) from None
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="optalloc", description="Fulfillment-center capacity allocation and reservation clearing.")
+    from . import rules
+
+    parser = _Parser(prog="optalloc", description="Fulfillment-center capacity allocation and reservation clearing.")
     parser.add_argument("--version", action="version", version=f"optalloc {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error (also: $OPTALLOC_DEBUG=1)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def cmd(name: str, help_: str, writes: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
@@ -152,7 +187,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
         if writes:
             p.add_argument("-o", "--out", required=True, help=OUT_HELP)
-            p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv)")
+            p.add_argument("--format", choices=FORMATS, default="csv", help="table format (default csv)")
+            p.add_argument("--set", dest="settings", metavar="KEY=VALUE", type=_setting, action="append", default=[],
+                           help="change a setting for this run (repeatable), checked as the instance's settings are, e.g. "
+                                f"--set pool_share=0.2 or --set clearing_rule=welfare (rules: {', '.join(rules.names())})")
             _add_solver_args(p)
             p.add_argument("--workers", type=_whole(0, 4096), default=0,
                            help="solve the markets (storage type x month for the baseline, storage type for a round) on a Dask "
@@ -170,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write a seeded synthetic instance", description="Write a seeded synthetic instance (a folder of tables).")
     g.add_argument("-o", "--out", required=True, help="instance folder to write (" + OUT_RULE + ")")
-    g.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv, as every command; parquet for big instances)")
+    g.add_argument("--format", choices=FORMATS, default="csv", help="table format (default csv, as every command; parquet for big instances)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     defaults = GenerateSpec()
     for name, help_ in [
@@ -193,15 +231,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _forecast_command(sub) -> None:
+    from .schemas import Settings
+
     p = sub.add_parser("forecast", help="needs (P50/P90 cube per month) and performance scores from the instance's history",
                        description="Forecast each seller's weekly shipped cube (P50/P90), turn it into cube to hold per month "
                                    "(models/forecast.md) and score inventory performance; --backtest picks the method on rolling origins.")
     p.add_argument("instance", help="an instance (JSON or folder) with a history table")
     p.add_argument("-o", "--out", required=True, help=OUT_HELP)
-    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv)")
+    p.add_argument("--format", choices=FORMATS, default="csv", help="table format (default csv)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--backtest", action="store_true", help="score every method on rolling origins, write backtest.csv, use the best")
-    p.add_argument("--method", choices=["seasonal_naive", "seasonal_yoy", "lightgbm"], default="lightgbm",
+    p.add_argument("--method", choices=[m for m in _choices(Settings, "forecast_method") if m != "backtest"], default="lightgbm",
                    help="the method without --backtest (default %(default)s)")
     p.add_argument("--origins", type=_whole(1, 52), default=3, help="backtest origins, 4 weeks apart (default %(default)s)")
     p.add_argument("--settlement", metavar="FILE", help="settlement.csv of the last period: credits over fees score the use of granted space")
@@ -209,37 +249,14 @@ def _forecast_command(sub) -> None:
     p.add_argument("--threads", type=_whole(1, 256), default=1, help="LightGBM threads (results are reproducible for a given number)")
 
 
-def _forecast(args) -> int:
-    from .forecast import run_forecast
-
-    inputs = (args.instance, *([args.settlement] if args.settlement else []))  # -o may replace neither
-    check_folder(args.out, inputs=inputs)
-    with stage("load and validate"):
-        instance = load_instance(args.instance)
-    settlement = None
-    if args.settlement:
-        try:
-            settlement = pd.read_csv(args.settlement, dtype={"seller_id": str})
-        except (OSError, ValueError) as e:
-            raise InputError(Problem(f"cannot read table: {e}", args.settlement)) from None
-        missing = [c for c in ("seller_id", "credit", "reservation_fee") if c not in settlement.columns]
-        if missing:
-            raise InputError(Problem(f"not a settlement table (missing {missing})", args.settlement))
-        _check_money(settlement, ("credit", "reservation_fee"), args.settlement)
-    with stage("forecast" + (" and backtest" if args.backtest else "")):
-        result = run_forecast(instance, with_backtest=args.backtest, method=args.method, origins=args.origins, seed=args.seed,
-                              threads=args.threads, settlement=settlement)
-    with stage(f"write {args.out}"):
-        write_tables(args.out, result.tables(), result.summary, fmt=args.format, inputs=inputs)
-    return 0
-
-
 def _simulate_command(sub) -> None:
+    from .schemas import Settings
+
     p = sub.add_parser("simulate", help="a seeded market simulation, cleared and settled by the engine, against the planner's LP alone",
                        description="Sellers with private productivity and forecast error bid for extra space over the rounds; the "
                                    "engine clears and settles; the pool's use is compared with the planner's LP allocating it.")
     p.add_argument("-o", "--out", help="also write the tables and summary.json to this folder (" + OUT_RULE + ")")
-    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format with -o (default csv)")
+    p.add_argument("--format", choices=FORMATS, help="table format with -o (default csv)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     defaults = SimulationSpec()
     for name, help_ in [("sellers", "sellers in the market"), ("fcs", "fulfillment centers"), ("regions", "regions the FCs are in"),
@@ -254,44 +271,9 @@ def _simulate_command(sub) -> None:
     g = p.add_argument_group("several periods (history -> forecast -> limits -> market -> next history)")
     g.add_argument("--periods", type=_whole(1, 40), help="run this many periods (1-40) with a seeded 104-week history instead of the "
                                                          "one-period market comparison")
-    g.add_argument("--forecast-method", choices=["lightgbm", "seasonal_naive", "seasonal_yoy", "backtest"], default="lightgbm",
-                   help="with --periods: how each period's needs are forecast (default %(default)s)")
-    g.add_argument("--reform-share", type=SHARE, default=0.5, help="with --periods: share of overstocking sellers who reform (default %(default)s)")
-
-
-def _simulate(args) -> int:
-    fields = {f: getattr(args, f) for f in SimulationSpec.__dataclass_fields__ if hasattr(args, f)}
-    if args.regions > args.fcs:
-        raise InputError(Problem(f"{args.regions} regions need at least as many FCs (--fcs {args.fcs})", "--regions"))
-    if args.out:
-        check_folder(args.out)
-    if args.periods is not None and args.pool_share >= 1:
-        raise InputError(Problem("with --periods the network is sized to --tightness x the forecast need net of the pool; "
-                                 "--pool-share must be below 1", "--pool-share"))
-    if args.periods is not None:
-        from .simulate import simulate_periods, space_per_need
-
-        groups, by_period, summary = simulate_periods(SimulationSpec(**fields), args.periods, method=args.forecast_method,
-                                                      reform_share=args.reform_share)
-        shown = groups.set_index(["period", "group"]).drop(columns="period_id")
-        print(f"## optalloc simulate --periods {args.periods} (seed {args.seed}): who gets the space, period by period\n\n"
-              f"{sim_markdown(shown, 'groups')}\n\n{space_per_need(groups)}\n\n"
-              f"## forecast calibration and the market, per period\n\n{sim_markdown(by_period.set_index('period'), 'periods')}")
-        if args.out:
-            with stage(f"write {args.out}"):
-                write_tables(args.out, {"groups": groups.set_index(["period", "group"]), "periods": by_period.set_index("period")}, summary,
-                             fmt=args.format)
-        return 0
-    result = simulate(SimulationSpec(**fields))
-    print(f"## optalloc simulate (seed {args.seed}): the pool's space, market vs planner's LP alone\n\n{sim_markdown(result.headline, 'headline')}\n\n"
-          f"## by round of grant\n\n{sim_markdown(result.by_round, 'by_round')}")
-    if args.out:
-        headline = tables.round_table("headline", result.headline.reset_index()).set_index("metric")
-        summary = {"spec": dataclasses.asdict(result.spec),
-                   "headline": {m: {c: (None if pd.isna(v) else float(v)) for c, v in row.items()} for m, row in headline.iterrows()}}
-        with stage(f"write {args.out}"):
-            write_tables(args.out, result.tables(), summary, fmt=args.format)
-    return 0
+    g.add_argument("--forecast-method", choices=_choices(Settings, "forecast_method"),
+                   help="with --periods: how each period's needs are forecast (default lightgbm)")
+    g.add_argument("--reform-share", type=SHARE, help="with --periods: share of overstocking sellers who reform (default 0.5)")
 
 
 def _store_commands(sub) -> None:
@@ -309,23 +291,23 @@ def _store_commands(sub) -> None:
     p = cmd("ingest", "add a period, new requests or a sales report to the store (validated as by 'validate')")
     p.add_argument("instance", nargs="?", help="an instance (JSON or folder): registers its period, adds its requests and sales")
     p.add_argument("--period", help="with table files (needed with them): the stored period they belong to, e.g. P202610")
-    for table in ARRIVING_TABLES:
+    for table in ("requests", "sales", "grant_sales"):
         p.add_argument(f"--{table.replace('_', '-')}", metavar="FILE", help=f"a {table} table (CSV or Parquet) for --period")
     p.add_argument("--history", metavar="FILE", help="weeks of seller history (CSV or Parquet) to append to the store's history (weekly:"
                                                       " stored weeks given again identically are skipped, changed ones refused); with"
                                                       " --period checked against that period, else against every stored period's sellers")
     lock_timeout(p)
     p = cmd("batch", "the nightly job: baselines, every round closed before --date, settlements; each in its own transaction")
-    p.add_argument("--date", type=date.fromisoformat, help="the night to run for, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--date", type=_date, help="the night to run for, YYYY-MM-DD (default: today, UTC)")
     p.add_argument("--workers", type=_whole(0, 4096), default=0,
                    help="Dask LocalCluster worker processes for the markets' solves (default 0: in this process)")
-    p.add_argument("--scheduler", help="address of an existing Dask scheduler to run the solves on")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler to run the solves on (instead of --workers)")
     lock_timeout(p)
     _add_solver_args(p, time_limit_default=f"the instance's, else {DEFAULT_TIME_LIMIT:g}")
     p = cmd("export", "write a stored period's results as 'optalloc solve' writes them")
     p.add_argument("--period", required=True, help="the stored period to export, e.g. P202610 ('optalloc status' lists them)")
     p.add_argument("-o", "--out", required=True, help=OUT_HELP)
-    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv)")
+    p.add_argument("--format", choices=FORMATS, default="csv", help="table format (default csv)")
     cmd("status", "print the store's periods (with holds and failures), rounds and latest runs as JSON")
     p = cmd("period", "hold a period (the batch skips it until released) or release it")
     p.add_argument("action", choices=["hold", "release"], help="hold: the batch skips the period; release: it is processed again")
@@ -338,25 +320,235 @@ def _store_commands(sub) -> None:
                                                        "optalloc report)")
 
 
-def _check_money(frame: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
-    """Dollar columns of a table read for its numbers: each a finite number, 0 or more, else InputError naming the
-    rows (the first 5 per column) and field (text there was exit 1 deep in the forecast)."""
+# ---------------------------------------------------------------- the engine's commands: one Scenario each
+
+
+def make_executor(workers: int = 0, scheduler: str | None = None):
+    """Where the markets are solved: in this process, or on Dask (`optalloc.batch.make_executor`)."""
+    from .batch import make_executor as make
+
+    return make(workers, scheduler)
+
+
+def _options(args, instance):
+    """The instance's solver options with the command line's over them, checked as the settings' are."""
+    from pydantic import ValidationError
+
+    from .instance import pydantic_problems
+    from .schemas import SolverOptions
+
+    try:  # validated, not model_copy'd: an override is checked like the instance's own settings.solver
+        return SolverOptions.model_validate({**instance.settings.solver.model_dump(), **_solver_overrides(args)})
+    except ValidationError as e:
+        raise InputError(pydantic_problems(e, "command line", "solver.")) from None
+
+
+def _with_settings(instance, settings: list[tuple[str, object]]):
+    """The instance with the --set changes (each key once), checked as its settings are."""
+    if not settings:
+        return instance
+    keys = [k for k, _ in settings]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise InputError(Problem(f"{twice[0]} is set twice; give each setting once", "--set", None, twice[0]))
+    return instance.with_settings(source="--set", **dict(settings))
+
+
+def _engine(args) -> int:
+    """solve, allocate, clear, settle: load, check, one Scenario, write what the command writes."""
+    from .outputs import check_folder
+    from .scenario import Scenario
+
+    previous = getattr(args, "previous", None)
+    inputs = (args.instance, previous)
+    check_folder(args.out, inputs=inputs)  # before any work: a refused target costs nothing
+    with stage("load and validate"):
+        from .io import load_instance
+
+        instance = _with_settings(load_instance(args.instance), args.settings)
+    options = _options(args, instance)
+    round_ = getattr(args, "round", None)
+    if round_ is not None and round_ not in instance.period.rounds:
+        raise InputError(Problem(f"round {round_} is not a round of period {instance.period.period_id} "
+                                 f"(its rounds: {', '.join(map(str, instance.period.rounds))})", "--round"))
+    executor = make_executor(args.workers) if args.workers else None
+    try:
+        scenario = Scenario.resume(instance, previous, options, executor=executor) if previous else Scenario(instance, options, executor=executor)
+        if args.command == "allocate":
+            scenario.allocate()
+        elif args.command == "clear" and previous:
+            _clear_next(scenario, round_, Path(previous))
+        elif args.command == "clear":
+            scenario.optimize(through=round_, settle=False)
+        elif args.command == "settle" and previous:
+            if not scenario.rounds:
+                raise InputError(Problem("no cleared rounds to settle (grants.csv / round_prices.csv missing)", str(previous)))
+            scenario.settle()
+        else:  # solve, settle
+            scenario.optimize()
+    finally:
+        if executor is not None:
+            executor.close()
+    tables, parts = WRITES[f"{args.command} --previous" if previous else args.command]
+    result = scenario.result
+    if tables is not None and result.forecast is not None:
+        tables = (*FORECAST_TABLES, *tables)
+    result.write(args.out, args.format, tables=tables, parts=parts, inputs=inputs)
+    return 0
+
+
+def _clear_next(scenario, round_: int | None, previous: Path) -> None:
+    """Exactly one more round after an earlier output folder: the next one (or --round, which must be it)."""
+    prices = previous / "round_prices.csv"
+    todo = scenario.next_round()
+    r = round_ if round_ is not None else todo
+    if r is None:
+        raise InputError(Problem("every round of the period is already cleared", str(prices)))
+    if r in scenario.cleared:
+        row = [x.round for x in scenario.rounds].index(r) + 1
+        raise InputError(Problem(f"round {r} was already cleared", str(prices), row, "round"))
+    if r != todo:
+        raise InputError(Problem(f"round {r} cannot be cleared before round {todo}", "--round"))
+    scenario.clear(r)
+
+
+def _validate(args) -> int:
+    from .io import load_instance
+
+    with stage("load and validate"):
+        instance = load_instance(args.instance)
+    print(json.dumps(instance.summary(), indent=2, sort_keys=True))
+    return 0
+
+
+def _forecast(args) -> int:
+    from .forecast import run_forecast
+    from .io import load_instance, write_tables
+    from .outputs import check_folder
+
+    inputs = (args.instance, *([args.settlement] if args.settlement else []))  # -o may replace neither
+    check_folder(args.out, inputs=inputs)
+    with stage("load and validate"):
+        instance = load_instance(args.instance)
+    settlement = _read_settlement(args.settlement) if args.settlement else None
+    with stage("forecast" + (" and backtest" if args.backtest else "")):
+        result = run_forecast(instance, with_backtest=args.backtest, method=args.method, origins=args.origins, seed=args.seed,
+                              threads=args.threads, settlement=settlement)
+    with stage(f"write {args.out}"):
+        write_tables(args.out, result.tables(), result.summary, fmt=args.format, inputs=inputs)
+    return 0
+
+
+def _read_settlement(path: str):
+    """A settlement table given to `forecast --settlement`: its seller, credit and fee columns, money checked."""
+    import numpy as np
+    import pandas as pd
+
+    try:
+        settlement = pd.read_csv(path, dtype={"seller_id": str})
+    except (OSError, ValueError) as e:
+        raise InputError(Problem(f"cannot read table: {e}", path)) from None
+    missing = [c for c in ("seller_id", "credit", "reservation_fee") if c not in settlement.columns]
+    if missing:
+        raise InputError(Problem(f"not a settlement table (missing {missing})", path))
     problems = []
-    for c in columns:
-        values = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
+    for c in ("credit", "reservation_fee"):  # each a finite number of $, 0 or more (text there was exit 1 deep in the forecast)
+        values = pd.to_numeric(settlement[c], errors="coerce").to_numpy(dtype=float)
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(values) | (values < 0)
-        problems += [Problem("must be a finite number of $, 0 or more", source, int(i) + 1, c) for i in np.flatnonzero(bad)[:5]]
+        problems += [Problem("must be a finite number of $, 0 or more", path, int(i) + 1, c) for i in np.flatnonzero(bad)[:5]]
     if problems:
         raise InputError(problems)
+    return settlement
+
+
+PERIODS_ONLY = ("forecast_method", "reform_share")  # simulate's options that mean something only with --periods
+
+
+def _simulate(args) -> int:
+    import dataclasses
+
+    import pandas as pd
+
+    from . import tables
+    from .io import write_tables
+    from .outputs import check_folder
+    from .simulate import markdown as sim_markdown
+    from .simulate import simulate
+
+    fields = {f: getattr(args, f) for f in SimulationSpec.__dataclass_fields__ if hasattr(args, f)}
+    if args.regions > args.fcs:
+        raise InputError(Problem(f"{args.regions} regions need at least as many FCs (--fcs {args.fcs})", "--regions"))
+    given = [f"--{o.replace('_', '-')}" for o in PERIODS_ONLY if getattr(args, o) is not None]
+    if args.periods is None and given:
+        raise InputError(Problem(f"{given[0]} means something only with --periods N; add --periods or leave it out", given[0]))
+    if args.format is not None and not args.out:
+        raise InputError(Problem("--format says how -o DIR is written; without -o nothing is written", "--format"))
+    fmt = args.format or "csv"
+    if args.out:
+        check_folder(args.out)
+    if args.periods is not None and args.pool_share >= 1:
+        raise InputError(Problem("with --periods the network is sized to --tightness x the forecast need net of the pool; "
+                                 "--pool-share must be below 1", "--pool-share"))
+    if args.periods is not None:
+        from .simulate import simulate_periods, space_per_need
+
+        groups, by_period, summary = simulate_periods(SimulationSpec(**fields), args.periods, method=args.forecast_method or "lightgbm",
+                                                      reform_share=0.5 if args.reform_share is None else args.reform_share)
+        shown = groups.set_index(["period", "group"]).drop(columns="period_id")
+        print(f"## optalloc simulate --periods {args.periods} (seed {args.seed}): who gets the space, period by period\n\n"
+              f"{sim_markdown(shown, 'groups')}\n\n{space_per_need(groups)}\n\n"
+              f"## forecast calibration and the market, per period\n\n{sim_markdown(by_period.set_index('period'), 'periods')}")
+        if args.out:
+            with stage(f"write {args.out}"):
+                write_tables(args.out, {"groups": groups.set_index(["period", "group"]), "periods": by_period.set_index("period")}, summary,
+                             fmt=fmt)
+        return 0
+    result = simulate(SimulationSpec(**fields))
+    print(f"## optalloc simulate (seed {args.seed}): the pool's space, market vs planner's LP alone\n\n{sim_markdown(result.headline, 'headline')}\n\n"
+          f"## by round of grant\n\n{sim_markdown(result.by_round, 'by_round')}")
+    if args.out:
+        headline = tables.round_table("headline", result.headline.reset_index()).set_index("metric")
+        summary = {"spec": dataclasses.asdict(result.spec),
+                   "headline": {m: {c: (None if pd.isna(v) else float(v)) for c, v in row.items()} for m, row in headline.iterrows()}}
+        with stage(f"write {args.out}"):
+            write_tables(args.out, result.tables(), summary, fmt=fmt)
+    return 0
+
+
+def _generate(args) -> int:
+    from .generate import generate, generate_single_pool
+    from .io import write_instance
+    from .outputs import check_folder
+
+    if not args.single_pool and args.regions > args.fcs:
+        raise InputError(Problem(f"{args.regions} regions need at least as many FCs (--fcs {args.fcs}): a region without an FC "
+                                 "would leave its sellers nowhere to go", "--regions"))
+    check_folder(args.out)
+    if args.single_pool:
+        with stage(f"generate {args.requests} single-pool requests"):
+            instance = generate_single_pool(args.requests, seed=args.seed)
+    else:
+        fields = {f: getattr(args, f) for f in GenerateSpec.__dataclass_fields__ if hasattr(args, f)}
+        with stage(f"generate {args.sellers} sellers, {args.requests} requests"):
+            instance = generate(GenerateSpec(**fields))
+    with stage(f"write {args.out}"):
+        write_instance(instance, args.out, fmt=args.format)
+    return 0
+
+
+# ---------------------------------------------------------------- the store's commands
 
 
 READER_UPGRADE_WAIT = 5.0  # seconds a read-only command waits for the lock to upgrade an old store
 
 
-def _open_store(args, *, create: bool = False) -> Store:
+def _open_store(args, *, create: bool = False):
     """The store of a store command. Only ingest may create one; none may use an in-memory database (a writer would
     write into nothing, a reader would read an empty store)."""
+    from .store import Store
+    from .store.urls import is_in_memory
+
     url = resolve_url(args.db)
     if is_in_memory(url):
         raise StoreError(f"{url} is an in-memory database: nothing would be stored or found there; give a file (sqlite:///PATH) or a"
@@ -367,6 +559,9 @@ def _open_store(args, *, create: bool = False) -> Store:
 
 
 def _report(args) -> int:
+    from .outputs import check_file
+    from .report import PAGE_START, load_output_folder, load_store_run, write_report
+
     check_file(args.out, inputs=[args.source], signature=PAGE_START)
     if Path(args.source).is_dir():
         data = load_output_folder(args.source)
@@ -397,54 +592,15 @@ def _store_command(args) -> int:
     if args.command == "report":
         return _report(args)
     if args.command == "export":
+        from .outputs import check_folder
+
         check_folder(args.out)  # before the store is opened: a refused target costs nothing
-    instance = None
     if args.command == "ingest":
-        files = {t: getattr(args, t) for t in ARRIVING_TABLES if getattr(args, t)}
-        if bool(args.instance) == bool(args.period or files or args.history):
-            raise InputError(Problem("give either an instance, or --period with table files (--requests, --sales, --grant-sales), or"
-                                     " --history FILE", "ingest"))
-        if files and not args.period:
-            raise InputError(Problem("--period is needed with --requests, --sales or --grant-sales: name the stored period the files "
-                                     "belong to ('optalloc status' lists them)", "ingest"))
-        if args.period and not files and not args.history:
-            raise InputError(Problem("nothing to ingest: name at least one table file", "--period"))
-        if args.instance:  # before the store is opened: an instance that does not validate creates no store
-            with stage("load and validate"):
-                instance = load_instance(args.instance)
-    # Only an instance creates a store: tables and history are added to what a store already holds.
-    store = _open_store(args, create=instance is not None)
-    if args.command == "ingest":
-        with store.lock(args.lock_timeout):
-            store.mark_dead_runs()  # holding the lock: a run still marked running died
-            if instance is not None:
-                counts = store.ingest(instance)
-            else:  # every file is checked before anything is written, and all of them are written in one transaction
-                history = None
-                with stage("load and validate"):
-                    base = store.instance(args.period) if args.period else None
-                    if args.history:
-                        sellers, types = (base.sellers["seller_id"], base.fcs["storage_type"].unique()) if base else store.known_sellers_and_types()
-                        if base is None and not len(sellers):
-                            raise InputError(Problem("the store has no period yet: ingest an instance first (history names its sellers)",
-                                                     args.history))
-                        frame, rows = load_history_file(args.history, sellers, types, base.period if base else None)
-                        history = (frame, args.history, lambda i: int(rows[i]))
-                    instance = load_arriving_tables(base, files) if files else None
-                counts = store.ingest(instance, tables=list(files), history=history) if files else store.ingest_history(*history)
-        print(json.dumps(counts, indent=2, sort_keys=True))
-    elif args.command == "batch":
-        on = args.date or datetime.now(UTC).date()
-        executor = make_executor(args.workers, args.scheduler)
-        try:
-            report = run_batch(store, on, overrides=_solver_overrides(args), executor=executor, lock_timeout=args.lock_timeout)
-        finally:
-            executor.close()
-        print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True))
-        for f in report.failures:
-            print(f"optalloc: error: period {f['period_id']} failed at {f['step']}: {f['error']}", file=sys.stderr)
-        return report.exit_code
-    elif args.command == "period":
+        return _ingest(args)
+    if args.command == "batch":
+        return _batch(args)
+    store = _open_store(args)
+    if args.command == "period":
         if args.reason is not None and args.action == "release":
             raise InputError(Problem("--reason goes with hold, not release", "--reason"))
         with store.lock(args.lock_timeout):
@@ -452,67 +608,73 @@ def _store_command(args) -> int:
             done = store.hold(args.period_id, args.reason) if args.action == "hold" else store.release(args.period_id)
         print(json.dumps(done, indent=2, sort_keys=True))
     elif args.command == "export":
-        tables, summary = store.period_tables(args.period)
-        with stage(f"write {args.out}"):
-            write_tables(args.out, tables, summary, fmt=args.format, store=store.sqlite_file)
+        from .scenario import Result
+
+        Result.from_store(store, args.period).write(args.out, args.format, store=store.sqlite_file)
     else:  # status
         print(json.dumps(store.status(), indent=2, sort_keys=True, default=str))
     return 0
 
 
-def _baseline_from(previous: dict) -> BaselineResult:
-    return BaselineResult(previous["limits"], pd.DataFrame(), pd.DataFrame(), float("nan"), "read", "file")
+def _ingest(args) -> int:
+    from .io import ARRIVING_TABLES, load_arriving_tables, load_history_file, load_instance
 
-
-def _previous_clearing(previous: dict) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
-    return previous["grants"], previous["pools"], previous["round_prices"], previous["grant_placements"]
-
-
-def _clear_next(instance: Instance, args, options) -> tuple[dict, dict]:
-    """Clear exactly one more round on top of an earlier output folder."""
-    prev = Path(args.previous)
-    previous = read_previous(prev, instance, ("limits",))
-    baseline = _baseline_from(previous)
-    grants, pools, prices, placements = _previous_clearing(previous)
-    cleared = [] if prices is None else sorted(set(prices.index.get_level_values("round")))
-    rounds = instance.period.rounds
-    todo = [r for r in rounds if r not in cleared]
-    r = args.round if args.round is not None else (todo[0] if todo else None)
-    if r is None:
-        raise InputError(Problem("every round of the period is already cleared", str(prev / "round_prices.csv")))
-    if r in cleared:
-        row = int(np.flatnonzero(prices.index.get_level_values("round") == r)[0]) + 1
-        raise InputError(Problem(f"round {r} was already cleared", str(prev / "round_prices.csv"), row, "round"))
-    if r != todo[0]:
-        raise InputError(Problem(f"round {r} cannot be cleared before round {todo[0]}", "--round"))
-    res = clear_round(instance, r, limits=baseline.limits["limit_cube"], held=held_grants(grants), options=options)
-    tables = {
-        "limits": baseline.limits,
-        "grants": pd.concat([t for t in (grants, res.grants) if t is not None]).sort_index(),
-        "grant_placements": pd.concat([t for t in (placements, res.placements) if t is not None]).sort_index(),
-        "pools": pd.concat([t for t in (pools, res.pools) if t is not None]).sort_index(),
-        "round_prices": pd.concat([t for t in (prices, res.prices) if t is not None]).sort_index(),
-    }
-    summary = build_summary(instance, None, None, None)
-    summary["rounds"] = round_records(tables["round_prices"], tables["pools"])
-    return tables, summary
-
-
-def _generate(args) -> int:
-    if not args.single_pool and args.regions > args.fcs:
-        raise InputError(Problem(f"{args.regions} regions need at least as many FCs (--fcs {args.fcs}): a region without an FC "
-                                 "would leave its sellers nowhere to go", "--regions"))
-    check_folder(args.out)
-    if args.single_pool:
-        with stage(f"generate {args.requests} single-pool requests"):
-            instance = generate_single_pool(args.requests, seed=args.seed)
-    else:
-        fields = {f: getattr(args, f) for f in GenerateSpec.__dataclass_fields__ if hasattr(args, f)}
-        with stage(f"generate {args.sellers} sellers, {args.requests} requests"):
-            instance = generate(GenerateSpec(**fields))
-    with stage(f"write {args.out}"):
-        write_instance(instance, args.out, fmt=args.format)
+    files = {t: getattr(args, t) for t in ARRIVING_TABLES if getattr(args, t)}
+    if bool(args.instance) == bool(args.period or files or args.history):
+        raise InputError(Problem("give either an instance, or --period with table files (--requests, --sales, --grant-sales), or"
+                                 " --history FILE", "ingest"))
+    if files and not args.period:
+        raise InputError(Problem("--period is needed with --requests, --sales or --grant-sales: name the stored period the files "
+                                 "belong to ('optalloc status' lists them)", "ingest"))
+    if args.period and not files and not args.history:
+        raise InputError(Problem("nothing to ingest: name at least one table file", "--period"))
+    instance = None
+    if args.instance:  # before the store is opened: an instance that does not validate creates no store
+        with stage("load and validate"):
+            instance = load_instance(args.instance)
+    store = _open_store(args, create=instance is not None)  # only an instance creates a store
+    with store.lock(args.lock_timeout):
+        store.mark_dead_runs()  # holding the lock: a run still marked running died
+        if instance is not None:
+            counts = store.ingest(instance)
+        else:  # every file is checked before anything is written, and all of them are written in one transaction
+            history = None
+            with stage("load and validate"):
+                base = store.instance(args.period) if args.period else None
+                if args.history:
+                    sellers, types = (base.sellers["seller_id"], base.fcs["storage_type"].unique()) if base else store.known_sellers_and_types()
+                    if base is None and not len(sellers):
+                        raise InputError(Problem("the store has no period yet: ingest an instance first (history names its sellers)",
+                                                 args.history))
+                    frame, rows = load_history_file(args.history, sellers, types, base.period if base else None)
+                    history = (frame, args.history, lambda i: int(rows[i]))
+                arriving = load_arriving_tables(base, files) if files else None
+            counts = store.ingest(arriving, tables=list(files), history=history) if files else store.ingest_history(*history)
+    print(json.dumps(counts, indent=2, sort_keys=True))
     return 0
+
+
+def _batch(args) -> int:
+    import dataclasses
+
+    from .batch import run_batch
+
+    if args.scheduler and args.workers:
+        raise InputError(Problem("--scheduler runs the solves on an existing cluster, --workers starts one: give one of them", "--workers"))
+    on = args.date or datetime.now(UTC).date()
+    store = _open_store(args)
+    executor = make_executor(args.workers, args.scheduler)
+    try:
+        report = run_batch(store, on, overrides=_solver_overrides(args), executor=executor, lock_timeout=args.lock_timeout)
+    finally:
+        executor.close()
+    print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True))
+    for f in report.failures:
+        print(f"optalloc: error: period {f['period_id']} failed at {f['step']}: {f['error']}", file=sys.stderr)
+    return report.exit_code
+
+
+# ---------------------------------------------------------------- entry points
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -522,77 +684,18 @@ def run(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     set_quiet(args.quiet)
-    if args.command == "generate":
-        return _generate(args)
-    if args.command in STORE_COMMANDS:
-        return _store_command(args)
-    if args.command == "simulate":
-        return _simulate(args)
-    if args.command == "forecast":
-        return _forecast(args)
-    inputs = (args.instance, getattr(args, "previous", None))
-    if args.command != "validate":
-        check_folder(args.out, inputs=inputs)  # before any work: a refused target costs nothing
-    with stage("load and validate"):
-        instance = load_instance(args.instance)
-    if args.command == "validate":
-        print(json.dumps(instance.summary(), indent=2, sort_keys=True))
-        return 0
-    forecast_out = {}
-    if needs_forecast(instance):  # history but no needs: forecast them first, as the batch's forecast step does
-        with stage(f"forecast ({instance.settings.forecast_method})"):
-            forecast = forecast_period(instance)
-        instance = with_forecast(instance, forecast)
-        needs, perf = forecast_tables(forecast)
-        forecast_out = {"needs": needs.drop(columns="floor_cube").set_index(["seller_id", "storage_type", "month"]),
-                        "performance": perf.set_index("seller_id")}
-    options = _options(args, instance)
-    if getattr(args, "round", None) is not None and args.round not in instance.period.rounds:
-        raise InputError(Problem(f"round {args.round} is not a round of period {instance.period.period_id} "
-                                 f"(its rounds: {', '.join(map(str, instance.period.rounds))})", "--round"))
-    executor = make_executor(args.workers) if args.workers else None
-    try:
-        tables, summary = _compute(args, instance, options, executor)
-    finally:
-        if executor is not None:
-            executor.close()
-    with stage(f"write {args.out}"):
-        write_tables(args.out, {**forecast_out, **tables}, summary, fmt=args.format, inputs=inputs)
-    return 0
+    if args.command in ("generate", *STORE_COMMANDS):  # no BLAS work, or their own (the batch's run holds one thread)
+        return _generate(args) if args.command == "generate" else _store_command(args)
+    from .solver import one_blas_thread
 
-
-def _compute(args, instance: Instance, options, executor) -> tuple[dict, dict]:
-    """The tables and summary of solve, allocate, clear or settle."""
-    if args.command == "solve":
-        result = run_period(instance, options, executor)
-        tables, summary = result.tables(), result.summary()
-    elif args.command == "allocate":
-        baseline = allocate(instance, options, executor=executor)
-        tables, summary = baseline.tables(), build_summary(instance, baseline, None, None)
-    elif args.command == "clear":
-        if args.previous:
-            tables, summary = _clear_next(instance, args, options)
-        else:
-            baseline = allocate(instance, options, executor=executor)
-            clearing = clear_rounds(instance, baseline, options, through=args.round, executor=executor)
-            tables = {"limits": baseline.limits, **clearing.tables()}
-            summary = build_summary(instance, baseline, clearing, None)
-    else:  # settle
-        if args.previous:
-            prev = Path(args.previous)
-            previous = read_previous(prev, instance, ("limits",))
-            baseline = _baseline_from(previous)
-            grants, _, prices, _ = _previous_clearing(previous)
-            if grants is None or prices is None:
-                raise InputError(Problem("no cleared rounds to settle (grants.csv / round_prices.csv missing)", str(prev)))
-            settlement = settle_grants(grants, prices, baseline.limits["limit_cube"], instance.sales, instance.grant_sales, instance.settings)
-            summary = build_summary(instance, None, None, settlement)
-            tables = {"round_prices": prices, "settlement": settlement}
-        else:
-            result = run_period(instance, options, executor)
-            tables = {"round_prices": result.clearing.round_prices, "settlement": result.settlement}
-            summary = build_summary(instance, None, result.clearing, result.settlement)
-    return tables, summary
+    with one_blas_thread():  # every command computes as `solve` does (see solver.one_blas_thread)
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "forecast":
+            return _forecast(args)
+        if args.command == "validate":
+            return _validate(args)
+        return _engine(args)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -603,15 +706,15 @@ def main(argv: list[str] | None = None) -> None:
     batch = next((a for a in args if not a.startswith("-")), None) == "batch"
     left = "; the steps committed before it stay ('optalloc status')" if batch else "; nothing was written"
     try:
-        with one_blas_thread():  # every command computes as `solve` does (see solver.one_blas_thread)
-            code = run(argv)
+        code = run(argv)
     except OptallocError as e:
         if debug:
             traceback.print_exc()
         print(f"optalloc: error: {e}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt as e:
-        written = f"; {e.path} was written in full" if isinstance(e, WrittenThenInterrupted) else left
+        path = getattr(e, "path", None)  # outputs.WrittenThenInterrupted: the result was in place
+        written = f"; {path} was written in full" if path is not None else left
         print(f"optalloc: interrupted{written}", file=sys.stderr)
         code = 130
     except BrokenPipeError:  # the reader went away (`optalloc status | head`): not an error of ours

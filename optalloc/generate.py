@@ -8,33 +8,13 @@ by `seed`, so the same arguments give the same instance, byte for byte.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from .instance import Instance
+from .specs import GenerateSpec  # noqa: F401 -- optalloc.generate.GenerateSpec, as before
 
 STORAGE_TYPES = ["standard", "oversize", "extra_large", "apparel", "footwear", "aerosol", "flammable"]
-
-
-@dataclass(frozen=True)
-class GenerateSpec:
-    sellers: int = 200
-    fcs: int = 6
-    regions: int = 3
-    storage_types: int = 2
-    months: int = 3
-    rounds: int = 3
-    requests: int = 300
-    second_region_share: float = 0.2  # sellers that may also use a second region
-    min_cube_share: float = 0.05
-    multi_month_share: float = 0.3
-    tightness: float = 0.9
-    with_sales: bool = True
-    first_month: str = "2026-10"
-    seed: int = 0
-    history_weeks: int = 0  # > 0: also a weekly `history` table ending before the period (optalloc.history)
 
 
 def _ids(prefix: str, n: int) -> np.ndarray:

@@ -84,6 +84,8 @@ class Instance:
     # Each table's rows are in canonical (key) order; source_rows[t][i] is the 1-based row of its file that row i
     # came from, so later checks (the store's ingest) still name the user's row.
     source_rows: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    # Which rows of fcs (canonical order) were given a pool_cube; the others' pool is pool_share x capacity.
+    pool_given: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_tables(
@@ -98,6 +100,7 @@ class Instance:
         """Validate tables (column-wise) and cross-references; raise InputError listing every problem."""
         sources = {"meta": "instance", **{t: t for t in TABLES}, **(sources or {})}
         problems: list[Problem] = []
+        explicit = set(settings) if isinstance(settings, dict) else set()  # settings a user wrote (a Settings object: none)
         try:
             period = period if isinstance(period, Period) else Period.model_validate(period)
         except ValidationError as e:
@@ -131,6 +134,8 @@ class Instance:
         table_level = any(p.row is None for p in problems) or not isinstance(period, Period) or len(typed) < len(TABLES)
         if not table_level:  # rows with bad cells still allow the cross-table checks: report everything at once
             problems += check_instance(typed, period, sources)
+        if not problems and isinstance(settings, Settings):
+            problems += _settings_that_lie(explicit, settings, typed, sources.get("meta", "instance"))
         raise_if(problems)
         source_rows = {}
         for t in TABLES:  # one canonical order, whatever order the rows came in: the same answer from any source
@@ -139,6 +144,7 @@ class Instance:
         snap_to_grid(typed)  # fees in whole cents, cube in whole milli-cube, from here on
         fcs = typed["fcs"]
         missing_pool = fcs["pool_cube"].isna()
+        pool_given = ~missing_pool.to_numpy()
         # A derived pool counts its whole milli-cube only: the rules work in whole milli-cube.
         fcs.loc[missing_pool, "pool_cube"] = floor_to_grid(fcs.loc[missing_pool, "capacity_cube"].to_numpy() * settings.pool_share, CUBE)
         return cls(
@@ -154,6 +160,7 @@ class Instance:
             history=typed["history"],
             sources=sources,
             source_rows=source_rows,
+            pool_given=pool_given,
         )
 
     def file_row(self, table: str, i: int) -> int:
@@ -161,13 +168,29 @@ class Instance:
         rows = self.source_rows.get(table)
         return int(rows[i]) if rows is not None and i < len(rows) else i + 1
 
-    def with_settings(self, **changes) -> "Instance":
-        """A copy with some settings replaced (validated)."""
+    def with_settings(self, source: str = "settings", **changes) -> "Instance":
+        """A copy with some settings replaced, checked as an instance's settings are (`source` names where the
+        changes come from in a message, e.g. "--set"). A pool derived from pool_share is derived again; a setting
+        that an explicit column overrides is refused (`_settings_that_lie`)."""
+        if not isinstance(source, str):
+            raise InputError(Problem(f"with_settings takes settings by name (with_settings(pool_share=0.2)), not {source!r}", "settings"))
         try:
             settings = Settings.model_validate({**self.settings.model_dump(), **changes})
         except ValidationError as e:
-            raise InputError(pydantic_problems(e, "settings", "settings.")) from None
-        return Instance(**{**self.__dict__, "settings": settings})
+            raise InputError(pydantic_problems(e, source, "settings." if source == "settings" else "")) from None
+        tables = {"fcs": self.fcs.assign(pool_cube=self.fcs["pool_cube"].where(self._pool_given())), "needs": self.needs}
+        raise_if(_settings_that_lie(set(changes), settings, tables, source))
+        fcs = self.fcs
+        if settings.pool_share != self.settings.pool_share and not self._pool_given().all():
+            derived = ~self._pool_given()
+            fcs = fcs.copy()
+            fcs.loc[derived, "pool_cube"] = floor_to_grid(fcs.loc[derived, "capacity_cube"].to_numpy() * settings.pool_share, CUBE)
+        return replace(self, settings=settings, fcs=fcs)
+
+    def _pool_given(self) -> np.ndarray:
+        """Which fcs rows were given their pool_cube (all, for an instance made without from_tables)."""
+        given = self.pool_given
+        return given if given is not None and len(given) == len(self.fcs) else np.ones(len(self.fcs), dtype=bool)
 
     def of_storage_type(self, storage_type: str) -> "Instance":
         """The market of one storage type: its FCs, needs, requests and sales (sellers and settings unchanged).
@@ -195,6 +218,24 @@ class Instance:
             "sellers": len(self.sellers),
             "requests": len(self.requests),
         }
+
+
+def _settings_that_lie(explicit: set[str], settings: Settings, tables: dict[str, pd.DataFrame], source: str) -> list[Problem]:
+    """Settings given explicitly that an explicit column of the inputs overrides, so they would change nothing (and
+    summary.json would report them as if they had): pool_share where every FC row has its pool_cube; forecast_method
+    where the needs are given (nothing is forecast)."""
+    problems = []
+    fcs = tables.get("fcs")
+    if "pool_share" in explicit and fcs is not None and len(fcs) and "pool_cube" in fcs and fcs["pool_cube"].notna().all():
+        problems.append(Problem(f"pool_share {settings.pool_share:g} would change nothing: every row of the fcs table has its own "
+                                "pool_cube, which overrides it. Change the pool_cube column instead, or leave pool_cube out to derive "
+                                "each pool from pool_share", source, None, "pool_share"))
+    needs = tables.get("needs")
+    if "forecast_method" in explicit and needs is not None and len(needs):
+        problems.append(Problem(f"forecast_method {settings.forecast_method!r} would change nothing: the needs table is given, so nothing"
+                                " is forecast. Leave the needs table out to forecast them from the history, or drop forecast_method",
+                                source, None, "forecast_method"))
+    return problems
 
 
 def _of_storage_type(frame: pd.DataFrame, storage_type: str) -> pd.DataFrame:

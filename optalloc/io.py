@@ -460,7 +460,9 @@ def _check_result_columns(frame: pd.DataFrame, table: declared.Table, source: st
         missing = values.isna().to_numpy()
         if col in table.keys:
             report(missing, col, "value is missing (a key column)")
-        if column.kind == declared.TIME:
+        if column.kind == declared.TEXT and not column.nullable and col not in table.keys:
+            frame[col] = values.astype(object).where(~missing, "")  # an empty cell is the empty text it was (a reason, say)
+        elif column.kind == declared.TIME:
             parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
             report(parsed.isna().to_numpy() & ~missing, col, "not an ISO 8601 date-time")
         elif column.kind == declared.BOOL:

@@ -81,24 +81,11 @@ def load_output_folder(folder: str | os.PathLike) -> ReportData:
 def period_as_of(store, period_id: str, run_id: int) -> PeriodView:
     """A stored period as it stood when run `run_id` ended: the baseline, rounds and settlement written by that run or
     earlier ones (every result names the run that wrote it); later runs' results are left out."""
-    from .period import ClearingResult, build_summary
+    from .scenario import Result
 
-    def by(rid) -> bool:
-        return pd.notna(rid) and int(rid) <= run_id
-
-    with store.snapshot():  # one moment of the store, whatever a batch commits meanwhile
-        row = store.periods().loc[period_id]
-        baseline = store.baseline(period_id) if by(row["baseline_run_id"]) else None
-        cleared = store.rounds().loc[period_id]
-        done = {int(r) for r, rid in cleared["cleared_run_id"].items() if by(rid)}
-        kept = [r for r in store.round_results(period_id) if r.round in done]
-        settlement = store.results(period_id, ["settlement"])["settlement"] if by(row["settled_run_id"]) else None
-        instance = store.instance(period_id)
-    clearing = ClearingResult(kept) if kept else None
-    tables = {**(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
-    if settlement is not None:
-        tables["settlement"] = settlement
-    return PeriodView(build_summary(instance, baseline, clearing, settlement), tables)
+    result = Result.from_store(store, period_id, as_of_run=run_id)
+    tables = {name: frame for name, frame in result.tables().items() if name not in ("needs", "performance")}
+    return PeriodView(result.summary(hash_inputs=True), tables)
 
 
 def _run_title(run_id: int, record: dict) -> str:

@@ -4,7 +4,7 @@ Pure post-processing of the grants (no solver):
 - protected price of (round i, type k) = min over rounds j >= i of the clearing price of (j, k) (rounds that granted
   nothing of type k have none);
 - final fee per cube = min(max_fee_per_cube, protected price of the grant's round);
-- fee = final fee per cube x granted cube;
+- fee = final fee per cube x granted cube, exactly in cents (`fee_cents`);
 - attributed sales: given per grant (`grant_sales`), else derived from the seller's months (`sales`):
   sales x min(granted, max(0, used_cube - baseline_limit)) / used_cube, shared among the seller's grants
   holding that storage type and month in proportion to their cube;
@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .schemas import Settings
+from .tables import publish
+from .units import CENTS, to_cents, to_milli
 
 SETTLEMENT_INDEX = ["round", "request_id"]
 
@@ -72,7 +74,7 @@ def settle(grants: pd.DataFrame, round_prices: pd.DataFrame, limits: pd.Series, 
     g["round_clearing_price"] = round_prices["clearing_price"].reindex(key).to_numpy()
     g["protected_price"] = protected.reindex(key).to_numpy()
     g["fee_per_cube"] = np.minimum(g["max_fee_per_cube"].to_numpy(), g["protected_price"].to_numpy())
-    g["reservation_fee"] = _money(g["fee_per_cube"] * g["granted_cube"])
+    g["reservation_fee"] = fee_cents(g["fee_per_cube"].to_numpy(), g["granted_cube"].to_numpy()) / CENTS
     sales_amt, source = attributed_sales(g, limits, sales, grant_sales)
     g["attributed_sales"] = _money(sales_amt)
     g["sales_source"] = source
@@ -80,7 +82,16 @@ def settle(grants: pd.DataFrame, round_prices: pd.DataFrame, limits: pd.Series, 
     g["net"] = _money(np.maximum(g["reservation_fee"] - g["credit"], 0.0))
     cols = ["seller_id", "storage_type", "months", "granted_cube", "max_fee_per_cube", "round_clearing_price", "protected_price",
             "fee_per_cube", "reservation_fee", "attributed_sales", "sales_source", "credit", "net"]
-    return g[cols].sort_index()
+    return publish("settlement", g[cols].sort_index())
+
+
+def fee_cents(fee_per_cube: np.ndarray, granted_cube: np.ndarray) -> np.ndarray:
+    """Fee = fee per cube x granted cube, in whole cents exactly: cents x milli-cube is a whole number of 1e-5 $,
+    rounded half up to the cent (Python integers where an int64 product could overflow)."""
+    p, q = to_cents(fee_per_cube), to_milli(granted_cube)
+    if len(p) and float(np.max(p.astype(float) * q.astype(float), initial=0.0)) < 2.0**62:
+        return (p * q + 500) // 1000
+    return np.array([(int(a) * int(b) + 500) // 1000 for a, b in zip(p, q)], dtype=float)
 
 
 def _money(x) -> pd.Series | np.ndarray:

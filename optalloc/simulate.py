@@ -27,31 +27,14 @@ import pandas as pd
 from . import tables, units
 from .baseline import allocate
 from .clearing import clear_round, held_grants, request_caps
-from .generate import GenerateSpec, generate
+from .generate import generate
+from .specs import GenerateSpec, SimulationSpec
 from .instance import Instance
 from .progress import note, stage
 from .schemas import MAX_FEE, MAX_PRODUCTIVITY, MAX_SALES, SolverOptions
 from .settlement import settle
 
 EPS = 1e-6
-
-
-@dataclass(frozen=True)
-class SimulationSpec:
-    sellers: int = 300
-    fcs: int = 9
-    regions: int = 3
-    storage_types: int = 1
-    rounds: int = 3
-    tightness: float = 0.9  # FC capacity as a multiple of the sellers' forecast P50 need
-    pool_share: float = 0.10  # of FC capacity, set aside for the market (the programme's default)
-    forecast_error: float = 0.35  # sd of log(true need / P50 forecast)
-    productivity_error: float = 0.4  # sd of log(true productivity / the planner's estimate)
-    margin: float = 0.25  # profit per $ of sales: what a cube-month is worth to a seller, per $ it sells
-    shading: tuple[float, float] = (0.5, 0.9)  # a bidder's first offer is value x U(shading)
-    raise_share: float = 0.5  # a rebid closes this share of the gap between the last offer and the value
-    first_round_weights: tuple[float, ...] = (0.5, 0.3, 0.2)  # which round a bidder first bids in (trimmed to `rounds`)
-    seed: int = 0
 
 
 @dataclass

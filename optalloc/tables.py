@@ -366,3 +366,11 @@ def round_table(name: str, frame):
         net = np.maximum(steps(out["reservation_fee"], MONEY) - steps(out["credit"], MONEY), 0.0)
         out["net"] = net / MONEY.scale + 0.0
     return out
+
+
+def publish(name: str, frame):
+    """`frame` (table `name`, indexed by its keys or not) with its numbers in their units, as its files hold them:
+    what every step of the engine returns, so memory, files and the store agree to the cent and the milli-cube."""
+    index = [n for n in frame.index.names if n is not None]
+    out = round_table(name, frame.reset_index() if index else frame)
+    return out.set_index(index) if index else out

@@ -254,8 +254,7 @@ def test_the_batch_and_run_period_compute_on_one_blas_thread_and_give_the_caller
     back afterwards. Seen from the baseline's solve, with the caller at 2 threads."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    import optalloc.batch
-    import optalloc.period
+    import optalloc.scenario
     from optalloc.period import run_period
 
     def blas_threads() -> list[int]:
@@ -264,9 +263,8 @@ def test_the_batch_and_run_period_compute_on_one_blas_thread_and_give_the_caller
     if not blas_threads():
         pytest.skip("numpy has no BLAS that threadpoolctl can limit")
     seen = []
-    for module in (optalloc.batch, optalloc.period):
-        real = module.allocate
-        monkeypatch.setattr(module, "allocate", lambda *a, real=real, **k: (seen.append(blas_threads()), real(*a, **k))[1])
+    real = optalloc.scenario.allocate  # both take the one path: Scenario.allocate
+    monkeypatch.setattr(optalloc.scenario, "allocate", lambda *a, **k: (seen.append(blas_threads()), real(*a, **k))[1])
     with threadpool_limits(limits=2, user_api="blas"):
         store = Store("sqlite://")
         store.ingest(load_instance(SMALL))

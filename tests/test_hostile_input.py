@@ -206,7 +206,7 @@ def test_settings_and_period_take_json_types_as_tables_do(tmp_path, where, value
 
 
 def test_an_integer_setting_where_a_number_belongs_is_fine(tmp_path):
-    code, err = cli("validate", worked(tmp_path, lambda doc: doc["settings"].update(pool_share=0, request_cap_cube=1000)))
+    code, err = cli("validate", worked(tmp_path, lambda doc: doc["settings"].update(credit_cap_share=1, request_cap_cube=1000)))
     assert code == 0, err
 
 

@@ -424,7 +424,10 @@ def test_an_export_reads_the_period_as_of_one_moment(store_url, monkeypatch, mom
 
     monkeypatch.setattr(S, "read_frame", read_frame)
     monkeypatch.setattr(Store, "baseline", read_baseline)
-    tables, summary = Store(store_url, create=False).period_tables("P202610")
+    from optalloc.scenario import Result
+
+    result = Result.from_store(Store(store_url, create=False), "P202610")
+    tables, summary = result.tables(), result.summary()
     monkeypatch.undo()
     assert committed and len(Store(store_url).round_results("P202610")) == (1 if night == date(2026, 9, 10) else 2)  # it did commit
     if moment == "after the baseline is read":  # the period before the night: nothing solved
@@ -811,7 +814,7 @@ def test_a_period_stored_before_forecast_method_existed_is_re_ingested_as_the_sa
     other = tmp_path / "other"
     shutil.copytree(SMALL, other)
     meta = json.loads((other / "instance.json").read_text())
-    meta.setdefault("settings", {})["forecast_method"] = "seasonal_naive"
+    meta.setdefault("settings", {})["credit_rate"] = 0.2
     (other / "instance.json").write_text(json.dumps(meta))
     refused = cli("ingest", str(other), db=store_url)
     assert refused.returncode == 2 and "with other settings" in refused.stderr

@@ -8,23 +8,31 @@ import numpy as np
 import pandas as pd
 
 from ..placement import split_by_class
+from ..tables import publish
 from .data import FC_INDEX, LIMIT_INDEX, PLACEMENT_INDEX, BaselineData, tier_lower_bounds
 
 
 @dataclass
 class BaselineResult:
     """limits: (seller_id, storage_type, month); placements: (seller_id, fc_id, storage_type, month);
-    fc_prices: (fc_id, storage_type, month) with the shadow price of space (dual of fc_capacity)."""
+    fc_prices: (fc_id, storage_type, month) with the shadow price of space (dual of fc_capacity). A baseline read back
+    from an output folder has its limits only (placements and fc_prices None)."""
 
     limits: pd.DataFrame
-    placements: pd.DataFrame
-    fc_prices: pd.DataFrame
+    placements: pd.DataFrame | None
+    fc_prices: pd.DataFrame | None
     objective: float
     status: str
     backend: str
 
+    @property
+    def complete(self) -> bool:
+        """Computed here or read whole (not just its limits)."""
+        return self.placements is not None and self.fc_prices is not None
+
     def tables(self) -> dict[str, pd.DataFrame]:
-        return {"limits": self.limits, "placements": self.placements, "fc_prices": self.fc_prices}
+        return {name: frame for name, frame in (("limits", self.limits), ("placements", self.placements), ("fc_prices", self.fc_prices))
+                if frame is not None}
 
 
 def split_ties(d: BaselineData, tier: np.ndarray) -> np.ndarray:
@@ -153,7 +161,8 @@ def extract_baseline(d: BaselineData, sol: BaselineSolution) -> BaselineResult:
     fc_prices = cap[FC_INDEX + ["capacity_cube", "pool_cube", "net_cube"]].copy()
     fc_prices["baseline_cube"] = _clean(used)
     fc_prices["shadow_price"] = _clean(np.abs(sol.cap_dual))
-    return BaselineResult(limits, placements, _in_key_order(fc_prices, FC_INDEX), float(sol.objective), sol.status, sol.backend)
+    return BaselineResult(publish("limits", limits), publish("placements", placements), publish("fc_prices", _in_key_order(fc_prices, FC_INDEX)),
+                          float(sol.objective), sol.status, sol.backend)
 
 
 def _cap_order(cap: pd.DataFrame) -> np.ndarray:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .data import EPS, EXHAUSTED, GRANTED, MIN_CUBE, OUTBID, PARTIAL, POOL_INDEX, REJECTED, ClearingData, Solution
+from ..tables import publish
 from ..units import MILLI, to_cents, to_milli
 
 
@@ -128,7 +129,8 @@ def extract_round(d: ClearingData, sol: Solution, rule) -> RoundResult:
             "method": sol.method,
         }
     ).set_index(["round", "storage_type"])
-    return RoundResult(d.round, grants, placements, pools, prices)
+    return RoundResult(d.round, publish("grants", grants), publish("grant_placements", placements), publish("pools", pools),
+                       publish("round_prices", prices))
 
 
 def concat_results(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -7,6 +7,8 @@ one registered by a user) computed by one of its exact methods -> `results.extra
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -68,16 +70,21 @@ def clear_round(
         raise InputError(Problem(f"round {round_} is not in the period (rounds {instance.period.rounds})", "round"))
     options = options or instance.settings.solver
     held = held_grants(held) if held is not None else held_grants()
-    types = sorted(instance.fcs["storage_type"].unique())
-    fan_out = executor is not None and len(types) > 1
-    of_type = limits.index.get_level_values("storage_type") if fan_out else None  # a worker gets its type's limits only
-    calls = (  # lazy: in this process one type's part of the instance exists at a time
-        (instance.round_market(k, round_), round_, limits[of_type == k] if fan_out else limits,
-         held[held["storage_type"] == k], options, method)
-        for k in types
-    )
+    fan_out = executor is not None and instance.fcs["storage_type"].nunique() > 1
+    calls = round_markets(instance, round_, limits, held, options, method, split_limits=fan_out)
     parts = executor.map(clear_market, list(calls)) if fan_out else [clear_market(*call) for call in calls]
     return parts[0] if len(parts) == 1 else combine_markets(parts)
+
+
+def round_markets(instance: Instance, round_: int, limits: pd.Series, held: pd.DataFrame, options: SolverOptions, method: str | None,
+                  *, split_limits: bool = False) -> Iterator[tuple]:
+    """The round's markets, one per storage type, as the arguments of `clear_market`: each type's part of the
+    instance, the round's requests of it, the earlier grants of it (and with `split_limits`, as a worker gets them,
+    only its type's limits). Lazy: in this process one type's part of the instance exists at a time."""
+    of_type = limits.index.get_level_values("storage_type") if split_limits else None
+    for k in sorted(instance.fcs["storage_type"].unique()):
+        yield (instance.round_market(k, round_), round_, limits[of_type == k] if split_limits else limits, held[held["storage_type"] == k],
+               options, method)
 
 
 def clear_market(instance: Instance, round_: int, limits: pd.Series, held: pd.DataFrame, options: SolverOptions, method: str | None) -> RoundResult:

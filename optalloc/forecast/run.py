@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 from .. import units
+from ..schemas import MAX_CUBE
+from ..tables import publish
 from ..errors import InputError, Problem
 from ..history import COVER_WEEKS
 from ..instance import Instance
@@ -146,7 +148,12 @@ def run_forecast(instance: Instance, *, with_backtest: bool = False, method: str
     q50, q90, cold = forecast(method, panel.y, H, panel.woy(H), panel.keys, seed=seed, threads=threads, **lgb_args)
     needs = monthly_needs(panel, weeks, q50, q90, months)
     needs, filled = complete_needs(needs, instance, panel.keys.loc[cold, ["seller_id", "storage_type"]])
-    perf = performance_scores(instance.history, settlement)
+    # What the forecast writes is read back as an instance's needs (by solve, the store, a later run): within the
+    # bounds those are read with (history at its maxima forecast 6e12 cube, which the store then refused for ever),
+    # and in their units, as the files hold them.
+    needs[["p50_cube", "p90_cube"]] = needs[["p50_cube", "p90_cube"]].clip(0.0, MAX_CUBE)
+    needs = publish("needs", needs)
+    perf = publish("performance", performance_scores(instance.history, settlement))
     summary = {
         "method": method,
         "mean_wql": {m: units.value(v, units.RATIO) for m, v in scores.items()},

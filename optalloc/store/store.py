@@ -40,10 +40,10 @@ from ..errors import InputError, Problem, StoreError
 from ..failpoints import failpoint
 from ..instance import Instance
 from ..outputs import process_alive
-from ..period import ClearingResult, build_summary
 from ..schemas import TABLE_KEYS, Settings
 from ..settlement import protected_prices
 from . import tables as T
+from .urls import DEFAULT_URL, URL_ENV, is_in_memory, resolve_url  # noqa: F401 -- as optalloc.store.store named them
 from .frames import (
     BOOKKEEPING_COLUMNS,
     canonical_records,
@@ -55,8 +55,6 @@ from .frames import (
     write_frame,
 )
 
-DEFAULT_URL = "sqlite:///optalloc.db"
-URL_ENV = "OPTALLOC_DB"
 CONNECT_TIMEOUT_ENV = "OPTALLOC_DB_CONNECT_TIMEOUT"  # seconds to wait for PostgreSQL to answer a connection (default 10)
 STATEMENT_TIMEOUT_ENV = "OPTALLOC_DB_STATEMENT_TIMEOUT"  # seconds any one PostgreSQL statement may take (default 1800; 0 = none)
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -74,24 +72,6 @@ class StoreLockTimeout(StoreError):
 
 class AlreadyDone(StoreError):
     """Another run wrote this result first (the claim in the result's own transaction found it taken)."""
-
-
-def resolve_url(url: str | None = None) -> str:
-    """--db, else $OPTALLOC_DB, else an SQLite file in the working folder. postgresql:// means psycopg 3."""
-    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url.removeprefix(prefix)
-    return url
-
-
-def is_in_memory(url: str) -> bool:
-    """sqlite:// and sqlite:///:memory: (a database that ends with its process)."""
-    try:
-        u = sa.make_url(resolve_url(url))
-    except (sa.exc.ArgumentError, ValueError):
-        return False
-    return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
 
 
 def _alembic_config() -> Config:
@@ -504,7 +484,7 @@ class Store:
                 "rounds": [r.round for r in rounds],
                 "round_close_dates": [r.close_date for r in rounds],
             },
-            settings=json.loads(period.settings),
+            settings=_as_stored(json.loads(period.settings)),
             tables={name: frame.drop(columns=BOOKKEEPING_COLUMNS, errors="ignore") for name, frame in tables.items()},
             sources={"meta": f"{self.display_url}: periods", **{t: f"{self.display_url}: {t}" for t in (*T.INPUT_TABLES, "history")}},
         )
@@ -720,22 +700,6 @@ class Store:
 
         return [RoundResult(r, of(t["grants"], r), of(t["grant_placements"], r), of(t["pools"], r), of(t["round_prices"], r)) for r in rounds]
 
-    def period_tables(self, period_id: str) -> tuple[dict[str, pd.DataFrame], dict]:
-        """A stored period's result tables and summary, as `optalloc solve` writes them (only what has been done), all
-        read in one snapshot of the store."""
-        with self.snapshot():
-            instance = self.instance(period_id)
-            baseline = self.baseline(period_id)
-            rounds = self.round_results(period_id)
-            clearing = ClearingResult(rounds) if rounds else None
-            settled = pd.notna(self.periods().loc[period_id, "settled_run_id"])
-            settlement = self.results(period_id, ["settlement"])["settlement"] if settled else None
-            forecast = self.forecast_tables(period_id)
-        tables = {**forecast, **(baseline.tables() if baseline else {}), **(clearing.tables() if clearing else {})}
-        if settlement is not None:
-            tables["settlement"] = settlement
-        return tables, build_summary(instance, baseline, clearing, settlement)
-
     def round_prices_with_protection(self, period_id: str) -> pd.DataFrame:
         with self._reading() as conn:
             frame = read_frame(conn, T.round_prices, period_id)
@@ -826,6 +790,15 @@ class Store:
 
 
 # ---------------------------------------------------------------- opening: files, timeouts, errors
+
+
+def _as_stored(doc: dict) -> Settings | dict:
+    """A period's stored settings as its Instance takes them: a Settings object (checked when ingested, and not a
+    user's explicit choices: `Instance.from_tables` checks those), or the dict, whose problems it then reports."""
+    try:
+        return Settings.model_validate(doc)
+    except ValueError:
+        return doc
 
 
 def _stored_settings(text: str) -> dict:
