@@ -59,7 +59,7 @@ def _writer_process(url: str, pipe) -> None:
 @contextmanager
 def patched(variant: str, instance, url: str):
     import optalloc.batch as batch
-    import optalloc.store.store as store_module
+    import optalloc.store.commits as store_module
     from optalloc.store import Store
 
     saved = [(Store, "instance", Store.instance), (batch, "inputs_hash", batch.inputs_hash),

@@ -64,24 +64,24 @@ def run_one(case: str, folder: str, path: str) -> dict:
     inst = load_instance(folder)
     out = {"load": time.perf_counter() - t}
     options = SolverOptions(backend="pyomo" if path == "pyomo" else "highspy")
-    if case == "baseline":
-        progress.reset_timings()
-        res = allocate(inst, options)
-        out["objective"] = res.objective
-    else:
-        limits = allocate(inst, SolverOptions(backend="highspy")).limits["limit_cube"]
-        progress.reset_timings()
-        res = clear_round(inst, 1, limits=limits, options=options, method=path if path != "highspy" else "highspy")
-        out["objective"] = float(res.prices["objective"].sum())
-        if case == "single_pool":
-            fee = inst.requests["max_fee_per_cube"].to_numpy()
-            floor = []
-            for _ in range(5):
-                t = time.perf_counter()
-                np.argsort(-fee, kind="stable")
-                floor.append(time.perf_counter() - t)
-            out["floor"] = min(floor)
-    for name, seconds in progress.TIMINGS.items():
+    with progress.timings() as timings:
+        if case == "baseline":
+            res = allocate(inst, options)
+            out["objective"] = res.objective
+        else:
+            limits = allocate(inst, SolverOptions(backend="highspy")).limits["limit_cube"]
+            timings.clear()
+            res = clear_round(inst, 1, limits=limits, options=options, method=path if path != "highspy" else "highspy")
+            out["objective"] = float(res.prices["objective"].sum())
+            if case == "single_pool":
+                fee = inst.requests["max_fee_per_cube"].to_numpy()
+                floor = []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    np.argsort(-fee, kind="stable")
+                    floor.append(time.perf_counter() - t)
+                out["floor"] = min(floor)
+    for name, seconds in timings.items():
         stage_ = name.rsplit(": ", 1)[-1]
         out[stage_] = out.get(stage_, 0.0) + seconds
     out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

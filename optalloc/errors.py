@@ -84,3 +84,10 @@ class StoreError(OptallocError):
     """The store cannot be opened or used (unreachable database, another run holds its lock)."""
 
     exit_code = 5
+
+
+def error_text(e: BaseException) -> str:
+    """An error as a run records it, on one line: optalloc's own as its message, anything else after its type's name
+    (`store.frames.one_line` is the message alone, for store errors)."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return f"{type(e).__name__}: {text}" if not isinstance(e, OptallocError) else text or type(e).__name__

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .checks import Collector, membership
 from .errors import Problem
 from .schemas import Period
 
@@ -23,11 +24,9 @@ HOLIDAY_PEAK = {"toys": 2.5, "home": 0.8, "apparel": 0.9, "electronics": 1.6, "b
 def check_history(history: pd.DataFrame, seller_ids, storage_types, period: Period | None, source: str) -> list[Problem]:
     """Rows name known sellers and storage types; weeks are ISO dates, Mondays, before the period (with no period, as
     for a history file appended to the store, only Mondays)."""
-    from .validate import _Collector, _membership
-
-    problems = _membership(history, "seller_id", seller_ids, source, "seller")
-    problems += _membership(history, "storage_type", storage_types, source, "storage type")
-    out = _Collector(source)
+    problems = membership(history, "seller_id", seller_ids, source, "seller")
+    problems += membership(history, "storage_type", storage_types, source, "storage type")
+    out = Collector(source)
     rows = np.arange(1, len(history) + 1)
     text = history["week"]
     weeks = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")

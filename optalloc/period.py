@@ -3,46 +3,15 @@ the workflow (forecast where needs are missing -> baseline -> every round -> set
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pandas as pd
 
 from .baseline import BaselineResult
-from .clearing import RoundResult, concat_results
+from .clearing import ClearingResult  # noqa: F401 -- optalloc.period.ClearingResult, as before
 from .instance import Instance
 from .scenario import Result, Scenario
 from .schemas import SolverOptions
 
 PeriodResult = Result  # the name run_period's result had
-
-
-@dataclass
-class ClearingResult:
-    """Several rounds' results as one: each table concatenated over the rounds."""
-
-    rounds: list[RoundResult]
-
-    def _all(self, part: str) -> pd.DataFrame:
-        return concat_results([getattr(r, part) for r in self.rounds if getattr(r, part) is not None])
-
-    @property
-    def grants(self) -> pd.DataFrame:
-        return self._all("grants")
-
-    @property
-    def placements(self) -> pd.DataFrame:
-        return self._all("placements")
-
-    @property
-    def pools(self) -> pd.DataFrame:
-        return self._all("pools")
-
-    @property
-    def round_prices(self) -> pd.DataFrame:
-        return self._all("prices")
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        return {"grants": self.grants, "grant_placements": self.placements, "pools": self.pools, "round_prices": self.round_prices}
 
 
 def run_period(instance: Instance, options: SolverOptions | dict | None = None, executor=None) -> Result:

@@ -30,9 +30,9 @@ import pandas as pd
 
 from . import progress, tables, units
 from .errors import InputError, Problem
-from .io import RESULT_TABLES, read_json, read_result_table
+from .io import read_json
+from .results_io import RESULT_TABLES, read_result_table
 from .outputs import WrittenThenInterrupted, replace_file
-from .store.store import json_value
 
 EPS = 1e-6
 GENERATOR_TAG = '<meta name="generator" content="optalloc report">'
@@ -78,25 +78,6 @@ def load_output_folder(folder: str | os.PathLike) -> ReportData:
     return ReportData(heading=f"optalloc report: {folder.name}", periods=[PeriodView(summary, tables)])
 
 
-def period_as_of(store, period_id: str, run_id: int) -> PeriodView:
-    """A stored period as it stood when run `run_id` ended: the baseline, rounds and settlement written by that run or
-    earlier ones (every result names the run that wrote it); later runs' results are left out."""
-    from .scenario import Result
-
-    result = Result.from_store(store, period_id, as_of_run=run_id)
-    tables = {name: frame for name, frame in result.tables().items() if name not in ("needs", "performance")}
-    return PeriodView(result.summary(hash_inputs=True), tables)
-
-
-def _run_title(run_id: int, record: dict) -> str:
-    """'run 3 (batch, 2026-09-10)'; a run without a night (an ingest) is named by when it started."""
-    when = record.get("run_date")
-    if not when:
-        started = record.get("started_at")
-        when = f"started {str(started).replace('T', ' ')[:16]} UTC" if started else "no date recorded"
-    return f"run {run_id} ({record.get('command')}, {when})"
-
-
 def _check_summary(summary: dict, source: str) -> None:
     """The parts of summary.json the page shows must have the types `optalloc solve` writes (else InputError)."""
     problems = []
@@ -128,36 +109,6 @@ def _check_summary(summary: dict, source: str) -> None:
                 problems.append(Problem("must be a finite number or null", source, None, "settlement.fully_offset_share"))
     if problems:
         raise InputError(problems)
-
-
-def _claimed_by(store, run_id: int) -> list[str]:
-    """The periods where `run_id` wrote a forecast, baseline, round or settlement."""
-    periods, rounds = store.periods(), store.rounds().reset_index()
-    claims = periods[["forecast_run_id", "baseline_run_id", "settled_run_id"]].eq(run_id).fillna(False).any(axis=1)
-    cleared = rounds["cleared_run_id"].eq(run_id).fillna(False).to_numpy(dtype=bool)
-    return sorted({*periods.index[claims.to_numpy(dtype=bool)], *rounds.loc[cleared, "period_id"]})
-
-
-def load_store_run(store, run_id: int) -> ReportData:
-    """A run recorded in the store: its record, and the periods it touched as they stood when it ended."""
-    runs = store.runs_seen_now()
-    if run_id not in runs.index:
-        raise InputError(Problem(f"no run {run_id} in the store (runs: {', '.join(map(str, runs.index[-5:]))} ...)", store.display_url, None, "run"))
-    record = runs.loc[run_id].to_dict()
-    steps = record.get("steps")
-    if isinstance(steps, str):
-        touched = sorted({s["period_id"] for s in json.loads(steps) if "period_id" in s})
-    else:  # a run that died wrote no steps: the periods whose results it committed before it died
-        touched = _claimed_by(store, int(run_id))
-    periods = [period_as_of(store, pid, int(run_id)) for pid in touched]
-    record = {"run_id": int(run_id), **{k: json_value(v) for k, v in record.items()}}
-    later = int(runs.index.max()) > int(run_id)
-    notes = [] if touched else ["This run changed nothing (nothing was due)."]
-    if touched:
-        notes.append(f"Each period is shown as it stood when run {run_id} ended: its baseline, rounds and settlement as written by this run "
-                     "or earlier ones" + (" (results of later runs are left out)" if later else "") + "; the period's inputs (the counts "
-                     "of requests and sellers) are as stored now.")
-    return ReportData(heading=f"optalloc report: {_run_title(int(run_id), record)}", periods=periods, run=record, notes=notes)
 
 
 # ---------------------------------------------------------------- charts (matplotlib -> inline SVG)

@@ -20,6 +20,7 @@ so what a step returns is what its files and the store hold.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,10 +29,11 @@ from functools import wraps
 import pandas as pd
 
 from .baseline import BaselineResult, allocate
-from .clearing import RoundResult, clear_market, combine_markets, concat_results, held_grants, round_markets
+from .clearing import ClearingResult, RoundResult, clear_market, combine_markets, concat_results, held_grants, round_markets
 from .errors import InputError, Problem
 from .instance import Instance
 from .progress import stage
+from .report import PeriodView, ReportData
 from .schemas import SolverOptions
 from .settlement import settle as settle_grants
 from .solver import one_blas_thread
@@ -122,8 +124,6 @@ class Result:
     @property
     def clearing(self):
         """The rounds as one `ClearingResult` (grants, placements, pools, round_prices across rounds)."""
-        from .period import ClearingResult
-
         return ClearingResult(self.rounds)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -164,7 +164,7 @@ class Result:
               inputs: tuple = (), store: str | None = None):
         """Write the tables (all of them, or those named) and summary.json into the folder `out`, as `optalloc solve`
         does: atomically, replacing only a folder optalloc wrote (see optalloc.outputs)."""
-        from .io import write_tables
+        from .results_io import write_tables
 
         all_tables = self.tables()
         chosen = all_tables if tables is None else {name: all_tables[name] for name in tables if name in all_tables}
@@ -174,7 +174,7 @@ class Result:
 
     def report(self, out: str | os.PathLike, *, heading: str | None = None, inputs: tuple = ()):
         """One self-contained HTML page of this result (`optalloc report`), written atomically."""
-        from .report import PeriodView, ReportData, write_report
+        from .report import write_report
 
         data = ReportData(heading=heading or f"optalloc report: {self.instance.name}", periods=[PeriodView(self.summary(), self.tables())])
         with stage(f"write {out}"):
@@ -408,7 +408,7 @@ def check_executor(executor):
 def read_result(folder: str | os.PathLike, instance: Instance) -> Result:
     """An output folder of an earlier command, as a Result of `instance` (`io.read_previous` checks that it is whole
     and belongs to the instance): its limits, and its rounds with whatever of their tables it holds."""
-    from .io import read_previous
+    from .results_io import read_previous
 
     previous = read_previous(folder, instance, ("limits",))
     limits = previous["limits"]
@@ -423,3 +423,55 @@ def read_result(folder: str | os.PathLike, instance: Instance) -> Result:
 
             rounds.append(RoundResult(int(r), of("grants"), of("grant_placements"), of("pools"), of("round_prices")))
     return Result(instance, None, baseline, rounds, None)
+
+
+# ---------------------------------------------------------------- a stored run, for its report
+
+
+def period_as_of(store, period_id: str, run_id: int) -> PeriodView:
+    """A stored period as it stood when run `run_id` ended: the baseline, rounds and settlement written by that run or
+    earlier ones (every result names the run that wrote it); later runs' results are left out."""
+    result = Result.from_store(store, period_id, as_of_run=run_id)
+    tables = {name: frame for name, frame in result.tables().items() if name not in ("needs", "performance")}
+    return PeriodView(result.summary(hash_inputs=True), tables)
+
+
+def _run_title(run_id: int, record: dict) -> str:
+    """'run 3 (batch, 2026-09-10)'; a run without a night (an ingest) is named by when it started."""
+    when = record.get("run_date")
+    if not when:
+        started = record.get("started_at")
+        when = f"started {str(started).replace('T', ' ')[:16]} UTC" if started else "no date recorded"
+    return f"run {run_id} ({record.get('command')}, {when})"
+
+
+def _claimed_by(store, run_id: int) -> list[str]:
+    """The periods where `run_id` wrote a forecast, baseline, round or settlement."""
+    periods, rounds = store.periods(), store.rounds().reset_index()
+    claims = periods[["forecast_run_id", "baseline_run_id", "settled_run_id"]].eq(run_id).fillna(False).any(axis=1)
+    cleared = rounds["cleared_run_id"].eq(run_id).fillna(False).to_numpy(dtype=bool)
+    return sorted({*periods.index[claims.to_numpy(dtype=bool)], *rounds.loc[cleared, "period_id"]})
+
+
+def load_store_run(store, run_id: int) -> ReportData:
+    """A run recorded in the store: its record, and the periods it touched as they stood when it ended."""
+    from .store.connection import json_value
+
+    runs = store.runs_seen_now()
+    if run_id not in runs.index:
+        raise InputError(Problem(f"no run {run_id} in the store (runs: {', '.join(map(str, runs.index[-5:]))} ...)", store.display_url, None, "run"))
+    record = runs.loc[run_id].to_dict()
+    steps = record.get("steps")
+    if isinstance(steps, str):
+        touched = sorted({s["period_id"] for s in json.loads(steps) if "period_id" in s})
+    else:  # a run that died wrote no steps: the periods whose results it committed before it died
+        touched = _claimed_by(store, int(run_id))
+    periods = [period_as_of(store, pid, int(run_id)) for pid in touched]
+    record = {"run_id": int(run_id), **{k: json_value(v) for k, v in record.items()}}
+    later = int(runs.index.max()) > int(run_id)
+    notes = [] if touched else ["This run changed nothing (nothing was due)."]
+    if touched:
+        notes.append(f"Each period is shown as it stood when run {run_id} ended: its baseline, rounds and settlement as written by this run "
+                     "or earlier ones" + (" (results of later runs are left out)" if later else "") + "; the period's inputs (the counts "
+                     "of requests and sellers) are as stored now.")
+    return ReportData(heading=f"optalloc report: {_run_title(int(run_id), record)}", periods=periods, run=record, notes=notes)

@@ -67,11 +67,11 @@ _STRICT = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re", allo
 _STRICT_TYPES = ConfigDict(**_STRICT, strict=True)
 
 
-class _Row(BaseModel):
+class Row(BaseModel):
     model_config = _STRICT
 
 
-class FcRow(_Row):
+class FcRow(Row):
     """Capacity of one FC for one storage type and month (table `fcs`)."""
 
     fc_id: Id
@@ -84,7 +84,7 @@ class FcRow(_Row):
     )
 
 
-class SellerRow(_Row):
+class SellerRow(Row):
     """A seller (table `sellers`)."""
 
     seller_id: Id
@@ -97,7 +97,7 @@ class SellerRow(_Row):
     floor_cube: Cube = Field(default=0.0, description="guaranteed minimum limit per storage type and month it has need in")
 
 
-class NeedRow(_Row):
+class NeedRow(Row):
     """Projected need of a seller for one storage type and month (table `needs`)."""
 
     seller_id: Id
@@ -108,7 +108,7 @@ class NeedRow(_Row):
     floor_cube: Cube | None = Field(default=None, description="overrides the seller's floor_cube")
 
 
-class RequestRow(_Row):
+class RequestRow(Row):
     """A capacity reservation request (table `requests`)."""
 
     request_id: Id
@@ -128,7 +128,7 @@ class RequestRow(_Row):
         return self
 
 
-class MonthSalesRow(_Row):
+class MonthSalesRow(Row):
     """A seller's sales and average daily cube used in one storage type and month (table `sales`)."""
 
     seller_id: Id
@@ -138,14 +138,14 @@ class MonthSalesRow(_Row):
     used_cube: Cube
 
 
-class GrantSalesRow(_Row):
+class GrantSalesRow(Row):
     """Incremental sales attributed directly to one granted request (table `grant_sales`)."""
 
     request_id: Id
     incremental_sales: Dollars
 
 
-class HistoryRow(_Row):
+class HistoryRow(Row):
     """What a seller did in one storage type and week (table `history`): the source of needs and scores
     (`optalloc.forecast`). Weeks are Mondays (ISO dates) before the period; checked in `optalloc.history`."""
 
@@ -160,7 +160,7 @@ class HistoryRow(_Row):
 
 
 # Tables of an instance: name -> (row model, required?)
-TABLES: dict[str, tuple[type[_Row], bool]] = {
+TABLES: dict[str, tuple[type[Row], bool]] = {
     "fcs": (FcRow, True),
     "sellers": (SellerRow, True),
     "needs": (NeedRow, True),

@@ -69,47 +69,6 @@ def _bids(first: pd.DataFrame, r: int, rng: np.random.Generator, opens: pd.Times
     return out
 
 
-def simulate_periods(spec: SimulationSpec, periods: int, *, method: str = "lightgbm", reform_share: float = 0.5,
-                     history_weeks: int = 104, options: SolverOptions | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """`optalloc simulate --periods N`: the market of `spec` with a seeded history, run for `periods` periods by
-    `optalloc.forecast.loop.run_loop` (history -> forecast -> limits -> market -> next history). Returns the
-    per-period, per-group table, the per-period table and the summary."""
-    from .forecast.loop import run_loop
-
-    with stage("simulate: market and history"):
-        base = generate(GenerateSpec(sellers=spec.sellers, fcs=spec.fcs, regions=spec.regions, storage_types=spec.storage_types, months=3,
-                                     rounds=spec.rounds, requests=0, tightness=spec.tightness, with_sales=False, history_weeks=history_weeks,
-                                     seed=spec.seed))
-        market = replace(base, fcs=base.fcs.assign(pool_cube=np.round(base.fcs["capacity_cube"] * spec.pool_share, 1)),
-                         settings=base.settings.model_copy(update={"pool_share": spec.pool_share}), name=f"simulation_s{spec.seed}")
-    with stage(f"simulate: {periods} periods"):
-        groups, by_period = run_loop(market, periods, spec=spec, reform_share=reform_share, method=method, seed=spec.seed, options=options,
-                                      tightness=spec.tightness)
-    first, last = groups[groups["period"] == 1].set_index("group"), groups[groups["period"] == periods].set_index("group")
-    summary = {
-        "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
-        "periods": periods, "forecast_method": method, "reform_share": reform_share, "history_weeks": history_weeks,
-        "coverage_90_weekly": [round(float(v), 4) for v in by_period["coverage_90_weekly"]],
-        "coverage_90_monthly": [round(float(v), 4) for v in by_period["coverage_90_monthly"]],
-        "limit_share": {g: [round(float(v), 4) for v in groups[groups["group"] == g]["limit_share"]] for g in groups["group"].unique()},
-        "limit_per_need": {g: [round(float(v), 4) for v in groups[groups["group"] == g]["limit_per_need"]] for g in groups["group"].unique()},
-        "mean_score": {g: [round(float(v), 1) for v in groups[groups["group"] == g]["mean_score"]] for g in groups["group"].unique()},
-        "reformed_share_change": round(float(last.loc["reformed", "limit_share"] - first.loc["reformed", "limit_share"]), 4)
-        if "reformed" in first.index and first.loc["reformed", "sellers"] else None,
-    }
-    return groups.round(4), by_period.drop(columns="seconds").round(4), summary
-
-
-def space_per_need(groups: pd.DataFrame) -> str:
-    """The report's claim, one line per group: its limit per P50 need, period by period (sellers who use their
-    space well should see it grow)."""
-    lines = []
-    for g, rows in groups.groupby("group", sort=False):
-        lines.append(f"- {g} ({int(rows['sellers'].iloc[0])} sellers): " + " -> ".join(
-            "n/a" if pd.isna(v) else f"{v:.2f}" for v in rows.sort_values("period")["limit_per_need"]))
-    return "space per need (limit / P50 need), period by period:\n" + "\n".join(lines)
-
-
 def simulate(spec: SimulationSpec, options: SolverOptions | None = None) -> SimulationResult:
     rng = np.random.default_rng(spec.seed + 1)  # the market itself comes from `generate` with spec.seed
     with stage("simulate: market"):

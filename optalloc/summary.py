@@ -56,7 +56,7 @@ def build_summary(instance: Instance, baseline=None, round_prices: pd.DataFrame 
     (`inputs_hash`, `period_hash`: what `--previous` checks; ~50 s at 2 M sellers, so only when asked)."""
     out: dict = {"optalloc_version": __version__}
     if hash_inputs:
-        from .io import PERIOD_TABLES, input_hashes
+        from .results_io import PERIOD_TABLES, input_hashes
         from .schemas import TABLES
 
         with stage("summary"):  # the inputs' text, hashed: one pass over the tables for both hashes

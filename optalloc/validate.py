@@ -4,6 +4,9 @@ Checking a million rows one pydantic object at a time takes minutes; checking ea
 takes well under a second. The rules are read from the row models' field definitions (type,
 bounds, pattern, optional/default), so there is one definition of what a valid row is.
 Every problem is located as (file, row, field); rows are 1-based data rows.
+
+The module is long because each kind of column (numbers, times, lists, ids) has its own vectorised checks and
+messages, and the cross-table checks need the typed tables those produce; the rules themselves stay in schemas.py.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import pyarrow.compute as pc
 from pydantic.fields import FieldInfo
 
 from . import units
+from .checks import Collector, fmt, membership
 from .errors import InputError, Problem
-from .schemas import PATTERN_RULES, TABLE_KEYS, TABLES, Period, _Row
+from .history import check_history
+from .schemas import PATTERN_RULES, TABLE_KEYS, TABLES, Period, Row
 
 LIST_SEPARATOR = ";"
-MAX_PROBLEMS_PER_CHECK = 50  # per field and check, so one bad column cannot flood the report
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def _unwrap(annotation) -> tuple[object, list, bool]:
     return annotation, metadata, nullable
 
 
-def column_specs(model: type[_Row]) -> list[ColumnSpec]:
+def column_specs(model: type[Row]) -> list[ColumnSpec]:
     specs = []
     for name, field in model.model_fields.items():
         base, metadata, nullable = _unwrap(field.annotation)
@@ -105,26 +109,6 @@ def column_specs(model: type[_Row]) -> list[ColumnSpec]:
             )
         )
     return specs
-
-
-class _Collector:
-    def __init__(self, source: str):
-        self.source = source
-        self.problems: list[Problem] = []
-
-    def rows(self, mask: np.ndarray, row_numbers: np.ndarray, field: str, message) -> None:
-        """Record a problem for every row where mask is true (message may depend on the row index)."""
-        idx = np.flatnonzero(mask)
-        for i in idx[:MAX_PROBLEMS_PER_CHECK]:
-            text = message(i) if callable(message) else message
-            self.problems.append(Problem(text, self.source, int(row_numbers[i]), field))
-        if len(idx) > MAX_PROBLEMS_PER_CHECK:
-            self.problems.append(
-                Problem(f"... {len(idx) - MAX_PROBLEMS_PER_CHECK} more rows with the same problem", self.source, None, field)
-            )
-
-    def table(self, message: str, field: str | None = None) -> None:
-        self.problems.append(Problem(message, self.source, None, field))
 
 
 def _all_text(series: pd.Series) -> bool:
@@ -231,13 +215,6 @@ def _split_list(value) -> tuple[str, ...] | None:
     return tuple(v for v in items if v)
 
 
-def _fmt(v) -> str:
-    if isinstance(v, str):
-        text = repr(v)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return f"{v:g}" if isinstance(v, (float, np.floating)) else f"{v}"
-
-
 def _rule(pattern: str) -> str:
     return PATTERN_RULES.get(pattern, f"match {pattern}")
 
@@ -316,7 +293,7 @@ def validate_table(name: str, frame: pd.DataFrame, source: str) -> tuple[pd.Data
     ids and months as str, numbers as float64/int64, lists as tuples, times as UTC timestamps.
     """
     model, _ = TABLES[name]
-    out = _Collector(source)
+    out = Collector(source)
     specs = column_specs(model)
     known = {s.name for s in specs}
     for col in frame.columns:
@@ -390,12 +367,12 @@ def _to_float(col: pd.Series) -> np.ndarray:
         return np.array([_safe_float(v) for v in col], dtype="float64")
 
 
-def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.ndarray, out: _Collector) -> pd.Series:
+def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.ndarray, out: Collector) -> pd.Series:
     name = spec.name
     if spec.kind == "float" or spec.kind == "int":
         values = _to_float(col)
         bad = np.isnan(values) & ~blank
-        out.rows(bad, rows, name, lambda i: f"not a number: {_fmt(col.iloc[i])}")
+        out.rows(bad, rows, name, lambda i: f"not a number: {fmt(col.iloc[i])}")
         inf = np.isinf(values)
         out.rows(inf, rows, name, "must be finite")
         if not spec.required and spec.default is not None:
@@ -430,7 +407,7 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
             # pandas also reads "now" and "today" (the clock: the same file would give other output on every run)
             dated = text.str.match(r"\s*\d{4}-\d{2}").fillna(False).to_numpy(dtype=bool)
             bad = (parsed.isna().to_numpy() | ~dated) & ~blank
-            out.rows(bad, rows, name, lambda i: f"not an ISO 8601 date-time: {_fmt(col.iloc[i])}")
+            out.rows(bad, rows, name, lambda i: f"not an ISO 8601 date-time: {fmt(col.iloc[i])}")
             parsed = parsed.where(~bad)
         # Written back as ISO 8601 text in UTC with a four-digit year (files, summary, stores): years 0001 to 9999
         outside = (parsed.notna() & ((parsed < FIRST_TIME) | (parsed > LAST_TIME))).to_numpy(dtype=bool)
@@ -459,7 +436,7 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
         if spec.pattern:
             badp = np.zeros(len(distinct), dtype=bool)
             badp[items.index[~_fullmatch(items.astype("string"), spec.pattern, missing=False)]] = True
-            out.rows(_by_row(badp, codes), rows, name, lambda i: f"items must be {_rule(spec.pattern)}: {_fmt(col.iloc[i])}")
+            out.rows(_by_row(badp, codes), rows, name, lambda i: f"items must be {_rule(spec.pattern)}: {fmt(col.iloc[i])}")
         dup = np.zeros(len(distinct), dtype=bool)
         dup[items.index[items.to_frame().assign(r=items.index).duplicated().to_numpy()]] = True
         out.rows(_by_row(dup, codes), rows, name, "lists an item twice")
@@ -478,25 +455,17 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
         out.rows(long_, rows, name, f"longer than {spec.max_length} characters")
     if spec.pattern:
         ok = _by_row(_fullmatch(as_str, spec.pattern, missing=True), codes, True)
-        out.rows(~ok & ~blank & ~long_, rows, name, lambda i: f"must be {_rule(spec.pattern)}: {_fmt(col.iloc[i])}")
+        out.rows(~ok & ~blank & ~long_, rows, name, lambda i: f"must be {_rule(spec.pattern)}: {fmt(col.iloc[i])}")
     return pd.Series(_by_row(as_str.astype(object).where(as_str.notna(), None).to_numpy(dtype=object), codes, None), dtype=object)
 
 
 def check_keys(name: str, table: pd.DataFrame, source: str) -> list[Problem]:
-    out = _Collector(source)
+    out = Collector(source)
     keys = TABLE_KEYS[name]
     dup = table.duplicated(subset=keys, keep="first").to_numpy()
     rows = np.arange(1, len(table) + 1)
     field = keys[0] if len(keys) == 1 else "+".join(keys)
-    out.rows(dup, rows, field, lambda i: f"duplicate id {', '.join(_fmt(v) for v in table.loc[i, keys])} (each must appear once)")
-    return out.problems
-
-
-def _membership(table: pd.DataFrame, column: str, allowed, source: str, what: str) -> list[Problem]:
-    out = _Collector(source)
-    allowed = pd.Index(allowed)
-    bad = ~table[column].isin(allowed).to_numpy() & table[column].notna().to_numpy()  # blanks are reported already
-    out.rows(bad, np.arange(1, len(table) + 1), column, lambda i: f"unknown {what} {_fmt(table[column].iloc[i])}")
+    out.rows(dup, rows, field, lambda i: f"duplicate id {', '.join(fmt(v) for v in table.loc[i, keys])} (each must appear once)")
     return out.problems
 
 
@@ -510,7 +479,7 @@ def check_instance(tables: dict[str, pd.DataFrame], period: Period, sources: dic
     storage_types = fcs["storage_type"].unique()
     regions = fcs["region"].unique()
 
-    out = _Collector(sources["fcs"])
+    out = Collector(sources["fcs"])
     rows = np.arange(1, len(fcs) + 1)
     region_count = fcs.groupby("fc_id")["region"].transform("nunique").to_numpy()
     out.rows(region_count > 1, rows, "region", "an FC must have one region in every row")
@@ -519,25 +488,25 @@ def check_instance(tables: dict[str, pd.DataFrame], period: Period, sources: dic
     with np.errstate(invalid="ignore"):
         out.rows(pool > cap, rows, "pool_cube", lambda i: f"pool {pool[i]:g} exceeds capacity {cap[i]:g}")
     problems += out.problems
-    problems += _membership(fcs, "month", months, sources["fcs"], "month (not in the period)")
+    problems += membership(fcs, "month", months, sources["fcs"], "month (not in the period)")
 
-    out = _Collector(sources["sellers"])
+    out = Collector(sources["sellers"])
     known_regions = set(regions)
     unknown = _per_distinct(sellers["regions"], lambda rs: not any(r in known_regions for r in rs))
     out.rows(unknown, np.arange(1, len(sellers) + 1), "regions", lambda i: f"no FC in any of the regions {list(sellers['regions'].iloc[i])}")
     problems += out.problems
 
-    problems += _membership(needs, "seller_id", sellers["seller_id"], sources["needs"], "seller")
-    problems += _membership(needs, "storage_type", storage_types, sources["needs"], "storage type")
-    problems += _membership(needs, "month", months, sources["needs"], "month (not in the period)")
+    problems += membership(needs, "seller_id", sellers["seller_id"], sources["needs"], "seller")
+    problems += membership(needs, "storage_type", storage_types, sources["needs"], "storage type")
+    problems += membership(needs, "month", months, sources["needs"], "month (not in the period)")
 
     if "requests" in tables:
         req = tables["requests"]
         src = sources["requests"]
-        problems += _membership(req, "seller_id", sellers["seller_id"], src, "seller")
-        problems += _membership(req, "storage_type", storage_types, src, "storage type")
-        problems += _membership(req, "round", period.rounds, src, "round (not in the period)")
-        out = _Collector(src)
+        problems += membership(req, "seller_id", sellers["seller_id"], src, "seller")
+        problems += membership(req, "storage_type", storage_types, src, "storage type")
+        problems += membership(req, "round", period.rounds, src, "round (not in the period)")
+        out = Collector(src)
         rows = np.arange(1, len(req) + 1)
         month_set = set(period.months)
         bad_m = _per_distinct(req["months"], lambda ms: any(m not in month_set for m in ms))
@@ -547,15 +516,13 @@ def check_instance(tables: dict[str, pd.DataFrame], period: Period, sources: dic
         problems += out.problems
     if "sales" in tables:
         s = tables["sales"]
-        problems += _membership(s, "seller_id", sellers["seller_id"], sources["sales"], "seller")
-        problems += _membership(s, "storage_type", storage_types, sources["sales"], "storage type")
-        problems += _membership(s, "month", months, sources["sales"], "month (not in the period)")
+        problems += membership(s, "seller_id", sellers["seller_id"], sources["sales"], "seller")
+        problems += membership(s, "storage_type", storage_types, sources["sales"], "storage type")
+        problems += membership(s, "month", months, sources["sales"], "month (not in the period)")
     if "grant_sales" in tables:
         ids = tables["requests"]["request_id"] if "requests" in tables else []
-        problems += _membership(tables["grant_sales"], "request_id", ids, sources["grant_sales"], "request")
+        problems += membership(tables["grant_sales"], "request_id", ids, sources["grant_sales"], "request")
     if "history" in tables:
-        from .history import check_history
-
         problems += check_history(tables["history"], sellers["seller_id"], storage_types, period, sources["history"])
     problems += check_units(tables, sources)
     return problems
@@ -588,7 +555,7 @@ def check_units(tables: dict[str, pd.DataFrame], sources: dict[str, str]) -> lis
     for name, fields in UNIT_GRID.items():
         if name not in tables:
             continue
-        table, out = tables[name], _Collector(sources[name])
+        table, out = tables[name], Collector(sources[name])
         rows = np.arange(1, len(table) + 1)
         for field, unit in fields.items():
             if field not in table:

@@ -123,10 +123,10 @@ def test_a_round_that_was_already_cleared_is_refused(tmp_path, capsys):
 
 
 def test_a_failure_while_writing_leaves_no_output(tmp_path, capsys, monkeypatch):
-    import optalloc.io
+    import optalloc.results_io
 
     calls = {"n": 0}
-    real = optalloc.io.csv_chunks
+    real = optalloc.results_io.csv_chunks
 
     def flaky(frame):  # the third table's file fills the disk after its header
         calls["n"] += 1
@@ -135,7 +135,7 @@ def test_a_failure_while_writing_leaves_no_output(tmp_path, capsys, monkeypatch)
                 raise OSError(28, "No space left on device")
             yield chunk
 
-    monkeypatch.setattr(optalloc.io, "csv_chunks", flaky)
+    monkeypatch.setattr(optalloc.results_io, "csv_chunks", flaky)
     out = tmp_path / "out"
     code, err = run_cli(["solve", str(INSTANCES / "worked_example.json"), "-o", str(out), "-q"], capsys)
     assert code == 2 and "No space left on device; nothing was written" in err and "Traceback" not in err

@@ -189,7 +189,7 @@ def test_the_margin_method_equals_the_whole_class_lp(seed, tightness, floors, se
     prices and objective, floors included (a share of the sellers get a floor of up to their P50)."""
     from dataclasses import replace
 
-    from optalloc.baseline import _solve_arrays, extract_baseline, market_data, markets
+    from optalloc.baseline import solve_classes, extract_baseline, market_data, markets
 
     inst = generate(GenerateSpec(sellers=300, fcs=6, regions=3, storage_types=1, months=2, requests=0, tightness=tightness,
                                  second_region_share=second_region, seed=seed))
@@ -199,12 +199,12 @@ def test_the_margin_method_equals_the_whole_class_lp(seed, tightness, floors, se
     for k, t in markets(d):
         m = market_data(d, k, t)
         try:
-            whole = extract_baseline(m, _solve_arrays(m, ARRAYS, method="class_lp"))
+            whole = extract_baseline(m, solve_classes(m, ARRAYS, method="class_lp"))
         except InfeasibleError:
             with pytest.raises(InfeasibleError):
-                _solve_arrays(m, ARRAYS, method="margin")
+                solve_classes(m, ARRAYS, method="margin")
             continue
-        margin = extract_baseline(m, _solve_arrays(m, ARRAYS, method="margin"))
+        margin = extract_baseline(m, solve_classes(m, ARRAYS, method="margin"))
         assert margin.objective == pytest.approx(whole.objective, rel=1e-9)
         np.testing.assert_allclose(margin.limits["limit_cube"], whole.limits["limit_cube"], atol=1e-6)
         np.testing.assert_allclose(margin.fc_prices["shadow_price"], whole.fc_prices["shadow_price"], atol=1e-6)

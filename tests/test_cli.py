@@ -61,7 +61,8 @@ def test_markets_on_two_worker_processes_give_byte_identical_output(tmp_path, mo
 
 
 def test_json_and_table_folders_give_the_same_answer(tmp_path):
-    from optalloc.io import load_instance, write_instance
+    from optalloc.io import load_instance
+    from optalloc.results_io import write_instance
 
     inst = load_instance(INSTANCES / "worked_example.json")
     write_instance(inst, tmp_path / "as_parquet", fmt="parquet")

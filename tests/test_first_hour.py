@@ -87,7 +87,7 @@ def test_arrivals_do_not_break_the_instance_folder():
 def _all_parsers():
     import argparse
 
-    from optalloc.cli import _parser
+    from optalloc.cli_args import parser as _parser
 
     todo, seen = [("optalloc", _parser())], []
     while todo:
@@ -228,10 +228,10 @@ def test_a_failing_stage_ends_its_live_line_before_the_error(tmp_path, capsys, m
     from optalloc import progress
 
     monkeypatch.setenv("OPTALLOC_PROGRESS", "tty")
-    progress.set_quiet(False)
+    progress.show()
     with pytest.raises(RuntimeError):
         with progress.stage("baseline: solve"):
             raise RuntimeError("boom")
-    progress.set_quiet(True)
+    progress.hide()
     err = capsys.readouterr().err
     assert re.search(r"\r\x1b\[K\[optalloc\] baseline: solve: failed after [0-9.]+s\n$", err), repr(err)

@@ -86,7 +86,8 @@ def test_history_is_appended_week_by_week_idempotently_and_changed_weeks_are_ref
     store = Store(store_url)
     assert store.history_weeks() == (history["week"].min(), history["week"].max(), len(history))
     # The period now sees every week, as the file instance does: the same inputs as the whole file.
-    from optalloc.io import inputs_hash, load_instance
+    from optalloc.io import load_instance
+    from optalloc.results_io import inputs_hash
 
     assert inputs_hash(store.instance("P202610")) == inputs_hash(load_instance(inst))
 

@@ -440,7 +440,8 @@ def round_one(tmp_path_factory) -> Path:
 
 
 def test_summary_records_the_inputs_hash(round_one):
-    from optalloc.io import inputs_hash, load_instance, period_hash
+    from optalloc.io import load_instance
+    from optalloc.results_io import inputs_hash, period_hash
 
     summary = json.loads((round_one / "summary.json").read_text())
     assert summary["inputs_hash"] == inputs_hash(load_instance(SMALL))

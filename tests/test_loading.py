@@ -120,7 +120,7 @@ def test_rows_already_in_key_order_are_kept_and_others_sorted_exactly_as_sort_va
 def test_times_are_written_as_pandas_strftime_writes_them(times, whole, zone):
     """format_frame writes times with Arrow's strftime: the text pandas' strftime gives (UTC, Z; to the second when
     every time is whole, else to the microsecond), whatever zone the column is in, a missing time left missing."""
-    from optalloc.io import format_frame
+    from optalloc.results_io import format_frame
 
     series = pd.Series(pd.to_datetime(times), dtype="datetime64[ns]").dt.tz_localize("UTC")
     if whole:
@@ -158,7 +158,7 @@ def test_arrow_regex_verdicts_equal_python_re_on_the_validation_patterns(values)
 def test_lists_are_joined_once_each_and_a_missing_list_stays_missing_and_patterns_must_be_anchored():
     """format_frame joins each distinct list once and reads the text back by row (a missing list stays missing,
     not the last list's text); a validation pattern Arrow's search would not match whole is refused."""
-    from optalloc.io import format_frame
+    from optalloc.results_io import format_frame
     from optalloc.validate import re2_pattern
 
     got = format_frame(pd.DataFrame({"months": [("2026-10", "2026-11"), ("2026-12",), None, ("2026-12",)]}))["months"]

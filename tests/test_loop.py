@@ -157,7 +157,8 @@ def test_sellers_who_reform_gain_space_per_need_and_overstockers_lose_it():
     reformed overstockers (low scores from their history, 6 weeks of cover from period 1 on) get less space per need
     than the efficient sellers in period 1 and more in period 2, once their score has risen; the overstockers, whose
     aged stock keeps their scores low, get the least. Limits never add up to more than the network holds."""
-    from optalloc.simulate import SimulationSpec, simulate_periods
+    from optalloc.forecast.loop import simulate_periods
+    from optalloc.specs import SimulationSpec
 
     spec = SimulationSpec(sellers=80, fcs=3, regions=1, seed=0)
     groups, periods, summary = simulate_periods(spec, 2, method="seasonal_yoy")

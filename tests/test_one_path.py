@@ -212,3 +212,61 @@ def test_set_changes_the_run_and_summary_json_says_so(tmp_path):
     assert settings["clearing_rule"] == "welfare" and settings["credit_rate"] == 0.1
     twice = run_cli("solve", str(WORKED), "-o", str(tmp_path / "o2"), "--set", "credit_rate=0.1", "--set", "credit_rate=0.2", "-q")
     assert twice.returncode == 2 and "credit_rate is set twice" in twice.stderr
+
+
+# ---------------------------------------------------------------- each table declared once
+
+
+def test_a_column_added_to_a_declaration_is_written_read_back_and_stored(tmp_path, monkeypatch):
+    """One line in optalloc.tables: the column is rounded to its unit and written, read back by --previous and the
+    report, and has its column in the store's table (created here from the declarations; a real store would need a
+    migration)."""
+    from dataclasses import replace
+
+    import sqlalchemy as sa
+
+    from optalloc import tables
+    from optalloc.results_io import read_result_table
+    from optalloc.store import tables as T
+    from optalloc.store.frames import read_frame, result_frame, write_frame
+
+    grants = tables.RESULTS["grants"]
+    wider = replace(grants, columns=(*grants.columns, tables.Column("lucky_cube", tables.NUMBER, "a test's column", tables.CUBE)))
+    monkeypatch.setitem(tables.RESULTS, "grants", wider)
+    monkeypatch.setitem(tables.WRITTEN, "grants", wider)
+    result = Scenario.load(WORKED).optimize(settle=False)
+    for r in result.rounds:
+        r.grants["lucky_cube"] = r.grants["granted_cube"] / 3
+    result.write(tmp_path / "out", tables=("limits", "grants", "round_prices"), parts=("rounds",))
+    written = pd.read_csv(tmp_path / "out" / "grants.csv")
+    assert written.columns[-1] == "lucky_cube" and written["lucky_cube"].tolist() == [1666.667, 666.667]  # rounded to 0.001 cube
+    back = read_result_table(tmp_path / "out", "grants")
+    assert back["lucky_cube"].tolist() == [1666.667, 666.667]
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    stored = T.result_table(wider, sa.MetaData())
+    stored.metadata.create_all(engine)
+    assert "lucky_cube" in stored.c
+    with engine.begin() as conn:
+        write_frame(conn, stored, back, period_id="P", run_id=1)
+    with engine.connect() as conn:
+        monkeypatch.setitem(tables.RESULTS, "grants", replace(wider, store=stored.name))
+        again = result_frame(read_frame(conn, stored, "P"), stored)
+    assert again["lucky_cube"].tolist() == [1666.667, 666.667]
+
+
+def test_a_rule_registered_in_a_test_module_runs_through_the_facade_and_set(tmp_path):
+    from optalloc import rules
+    from test_rules import LowestFeeFirst
+
+    rules.register(LowestFeeFirst)
+    try:
+        inst = load_instance(WORKED)
+        cheap_first = Scenario(inst).with_settings(clearing_rule="lowest_fee_first").optimize()
+        assert set(cheap_first.round_prices["method"]) <= {"lowest_fee_first", "empty"}
+        done = run_cli("solve", str(WORKED), "-o", str(tmp_path / "out"), "--set", "clearing_rule=lowest_fee_first", "-q")
+        assert done.returncode == 0, done.stderr
+        written = pd.read_csv(tmp_path / "out" / "grants.csv")
+        assert written["granted_cube"].tolist() == cheap_first.grants["granted_cube"].tolist()
+        assert "lowest_fee_first" in run_cli("solve", "--help").stdout
+    finally:
+        rules.unregister(LowestFeeFirst.name)

@@ -69,7 +69,8 @@ def test_a_bad_source_is_a_clear_error(tmp_path, source, message):
 
 
 def test_a_stored_run_is_shown_as_it_stood_when_it_ended_and_an_ingest_is_titled_by_its_start(tmp_path):
-    from optalloc.report import load_store_run, render
+    from optalloc.report import render
+    from optalloc.scenario import load_store_run
     from optalloc.store import Store
 
     db = f"sqlite:///{tmp_path / 'store.db'}"

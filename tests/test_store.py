@@ -18,7 +18,8 @@ from optalloc.errors import InputError, StoreError
 from optalloc.io import load_instance
 from optalloc.store import Store
 from optalloc.store import tables as T
-from optalloc.store.store import AlreadyDone, head_revision
+from optalloc.store.commits import AlreadyDone
+from optalloc.store.connection import head_revision
 
 SMALL = INSTANCES / "small_network"
 
@@ -307,7 +308,7 @@ def test_a_negative_zero_is_read_as_zero_so_a_stored_period_hashes_as_its_files(
     reads -0 as 0 on every path."""
     import numpy as np
 
-    from optalloc.io import inputs_hash, period_hash
+    from optalloc.results_io import inputs_hash, period_hash
 
     edit(folder, "sellers", 1, "floor_cube", "-0")
     edit(folder, "needs", 1, "p50_cube", "-0.0")
@@ -390,7 +391,7 @@ def test_an_export_reads_the_period_as_of_one_moment(store_url, monkeypatch, mom
     import threading
     from datetime import date
 
-    import optalloc.store.store as S
+    import optalloc.store.reading as S
     from optalloc.batch import run_batch
 
     store = Store(store_url)
@@ -486,7 +487,7 @@ def test_a_commit_the_database_refuses_is_a_store_error_not_one_of_opening_it(st
 def test_a_store_reached_through_a_symlink_takes_the_same_writer_lock(tmp_path):
     """The SQLite lock file is named after the store file's real path: a run through a symlink (or another spelling
     of the path) waited for nothing, and only the round's claim stopped it writing twice."""
-    from optalloc.store.store import StoreLockTimeout
+    from optalloc.store import StoreLockTimeout
 
     real = tmp_path / "real" / "store.db"
     Store(f"sqlite:///{real}").ingest(load_instance(SMALL))
@@ -605,7 +606,7 @@ def test_a_path_through_a_symlinked_folder_and_back_is_one_store_with_one_lock(t
     """SQLite reads "link/../s.db" by text (the folder holding "link"), the kernel through the link (the folder above
     its target): the lock and a new store's file were beside one, the data in the other, and two writers ran at once.
     The store now opens the path the kernel resolves, for the data, the lock and its creation alike."""
-    from optalloc.store.store import StoreLockTimeout
+    from optalloc.store import StoreLockTimeout
 
     (tmp_path / "deep" / "x" / "y").mkdir(parents=True)
     (tmp_path / "link").symlink_to(tmp_path / "deep" / "x" / "y")
@@ -689,7 +690,8 @@ def test_a_malformed_url_is_exit_5():
 def test_a_store_created_by_0001_upgrades(store_url):
     from alembic import command
 
-    from optalloc.store.store import _alembic_config, resolve_url
+    from optalloc.store.connection import alembic_config as _alembic_config
+    from optalloc.store.urls import resolve_url
 
     engine = sa.create_engine(resolve_url(store_url))
     cfg = _alembic_config()
@@ -711,7 +713,8 @@ def store_at_revision(url: str, revision: str) -> None:
     """An empty store at an older schema revision, as an older optalloc left it."""
     from alembic import command
 
-    from optalloc.store.store import _alembic_config, resolve_url
+    from optalloc.store.connection import alembic_config as _alembic_config
+    from optalloc.store.urls import resolve_url
 
     engine = sa.create_engine(resolve_url(url))
     with engine.begin() as conn:
@@ -764,7 +767,7 @@ def test_migration_0004_drops_the_bulk_tables_foreign_keys_and_keeps_their_rows(
     from alembic import command
 
     from optalloc.batch import run_batch
-    from optalloc.store.store import _alembic_config
+    from optalloc.store.connection import alembic_config as _alembic_config
 
     store = Store(store_url)
     store.ingest(load_instance(SMALL))
@@ -893,7 +896,7 @@ def _terminate_lock_session(server_url: str) -> int:
     would); its pid."""
     import psycopg
 
-    from optalloc.store.store import LOCK_KEY
+    from optalloc.store.lock import LOCK_KEY
 
     with psycopg.connect(server_url, autocommit=True) as conn:
         pid = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = %s", (LOCK_KEY,)).fetchone()[0]
@@ -993,7 +996,7 @@ def test_readers_opening_an_old_store_at_once_all_get_it_upgraded(store_url, rea
 def test_a_store_of_a_newer_optalloc_is_refused_at_once_saying_so(store_url, real_process):
     """A schema revision this optalloc does not know was reported, after waiting for the lock, as "older than this
     optalloc's": retrying never helps; the store was written by a newer optalloc."""
-    from optalloc.store.store import resolve_url
+    from optalloc.store.urls import resolve_url
 
     Store(store_url).ingest(load_instance(SMALL))
     engine = sa.create_engine(resolve_url(store_url))
@@ -1015,7 +1018,7 @@ def test_a_store_of_a_newer_optalloc_is_refused_at_once_saying_so(store_url, rea
 def test_the_connect_timeout_is_whole_seconds_above_0(monkeypatch, value, expected):
     """libpq's connect_timeout is whole seconds, and its 0 waits for ever: a connect timeout of 0 is refused naming
     the variable (it hung `status` on an endpoint that never answers), a positive one is never 0 s."""
-    from optalloc.store.store import _connect_args
+    from optalloc.store.connection import connect_args as _connect_args
 
     monkeypatch.setenv("OPTALLOC_DB_CONNECT_TIMEOUT", value)
     if expected is None:
@@ -1030,7 +1033,7 @@ def test_the_connect_timeout_is_whole_seconds_above_0(monkeypatch, value, expect
 def test_the_statement_timeout_is_whole_milliseconds_postgresql_can_hold(monkeypatch, value, expected):
     """0 is no timeout, and a positive one never becomes 0 ms; past PostgreSQL's 32-bit milliseconds it is refused
     naming the variable (PostgreSQL refused every connection: "value exceeds integer range")."""
-    from optalloc.store.store import _connect_args
+    from optalloc.store.connection import connect_args as _connect_args
 
     monkeypatch.setenv("OPTALLOC_DB_STATEMENT_TIMEOUT", value)
     if expected is None:

@@ -16,7 +16,7 @@ import pytest
 from conftest import INSTANCES, run_cli
 from optalloc import tables, units
 from optalloc.cli import run
-from optalloc.io import write_tables
+from optalloc.results_io import write_tables
 
 SMALL = INSTANCES / "small_network"
 NUMBER = re.compile(r"^-?\d+(?:\.(\d+))?$")

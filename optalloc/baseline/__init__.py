@@ -14,15 +14,15 @@ from ..instance import Instance
 from ..schemas import SolverOptions
 from .data import (FC_INDEX, LIMIT_INDEX, PLACEMENT_INDEX, BaselineData, ClassLayout, market_data, markets, precheck_baseline,
                    prepare_baseline, seller_value, tier_lower_bounds)
-from .fast import _solve_arrays, build_baseline_class_arrays, solve_by_margin
-from .reference import _solve_pyomo, build_baseline_arrays, build_baseline_model, diagnose_infeasible
+from .fast import build_baseline_class_arrays, solve_by_margin, solve_classes
+from .reference import build_baseline_arrays, build_baseline_model, diagnose_infeasible, solve_reference
 from .results import BaselineResult, BaselineSolution, combine_solutions, extract_baseline, finish_baseline, split_class_placement, split_ties
 
 __all__ = [
     "FC_INDEX", "LIMIT_INDEX", "PLACEMENT_INDEX", "BaselineData", "BaselineResult", "ClassLayout", "allocate", "build_baseline_arrays",
     "BaselineSolution", "build_baseline_class_arrays", "build_baseline_model", "combine_solutions", "diagnose_infeasible", "extract_baseline",
     "finish_baseline", "market_data", "markets", "precheck_baseline", "prepare_baseline", "seller_value", "solve_by_margin",
-    "solve_market", "split_class_placement", "split_ties", "tier_lower_bounds",
+    "solve_classes", "solve_market", "solve_reference", "split_class_placement", "split_ties", "tier_lower_bounds",
 ]
 
 
@@ -31,8 +31,8 @@ def solve_market(d: BaselineData, backend: str, options: SolverOptions) -> Basel
     if not len(d.cells):
         return BaselineSolution.empty(d, backend)
     if backend == "pyomo":
-        return _solve_pyomo(d, options)
-    return _solve_arrays(d, options)
+        return solve_reference(d, options)
+    return solve_classes(d, options)
 
 
 def allocate(instance: Instance, options: SolverOptions | None = None, *, split: bool = True, executor=None) -> BaselineResult:

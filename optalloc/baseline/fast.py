@@ -186,7 +186,7 @@ def solve_by_margin(d: BaselineData, layout: ClassLayout, options: SolverOptions
     raise RuntimeError("baseline margin method did not converge")  # never seen: each round frees at least one piece
 
 
-def _solve_arrays(d: BaselineData, options: SolverOptions, method: str = "margin") -> BaselineSolution:
+def solve_classes(d: BaselineData, options: SolverOptions, method: str = "margin") -> BaselineSolution:
     """The class-aggregated LP by highspy: solved on its margin (default), or whole (method="class_lp", the
     reference the margin method is tested against)."""
     with stage("baseline: build"):

@@ -114,7 +114,7 @@ def build_baseline_arrays(d: BaselineData) -> tuple[LinearProgram, dict[str, sli
     return lp, families
 
 
-def _solve_pyomo(d: BaselineData, options: SolverOptions) -> BaselineSolution:
+def solve_reference(d: BaselineData, options: SolverOptions) -> BaselineSolution:
     with stage("baseline: build"):
         m = build_baseline_model(d)
     with stage("baseline: solve"):

@@ -23,6 +23,10 @@ With one pool per class (single-FC, single-month rounds) step 3 never runs: the 
 Requests are taken in chunks where they all fit at once (direct room; else one room LP grants the chunk's longest
 prefix whose classes all got their asks): exact, as each of them could then have had all it asks
 (models/clearing.md, "Chunks").
+
+The module is long because it is one algorithm and the state it keeps from request to request (class cube, placement,
+room, bounds, dual cuts, the warm-started room LP and its working set): split, each part would reach into the
+other's internals.
 """
 
 from __future__ import annotations

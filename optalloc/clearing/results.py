@@ -148,3 +148,32 @@ def combine_markets(parts: list[RoundResult]) -> RoundResult:
         concat_results([p.pools for p in parts]),
         concat_results([p.prices for p in parts]),
     )
+
+
+@dataclass
+class ClearingResult:
+    """Several rounds' results as one: each table concatenated over the rounds."""
+
+    rounds: list[RoundResult]
+
+    def _all(self, part: str) -> pd.DataFrame:
+        return concat_results([getattr(r, part) for r in self.rounds if getattr(r, part) is not None])
+
+    @property
+    def grants(self) -> pd.DataFrame:
+        return self._all("grants")
+
+    @property
+    def placements(self) -> pd.DataFrame:
+        return self._all("placements")
+
+    @property
+    def pools(self) -> pd.DataFrame:
+        return self._all("pools")
+
+    @property
+    def round_prices(self) -> pd.DataFrame:
+        return self._all("prices")
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"grants": self.grants, "grant_placements": self.placements, "pools": self.pools, "round_prices": self.round_prices}

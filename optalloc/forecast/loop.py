@@ -28,6 +28,12 @@ import numpy as np
 import pandas as pd
 
 from ..baseline import allocate
+from ..generate import generate
+from ..progress import stage
+from ..settlement import settle
+from ..simulate import market_rounds, round_grants
+from ..specs import GenerateSpec, SimulationSpec
+from ..schemas import SolverOptions
 from ..history import COVER_WEEKS
 from ..instance import Instance
 from .apply import apply_scores
@@ -93,8 +99,6 @@ def run_loop(instance: Instance, periods: int, *, spec=None, reform_share: float
     share of all limits, of the P50 needs and of the granted cube, limit per P50 need, fees and credits), and one
     row per period (P90 coverage of the weekly forecasts by the realized demand, and of the monthly P90 needs by the
     realized need; the market's totals; seconds)."""
-    from ..simulate import SimulationSpec, market_rounds, round_grants
-    from ..settlement import settle
 
     spec = spec or SimulationSpec(seed=seed)
     rng = np.random.default_rng([seed, 77])
@@ -210,3 +214,42 @@ def run_loop(instance: Instance, periods: int, *, spec=None, reform_share: float
         })
         inst = _next_period(inst, needs, pd.concat([inst.history, new[inst.history.columns]], ignore_index=True))
     return pd.DataFrame(group_rows), pd.DataFrame(period_rows)
+
+
+def simulate_periods(spec: SimulationSpec, periods: int, *, method: str = "lightgbm", reform_share: float = 0.5,
+                     history_weeks: int = 104, options: SolverOptions | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """`optalloc simulate --periods N`: the market of `spec` with a seeded history, run for `periods` periods by
+    `optalloc.forecast.loop.run_loop` (history -> forecast -> limits -> market -> next history). Returns the
+    per-period, per-group table, the per-period table and the summary."""
+    with stage("simulate: market and history"):
+        base = generate(GenerateSpec(sellers=spec.sellers, fcs=spec.fcs, regions=spec.regions, storage_types=spec.storage_types, months=3,
+                                     rounds=spec.rounds, requests=0, tightness=spec.tightness, with_sales=False, history_weeks=history_weeks,
+                                     seed=spec.seed))
+        market = replace(base, fcs=base.fcs.assign(pool_cube=np.round(base.fcs["capacity_cube"] * spec.pool_share, 1)),
+                         settings=base.settings.model_copy(update={"pool_share": spec.pool_share}), name=f"simulation_s{spec.seed}")
+    with stage(f"simulate: {periods} periods"):
+        groups, by_period = run_loop(market, periods, spec=spec, reform_share=reform_share, method=method, seed=spec.seed, options=options,
+                                      tightness=spec.tightness)
+    first, last = groups[groups["period"] == 1].set_index("group"), groups[groups["period"] == periods].set_index("group")
+    summary = {
+        "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
+        "periods": periods, "forecast_method": method, "reform_share": reform_share, "history_weeks": history_weeks,
+        "coverage_90_weekly": [round(float(v), 4) for v in by_period["coverage_90_weekly"]],
+        "coverage_90_monthly": [round(float(v), 4) for v in by_period["coverage_90_monthly"]],
+        "limit_share": {g: [round(float(v), 4) for v in groups[groups["group"] == g]["limit_share"]] for g in groups["group"].unique()},
+        "limit_per_need": {g: [round(float(v), 4) for v in groups[groups["group"] == g]["limit_per_need"]] for g in groups["group"].unique()},
+        "mean_score": {g: [round(float(v), 1) for v in groups[groups["group"] == g]["mean_score"]] for g in groups["group"].unique()},
+        "reformed_share_change": round(float(last.loc["reformed", "limit_share"] - first.loc["reformed", "limit_share"]), 4)
+        if "reformed" in first.index and first.loc["reformed", "sellers"] else None,
+    }
+    return groups.round(4), by_period.drop(columns="seconds").round(4), summary
+
+
+def space_per_need(groups: pd.DataFrame) -> str:
+    """The report's claim, one line per group: its limit per P50 need, period by period (sellers who use their
+    space well should see it grow)."""
+    lines = []
+    for g, rows in groups.groupby("group", sort=False):
+        lines.append(f"- {g} ({int(rows['sellers'].iloc[0])} sellers): " + " -> ".join(
+            "n/a" if pd.isna(v) else f"{v:.2f}" for v in rows.sort_values("period")["limit_per_need"]))
+    return "space per need (limit / P50 need), period by period:\n" + "\n".join(lines)

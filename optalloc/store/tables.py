@@ -225,12 +225,12 @@ def _sql_type(column: declared.Column) -> sa.types.TypeEngine:
     return _SQL_TYPES[column.kind]
 
 
-def result_table(table: declared.Table) -> sa.Table:
+def result_table(table: declared.Table, into: sa.MetaData = metadata) -> sa.Table:
     """A result's store table, as its declaration says: period_id, the result's columns (the keys part of the primary
     key), any column the store keeps beside it, and the run that wrote the row."""
     columns = [sa.Column(c.name, _sql_type(c), primary_key=c.name in table.keys, nullable=c.nullable and c.name not in table.keys)
                for c in (*table.columns, *table.stored_only)]
-    return sa.Table(table.store, metadata, _period_of_row(), *columns, _run_of_row())
+    return sa.Table(table.store, into, _period_of_row(), *columns, _run_of_row())
 
 
 # Result table name (as the engine names it) -> store table.
