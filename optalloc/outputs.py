@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import json
 import os
 import re
@@ -68,12 +69,47 @@ def read_marker(folder: Path) -> dict | None:
     return doc if isinstance(doc, dict) and doc.get("written_by") == "optalloc" and isinstance(doc.get("files"), list) else None
 
 
+def digest(path: Path) -> dict:
+    """What a written file holds: its size and sha256 (the marker records them; a file changed since is the user's)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def _unchanged(path: Path, recorded) -> bool:
+    """Whether the file at `path` still holds what optalloc wrote there (`recorded`: its digest in the marker)."""
+    if not isinstance(recorded, dict) or not path.is_file() or path.is_symlink():
+        return False
+    try:
+        if path.stat().st_size != recorded.get("bytes"):  # a size that differs needs no hash
+            return False
+        return digest(path) == recorded
+    except OSError:
+        return False
+
+
 def _foreign_files(folder: Path) -> list[str]:
-    """Names in `folder` that optalloc did not write (every name, when it has no marker)."""
+    """Names in `folder` that are not optalloc's as it wrote them: every name when the folder has no marker; a name the
+    marker does not list; a listed file whose contents changed since (marked "(changed)"), or that an optalloc which
+    recorded no contents wrote (marked so: it cannot be told from an edited one)."""
     names = sorted(p.name for p in folder.iterdir())
     marker = read_marker(folder)
-    ours = set(marker["files"]) | {MARKER} if marker else set()
-    return [n for n in names if n not in ours]
+    if marker is None:
+        return names
+    contents = marker.get("contents")
+    out = []
+    for n in names:
+        if n == MARKER:
+            continue
+        if n not in marker["files"]:
+            out.append(n)
+        elif not isinstance(contents, dict):
+            out.append(f"{n} (written by an older optalloc, which kept no record of its contents)")
+        elif not _unchanged(folder / n, contents.get(n)):
+            out.append(f"{n} (changed since optalloc wrote it)")
+    return out
 
 
 NAME_MAX = 255  # bytes in one file name (Linux and macOS file systems)
@@ -107,7 +143,8 @@ def check_folder(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike |
         foreign = _foreign_files(path)
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise _refuse(given, f"the folder holds files optalloc did not write ({shown}); name a new or empty folder")
+            raise _refuse(given, f"the folder holds files optalloc did not write, or that changed since it wrote them ({shown});"
+                                 " name a new or empty folder, or move those files out")
     _probe(given, _existing_ancestor(path.parent))
     return path
 
@@ -144,6 +181,9 @@ def check_file(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | N
             raise _refuse(given, f"cannot read the existing file ({e.strerror})") from None
         if head != signature.encode():
             raise _refuse(given, "the file exists and was not written by optalloc")
+        if not sealed_whole(path):
+            raise _refuse(given, "the file changed since optalloc wrote it (its contents no longer match the seal optalloc put at its"
+                                 " end); name another file, or move this one away")
     _probe(given, _existing_ancestor(path.parent))
     return path
 
@@ -230,7 +270,9 @@ def replace_folder(out: str | os.PathLike, write: Callable[[Path], Iterable[str]
     os.mkdir(tmp)  # mode 0o777 less the umask, as the folder will have
     try:
         names = sorted(set(write(tmp)))
-        (tmp / MARKER).write_text(json.dumps({"written_by": "optalloc", "files": names}, indent=1) + "\n", encoding="utf-8")
+        contents = {n: digest(tmp / n) for n in names}
+        (tmp / MARKER).write_text(json.dumps({"written_by": "optalloc", "files": names, "contents": contents}, indent=1) + "\n",
+                                  encoding="utf-8")
         _fsync_dir(tmp)
         failpoint("output-written")
         aside = None  # the old result, once the new one is in its place
@@ -271,9 +313,31 @@ class WrittenThenInterrupted(KeyboardInterrupt):
         self.path = path
 
 
+SEAL = "<!-- optalloc sha256 {} -->\n"  # the last line of a page optalloc writes: the sha256 of everything before it
+
+
+def seal(data: bytes) -> bytes:
+    """`data` with its seal appended (a file optalloc may replace later only while it still matches)."""
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    return data + SEAL.format(hashlib.sha256(data).hexdigest()).encode()
+
+
+def sealed_whole(path: Path) -> bool:
+    """Whether the file ends in the seal of everything before it (nothing was changed, added or cut since)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    body, _, last = data.rstrip(b"\n").rpartition(b"\n")
+    return data.endswith(b"\n") and last + b"\n" == SEAL.format(hashlib.sha256(body + b"\n").hexdigest()).encode()
+
+
 def replace_file(out: str | os.PathLike, data: bytes, **check) -> Path:
-    """Write one file atomically (a temporary sibling renamed into place). `check` goes to `check_file`."""
+    """Write one file atomically (a temporary sibling renamed into place), sealed (`seal`). `check` goes to
+    `check_file`."""
     path = check_file(out, **check)
+    data = seal(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.partial"
     try:

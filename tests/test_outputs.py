@@ -278,3 +278,39 @@ def test_bare_optalloc_prints_the_commands(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert all(c in out for c in ("solve", "batch", "report", "simulate"))
+
+
+# ---------------------------------------------------------------- an edited output is the user's
+
+
+@pytest.mark.parametrize("edit", ["append", "rewrite same size", "truncate"])
+def test_an_output_edited_since_optalloc_wrote_it_is_not_replaced(tmp_path, capsys, edit):
+    """`solve -o out`, `echo note >> out/limits.csv`, `solve -o out` replaced the folder and the note was gone: the
+    marker listed names, not contents. Now it records each file's size and sha256, and a file that changed is the
+    user's: refused (exit 2) naming it, nothing written."""
+    out = tmp_path / "out"
+    assert cli(["solve", WORKED, "-o", str(out), "-q"], capsys)[0] == 0
+    assert cli(["solve", WORKED, "-o", str(out), "-q"], capsys)[0] == 0  # untouched: replaced
+    limits = out / "limits.csv"
+    text = limits.read_bytes()
+    if edit == "append":
+        limits.write_bytes(text + b"note\n")
+    elif edit == "rewrite same size":
+        limits.write_bytes(text.replace(b"10000.0,", b"10000.1,", 1))
+    else:
+        limits.write_bytes(text[:-5])
+    before = snapshot(out)
+    code, err = cli(["solve", WORKED, "-o", str(out), "-q"], capsys)
+    assert code == 2 and "limits.csv (changed since optalloc wrote it)" in err, err
+    assert snapshot(out) == before
+
+
+def test_an_edited_report_page_is_not_replaced(tmp_path, capsys):
+    out, page = tmp_path / "out", tmp_path / "r.html"
+    assert cli(["solve", WORKED, "-o", str(out), "-q"], capsys)[0] == 0
+    assert cli(["report", str(out), "-o", str(page), "-q"], capsys)[0] == 0
+    assert cli(["report", str(out), "-o", str(page), "-q"], capsys)[0] == 0  # untouched: replaced
+    page.write_text(page.read_text().replace("</body>", "<p>my notes</p></body>"))
+    code, err = cli(["report", str(out), "-o", str(page), "-q"], capsys)
+    assert code == 2 and "changed since optalloc wrote it" in err
+    assert "my notes" in page.read_text()
