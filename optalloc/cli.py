@@ -326,7 +326,7 @@ def _utf8(text: str) -> bool:
 
 def _store_command(args) -> int:
     for where, value in (("--period", getattr(args, "period", None)), ("period_id", getattr(args, "period_id", None)),
-                         ("--reason", getattr(args, "reason", None)), ("--db", resolve_url(getattr(args, "db", None)))):
+                         ("--reason", getattr(args, "reason", None)), ("--step", getattr(args, "step", None)), ("--db", resolve_url(getattr(args, "db", None)))):
         if value is not None and not _utf8(value):
             raise InputError(Problem(f"not UTF-8 text: {value.encode('utf-8', 'surrogateescape')!r}", where))
     if args.command == "report":
@@ -342,10 +342,17 @@ def _store_command(args) -> int:
     store = _open_store(args)
     if args.command == "period":
         if args.reason is not None and args.action == "release":
-            raise InputError(Problem("--reason goes with hold, not release", "--reason"))
+            raise InputError(Problem("--reason goes with hold or reset, not release", "--reason"))
+        if (args.step is None) == (args.action == "reset"):
+            raise InputError(Problem("--step goes with reset (and reset needs it: forecast, baseline, round N or settlement)", "--step"))
         with store.lock(args.lock_timeout):
             store.mark_dead_runs()
-            done = store.hold(args.period_id, args.reason) if args.action == "hold" else store.release(args.period_id)
+            if args.action == "hold":
+                done = store.hold(args.period_id, args.reason)
+            elif args.action == "release":
+                done = store.release(args.period_id)
+            else:
+                done = store.reset(args.period_id, args.step, args.reason)
         print(json.dumps(done, indent=2, sort_keys=True))
     elif args.command == "export":
         from .scenario import Result

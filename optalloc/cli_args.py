@@ -268,10 +268,13 @@ def _store_commands(sub) -> None:
     p.add_argument("-o", "--out", required=True, help=OUT_HELP)
     p.add_argument("--format", choices=FORMATS, default="csv", help="table format (default csv)")
     cmd("status", "print the store's periods (with holds and failures), rounds and latest runs as JSON")
-    p = cmd("period", "hold a period (the batch skips it until released) or release it")
-    p.add_argument("action", choices=["hold", "release"], help="hold: the batch skips the period; release: it is processed again")
+    p = cmd("period", "hold a period (the batch skips it until released), release it, or reset a step (the batch computes it again)")
+    p.add_argument("action", choices=["hold", "release", "reset"],
+                   help="hold: the batch skips the period; release: it is processed again; reset: discard the stored result of --step")
     p.add_argument("period_id", help="the stored period, e.g. P202610 ('optalloc status' lists them)")
-    p.add_argument("--reason", help="with hold: why (shown by 'optalloc status')")
+    p.add_argument("--step", help="with reset: forecast, baseline, round N (the last cleared) or settlement; a step later steps were "
+                                  "computed from is refused until they are reset")
+    p.add_argument("--reason", help="with hold or reset: why (shown by 'optalloc status' and kept in the run log)")
     lock_timeout(p)
     p = cmd("report", "one self-contained HTML page: supply/demand curves, utilization, segments, fees and credits")
     p.add_argument("source", metavar="RUN_OR_OUTPUT_DIR", help="an output folder of 'solve' or 'export', or a run id in the store (--db)")

@@ -176,7 +176,8 @@ def read_result_table(folder: str | os.PathLike, name: str, required: bool = Tru
 # limit of 1e308 was carried into the next round and written back as inf, and a fee of 1e308 broke the report's
 # chart. Fees and prices are requests' fees, 0 to MAX_FEE. Cube: far beyond what valid inputs give (a request's cap is
 # at most 1,000 x a limit of at most 101 x 1e12), far below what overflows a sum.
-RESULT_RANGES = {units.CUBE: (-1e18, 1e18), units.PER_CUBE: (0.0, MAX_FEE)}
+# Money: at most a fee of MAX_FEE per cube on a market of 1e15 cube (a round's objective; a grant's fee is far less).
+RESULT_RANGES = {units.CUBE: (-1e18, 1e18), units.PER_CUBE: (0.0, MAX_FEE), units.MONEY: (0.0, MAX_FEE * 1e15)}
 
 
 def _check_result_columns(frame: pd.DataFrame, table: declared.Table, source: str) -> pd.DataFrame:

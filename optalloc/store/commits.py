@@ -79,20 +79,7 @@ class ResultWriter:
             for name, frame in zip(ROUND_TABLES, (result.grants, result.placements, result.pools, result.prices)):
                 write_frame(conn, T.RESULT_TABLES[name], frame, period_id=period_id, run_id=run_id)
             failpoint(f"round-{r}-written")
-            self._update_price_protection(conn, period_id)
-
-    def _update_price_protection(self, conn: sa.Connection, period_id: str) -> None:
-        prices = read_frame(conn, T.round_prices, period_id).set_index(["round", "storage_type"])
-        protected = protected_prices(prices)
-        c = T.round_prices.c
-        stmt = (
-            T.round_prices.update()
-            .where(c.period_id == sa.bindparam("p"), c.round == sa.bindparam("r"), c.storage_type == sa.bindparam("k"))
-            .values(protected_price=sa.bindparam("price"))
-        )
-        conn.execute(stmt, [
-            {"p": period_id, "r": int(r), "k": k, "price": None if math.isnan(v) else float(v)} for (r, k), v in protected.items()
-        ])
+            update_price_protection(conn, period_id)
 
     def commit_settlement(self, period_id: str, settlement: pd.DataFrame, run_id: int) -> None:
         with self.db.transaction() as conn:
@@ -104,3 +91,17 @@ class ResultWriter:
             write_frame(conn, T.settlements, settlement, period_id=period_id, run_id=run_id)
             failpoint("settlement-written")
 
+
+def update_price_protection(conn: sa.Connection, period_id: str) -> None:
+    """Each cleared round's protected price so far: the lowest clearing price of it and every later cleared round."""
+    prices = read_frame(conn, T.round_prices, period_id).set_index(["round", "storage_type"])
+    protected = protected_prices(prices)
+    c = T.round_prices.c
+    stmt = (
+        T.round_prices.update()
+        .where(c.period_id == sa.bindparam("p"), c.round == sa.bindparam("r"), c.storage_type == sa.bindparam("k"))
+        .values(protected_price=sa.bindparam("price"))
+    )
+    conn.execute(stmt, [
+        {"p": period_id, "r": int(r), "k": k, "price": None if math.isnan(v) else float(v)} for (r, k), v in protected.items()
+    ])

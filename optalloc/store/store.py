@@ -5,7 +5,7 @@ responsibility:
 - `lock`: the writers' lock (`Store.lock`);
 - `runs`: the run log; `holds`: holds and period failures;
 - `ingest`: instances, arriving tables and history added; `reading`: periods, instances and results read back;
-- `commits`: results written, each claimed in its own transaction.
+- `commits`: results written, each claimed in its own transaction; `mend`: a step's result discarded by an operator.
 
 Guarantees the nightly job builds on:
 - every write is one transaction: an ingest, a period's baseline, one round, one settlement. A process killed
@@ -35,6 +35,7 @@ from .connection import Database, head_revision, json_value, known_revisions
 from .holds import Holds
 from .ingest import Ingest
 from .lock import StoreLockTimeout, WriterLock
+from .mend import Mend
 from .reading import PeriodReader
 from .runs import RunLog
 from .urls import resolve_url  # noqa: F401 -- as optalloc.store.store named it
@@ -57,6 +58,7 @@ class Store:
         self._ingest = Ingest(db, self._log)
         self._read = PeriodReader(db)
         self._write = ResultWriter(db)
+        self._mend = Mend(db, self._log)
         revision = self.schema_revision() if migrate or not create else None
         if revision is None and not create:
             if self.sqlite_file:
@@ -171,10 +173,15 @@ class Store:
     def hold(self, period_id: str, reason: str | None = None) -> dict:
         """Hold a period: `batch` skips it until released. Recorded as a run; holding a held period keeps its
         since-time (and changes the reason when one is given). Call it holding the writer lock."""
-        return self._holds._set_hold(period_id, hold=True, reason=reason)
+        return self._holds.hold(period_id, reason)
 
     def release(self, period_id: str) -> dict:
-        return self._holds._set_hold(period_id, hold=False, reason=None)
+        return self._holds.release(period_id)
+
+    def reset(self, period_id: str, step: str, reason: str | None = None) -> dict:
+        """Discard a step's stored result so the next batch computes it again (`mend.Mend.reset`). Call it holding the
+        writer lock."""
+        return self._mend.reset(period_id, step, reason)
 
     def held_periods(self) -> dict[str, dict]:
         return self._holds.held_periods()
