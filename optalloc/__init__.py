@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "Scenario": "scenario", "Result": "scenario", "compare": "scenario",
-    "Instance": "instance", "load_instance": "io", "write_tables": "io",
+    "Instance": "instance", "load_instance": "io", "write_tables": "results_io",
     "Period": "schemas", "Settings": "schemas", "SolverOptions": "schemas",
     "InfeasibleError": "errors", "InputError": "errors", "OptallocError": "errors", "SolveError": "errors", "StoreError": "errors",
     "BaselineResult": "baseline", "allocate": "baseline",

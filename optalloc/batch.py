@@ -31,6 +31,7 @@ ran them.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from collections import deque
@@ -397,8 +398,9 @@ def _record_failed(store: Store, run_id: int, error: BaseException, report: Batc
         with store.transaction(check_lock=False) as conn:
             store.finish_run(conn, run_id, "failed", error=error_text(error), steps=report.steps, timings=report.timings,
                              inputs_hash=inputs_hash)
-    except StoreError as lost:
-        note(f"could not record run {run_id} as failed: {lost}")
+    except StoreError as lost:  # on stderr even with -q: the run's record says 'running' until the next command takes the lock
+        print(f"optalloc: warning: run {run_id} could not be recorded as failed ({lost}); the next command that takes the store's lock"
+              " records it as killed", file=sys.stderr)
 
 
 def run_batch(

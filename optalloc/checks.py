@@ -26,9 +26,8 @@ class Collector:
             text = message(i) if callable(message) else message
             self.problems.append(Problem(text, self.source, int(row_numbers[i]), field))
         if len(idx) > MAX_PROBLEMS_PER_CHECK:
-            self.problems.append(
-                Problem(f"... {len(idx) - MAX_PROBLEMS_PER_CHECK} more rows with the same problem", self.source, None, field)
-            )
+            more = len(idx) - MAX_PROBLEMS_PER_CHECK
+            self.problems.append(Problem(f"... {more:,} more rows with the same problem", self.source, None, field, count=more))
 
     def table(self, message: str, field: str | None = None) -> None:
         self.problems.append(Problem(message, self.source, None, field))

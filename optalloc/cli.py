@@ -72,7 +72,7 @@ def _options(args, instance):
     """The instance's solver options with the command line's over them, checked as the settings' are."""
     from pydantic import ValidationError
 
-    from .instance import pydantic_problems
+    from .schemas import pydantic_problems
     from .schemas import SolverOptions
 
     try:  # validated, not model_copy'd: an override is checked like the instance's own settings.solver
@@ -294,7 +294,8 @@ def _open_store(args, *, create: bool = False):
                          " PostgreSQL URL")
     # An old store is upgraded on opening, under the writers' lock: a writer waits its --lock-timeout, a reader a
     # moment (another command may be upgrading it; a batch holding the lock for an hour is not waited for).
-    return Store(url, create=create, lock_timeout=getattr(args, "lock_timeout", READER_UPGRADE_WAIT))
+    reader = args.command in ("status", "export", "report")  # they never write: a store on a read-only file system is read as it is
+    return Store(url, create=create, lock_timeout=getattr(args, "lock_timeout", READER_UPGRADE_WAIT), readonly=reader)
 
 
 def _report(args) -> int:
@@ -339,12 +340,13 @@ def _store_command(args) -> int:
         return _ingest(args)
     if args.command == "batch":
         return _batch(args)
-    store = _open_store(args)
-    if args.command == "period":
+    if args.command == "period":  # the arguments first: a refused command opens no store
         if args.reason is not None and args.action == "release":
             raise InputError(Problem("--reason goes with hold or reset, not release", "--reason"))
         if (args.step is None) == (args.action == "reset"):
             raise InputError(Problem("--step goes with reset (and reset needs it: forecast, baseline, round N or settlement)", "--step"))
+    store = _open_store(args)
+    if args.command == "period":
         with store.lock(args.lock_timeout):
             store.mark_dead_runs()
             if args.action == "hold":

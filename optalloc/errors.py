@@ -23,6 +23,7 @@ class Problem:
     file: str | None = None
     row: int | None = None  # 1-based data row (CSV: the header is row 0) or JSON list index
     field: str | None = None
+    count: int = 1  # the problems this line stands for ("... 239,950 more rows with the same problem")
 
     def __str__(self) -> str:
         where = []
@@ -44,11 +45,15 @@ class InputError(OptallocError):
     def __init__(self, problems: list[Problem] | Problem):
         self.problems = [problems] if isinstance(problems, Problem) else list(problems)
         shown = self.problems[:20]
-        more = len(self.problems) - len(shown)
+        total = sum(p.count for p in self.problems)  # every problem found, also those a line stands for
+        more = total - sum(p.count for p in shown)
         text = "\n".join(f"  - {p}" for p in shown)
         if more:
-            text += f"\n  ... and {more} more"
-        super().__init__(f"invalid input ({len(self.problems)} problem(s)):\n{text}")
+            text += f"\n  ... and {more:,} more"
+        if total == 1 and len(self.problems) == 1:  # one problem: one line
+            super().__init__(f"invalid input: {self.problems[0]}")
+        else:
+            super().__init__(f"invalid input ({total:,} problem(s)):\n{text}")
 
     def __reduce__(self):  # errors cross process boundaries (Dask workers): rebuild from what __init__ took
         return (type(self), (self.problems,))

@@ -14,21 +14,9 @@ import pandas as pd
 from pydantic import ValidationError
 
 from .errors import InputError, Problem
-from .schemas import PATTERN_RULES, TABLE_KEYS, TABLES, Period, Settings, id_problem
+from .schemas import TABLE_KEYS, TABLES, Period, Settings, id_problem, pydantic_problems  # noqa: F401 -- as optalloc.instance had it
 from .units import CUBE, floor_to_grid
 from .validate import check_instance, raise_if, snap_to_grid, validate_table
-
-
-def pydantic_problems(err: ValidationError, source: str, prefix: str = "") -> list[Problem]:
-    problems = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        msg = e["msg"]
-        rule = PATTERN_RULES.get((e.get("ctx") or {}).get("pattern"))
-        if e["type"] == "string_pattern_mismatch" and rule:
-            msg = f"must be {rule}: {_short(e['input'])}"
-        problems.append(Problem(msg, source, None, f"{prefix}{loc}" if loc else prefix.rstrip(".") or None))
-    return problems
 
 
 def canonical_order(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -98,6 +86,23 @@ class Instance:
         sources: dict[str, str] | None = None,
     ) -> "Instance":
         """Validate tables (column-wise) and cross-references; raise InputError listing every problem."""
+        if not isinstance(tables, dict) or not all(isinstance(t, str) for t in tables):
+            raise InputError(Problem(f"tables is a dict of table name -> DataFrame or list of row dicts, not {type(tables).__name__}",
+                                     None, None, "tables"))
+        for t, table in tables.items():
+            if table is not None and not isinstance(table, (pd.DataFrame, list, tuple)):
+                raise InputError(Problem(f"a table is a DataFrame or a list of row dicts, not {type(table).__name__}", None, None, f"tables.{t}"))
+            if isinstance(table, (list, tuple)) and not all(isinstance(row, dict) for row in table):
+                raise InputError(Problem("a list of rows holds one dict per row", None, None, f"tables.{t}"))
+        if not isinstance(name, str):
+            raise InputError(Problem(f"the name is text, not {type(name).__name__}", None, None, "name"))
+        if sources is not None and not (isinstance(sources, dict) and all(isinstance(v, str) for v in sources.values())):
+            raise InputError(Problem("sources is a dict of table name -> where it came from (text)", None, None, "sources"))
+        if not isinstance(period, (Period, dict)):
+            raise InputError(Problem(f"the period is a dict (period_id, months, rounds) or a Period, not {type(period).__name__}", None, None,
+                                     "period"))
+        if settings is not None and not isinstance(settings, (Settings, dict)):
+            raise InputError(Problem(f"settings are a dict or a Settings, not {type(settings).__name__}", None, None, "settings"))
         sources = {"meta": "instance", **{t: t for t in TABLES}, **(sources or {})}
         problems: list[Problem] = []
         explicit = set(settings) if isinstance(settings, dict) else set()  # settings a user wrote (a Settings object: none)

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from . import arguments
 from .errors import InputError, Problem
 from .instance import Instance
 from .schemas import TABLES
@@ -87,7 +88,7 @@ def _name(value, default: str, path: Path) -> str:
 
 def load_instance(path: str | os.PathLike) -> Instance:
     """Load an instance from a JSON file or from a folder of tables (CSV or Parquet)."""
-    path = Path(path)
+    path = Path(arguments.path(path))
     if path.is_dir():
         return _load_folder(path)
     if not path.exists():

@@ -55,6 +55,14 @@ def _refuse(path: Path, why: str) -> OutputError:
     return OutputError(str(path), why)
 
 
+def _resolved(path: Path, given: Path) -> Path:
+    """`path` with its symlinks followed; a loop of them is a path optalloc cannot write (OutputError, exit 2)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as e:  # Python raises RuntimeError for a symlink loop
+        raise _refuse(given, f"it cannot be resolved ({e}): a symlink loop, say") from None
+
+
 def _is_within(inner: Path, outer: Path) -> bool:
     """True when `inner` is `outer` or lies below it (both resolved)."""
     return inner == outer or outer in inner.parents
@@ -119,20 +127,20 @@ def check_folder(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike |
     """Refuse (OutputError) an output folder that `replace_folder` must not replace, and one it could not create.
     Call it before the work: a refused target costs nothing. Returns the resolved path."""
     given = Path(out)
-    path = given.resolve()
+    path = _resolved(given, given)
     cwd = Path.cwd().resolve()
     if _is_within(cwd, path):
         raise _refuse(given, "it is the current folder or a folder above it (name a new folder, e.g. -o out)")
     for item in inputs:
         if item is None:
             continue
-        src = Path(item).resolve()
+        src = _resolved(Path(item), given)
         if _is_within(src, path):
             raise _refuse(given, f"it is an input of this run, or a folder above one ({item})")
         if path.parent == src and src.is_dir() and path.suffix.lower() in (".csv", ".parquet", ".json"):
             # a folder named like a file the instance folder is read by (grants.csv): the instance would no longer load
             raise _refuse(given, f"inside the instance folder {item}, a name ending in {path.suffix} is read as one of its files")
-    if store is not None and _is_within(Path(store).resolve(), path):
+    if store is not None and _is_within(_resolved(Path(store), given), path):
         raise _refuse(given, f"it holds the store {store}")
     most = NAME_MAX - len(f"..{2**22}.partial")  # it is written first as .NAME.PID.partial (Linux pids are below 2**22)
     if len(os.fsencode(path.name)) > most:
@@ -167,11 +175,11 @@ def check_file(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | N
     does not begin with `signature`, the exact first bytes optalloc writes (a file that merely quotes them, say a
     source file or notes about the report, is someone else's)."""
     given = Path(out)
-    path = given.resolve()
+    path = _resolved(given, given)
     if path.is_dir():
         raise _refuse(given, "it is a folder; name the file to write, e.g. -o report.html")
     for item in inputs:
-        if item is not None and Path(item).resolve() == path:
+        if item is not None and _resolved(Path(item), given) == path:
             raise _refuse(given, f"it is an input of this run ({item})")
     if path.exists():
         try:

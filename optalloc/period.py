@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from .baseline import BaselineResult
-from .clearing import ClearingResult  # noqa: F401 -- optalloc.period.ClearingResult, as before
+from .clearing import ClearingResult
+from .errors import InputError, Problem
 from .instance import Instance
 from .scenario import Result, Scenario
 from .schemas import SolverOptions
@@ -22,9 +23,7 @@ def run_period(instance: Instance, options: SolverOptions | dict | None = None, 
 def _scenario(instance: Instance, baseline: BaselineResult, options, executor=None) -> Scenario:
     scenario = Scenario(instance, options, executor=executor)
     if not isinstance(baseline, BaselineResult):
-        from .errors import InputError, Problem
-
-        raise InputError(Problem(f"needs a BaselineResult (what allocate returns), not {type(baseline).__name__}", "baseline"))
+        raise InputError(Problem(f"needs a BaselineResult (what allocate returns), not {type(baseline).__name__}", None, None, "baseline"))
     scenario.baseline = baseline
     return scenario
 
@@ -38,5 +37,7 @@ def clear_rounds(instance: Instance, baseline: BaselineResult, options: SolverOp
 def settle(instance: Instance, baseline: BaselineResult, clearing: ClearingResult) -> pd.DataFrame:
     """Price protection, fees, credits and net of the grants of `clearing`'s rounds: `Scenario.settle()`."""
     scenario = _scenario(instance, baseline, None)
+    if not isinstance(clearing, ClearingResult):
+        raise InputError(Problem(f"needs a ClearingResult (what clear_rounds returns), not {type(clearing).__name__}", None, None, "clearing"))
     scenario.rounds = list(clearing.rounds)
     return scenario.settle()

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import progress, units
+from . import arguments, progress, units
 from . import tables as declared
 from .csvtext import csv_chunks, utc_text
 from .errors import InputError, Problem
@@ -98,6 +98,13 @@ def write_tables(
     out_dir is replaced only if it is new, empty or written by optalloc, and never if it is the current folder,
     an input (`inputs`) or the folder of the store (`store`): see `optalloc.outputs`.
     """
+
+    arguments.path(out_dir, "out_dir")
+    arguments.choice(fmt, ("csv", "parquet"), "fmt")
+    if not isinstance(tables, dict) or not all(isinstance(f, pd.DataFrame) for f in tables.values()):
+        raise InputError(Problem("tables is a dict of table name -> DataFrame", None, None, "tables"))
+    if not isinstance(summary, dict):
+        raise InputError(Problem(f"the summary is a dict (summary.json), not {type(summary).__name__}", None, None, "summary"))
 
     def write(tmp: Path) -> list[str]:
         names = []

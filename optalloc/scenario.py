@@ -28,6 +28,7 @@ from functools import wraps
 
 import pandas as pd
 
+from . import arguments
 from .baseline import BaselineResult, allocate
 from .clearing import ClearingResult, RoundResult, clear_market, combine_markets, concat_results, held_grants, round_markets
 from .errors import InputError, Problem
@@ -150,6 +151,9 @@ class Result:
         """The summary.json document. `parts`: which of "baseline", "rounds", "settlement" it holds (default: each
         one computed here; a baseline read back as its limits alone has no figures to give). `hash_inputs`: with the
         inputs' hashes, as every written summary.json has them (`write` asks for them)."""
+        if parts is not None and (isinstance(parts, (str, bytes)) or not hasattr(parts, "__iter__")
+                                  or not set(parts) <= {"baseline", "rounds", "settlement"}):
+            raise InputError(Problem(f"parts are some of 'baseline', 'rounds', 'settlement'; got {parts!r:.40}", None, None, "parts"))
         if parts is None:
             parts = [p for p, present in (("baseline", self.baseline is not None and self.baseline.complete),
                                           ("rounds", bool(self.rounds)), ("settlement", self.settlement is not None)) if present]
@@ -166,6 +170,8 @@ class Result:
         does: atomically, replacing only a folder optalloc wrote (see optalloc.outputs)."""
         from .results_io import write_tables
 
+        if tables is not None and (isinstance(tables, (str, bytes)) or not hasattr(tables, "__iter__")):
+            raise InputError(Problem(f"tables are a list of table names, not {tables!r:.40}", None, None, "tables"))
         all_tables = self.tables()
         chosen = all_tables if tables is None else {name: all_tables[name] for name in tables if name in all_tables}
         summary = self.summary(parts, hash_inputs=True)
@@ -189,14 +195,12 @@ class Scenario:
     round in parallel, with the same answer."""
 
     def __init__(self, instance: Instance, options: SolverOptions | dict | None = None, *, executor=None):
-        if not isinstance(instance, Instance):
-            raise InputError(Problem(f"needs an Instance (optalloc.load_instance or Instance.from_tables), not {type(instance).__name__}",
-                                     "Scenario", None, "instance"))
+        arguments.instance(instance)
         self.given = instance  # as given: `with_settings` starts again from it
         self.instance = instance  # with the forecast's needs and scores, once forecast
-        self.options = check_options(options, instance)
+        self.options = arguments.options(options, instance)
         self._options = options  # as given (None: the instance's settings.solver, also after `with_settings`)
-        self.executor = check_executor(executor)
+        self.executor = arguments.executor(executor)
         self.forecast_result: Forecast | None = None
         self.baseline: BaselineResult | None = None
         self.rounds: list[RoundResult] = []
@@ -288,16 +292,12 @@ class Scenario:
         return next((r for r in self.instance.period.rounds if r not in self.cleared), None)
 
     def _check_round(self, round_) -> int:
-        rounds = self.instance.period.rounds
-        if isinstance(round_, bool) or not isinstance(round_, int):
-            raise InputError(Problem(f"a round is a whole number, one of {', '.join(map(str, rounds))}; got {round_!r}", "round"))
-        if round_ not in rounds:
-            raise InputError(Problem(f"round {round_} is not a round of period {self.instance.period.period_id} "
-                                     f"(its rounds: {', '.join(map(str, rounds))})", "round"))
+        """The next round to clear: a round of the period, not cleared, the first of those not cleared."""
+        round_ = arguments.round_of(round_, self.instance)
         if round_ in self.cleared:
-            raise InputError(Problem(f"round {round_} was already cleared", "round"))
+            raise InputError(Problem(f"round {round_} was already cleared", None, None, "round"))
         if round_ != self.next_round():
-            raise InputError(Problem(f"round {round_} cannot be cleared before round {self.next_round()}", "round"))
+            raise InputError(Problem(f"round {round_} cannot be cleared before round {self.next_round()}", None, None, "round"))
         return round_
 
     def round_calls(self, round_: int) -> list[tuple]:
@@ -321,7 +321,7 @@ class Scenario:
         """Clear the next round (`round_`, if given, must be it), holding the grants of the rounds before it."""
         round_ = self.next_round() if round_ is None else round_
         if round_ is None:
-            raise InputError(Problem("every round of the period is already cleared", "round"))
+            raise InputError(Problem("every round of the period is already cleared", None, None, "round"))
         calls = self.round_calls(round_)
         many = self.executor is not None and len(calls) > 1
         parts = self.executor.map(clear_market, calls) if many else [clear_market(*call) for call in calls]
@@ -331,7 +331,7 @@ class Scenario:
     def settle(self) -> pd.DataFrame:
         """Price protection, fees, credits and net of every grant of the rounds cleared so far."""
         if not self.rounds:
-            raise InputError(Problem("no cleared rounds to settle", "rounds"))
+            raise InputError(Problem("no cleared rounds to settle", None, None, "rounds"))
         result = self.result
         limits = self.allocate().limits["limit_cube"]
         with stage("settle"):
@@ -344,19 +344,15 @@ class Scenario:
         """The period's steps in order: forecast where needs are missing, the baseline, every round not cleared yet
         (through round `through`), and the settlement once every round is cleared (unless `settle=False`)."""
         if through is not None:
-            self._check_through(through)
+            arguments.round_of(through, self.instance, "through")
+        if not isinstance(settle, bool):
+            raise InputError(Problem(f"settle is True or False, not {settle!r}", None, None, "settle"))
         self.allocate()
         while (r := self.next_round()) is not None and (through is None or r <= through):
             self.clear(r)
         if settle and self.next_round() is None and self.settlement is None:
             self.settle()
         return self.result
-
-    def _check_through(self, through) -> None:
-        rounds = self.instance.period.rounds
-        if isinstance(through, bool) or not isinstance(through, int) or through not in rounds:
-            raise InputError(Problem(f"round {through!r} is not a round of period {self.instance.period.period_id} "
-                                     f"(its rounds: {', '.join(map(str, rounds))})", "--round"))
 
     @property
     def result(self) -> Result:
@@ -366,43 +362,19 @@ class Scenario:
 
 def compare(*results: Result, names: Iterable[str] | None = None) -> pd.DataFrame:
     """Scenarios side by side: each result's `statistics()` (rows: round x storage type), columns (figure, scenario)."""
-    names = list(names) if names is not None else [f"scenario {i + 1}" for i in range(len(results))]
-    if len(names) != len(results):
-        raise InputError(Problem(f"{len(names)} names for {len(results)} results", "compare", None, "names"))
     if any(not isinstance(r, Result) for r in results):
-        raise InputError(Problem("compares Results (what Scenario.optimize() returns)", "compare"))
+        raise InputError(Problem("compare takes Results (what Scenario.optimize() returns)", None, None, "results"))
+    if names is None:
+        names = [f"scenario {i + 1}" for i in range(len(results))]
+    elif isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise InputError(Problem(f"names are a list of texts, one per result, not {names!r:.40}", None, None, "names"))
+    names = list(names)
+    if len(names) != len(results) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise InputError(Problem(f"names are {len(results)} different texts, one per result; got {names!r:.60}", None, None, "names"))
     stats = [r.statistics() for r in results]
     figures = list(stats[0].columns) if stats else []
     out = pd.concat(stats, axis=1, keys=names, names=["scenario", "figure"]).swaplevel(axis=1)
     return out.reindex(columns=pd.MultiIndex.from_product([figures, names], names=["figure", "scenario"]))
-
-
-# ---------------------------------------------------------------- checks of what the API is given
-
-
-def check_options(options, instance: Instance) -> SolverOptions:
-    """SolverOptions, a dict of them (checked as the settings' are), or None (the instance's)."""
-    if options is None:
-        return instance.settings.solver
-    if isinstance(options, SolverOptions):
-        return options
-    if isinstance(options, dict):
-        from pydantic import ValidationError
-
-        from .instance import pydantic_problems
-
-        try:
-            return SolverOptions.model_validate({**instance.settings.solver.model_dump(), **options})
-        except ValidationError as e:
-            raise InputError(pydantic_problems(e, "options", "solver.")) from None
-    raise InputError(Problem(f"options are SolverOptions or a dict of them, not {type(options).__name__} ({options!r:.40})", "options"))
-
-
-def check_executor(executor):
-    if executor is not None and not callable(getattr(executor, "map", None)):
-        raise InputError(Problem(f"an executor has a map(fn, calls) method (optalloc.batch.make_executor); got {type(executor).__name__}",
-                                 "executor"))
-    return executor
 
 
 def read_result(folder: str | os.PathLike, instance: Instance) -> Result:

@@ -18,7 +18,9 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+
+from .errors import InputError, Problem
 
 MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"  # ASCII digits only (\d would take any script's digits)
 
@@ -44,6 +46,39 @@ def id_problem(value: str) -> str | None:
     if not _ID_RE.match(value):
         return f"must be {ID_RULE}"
     return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def pydantic_problems(err: ValidationError, source: str, prefix: str = "") -> list[Problem]:
+    """A pydantic ValidationError as optalloc's problems, one per error, naming `source` and the field (`prefix` + its
+    location), with a pattern's rule in words."""
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"]
+        rule = PATTERN_RULES.get((e.get("ctx") or {}).get("pattern"))
+        if e["type"] == "string_pattern_mismatch" and rule:
+            msg = f"must be {rule}: {_short(e['input'])}"
+        problems.append(Problem(msg, source, None, f"{prefix}{loc}" if loc else prefix.rstrip(".") or None))
+    return problems
+
+
+class _CheckedMeta(type(BaseModel)):
+    def __call__(cls, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as e:
+            raise InputError(pydantic_problems(e, cls.__name__)) from None
+
+
+class Checked(BaseModel, metaclass=_CheckedMeta):
+    """A model whose construction in Python (`Settings(pool_share=2)`) raises optalloc's InputError naming the field,
+    not pydantic's ValidationError; `model_validate` keeps pydantic's, for the loaders that collect every problem of
+    a file before they raise."""
 
 
 # Upper bounds of numbers (see README.md, "Input files").
@@ -182,7 +217,7 @@ TABLE_KEYS: dict[str, list[str]] = {
 }
 
 
-class SolverOptions(BaseModel):
+class SolverOptions(Checked):
     """How models are solved. One object, shared by the API, the CLI and the batch job.
 
     `lp_method` picks HiGHS's LP algorithm: on these transport-like shapes dual simplex was
@@ -209,7 +244,7 @@ class SolverOptions(BaseModel):
     log: bool = False
 
 
-class Settings(BaseModel):
+class Settings(Checked):
     """Policy parameters of the programme (defaults as the real programme publishes them)."""
 
     model_config = _STRICT_TYPES
@@ -292,7 +327,7 @@ class Settings(BaseModel):
         return self
 
 
-class Period(BaseModel):
+class Period(Checked):
     """An allocation period: its months and its rounds, in order."""
 
     model_config = _STRICT

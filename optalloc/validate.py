@@ -123,7 +123,7 @@ def _all_text(series: pd.Series) -> bool:
 
 def _as_text(series: pd.Series) -> pd.Series:
     """Stripped text (pandas string dtype, missing stays missing)."""
-    return series.astype("string").str.strip()
+    return series.astype("string").str.strip(" ")
 
 
 def _arrow_text(series: pd.Series) -> pa.ChunkedArray | None:
@@ -188,9 +188,15 @@ def _is_blank(series: pd.Series) -> np.ndarray:
     return series.isna().to_numpy(dtype=bool)
 
 
+def _edge_space(text: pd.Series) -> np.ndarray:
+    """Where text (leading and trailing spaces already dropped) still begins or ends with whitespace: a tab, a no-break
+    space. Ids lose their spaces silently (documented), but not a character that only looks like one."""
+    return text.str.strip().ne(text).fillna(False).to_numpy(dtype=bool)
+
+
 def _split_text_lists(col: pd.Series) -> tuple[pd.Series, pd.Series]:
     """';'-separated text -> (items: one row per item, indexed by row position; tuples per row, sorted)."""
-    items = _as_text(col).reset_index(drop=True).str.split(LIST_SEPARATOR, regex=False).explode().str.strip()
+    items = _as_text(col).reset_index(drop=True).str.split(LIST_SEPARATOR, regex=False).explode().str.strip(" ")
     items = items[items.notna() & items.ne("")]
     counts = items.groupby(level=0).size().reindex(range(len(col)), fill_value=0).to_numpy()
     values = items.to_numpy(dtype=object)
@@ -207,9 +213,9 @@ def _split_text_lists(col: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def _split_list(value) -> tuple[str, ...] | None:
     if isinstance(value, (list, tuple, np.ndarray)):
-        items = [str(v).strip() for v in value]
+        items = [str(v).strip(" ") for v in value]
     elif isinstance(value, str):
-        items = [v.strip() for v in value.split(LIST_SEPARATOR)]
+        items = [v.strip(" ") for v in value.split(LIST_SEPARATOR)]
     else:
         return None
     return tuple(v for v in items if v)
@@ -434,8 +440,12 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
             badl[items.index[items.astype("string").str.len().gt(spec.max_length).fillna(False).to_numpy(dtype=bool)]] = True
             out.rows(_by_row(badl, codes), rows, name, f"items must be at most {spec.max_length} characters long")
         if spec.pattern:
+            edge = np.zeros(len(distinct), dtype=bool)
+            edge[items.index[_edge_space(items.astype("string"))]] = True
+            out.rows(_by_row(edge, codes), rows, name, lambda i: f"items must not begin or end with whitespace but spaces (a tab or a no-break "
+                                                                 f"space, say): {fmt(col.iloc[i])}")
             badp = np.zeros(len(distinct), dtype=bool)
-            badp[items.index[~_fullmatch(items.astype("string"), spec.pattern, missing=False)]] = True
+            badp[items.index[~_fullmatch(items.astype("string"), spec.pattern, missing=False) & ~_edge_space(items.astype("string"))]] = True
             out.rows(_by_row(badp, codes), rows, name, lambda i: f"items must be {_rule(spec.pattern)}: {fmt(col.iloc[i])}")
         dup = np.zeros(len(distinct), dtype=bool)
         dup[items.index[items.to_frame().assign(r=items.index).duplicated().to_numpy()]] = True
@@ -454,8 +464,11 @@ def _typed_column(spec: ColumnSpec, col: pd.Series, blank: np.ndarray, rows: np.
         long_ = _by_row(as_str.str.len().gt(spec.max_length).fillna(False).to_numpy(dtype=bool), codes)
         out.rows(long_, rows, name, f"longer than {spec.max_length} characters")
     if spec.pattern:
+        edge = _by_row(_edge_space(as_str), codes) & ~blank
+        out.rows(edge, rows, name, lambda i: f"must not begin or end with whitespace but spaces (a tab or a no-break space, say), which "
+                                             f"would make it another id than it looks: {fmt(col.iloc[i])}")
         ok = _by_row(_fullmatch(as_str, spec.pattern, missing=True), codes, True)
-        out.rows(~ok & ~blank & ~long_, rows, name, lambda i: f"must be {_rule(spec.pattern)}: {fmt(col.iloc[i])}")
+        out.rows(~ok & ~blank & ~long_ & ~edge, rows, name, lambda i: f"must be {_rule(spec.pattern)}: {fmt(col.iloc[i])}")
     return pd.Series(_by_row(as_str.astype(object).where(as_str.notna(), None).to_numpy(dtype=object), codes, None), dtype=object)
 
 

@@ -21,7 +21,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from hypothesis import settings as hypothesis_settings
 
@@ -29,7 +28,7 @@ from optalloc.instance import Instance
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCES = ROOT / "instances"
-EMPTY_LIMITS = pd.Series(dtype=float, index=pd.MultiIndex.from_tuples([], names=["seller_id", "storage_type", "month"]))
+EMPTY_LIMITS = None  # clear_round without a baseline: each request's cap is request_cap_cube
 
 
 def fc(fc_id="F1", region="east", storage_type="standard", month="2026-10", capacity_cube=1000.0, pool_cube=None):

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "optalloc"
 CORE = ("optalloc.baseline", "optalloc.clearing", "optalloc.settlement", "optalloc.forecast", "optalloc.instance", "optalloc.schemas",
         "optalloc.units", "optalloc.tables", "optalloc.validate", "optalloc.checks", "optalloc.history", "optalloc.rules",
         "optalloc.placement", "optalloc.solver", "optalloc.errors", "optalloc.specs", "optalloc.progress", "optalloc.failpoints",
-        "optalloc.csvtext", "optalloc.generate")
+        "optalloc.csvtext", "optalloc.generate", "optalloc.arguments")
 APPLICATIONS = ("optalloc.forecast.loop",)  # in the forecast package, but runs the whole market period after period
 STORE = ("optalloc.store",)
 ABOVE_THE_STORE = ("optalloc.scenario", "optalloc.period", "optalloc.cli", "optalloc.cli_args", "optalloc.batch", "optalloc.report",

@@ -90,7 +90,7 @@ def test_requests_below_reserve_or_over_the_cap_are_rejected_with_their_reason()
         [request("R-cheap", 2.0, 10), request("R-big", 9.0, 250), request("R-ok", 6.0, 10)],
         settings={"reserve_price": 3.0, "request_cap_share": 0.2, "request_cap_cube": 100.0},
     )
-    limits = pd.Series([1000.0], index=pd.MultiIndex.from_tuples([("S1", "standard", "2026-10")], names=EMPTY_LIMITS.index.names))
+    limits = pd.Series([1000.0], index=pd.MultiIndex.from_tuples([("S1", "standard", "2026-10")], names=["seller_id", "storage_type", "month"]))
     res = clear_round(inst, 1, limits=limits)
     audit = res.grants.droplevel("round")
     assert audit.loc["R-cheap", "reason"] == "below_reserve"

@@ -96,7 +96,7 @@ def test_history_is_appended_week_by_week_idempotently_and_changed_weeks_are_ref
     changed.to_csv(weekly, index=False)
     refused = cli("ingest", "--history", str(weekly), db=store_url)
     assert refused.returncode == 2
-    assert f"{weekly}, row 3, field 'week': already in the store with other values" in refused.stderr
+    assert f"{weekly}, row 3, field 'shipped_cube': already in the store with another shipped_cube" in refused.stderr  # it named 'week'
     bad = new_rows.copy()
     bad.iloc[4, bad.columns.get_loc("week")] = "2026-08-26"  # a Wednesday
     bad.iloc[5, bad.columns.get_loc("seller_id")] = "NOBODY"
@@ -309,8 +309,9 @@ def test_history_ingest_adds_new_weeks_skips_identical_ones_and_names_every_chan
     with pytest.raises(InputError) as e:
         store.ingest_history(changed, "weekly.csv", lambda i: i + 1)
     problems = e.value.problems
-    assert [(p.file, p.row, p.field) for p in problems] == [("weekly.csv", int(i) + 1, "week") for i in stored_rows[[0, 2, 4]]]
-    assert all("already in the store with other values" in p.message for p in problems)
+    assert [(p.file, p.row, p.field) for p in problems] == [("weekly.csv", int(i) + 1, f) for i, f in
+                                                             zip(stored_rows[[0, 2, 4]], ("sales", "category", "size_band"))]
+    assert all(f"already in the store with another {p.field}" in p.message for p in problems)
     assert store.history_weeks()[2] == len(old)  # nothing written
     assert store.ingest_history(mixed, "weekly.csv")["history"] == len(new)
     again = mixed.copy()

@@ -67,7 +67,7 @@ def test_times_are_kept_to_the_microsecond_so_a_tie_there_goes_to_the_smaller_id
     reqs[1]["submitted_at"] = "2026-09-01T00:00:00.000000100Z"
     inst = make(fcs=[fc(capacity_cube=100.0, pool_cube=10.0)], requests=reqs)
     assert (inst.requests["submitted_at"].dt.nanosecond == 0).all()
-    grants = clear_round(inst, 1, limits=pd.Series(dtype=float)).grants["granted_cube"]
+    grants = clear_round(inst, 1, limits=None).grants["granted_cube"]
     assert grants.loc[(1, "Q1")] == 10.0 and grants.loc[(1, "Q2")] == 0.0
 
 

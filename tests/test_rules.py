@@ -69,5 +69,5 @@ def test_tie_rule_pro_rata_is_the_clearing_rule_it_names_and_cannot_contradict_a
     from optalloc.schemas import Settings
 
     assert Settings(tie_rule="pro_rata").clearing_rule == "pro_rata"
-    with pytest.raises(ValueError, match="contradicts clearing_rule 'welfare'"):
+    with pytest.raises(InputError, match="contradicts clearing_rule 'welfare'"):
         Settings(tie_rule="pro_rata", clearing_rule="welfare")

@@ -151,7 +151,10 @@ def test_each_settings_bound_refuses_the_value_just_beyond_it(field, outside, ed
     ],
 )
 def test_need_tiers_and_weights_are_checked(tiers, weights, message):
-    with pytest.raises(ValidationError, match=message):
+    """Settings(...) made in Python raises optalloc's InputError (pydantic's ValidationError is the loaders' concern)."""
+    from optalloc.errors import InputError
+
+    with pytest.raises(InputError, match=message):
         Settings(need_tiers=tiers, tier_weights=weights)
     many = [float(i + 1) for i in range(100)]  # the most tiers allowed
     assert len(Settings(need_tiers=many, tier_weights=[1.0 / (i + 1) for i in range(101)]).need_tiers) == 100

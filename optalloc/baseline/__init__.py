@@ -9,6 +9,7 @@ tidy DataFrames).
 from __future__ import annotations
 
 
+from .. import arguments
 from ..progress import note, stage
 from ..instance import Instance
 from ..schemas import SolverOptions
@@ -44,7 +45,8 @@ def allocate(instance: Instance, options: SolverOptions | None = None, *, split:
     built), and the solutions are put together; `split=False` solves the one LP over every market (the reference
     the tests compare against). With an executor (`map(fn, calls)`), the markets are solved in parallel: the same
     answer; each market is built as it is sent."""
-    options = options or instance.settings.solver
+    instance = arguments.instance(instance)
+    options, executor = arguments.options(options, instance), arguments.executor(executor)
     with stage("baseline: prepare"):
         d = prepare_baseline(instance)
     precheck_baseline(d)

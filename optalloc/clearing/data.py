@@ -14,6 +14,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from .. import arguments
 from ..errors import InputError, Problem
 from ..instance import Instance
 from ..schemas import Settings
@@ -163,7 +164,12 @@ HELD_COLUMNS = ["request_id", "round", "seller_id", "storage_type", "months", "g
 
 def held_grants(*grants: pd.DataFrame) -> pd.DataFrame:
     """The grants earlier rounds made (granted_cube > 0), as carried into the next round."""
+    for i, g in enumerate(grants):
+        arguments.frame(g, f"grants[{i}]")
     frames = [g.reset_index() for g in grants if g is not None and len(g)]
+    missing = sorted({c for f in frames for c in HELD_COLUMNS if c not in f.columns})
+    if missing:
+        raise InputError(Problem(f"grants without the columns {missing} (a round's grants: clear_round(...).grants)", None, None, "held"))
     if not frames:
         return pd.DataFrame(columns=HELD_COLUMNS)
     held = pd.concat(frames, ignore_index=True)
@@ -178,6 +184,8 @@ def prepare_clearing(instance: Instance, round_: int, limits: pd.Series, held: p
     grants (unique), not placements (many are optimal, and an arbitrary one would decide later rounds).
     """
     settings = instance.settings
+    if limits is None:  # no baseline: each request's cap is request_cap_cube
+        limits = arguments.limits(None, instance)
     held = held_grants(held) if held is not None else held_grants()
     requests = instance.requests[instance.requests["round"] == round_].reset_index(drop=True)
     audit = requests.copy()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import rules
-from ..errors import InputError, Problem
+from .. import arguments
 from ..instance import Instance
 from ..progress import note, stage
 from ..schemas import Settings, SolverOptions
@@ -66,9 +66,10 @@ def clear_round(
     executor: clears the storage types' markets in parallel (anything with `map(fn, calls)`, e.g.
           `optalloc.batch.make_executor(2)`); each gets only its own type's part of the instance and limits.
     """
-    if round_ not in instance.period.rounds:
-        raise InputError(Problem(f"round {round_} is not in the period (rounds {instance.period.rounds})", "round"))
-    options = options or instance.settings.solver
+    instance = arguments.instance(instance)
+    round_ = arguments.round_of(round_, instance)
+    limits = arguments.limits(limits, instance)
+    options, executor = arguments.options(options, instance), arguments.executor(executor)
     held = held_grants(held) if held is not None else held_grants()
     fan_out = executor is not None and instance.fcs["storage_type"].nunique() > 1
     calls = round_markets(instance, round_, limits, held, options, method, split_limits=fan_out)

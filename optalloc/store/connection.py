@@ -85,8 +85,9 @@ class Database:
     """The database of the store at `url` (see the module docstring); `create`: a missing SQLite file becomes an empty
     one (its schema is made by `Store`)."""
 
-    def __init__(self, url: str | None = None, *, create: bool = True):
+    def __init__(self, url: str | None = None, *, create: bool = True, readonly: bool = False):
         self.url = resolve_url(url)
+        self.readonly = False  # opened read-only: an SQLite store on a read-only file system, for a reader
         try:
             u = sa.make_url(self.url)
             u.port  # noqa: B018 -- a bad port (":notaport") is only found when read
@@ -106,6 +107,17 @@ class Database:
             self._sqlite_file = os.path.realpath(u.database)
             u = u.set(database=self._sqlite_file)
             check_sqlite_file(self._sqlite_file, create)
+            if not writable_folder(self._sqlite_file):
+                if not readonly:
+                    raise StoreError(f"{self._sqlite_file}: its folder is on a read-only file system (or cannot be written): this command "
+                                     "writes to the store; status, export and report can still read it there")
+                # SQLite's readers of a WAL store write its -shm file beside it. On a read-only file system nothing can change
+                # the store: without a -wal file (a store closed cleanly) it is read immutable (no locks, no side files); with
+                # one, read-only, which SQLite can when the -wal and -shm files are there to read.
+                wal = os.path.exists(self._sqlite_file + "-wal") and os.path.getsize(self._sqlite_file + "-wal") > 0
+                mode = "mode=ro" if wal else "mode=ro&immutable=1"
+                u = sa.engine.URL.create("sqlite", database=f"file:{self._sqlite_file}?{mode}", query={"uri": "true"})
+                self.readonly = True
         try:
             self.engine = sa.create_engine(u, connect_args=connect_args(self.backend))
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError, ValueError, TypeError) as e:
@@ -220,6 +232,11 @@ def create_sqlite_file(path: str) -> None:
         for suffix in ("", *SQLITE_SIDE_FILES):
             with suppress(FileNotFoundError):
                 os.unlink(tmp + suffix)
+
+
+def writable_folder(path: str) -> bool:
+    """Whether the folder of the SQLite file `path` can be written (false on a read-only file system, for root too)."""
+    return os.access(os.path.dirname(path) or ".", os.W_OK)
 
 
 def check_sqlite_file(path: str, create: bool) -> None:

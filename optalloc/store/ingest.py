@@ -5,13 +5,15 @@ values, a request for a cleared round or a sales report for a settled period is 
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from ..errors import InputError, Problem
+from ..errors import InputError, Problem, StoreError, error_text
+from ..failpoints import failpoint
 from ..instance import Instance
 from ..schemas import TABLE_KEYS, Settings
 from . import tables as T
@@ -32,12 +34,32 @@ class Ingest:
         """Append history rows (validated by the caller) in one transaction, recorded as an ingest run: rows already
         stored identically are skipped (re-ingesting a week is harmless), a stored (seller, storage type, week) with
         other values is refused naming the file's row; on any problem nothing is written."""
+        def work(conn: sa.Connection, run_id: int) -> dict:
+            return {"history": self._add_history(conn, history, source, file_row, run_id)}
+
+        counts, run_id = self._as_a_run(work)
+        return {**counts, "run_id": run_id}
+
+    def _as_a_run(self, work: Callable[[sa.Connection, int], dict]) -> tuple[dict, int]:
+        """`work(conn, run_id)` in one transaction, as an ingest run recorded before it begins (so a process killed in it
+        leaves its run 'running', which the next writer records as killed; it left no trace). Input the store refuses
+        leaves nothing, its run record included; any other failure is recorded."""
         with self.db.transaction() as conn:
             run_id = self.log.start_run(conn, "ingest")
-            added = self._add_history(conn, history, source, file_row, run_id)
-            counts = {"history": added}
-            self.log.finish_run(conn, run_id, "ok", steps=[counts])
-        return {**counts, "run_id": run_id}
+        try:
+            with self.db.transaction() as conn:
+                counts = work(conn, run_id)
+                failpoint("ingest-written")
+                self.log.finish_run(conn, run_id, "ok", steps=[counts])
+        except InputError:
+            with self.db.transaction(check_lock=False) as conn:
+                conn.execute(T.runs.delete().where(T.runs.c.run_id == run_id))
+            raise
+        except BaseException as e:
+            with suppress(StoreError), self.db.transaction(check_lock=False) as conn:
+                self.log.finish_run(conn, run_id, "failed", error=error_text(e))
+            raise
+        return counts, run_id
 
     def _add_history(self, conn: sa.Connection, history: pd.DataFrame, source: str, file_row, run_id: int) -> int:
         """Insert the rows of `history` not stored yet; a stored (seller, storage type, week) with other values is a
@@ -54,16 +76,19 @@ class Ingest:
         stored = pd.DataFrame([tuple(r) for r in conn.execute(q)], columns=keys + values)  # tuples: pandas probes a Row slowly
         both = ours.merge(stored, on=keys, how="left", suffixes=("", "_stored"), indicator=True)
         fresh = (both["_merge"] == "left_only").to_numpy()
-        differs = np.zeros(len(both), dtype=bool)
+        first_change = np.full(len(both), None, dtype=object)  # the first field of a row that differs from the stored row
         for n in values:
             mine, theirs = both[n], both[f"{n}_stored"]
             if n in ("shipped_cube", "sales", "on_hand_cube"):
                 mine, theirs = mine.astype(float), theirs.astype(float)
-            differs |= ~((mine == theirs) | (mine.isna() & theirs.isna())).to_numpy()
-        changed = np.flatnonzero(differs & ~fresh)
+            differs = ~((mine == theirs) | (mine.isna() & theirs.isna())).to_numpy()
+            first_change[differs & (first_change == None)] = n  # noqa: E711 -- elementwise
+        changed = np.flatnonzero((first_change != None) & ~fresh)  # noqa: E711
         if len(changed):
-            raise InputError([Problem(f"already in the store with other values (seller_id, storage_type, week "
-                                      f"{'/'.join(ours.loc[i, keys])}); stored history is never changed", source, file_row(int(i)), "week")
+            raise InputError([Problem(f"already in the store with another {first_change[i]} (seller_id, storage_type, week "
+                                      f"{'/'.join(ours.loc[i, keys])}: stored {both.loc[i, f'{first_change[i]}_stored']!r}, here "
+                                      f"{both.loc[i, first_change[i]]!r}); stored history is never changed", source, file_row(int(i)),
+                                      first_change[i])
                               for i in changed])
         if fresh.any():
             write_frame(conn, h, ours[fresh], ingest_run_id=run_id)
@@ -86,8 +111,8 @@ class Ingest:
             raise InputError(Problem("the store needs period.round_close_dates: one close date per round", instance.sources.get("meta"), None,
                                      "period.round_close_dates"))
         counts: dict = {"period_id": pid}
-        with self.db.transaction() as conn:
-            run_id = self.log.start_run(conn, "ingest")
+
+        def work(conn: sa.Connection, run_id: int) -> dict:
             counts["period_registered"] = self._register_period(conn, instance, run_id)
             cleared = dict(conn.execute(
                 sa.select(T.rounds.c.round, T.rounds.c.cleared_run_id).where(T.rounds.c.period_id == pid, T.rounds.c.cleared_run_id.is_not(None))
@@ -124,7 +149,9 @@ class Ingest:
                 conn.execute(
                     T.periods.update().where(T.periods.c.period_id == pid, T.periods.c.sales_received_at.is_(None)).values(sales_received_at=now())
                 )
-            self.log.finish_run(conn, run_id, "ok", steps=[counts])
+            return counts
+
+        counts, run_id = self._as_a_run(work)
         counts["run_id"] = run_id
         return counts
 

@@ -49,8 +49,9 @@ class Store:
     seconds for it (the writers pass their --lock-timeout, the read-only commands a few seconds: long enough for
     another command's upgrade, not for a batch)."""
 
-    def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool = True, lock_timeout: float = 60.0):
-        self.db = db = Database(url, create=create)
+    def __init__(self, url: str | None = None, *, migrate: bool = True, create: bool = True, lock_timeout: float = 60.0,
+                 readonly: bool = False):
+        self.db = db = Database(url, create=create, readonly=readonly)
         self.url, self.display_url, self.backend, self.in_memory, self.engine = db.url, db.display_url, db.backend, db.in_memory, db.engine
         self._lock = WriterLock(db)
         self._log = RunLog(db)
@@ -66,6 +67,9 @@ class Store:
             raise StoreError(f"no optalloc store at {self.display_url} (the database has no optalloc schema; 'optalloc ingest INSTANCE' creates one)")
         if revision is None and self.sqlite_file and db.has_tables():
             raise StoreError(f"{self.sqlite_file} is an SQLite database but not an optalloc store (it has other tables); refusing to use it")
+        if migrate and revision != head_revision() and db.readonly:
+            raise StoreError(f"{self.display_url} is at schema revision {revision}, not this optalloc's {head_revision()}, and it is on a"
+                             " read-only file system, so it cannot be upgraded: read it with the optalloc that wrote it")
         if migrate and revision != head_revision():
             if revision is not None and revision not in known_revisions():
                 raise StoreError(f"{self.display_url} is at schema revision {revision}, which this optalloc ({__version__}, schema"
