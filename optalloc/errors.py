@@ -93,6 +93,6 @@ class StoreError(OptallocError):
 
 def error_text(e: BaseException) -> str:
     """An error as a run records it, on one line: optalloc's own as its message, anything else after its type's name
-    (`store.frames.one_line` is the message alone, for store errors)."""
+    (`store.connection.one_line` is the message alone, for store errors)."""
     text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
     return f"{type(e).__name__}: {text}" if not isinstance(e, OptallocError) else text or type(e).__name__

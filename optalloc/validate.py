@@ -182,7 +182,7 @@ def _is_blank(series: pd.Series) -> np.ndarray:
         blank = pc.or_kleene(pc.is_null(arrow), pc.equal(pc.utf8_trim_whitespace(arrow), ""))
         return pc.fill_null(blank, True).to_numpy(zero_copy_only=False).astype(bool)
     if _all_text(series):
-        return (series.isna() | _as_text(series).eq("")).fillna(True).to_numpy(dtype=bool)
+        return (series.isna() | series.astype("string").str.strip().eq("")).fillna(True).to_numpy(dtype=bool)  # only whitespace: blank
     if series.dtype == object:
         return series.map(lambda v: v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())).to_numpy(dtype=bool)
     return series.isna().to_numpy(dtype=bool)

@@ -130,3 +130,29 @@ def test_the_rules_above_are_about_modules_that_exist():
     for group in (*CORE, *STORE, *ABOVE_THE_STORE, *APPLICATIONS):
         assert any(_within(m, (group,)) for m in MODULES), group
     assert len(MODULES) > 40 and sum(len(v) for v in GRAPH.values()) > 100  # the graph was read
+
+
+LOADS = """
+import sys
+from optalloc.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = ("pandas", "numpy", "pyomo", "highspy", "pyarrow", "alembic", "distributed", "lightgbm", "matplotlib")
+print("LOADED:" + " ".join(sorted(m for m in heavy if m in sys.modules)))
+"""
+
+
+def test_the_commands_that_do_no_engine_work_load_none_of_it(tmp_path, real_process):
+    """`--help`, `--version`, every command's `--help`, `status` and `period hold|release` answer at once
+    (benchmarks/startup.py measures it): they import none of pandas, numpy, Pyomo, HiGHS, Arrow, Alembic, Dask,
+    LightGBM or matplotlib."""
+    import sys
+
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    assert real_process.run("ingest", str(ROOT / "instances" / "worked_example.json"), "--db", db, "-q").returncode == 0
+    for args in (["--help"], ["solve", "--help"], ["batch", "--help"], ["status", "--db", db], ["period", "hold", "2026Q4", "--db", db, "-q"],
+                 ["period", "release", "2026Q4", "--db", db, "-q"]):
+        done = real_process.run(argv=[sys.executable, "-c", LOADS, *args])
+        assert done.returncode == 0 and done.stdout.rsplit("LOADED:", 1)[1].strip() == "", (args, done.stdout[-300:], done.stderr)

@@ -15,19 +15,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime
-from functools import cache
 
-import pandas as pd
 import sqlalchemy as sa
-from alembic import command
-from alembic import util as alembic_util
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 
 from ..errors import StoreError
 from ..failpoints import failpoint
 from ..outputs import process_alive
-from .frames import one_line, statement_error
 from .lock import check_lock_session
 from .urls import resolve_url
 
@@ -38,7 +31,25 @@ DEFAULT_STATEMENT_TIMEOUT = 1800
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # what SQLite keeps beside a database file while it is open
 
 
-def alembic_config() -> Config:
+# The newest migration and every one before it, as migrations/versions holds them (tests/test_store.py checks these
+# against Alembic's own reading of the folder): opening a store compares its revision with them without loading
+# Alembic, which a reader's start-up (`optalloc status`) would pay for on every call.
+HEAD_REVISION = "0004"
+REVISIONS = frozenset({"0001", "0002", "0003", "0004"})
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+
+
+def statement_error(display_url: str, e: BaseException, *, lost: bool) -> StoreError:
+    """A statement's database error as the store reports it: one line, exit 5."""
+    return StoreError(f"{'lost the connection to store' if lost else 'store'} {display_url}: {one_line(e)}")
+
+
+def alembic_config():
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", "optalloc.store:migrations")
     return cfg
@@ -46,28 +57,28 @@ def alembic_config() -> Config:
 
 def migrate(conn: sa.Connection) -> None:
     """Bring the schema of the database behind `conn` (in a write transaction) to the newest migration."""
+    from alembic import command
+
     cfg = alembic_config()
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, "head")
 
 
-@cache
 def head_revision() -> str:
     """The newest migration in migrations/versions."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return HEAD_REVISION
 
 
-@cache
 def known_revisions() -> frozenset[str]:
     """Every migration in migrations/versions (a store at another revision was written by a newer optalloc)."""
-    return frozenset(s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions())
+    return REVISIONS
 
 
 def json_value(v):
     """A value read from the store as JSON has it: missing (NaN, NA, NaT) as None, times as ISO 8601 in UTC with their
     offset (the same on both databases: SQLite returns the stored UTC without a zone, PostgreSQL in the session's
     time zone), numpy scalars as Python numbers."""
-    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
+    if v is None or type(v).__name__ in ("NAType", "NaTType") or (isinstance(v, float) and math.isnan(v)):
         return None
     if isinstance(v, datetime):
         return (v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)).isoformat()
@@ -184,6 +195,8 @@ class Database:
 
     def upgrade(self) -> None:
         """Create or upgrade the schema to the newest migration (a no-op when it is current)."""
+        from alembic import util as alembic_util
+
         try:
             with self.transaction() as conn:
                 migrate(conn)

@@ -27,18 +27,10 @@ from ..errors import StoreError
 from ..schemas import TABLE_KEYS
 from ..tables import RESULTS
 from . import tables as T
+from .connection import one_line, statement_error
 
 LIST_COLUMNS = {"months", "regions"}
 BOOKKEEPING_COLUMNS = ["period_id", "run_id", "ingest_run_id"]  # the store's own columns, not the engine's
-
-
-def one_line(e: BaseException) -> str:
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
-
-
-def statement_error(display_url: str, e: BaseException, *, lost: bool) -> StoreError:
-    """A statement's database error as the store reports it: one line, exit 5."""
-    return StoreError(f"{'lost the connection to store' if lost else 'store'} {display_url}: {one_line(e)}")
 
 
 def _column_values(series: pd.Series, name: str) -> list:

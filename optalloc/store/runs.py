@@ -9,7 +9,6 @@ import socket
 from datetime import date
 from importlib import metadata as importlib_metadata
 
-import pandas as pd
 import sqlalchemy as sa
 
 from .. import __version__
@@ -48,6 +47,9 @@ class RunLog:
                 T.runs.update().where(T.runs.c.outcome == "running").values(outcome="killed", error="the process ended before the run finished")
             ).rowcount
 
-    def runs(self) -> pd.DataFrame:
+    def runs(self):
+        """Every run, as a DataFrame indexed by run_id."""
+        import pandas as pd
+
         with self.db.reading() as conn:
             return pd.read_sql(sa.select(T.runs).order_by(T.runs.c.run_id), conn).set_index("run_id")

@@ -21,24 +21,25 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
+from functools import cached_property
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import sqlalchemy as sa
 
 from .. import __version__
-from ..baseline import BaselineResult
-from ..clearing import RoundResult
 from ..errors import StoreError
-from ..instance import Instance
-from .commits import AlreadyDone, ResultWriter  # noqa: F401 -- AlreadyDone: what a claim already taken raises
+from . import tables as T
 from .connection import Database, head_revision, json_value, known_revisions
 from .holds import Holds
-from .ingest import Ingest
 from .lock import StoreLockTimeout, WriterLock
-from .mend import Mend
-from .reading import PeriodReader
 from .runs import RunLog
-from .urls import resolve_url  # noqa: F401 -- as optalloc.store.store named it
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..baseline import BaselineResult
+    from ..clearing import RoundResult
+    from ..instance import Instance
 
 
 class Store:
@@ -56,10 +57,6 @@ class Store:
         self._lock = WriterLock(db)
         self._log = RunLog(db)
         self._holds = Holds(db, self._log)
-        self._ingest = Ingest(db, self._log)
-        self._read = PeriodReader(db)
-        self._write = ResultWriter(db)
-        self._mend = Mend(db, self._log)
         revision = self.schema_revision() if migrate or not create else None
         if revision is None and not create:
             if self.sqlite_file:
@@ -84,6 +81,32 @@ class Store:
                     f"{self.display_url} is at schema revision {revision or '(none: being created)'}, older than this optalloc's"
                     f" {head_revision()}; upgrading it needs the writers' lock, which another optalloc command held (waited"
                     f" {lock_timeout:g} s): retry when it is done") from None
+
+    # The parts that move tables load pandas and the engine's result types: made when first used, so the commands that
+    # only look at the control tables (status, period hold and release) start at once.
+    @cached_property
+    def _ingest(self):
+        from .ingest import Ingest
+
+        return Ingest(self.db, self._log)
+
+    @cached_property
+    def _read(self):
+        from .reading import PeriodReader
+
+        return PeriodReader(self.db)
+
+    @cached_property
+    def _write(self):
+        from .commits import ResultWriter
+
+        return ResultWriter(self.db)
+
+    @cached_property
+    def _mend(self):
+        from .mend import Mend
+
+        return Mend(self.db, self._log)
 
     @property
     def sqlite_file(self) -> str | None:
@@ -141,36 +164,50 @@ class Store:
             return self.runs()
 
     def status(self, last_runs: int = 10) -> dict:
-        """Periods with their rounds' state, and the latest runs (for `optalloc status`)."""
-
+        """Periods with their rounds' state, and the latest runs (for `optalloc status`): read from the control tables
+        alone, as plain values (no table is loaded for it)."""
         plain = json_value
-        periods, rounds = self.periods(), self.rounds().reset_index()
-        runs = self.runs_seen_now().tail(last_runs).reset_index()
+        p, r = T.periods.c, T.rounds.c
         failures = self.current_failures()
+        with self.db.reading() as conn:
+            periods = conn.execute(sa.select(T.periods).order_by(p.period_id)).all()
+            rounds = conn.execute(sa.select(r.period_id, r["round"], r.close_date, r.cleared_run_id).order_by(r.period_id, r["round"])).all()
+        shown = self._runs_seen_now(lambda: self._latest_runs(last_runs))
         return {
             "store": self.display_url,
             "schema_revision": self.schema_revision(),
             "periods": [
                 {
-                    "period_id": pid,
+                    "period_id": row.period_id,
                     "forecast_run_id": plain(row.forecast_run_id),
                     "baseline_run_id": plain(row.baseline_run_id),
                     "sales_received_at": plain(row.sales_received_at),
                     "settled_run_id": plain(row.settled_run_id),
-                    "held": None if pd.isna(row.held_at) else {"since": plain(row.held_at), "reason": plain(row.hold_reason)},
-                    "failure": failures.get(pid),
-                    "rounds": [
-                        {"round": int(r.round), "close_date": r.close_date, "cleared_run_id": plain(r.cleared_run_id)}
-                        for r in rounds[rounds["period_id"] == pid].itertuples()
-                    ],
+                    "held": None if row.held_at is None else {"since": plain(row.held_at), "reason": plain(row.hold_reason)},
+                    "failure": failures.get(row.period_id),
+                    "rounds": [{"round": int(x.round), "close_date": x.close_date, "cleared_run_id": plain(x.cleared_run_id)}
+                               for x in rounds if x.period_id == row.period_id],
                 }
-                for pid, row in periods.iterrows()
+                for row in periods
             ],
-            "runs": [
-                {k: plain(getattr(r, k)) for k in ("run_id", "command", "run_date", "started_at", "finished_at", "outcome", "objective", "error")}
-                for r in runs.itertuples()
-            ],
+            "runs": shown,
         }
+
+    def _latest_runs(self, last_runs: int) -> list[dict]:
+        c = T.runs.c
+        keys = ("run_id", "command", "run_date", "started_at", "finished_at", "outcome", "objective", "error")
+        with self.db.reading() as conn:
+            rows = conn.execute(sa.select(*(c[k] for k in keys)).order_by(c.run_id.desc()).limit(last_runs)).all()
+        return [{k: json_value(getattr(row, k)) for k in keys} for row in reversed(rows)]
+
+    def _runs_seen_now(self, read: Callable[[], list[dict]]) -> list[dict]:
+        """What `read()` gives of the runs, with those that died shown as killed (see `runs_seen_now`)."""
+        try:
+            with self.lock(timeout=0):
+                runs = read()
+            return [{**run, "outcome": "killed" if run["outcome"] == "running" else run["outcome"]} for run in runs]
+        except (StoreLockTimeout, OSError):
+            return read()
 
     # ------------------------------------------------------------ holds and failures
 

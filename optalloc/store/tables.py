@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .. import tables as declared
-
-metadata = sa.MetaData()
+_metadata = sa.MetaData()  # `metadata` (below) is this with the result tables in it
 
 ID = sa.String(128)
 
@@ -61,7 +59,7 @@ def _period_of_row() -> sa.Column:
 
 runs = sa.Table(
     "runs",
-    metadata,
+    _metadata,
     sa.Column("run_id", sa.Integer(), primary_key=True, autoincrement=True),
     sa.Column("command", sa.String(32), nullable=False),  # batch | ingest | hold | release
     sa.Column("run_date", sa.Date(), nullable=True),  # the night a batch run is for
@@ -83,7 +81,7 @@ runs = sa.Table(
 
 periods = sa.Table(
     "periods",
-    metadata,
+    _metadata,
     _key("period_id"),
     sa.Column("name", sa.String(256), nullable=False),
     _text("months"),
@@ -103,7 +101,7 @@ periods = sa.Table(
 # A period's step that failed in a batch run (the run went on with the other periods).
 period_failures = sa.Table(
     "period_failures",
-    metadata,
+    _metadata,
     sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.run_id"), primary_key=True),
     _period_key(),
     sa.Column("step", sa.String(64), nullable=False),  # load | forecast | baseline | round N | settlement
@@ -114,7 +112,7 @@ period_failures = sa.Table(
 
 rounds = sa.Table(
     "rounds",
-    metadata,
+    _metadata,
     _period_key(),
     sa.Column("round", sa.Integer(), primary_key=True),
     sa.Column("close_date", sa.Date(), nullable=False),  # last day it takes requests
@@ -126,7 +124,7 @@ rounds = sa.Table(
 
 fcs = sa.Table(
     "fcs",
-    metadata,
+    _metadata,
     _period_of_row(),
     _key("fc_id"),
     _key("storage_type"),
@@ -138,7 +136,7 @@ fcs = sa.Table(
 
 sellers = sa.Table(
     "sellers",
-    metadata,
+    _metadata,
     _period_of_row(),
     _key("seller_id"),
     _num("performance_score"),
@@ -149,7 +147,7 @@ sellers = sa.Table(
 
 needs = sa.Table(
     "needs",
-    metadata,
+    _metadata,
     _period_of_row(),
     _key("seller_id"),
     _key("storage_type"),
@@ -161,7 +159,7 @@ needs = sa.Table(
 
 requests = sa.Table(
     "requests",
-    metadata,
+    _metadata,
     _period_of_row(),
     _key("request_id"),
     sa.Column("seller_id", ID, nullable=False),
@@ -177,7 +175,7 @@ requests = sa.Table(
 
 sales = sa.Table(
     "sales",
-    metadata,
+    _metadata,
     _period_of_row(),
     _key("seller_id"),
     _key("storage_type"),
@@ -189,7 +187,7 @@ sales = sa.Table(
 
 grant_sales = sa.Table(
     "grant_sales",
-    metadata,
+    _metadata,
     _period_of_row(),
     _key("request_id"),
     _num("incremental_sales"),
@@ -201,7 +199,7 @@ grant_sales = sa.Table(
 # period given needs, its baseline) ran: see Store.history.
 history = sa.Table(
     "history",
-    metadata,
+    _metadata,
     _key("seller_id"),
     _key("storage_type"),
     sa.Column("week", sa.String(10), primary_key=True),  # the week's Monday, YYYY-MM-DD (text order is date order)
@@ -214,36 +212,58 @@ history = sa.Table(
 )
 
 # ---------------------------------------------------------------- results: derived from optalloc.tables
+# Built when first asked for (`T.grants`, `T.RESULT_TABLES`, `T.metadata`): the declarations they come from load the
+# engine's numbers, which a reader that needs only the control tables (`optalloc status`) does not pay for.
 
-_SQL_TYPES = {declared.ID: ID, declared.LIST: sa.Text(), declared.INT: sa.Integer(), declared.NUMBER: sa.Double(),
-              declared.BOOL: sa.Boolean(), declared.TIME: sa.DateTime(timezone=True)}
 
+def _sql_type(column) -> sa.types.TypeEngine:
+    from .. import tables as declared
 
-def _sql_type(column: declared.Column) -> sa.types.TypeEngine:
+    kinds = {declared.ID: ID, declared.LIST: sa.Text(), declared.INT: sa.Integer(), declared.NUMBER: sa.Double(),
+             declared.BOOL: sa.Boolean(), declared.TIME: sa.DateTime(timezone=True)}
     if column.kind == declared.TEXT:
         return sa.String(column.width) if column.width else sa.Text()
-    return _SQL_TYPES[column.kind]
+    return kinds[column.kind]
 
 
-def result_table(table: declared.Table, into: sa.MetaData = metadata) -> sa.Table:
-    """A result's store table, as its declaration says: period_id, the result's columns (the keys part of the primary
-    key), any column the store keeps beside it, and the run that wrote the row."""
+def result_table(table, into: sa.MetaData = _metadata) -> sa.Table:
+    """A result's store table, as its declaration (an `optalloc.tables.Table`) says: period_id, the result's columns
+    (the keys part of the primary key), any column the store keeps beside it, and the run that wrote the row."""
     columns = [sa.Column(c.name, _sql_type(c), primary_key=c.name in table.keys, nullable=c.nullable and c.name not in table.keys)
                for c in (*table.columns, *table.stored_only)]
     return sa.Table(table.store, into, _period_of_row(), *columns, _run_of_row())
 
 
-# Result table name (as the engine names it) -> store table.
-RESULT_TABLES = {name: result_table(t) for name, t in declared.RESULTS.items()}
-baseline_limits, baseline_placements, fc_prices = (RESULT_TABLES[n] for n in ("limits", "placements", "fc_prices"))
-grants, grant_placements, pools = (RESULT_TABLES[n] for n in ("grants", "grant_placements", "pools"))
-round_prices, settlements = RESULT_TABLES["round_prices"], RESULT_TABLES["settlement"]
+_RESULTS: dict[str, sa.Table] = {}
+_RESULT_NAMES = {"baseline_limits": "limits", "baseline_placements": "placements", "fc_prices": "fc_prices", "grants": "grants",
+                 "grant_placements": "grant_placements", "pools": "pools", "round_prices": "round_prices", "settlements": "settlement"}
+
+
+def result_tables() -> dict[str, sa.Table]:
+    """Result table name (as the engine names it) -> store table, built once."""
+    if not _RESULTS:
+        from .. import tables as declared
+
+        _RESULTS.update({name: result_table(t) for name, t in declared.RESULTS.items()})
+    return _RESULTS
+
+
+def __getattr__(name: str):
+    if name == "RESULT_TABLES":
+        return result_tables()
+    if name in _RESULT_NAMES:
+        return result_tables()[_RESULT_NAMES[name]]
+    if name == "metadata":  # every table, the results' included
+        result_tables()
+        return _metadata
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # The scores a period's forecast step computed (optalloc.forecast.performance): they replace its sellers'
 # performance_score and productivity (the sellers table keeps what was ingested).
 performance = sa.Table(
     "performance",
-    metadata,
+    _metadata,
     _period_of_row(),
     _key("seller_id"),
     _num("performance_score"),
