@@ -45,6 +45,12 @@ def test_the_migrated_schema_is_the_code_s_schema(store_url):
     assert diff == []
     Store(store_url)  # opening an up-to-date store again migrates nothing and fails nothing
     assert store.schema_revision() == "0004"
+    from alembic.script import ScriptDirectory
+
+    from optalloc.store.connection import HEAD_REVISION, REVISIONS, alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config())  # the constants a store is opened with are the migrations' own
+    assert scripts.get_current_head() == HEAD_REVISION and {s.revision for s in scripts.walk_revisions()} == REVISIONS
 
 
 def test_an_ingested_instance_comes_back_exactly(store_url):
