@@ -192,6 +192,16 @@ class Instance:
             fcs.loc[derived, "pool_cube"] = floor_to_grid(fcs.loc[derived, "capacity_cube"].to_numpy() * settings.pool_share, CUBE)
         return replace(self, settings=settings, fcs=fcs)
 
+    def with_pool_share(self, share: float) -> "Instance":
+        """A copy whose every pool is `share` of its FC's capacity (floored to whole milli-cube), the pool_cube column
+        given with the inputs set aside: the what-if "a pool of 20% of capacity" on an instance that gives each pool."""
+        try:
+            settings = Settings.model_validate({**self.settings.model_dump(), "pool_share": share})
+        except ValidationError as e:
+            raise InputError(pydantic_problems(e, "with_pool_share", "")) from None
+        fcs = self.fcs.assign(pool_cube=floor_to_grid(self.fcs["capacity_cube"].to_numpy() * settings.pool_share, CUBE))
+        return replace(self, settings=settings, fcs=fcs, pool_given=np.zeros(len(fcs), dtype=bool))
+
     def _pool_given(self) -> np.ndarray:
         """Which fcs rows were given their pool_cube (all, for an instance made without from_tables)."""
         given = self.pool_given
@@ -234,7 +244,7 @@ def _settings_that_lie(explicit: set[str], settings: Settings, tables: dict[str,
     if "pool_share" in explicit and fcs is not None and len(fcs) and "pool_cube" in fcs and fcs["pool_cube"].notna().all():
         problems.append(Problem(f"pool_share {settings.pool_share:g} would change nothing: every row of the fcs table has its own "
                                 "pool_cube, which overrides it. Change the pool_cube column instead, or leave pool_cube out to derive "
-                                "each pool from pool_share", source, None, "pool_share"))
+                                "each pool from pool_share" + (" (in Python: with_pool_share)" if source == "settings" else ""), source, None, "pool_share"))
     needs = tables.get("needs")
     if "forecast_method" in explicit and needs is not None and len(needs):
         problems.append(Problem(f"forecast_method {settings.forecast_method!r} would change nothing: the needs table is given, so nothing"

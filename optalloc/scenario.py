@@ -225,6 +225,11 @@ class Scenario:
         that an explicit column of the inputs overrides is refused (it would change nothing)."""
         return Scenario(self.given.with_settings(**changes), self._options, executor=self.executor)
 
+    def with_pool_share(self, share: float) -> "Scenario":
+        """A new scenario whose every pool is `share` of its FC's capacity, pools given with the inputs set aside (the
+        what-if "a pool of 20% of capacity"; `with_settings(pool_share=...)` is refused where every pool is given)."""
+        return Scenario(self.given.with_pool_share(share), self._options, executor=self.executor)
+
     @classmethod
     def resume(cls, instance: Instance, previous, options: SolverOptions | dict | None = None, *, executor=None) -> "Scenario":
         """A scenario that continues from `previous`: a `Result`, or an output folder of `optalloc allocate`, `clear`

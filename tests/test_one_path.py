@@ -190,6 +190,29 @@ def test_a_pool_share_what_if_changes_the_pool_where_it_is_derived(tmp_path):
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["baseline"]["pool_cube"] == b.summary()["baseline"]["pool_cube"]
 
 
+def test_with_pool_share_sets_every_pool_aside_and_derives_it_from_capacity(tmp_path):
+    """The planner's first what-if on an instance that gives every pool: with_pool_share(0.2) makes each pool 20% of
+    its FC's capacity, floored to whole milli-cube, and the
+    refusal of with_settings(pool_share=...) names it. A share out of bounds is refused naming the call."""
+    base = Scenario.load(SMALL)
+    with pytest.raises(InputError, match=r"\(in Python: with_pool_share\)"):
+        base.with_settings(pool_share=0.2)
+    wider = base.with_pool_share(0.2)
+    fcs = wider.instance.fcs
+    expected = np.floor(np.round(fcs["capacity_cube"].to_numpy() * 1000) * 0.2) / 1000
+    assert fcs["pool_cube"].tolist() == expected.tolist() and wider.instance.settings.pool_share == 0.2
+    assert not (fcs["pool_cube"] == base.instance.fcs["pool_cube"]).all()
+    assert wider.with_settings(pool_share=0.3).instance.fcs["pool_cube"].sum() > fcs["pool_cube"].sum()  # derived now
+    folder = tmp_path / "odd"
+    shutil.copytree(SMALL, folder)
+    pd.read_csv(folder / "fcs.csv").assign(capacity_cube=0.003, pool_cube=0.003).to_csv(folder / "fcs.csv", index=False)
+    assert Scenario.load(folder).with_pool_share(0.5).instance.fcs["pool_cube"].eq(0.001).all()  # 1.5 milli-cube floored
+    a, b = base.optimize(), wider.optimize()
+    assert a.statistics()["pool_available_cube"].sum() < b.statistics()["pool_available_cube"].sum()
+    with pytest.raises(InputError, match="with_pool_share, field 'pool_share': Input should be less than or equal to 1"):
+        base.with_pool_share(1.5)
+
+
 def test_a_forecast_method_with_the_needs_given_is_refused(tmp_path):
     with pytest.raises(InputError, match="forecast_method 'seasonal_naive' would change nothing: the needs table is given"):
         Scenario.load(SMALL).with_settings(forecast_method="seasonal_naive")

@@ -197,7 +197,10 @@ def run_loop(instance: Instance, periods: int, *, spec=None, reform_share: float
         seconds = time.perf_counter() - t0
         for gname in GROUPS:
             members = group.index[group == gname]
-            share = (lambda v: float(v.reindex(members).sum() / v.sum()) if v.sum() > 0 else float("nan"))
+
+            def share(v, members=members):
+                return float(v.reindex(members).sum() / v.sum()) if v.sum() > 0 else float("nan")
+
             group_rows.append({
                 "period": p + 1, "period_id": inst.period.period_id, "group": gname, "sellers": len(members),
                 "mean_score": float(scores.reindex(members).mean()) if len(members) else float("nan"),

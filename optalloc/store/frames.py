@@ -164,7 +164,7 @@ def _copy_kind(col: pd.Series, name: str) -> bool:
     """Whether `_copy_column` writes this column."""
     dtype = col.dtype
     if name in LIST_COLUMNS:
-        return dtype == object
+        return isinstance(dtype, np.dtype) and dtype.kind == "O"
     if isinstance(dtype, pd.DatetimeTZDtype):
         return True
     if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
@@ -173,7 +173,7 @@ def _copy_kind(col: pd.Series, name: str) -> bool:
         return True
     if isinstance(dtype, (pd.Int64Dtype, pd.BooleanDtype, pd.Float64Dtype)):
         return True
-    return dtype == object and pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty")
+    return isinstance(dtype, np.dtype) and dtype.kind == "O" and pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty")
 
 
 def _copy_constant(value) -> str | None:
