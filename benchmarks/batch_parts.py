@@ -18,7 +18,7 @@ index work as the run's inserts, none of the parameter binding), and each input 
 `SELECT` over all its columns (the same page and record decoding as the run's read, no Python rows). Beside it,
 0.3 x `run_period`: the store's whole allowance under the 1.3x target.
 For each repeat a fresh store is ingested, `run_period` is timed, then the batch; printed: the fastest batch over the
-fastest `run_period`, and the median of each batch over the `run_period` just before it (the README's "nightly job").
+fastest `run_period`, and the median of each batch over the `run_period` just before it (docs/performance.md, "The nightly job").
 """
 
 from __future__ import annotations

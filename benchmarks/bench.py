@@ -1,6 +1,6 @@
 """optalloc benchmark: seconds per stage and peak memory, Pyomo reference vs fast path, by size.
 
-    python benchmarks/bench.py                 # the sizes in README "Performance" (about 8 minutes)
+    python benchmarks/bench.py                 # the sizes in docs/performance.md (about 8 minutes)
     python benchmarks/bench.py --quick         # small sizes, a minute
     python benchmarks/bench.py --solver-study  # HiGHS LP methods x presolve on the baseline and clearing LPs
 

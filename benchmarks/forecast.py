@@ -1,4 +1,4 @@
-"""Forecast + backtest on generated history: the README's accuracy and scale numbers.
+"""Forecast + backtest on generated history: docs/forecasting.md's accuracy and scale numbers.
 
     python benchmarks/forecast.py                      # 2,000 sellers (generate's mix of storage types), 104 weeks
     python benchmarks/forecast.py --series 100000      # 100,000 seller x storage-type series of 104 weeks

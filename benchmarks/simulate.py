@@ -1,4 +1,4 @@
-"""The market simulator at scale: seconds, and the headline tables the README quotes.
+"""The market simulator at scale: seconds, and the headline tables docs/simulator.md quotes.
 
     python benchmarks/simulate.py            # 20,000 sellers, 50 FCs in 10 regions, 2 storage types, 3 rounds
     python benchmarks/simulate.py --quick    # 2,000 sellers

@@ -114,7 +114,7 @@ def _apply(fn: Callable, args: tuple) -> tuple[bool, object]:
 def make_executor(workers: int = 0, scheduler: str | None = None) -> SerialExecutor | DaskExecutor:
     """An existing Dask cluster (`scheduler`), else a LocalCluster of `workers` processes; 0 (the default, as for
     every command) runs in this process. On 2 cores a LocalCluster is slower at every size measured but the 2 M-seller
-    baseline, where it is 7-10% faster for ~2.6 GiB more (README, "Dask pays little on 2 cores")."""
+    baseline, where it is 7-10% faster for ~2.6 GiB more (docs/performance.md)."""
     if scheduler:
         return DaskExecutor(scheduler=scheduler)
     return DaskExecutor(workers) if workers > 0 else SerialExecutor()

@@ -7,7 +7,7 @@ which reads these same field definitions, so the two can never disagree.
 
 Units: cube = cubic feet of storage for one month; fees in $ per cube; sales in $.
 
-Every number has an upper bound (documented on its field, tabulated in README.md's input section), so no input
+Every number has an upper bound (documented on its field, tabulated in docs/inputs.md), so no input
 can make a sum, a price or a JSON output overflow to infinity; NaN and infinity are refused everywhere.
 Every id (and a list's items, the period_id and the instance name) follows one rule, `ID_RULE`.
 """
@@ -81,7 +81,7 @@ class Checked(BaseModel, metaclass=_CheckedMeta):
     a file before they raise."""
 
 
-# Upper bounds of numbers (see README.md, "Input files").
+# Upper bounds of numbers (see docs/inputs.md, "Units, ids and bounds").
 MAX_CUBE = 1e12  # cube: a trillion cubic feet, far above any network
 MAX_FEE = 1e6  # $ per cube
 MAX_SALES = 1e15  # $

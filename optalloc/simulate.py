@@ -220,7 +220,7 @@ def _by_round(requests: pd.DataFrame, grants: pd.DataFrame, settlement: pd.DataF
 
 
 def markdown(frame: pd.DataFrame, name: str) -> str:
-    """Table `name` (`headline`, `by_round`) as a Markdown table for the terminal and the README: every number in
+    """Table `name` (`headline`, `by_round`) as a Markdown table for the terminal and the docs: every number in
     its unit's decimals with thousands separators (`optalloc.units`: money to the cent, cube to 0.001)."""
     f = frame.reset_index()
     found = tables.units_of(name, f)

@@ -30,7 +30,7 @@ OPTIMAL, STOPPED, INFEASIBLE, UNBOUNDED, ERROR = "optimal", "stopped_at_limit", 
 STATUSES = (OPTIMAL, STOPPED, INFEASIBLE, UNBOUNDED, ERROR)
 
 # The LP algorithm used when lp_method = "auto", per model, from `benchmarks/bench.py --solver-study`
-# and the full benchmark (README "Performance"); always with presolve off (it took 35-60 s of these solves).
+# and the full benchmark (docs/performance.md); always with presolve off (it took 35-60 s of these solves).
 # - baseline, 100k sellers (180-315 rows x 900k bounded columns): IPM 15.1 s / 7.0 s vs dual simplex
 #   8.0 s / 23.2 s on the one-region / two-region shapes; primal simplex > 90 s. IPM: best worst case.
 # - clearing: dual simplex. 0.18 s vs IPM 0.90 s per LP on a 100k-request round, and it warm-starts the

@@ -368,9 +368,21 @@ def round_table(name: str, frame):
     return out
 
 
+def _text_dtype():
+    import numpy as np
+    import pandas as pd
+
+    return pd.StringDtype("pyarrow", na_value=np.nan)
+
+
 def publish(name: str, frame):
     """`frame` (table `name`, indexed by its keys or not) with its numbers in their units, as its files hold them:
     what every step of the engine returns, so memory, files and the store agree to the cent and the milli-cube."""
     index = [n for n in frame.index.names if n is not None]
     out = round_table(name, frame.reset_index() if index else frame)
+    table = WRITTEN.get(name)
+    if table is not None:  # text as the store reads it back: the same frames from memory, files and the store
+        for col in table.columns:
+            if col.kind in (ID, TEXT) and col.name in out and out[col.name].dtype == object:
+                out[col.name] = out[col.name].astype(_text_dtype())
     return out.set_index(index) if index else out

@@ -41,7 +41,7 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class Unit:
-    name: str  # as the README's unit columns say
+    name: str  # as the unit columns of docs/outputs.md say
     decimals: int
 
     @property

@@ -13,6 +13,8 @@ from optalloc.cli import run
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+NIGHTLY = (ROOT / "docs" / "nightly.md").read_text(encoding="utf-8")
+OUTPUTS = (ROOT / "docs" / "outputs.md").read_text(encoding="utf-8")
 
 
 def fenced_blocks(text: str) -> list[str]:
@@ -39,7 +41,7 @@ def test_readme_leaves_no_store_or_report_in_the_checkout():
     ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
     for name in ("/optalloc.db", "/optalloc.db.lock", "/report.html"):
         assert name in ignored
-    for block in fenced_blocks(README):
+    for block in fenced_blocks(README + NIGHTLY + OUTPUTS):
         for cmd in commands(block):
             assert "sqlite:///optalloc.db" not in cmd or "default" in block, cmd
             if cmd.startswith("optalloc report"):
@@ -47,12 +49,12 @@ def test_readme_leaves_no_store_or_report_in_the_checkout():
 
 
 def test_the_nightly_job_section_runs_as_written(tmp_path, real_process):
-    """The README's nightly-job block, run line by line in bash from a folder holding the shipped instances; then the
+    """docs/nightly.md's block, run line by line in bash from a folder holding the shipped instances; then the
     export equals `optalloc solve` of the same instance, byte for byte (when tonight is after round 3 closed)."""
-    block = fenced_blocks(README.split("## The nightly job", 1)[1])[0]
+    block = fenced_blocks(NIGHTLY)[0]
     cmds = commands(block)
     solve = commands(fenced_blocks(README.split("## Two commands", 1)[1])[0])[0].split(" && ")[-1].replace(".venv/bin/optalloc", "optalloc")
-    reports = commands(fenced_blocks(README.split("## Reports", 1)[1])[0])
+    reports = commands(fenced_blocks(OUTPUTS.split("## Reports", 1)[1])[0])
     assert cmds[0] == "export OPTALLOC_DB=sqlite:///out/optalloc.db"
     for cmd in cmds[1:]:
         assert cmd.startswith("optalloc "), cmd
@@ -65,7 +67,7 @@ def test_the_nightly_job_section_runs_as_written(tmp_path, real_process):
     done = real_process.run(argv=["bash", "-c", script], cwd=tmp_path, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "out" / "optalloc.db").exists() and (tmp_path / "out" / "P202610" / "grants.csv").exists()
-    # ... and the Reports section after it: the run it names is the first batch, and both pages land in out/
+    # ... and docs/outputs.md's Reports block after it: the run it names is the first batch, and both pages land in out/
     assert sorted(p.name for p in tmp_path.iterdir()) == ["instances", "out"]
     page = (tmp_path / "out" / "run3.html").read_text()
     assert "run 3 (batch, 2026-09-10)" in page and (tmp_path / "out" / "report.html").exists()
@@ -132,7 +134,7 @@ def test_ingest_of_table_files_without_period_says_period_is_needed(tmp_path, ca
 
 
 def _documented_fields() -> set[str]:
-    section = README.split("`summary.json` is in reading order", 1)[1].split("\n## ", 1)[0]
+    section = OUTPUTS.split("`summary.json` is in reading order", 1)[1].split("\n## ", 1)[0]
     fields = set()
     for line in section.splitlines():
         if line.startswith("| `"):
@@ -168,8 +170,8 @@ def test_summary_is_in_reading_order_every_field_documented_with_pools_per_round
                                              "pool_available_cube", "pool_left_cube"]
     undocumented = _paths(summary) - _documented_fields()
     assert undocumented == set()
-    # Every README row has a unit column.
-    section = README.split("`summary.json` is in reading order", 1)[1].split("\n## ", 1)[0]
+    # Every documented field has a unit column.
+    section = OUTPUTS.split("`summary.json` is in reading order", 1)[1].split("\n## ", 1)[0]
     assert all(len(line.split(" | ")) == 3 for line in section.splitlines() if line.startswith("| `"))
     # The pool left is the pool available less what the round's grants use (cube x months), per round and type.
     grants = pd.read_csv(out / "grants.csv")

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import INSTANCES, run_cli
-from optalloc import Scenario, compare
+from optalloc import Result, Scenario, compare
+from optalloc.store import Store
 from optalloc.errors import InputError
 from optalloc.io import load_instance
 
@@ -113,8 +114,15 @@ def test_the_nightly_batch_exported_equals_optimize(store_url, tmp_path, instanc
     for args in (["ingest", str(path)], ["batch", "--date", "2027-01-05"], ["export", "--period", "P202610", "-o", str(tmp_path / "exported")]):
         done = run_cli(*args, "--db", store_url, "-q")
         assert done.returncode == 0, done.stderr
-    Scenario.load(path).optimize().write(tmp_path / "api")
+    result = Scenario.load(path).optimize()
+    result.write(tmp_path / "api")
     same_folders(tmp_path / "exported", tmp_path / "api")
+    # ... and in memory: what the store holds, read as a Result, is the same frames (values, index and dtypes)
+    stored = Result.from_store(Store(store_url, create=False), "P202610").tables()
+    ours = result.tables()
+    assert sorted(stored) == sorted(ours)
+    for name, frame in ours.items():
+        assert frame.equals(stored[name]) and frame.dtypes.equals(stored[name].dtypes), name
 
 
 def test_what_a_result_holds_in_memory_is_what_its_files_say(tmp_path):

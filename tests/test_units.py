@@ -87,7 +87,7 @@ def test_no_written_number_has_more_decimals_than_its_unit(written):
                     assert len(m.group(1) or "") <= max(u.decimals, 1), (command, path.name, col, cell, u)
 
 
-# summary.json fields and their units (README, "summary.json"); any other number is a count, a setting or a hash.
+# summary.json fields and their units (docs/outputs.md, "summary.json"); any other number is a count, a setting or a hash.
 SUMMARY_UNITS = {"allocated_cube": units.CUBE, "net_capacity_cube": units.CUBE, "pool_cube": units.CUBE, "granted_cube": units.CUBE,
                  "pool_available_cube": units.CUBE, "pool_left_cube": units.CUBE, "clearing_price": units.PER_CUBE,
                  "pool_dual_max": units.DUAL, "objective": units.MONEY, "reservation_fees": units.MONEY, "credits": units.MONEY,
@@ -254,10 +254,10 @@ def test_a_float_column_without_a_unit_is_refused_and_nothing_is_written(tmp_pat
         tables.round_table("headline", pd.DataFrame({"metric": ["new metric"], "market": [1.0]}))
 
 
-def test_the_readme_units_table_lists_every_declared_column_with_its_decimals():
+def test_the_docs_units_table_lists_every_declared_column_with_its_decimals():
     from conftest import ROOT
 
-    section = (ROOT / "README.md").read_text().split("### Units and rounding", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    section = (ROOT / "docs" / "outputs.md").read_text().split("## Units and rounding", 1)[1].split("\n## ", 1)[0]
     documented = {}
     for line in section.splitlines():
         cells = line.split(" | ")
