@@ -48,7 +48,7 @@ from . import tables, units
 from .baseline import BaselineResult
 from .clearing import RoundResult, clear_market
 from .errors import StoreError, error_text
-from .executors import DaskExecutor, SerialExecutor, make_executor  # noqa: F401 -- optalloc.batch's, as before
+from .executors import DaskExecutor, SerialExecutor, make_executor  # noqa: F401 -- importable from optalloc.batch too
 from .failpoints import failpoint
 from .instance import Instance
 from .progress import note

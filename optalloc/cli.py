@@ -191,7 +191,7 @@ def _read_settlement(path: str):
     if missing:
         raise InputError(Problem(f"not a settlement table (missing {missing})", path))
     problems = []
-    for c in ("credit", "reservation_fee"):  # each a finite number of $, 0 or more (text there was exit 1 deep in the forecast)
+    for c in ("credit", "reservation_fee"):  # each a finite number of $, 0 or more: text would fail deep in the forecast
         values = pd.to_numeric(settlement[c], errors="coerce").to_numpy(dtype=float)
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(values) | (values < 0)

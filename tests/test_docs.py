@@ -88,3 +88,32 @@ def test_user_docs_carry_no_history():
         text = page.read_text(encoding="utf-8")
         assert not re.search(r"\b(on|before|after) [0-9a-f]{7}\b", text), page.name
         assert "was measured" not in text and "re-measured" not in text.lower(), page.name
+
+
+def test_reading_your_first_results_says_what_solve_writes(tmp_path):
+    """docs/outputs.md walks through small_network's results with their figures: they are the figures solve writes."""
+    import json
+
+    import pandas as pd
+
+    from optalloc.cli import run
+
+    assert run(["solve", str(INSTANCES / "small_network"), "-o", str(tmp_path / "o"), "-q"]) == 0
+    text = (DOCS / "outputs.md").read_text(encoding="utf-8").split("## Reading your first results", 1)[1].split("\n## ", 1)[0]
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    for figure in (f"{summary['baseline']['allocated_cube']:,.0f} cube-months", f"{summary['baseline']['pool_cube']:,.0f} cube-months",
+                   f"{summary['settlement']['grants']} requests", f"${summary['settlement']['reservation_fees']:,.2f}",
+                   f"${summary['settlement']['credits']:,.2f}", f"${summary['settlement']['net']:,.2f} net"):
+        assert figure in text, figure
+    prices = pd.read_csv(tmp_path / "o" / "round_prices.csv").set_index(["round", "storage_type"])
+    assert prices.loc[(1, "standard"), ["requests", "granted_requests", "granted_cube", "clearing_price"]].tolist() == [11, 10, 5771.0, 2.03]
+    grants = pd.read_csv(tmp_path / "o" / "grants.csv", keep_default_na=False).set_index(["round", "request_id"])
+    q04, q42 = grants.loc[(1, "Q04")], grants.loc[(1, "Q42")]
+    assert (q42["granted_cube"], q42["max_fee_per_cube"]) == (1158.0, 6.55)
+    assert (q04["granted_cube"], q04["max_cube"], q04["status"], q04["reason"], q04["paradoxically_rejected"], q04["price_faced"]) == (
+        138.0, 846.0, "partially_granted", "outbid", True, 5.42)
+    pools = pd.read_csv(tmp_path / "o" / "pools.csv")
+    november = pools[(pools["round"] == 1) & (pools["storage_type"] == "standard") & (pools["month"] == "2026-11")].set_index("fc_id")
+    assert november.loc[["FC0", "FC3"], "pool_cube"].sum() == 1296 and november.loc[["FC1", "FC4"], "pool_after"].sum() == 1197
+    q02 = pd.read_csv(tmp_path / "o" / "settlement.csv").set_index(["round", "request_id"]).loc[(1, "Q02")]
+    assert (q02["round_clearing_price"], q02["fee_per_cube"]) == (3.33, 1.61)

@@ -101,9 +101,9 @@ def retime_tied_min_cube(d: ClearingData, grant: np.ndarray, options: SolverOpti
         max sum_q time_weight[q] g[q]  s.t.  sum_{q in level} g[q] = the level's stage-1 cube,
         g[q] in [0, max_cube], and for min_cube requests g[q] = 0 or in [min_cube, max_cube].
     Revenue and every pool's use are unchanged (same fee, same class), so the answer is still optimal.
-    Other fill decisions were made by price and stand. (A whole-round time-priority MIP with a revenue
-    floor took HiGHS 14-20 s on 100k requests, refuting round-off "improvements" of a 1e8 revenue row,
-    to confirm stage 1; there, 6 of 5,067 min_cube requests were tied.) Ties across classes whose FCs
+    Other fill decisions were made by price and stand. (Not one whole-round time-priority MIP with a revenue
+    floor: that is a second MIP as large as the first, and a revenue row of ~1e8 makes its floor fragile to
+    round-off, while the tied levels this revisits are a handful of requests.) Ties across classes whose FCs
     overlap are not revisited."""
     mins = np.flatnonzero(d.min_cube > EPS)
     filled = grant[mins] > EPS

@@ -565,8 +565,8 @@ def clear_by_priority(d, options: SolverOptions, chunks: bool = True) -> Priorit
     # room cannot hold is tried by one room LP when it is at least `lp_from` long; a failed LP try doubles that
     # length (a success resets it), so a full market wastes few LPs.
     # After an LP granted a prefix, the one request that ended it is taken alone; the next chunk then starts at the
-    # length that LP was given (`resume`), not at 2: in a nearly full market, regrowing from 2 cost an LP at every
-    # doubling (1,927 room LPs for the 2 M period's round-2 oversize market, 204 when resumed; the same grants).
+    # length that LP was given (`resume`), not at 2: in a nearly full market, regrowing from 2 costs an LP at every
+    # doubling, about ten times the LPs for the same grants (benchmarks/rounds.py shows the count).
     pos, k, lp_from, resume = 0, CHUNK_FIRST, LP_CHUNK_FIRST, 2
     while pos < len(order):
         if chunks and k > 1:
