@@ -5,8 +5,8 @@ Input: an output folder written by `optalloc solve` or `optalloc export` (one pe
 tables: nothing is fetched when the page is opened, so it can be mailed or archived as it is.
 
 For each period:
-- the supply/demand step curve of every round and storage type: the round's requests by fee, highest first
-  (the demand steps; granted cube shaded), the pool left for the round (supply) and the clearing price;
+- every round's market per storage type: its requests by fee, highest first, each coloured by what became of it
+  (granted, or why not), the clearing price, and beside it the pools per FC x month, which of them filled;
 - utilization of every FC, storage type and month: baseline limits placed, reserved grants, capacity;
 - baseline vs reserved space per seller segment (sellers by baseline size, in quartiles);
 - the distributions of reservation fees, credits and net amounts per grant;
@@ -135,35 +135,87 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]  # drop the XML prolog and doctype: inline SVG in HTML
 
 
-def supply_demand_chart(grants: pd.DataFrame, pools: pd.DataFrame, prices: pd.DataFrame, round_: int, storage_type: str) -> str:
-    """The round's requests of one storage type as demand steps (fee, highest first), the pool left as supply."""
+# What became of each request's cube, with its colour (Okabe-Ito: told apart in colour-blind vision too) and what the
+# legend says. The keys are the grant statuses' reasons (optalloc.clearing.data; tests/test_report.py keeps them in step).
+OUTCOMES = {
+    "granted": ("granted", "#009E73"),
+    "outbid": ("outbid: higher fees took the space at its FCs", "#E69F00"),
+    "pool_exhausted": ("its FCs' pool used up by earlier rounds", "#D55E00"),
+    "no_eligible_pool": ("no pool at its FCs in all its months", "#0072B2"),
+    "min_cube_did_not_fit": ("its min_cube did not fit", "#CC79A7"),
+    "over_request_cap": ("asked more than its request cap", "#56B4E9"),
+    "below_reserve": ("fee below the reserve price", "#999999"),
+}
+POOL_ROWS = 24  # FCs drawn in a market's pool panel; beyond it, the fullest
+
+
+def request_pieces(ranked: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The market chart's steps: two pieces per request, in the order given (its granted cube, then the rest), as
+    x edges (cumulative cube), heights (its fee) and kinds (an OUTCOMES key: "granted", or the request's reason)."""
+    asked = ranked["max_cube"].to_numpy(float)
+    granted = np.clip(ranked["granted_cube"].to_numpy(float), 0.0, asked)
+    reason = ranked["reason"].fillna("").astype(str).to_numpy(object)
+    widths = np.column_stack([granted, asked - granted]).ravel()
+    kinds = np.column_stack([np.full(len(ranked), "granted", dtype=object), np.where(reason == "", "outbid", reason)]).ravel()
+    return np.concatenate([[0.0], np.cumsum(widths)]), np.repeat(ranked["max_fee_per_cube"].to_numpy(float), 2), kinds
+
+
+def market_chart(grants: pd.DataFrame, pools: pd.DataFrame, prices: pd.DataFrame, round_: int, storage_type: str) -> str:
+    """One round's market of one storage type, as it was cleared with FC placement.
+
+    Left: every request as a step at its fee, as wide as the cube it asked for, highest fee first (then earliest:
+    the order the priority rule grants in); its granted part green, the rest coloured by why it was not granted; the
+    clearing price dashed. Right: each FC's pool per month after the round, the share used by earlier rounds' grants
+    and this round's, "full" where nothing is left: where a request above the price found no room."""
     plt = _pyplot()
     g = grants.reset_index()
     g = g[(g["round"] == round_) & (g["storage_type"] == storage_type)].sort_values(
         ["max_fee_per_cube", "submitted_at", "request_id"], ascending=[False, True, True], kind="stable")
     p = pools.reset_index()
     p = p[(p["round"] == round_) & (p["storage_type"] == storage_type)]
-    left = (p["pool_cube"] - p["held_cube"]).clip(lower=0).groupby(p["month"]).sum()
-    supply = float(left.mean()) if len(left) else 0.0
-    fig, ax = plt.subplots(figsize=(5.2, 3.0))
-    x = np.concatenate([[0.0], np.cumsum(g["max_cube"].to_numpy(float))])
-    fees = g["max_fee_per_cube"].to_numpy(float)
-    if len(g):
-        ax.stairs(fees, x, color="#1f4e79", linewidth=1.6, label="demand: requests by fee")
-        granted = g["granted_cube"].to_numpy(float)
-        for x0, w, fee in zip(x[:-1], granted, fees):
-            if w > EPS:
-                ax.fill_between([x0, x0 + w], 0, fee, color="#9ecae1", linewidth=0, step="pre")
-    ax.axvline(supply, color="#c0392b", linewidth=1.4, label=f"supply: pool left {units.text(supply, units.CUBE)} cube/month")
+    fc_count = p["fc_id"].nunique()
+    rows = min(fc_count, POOL_ROWS)
+    fig, (ax, pax) = plt.subplots(1, 2, figsize=(8.6, max(3.6, 0.24 * rows + 1.6)), gridspec_kw={"width_ratios": [2.4, 1], "wspace": 0.35})
+
+    fees, asked = g["max_fee_per_cube"].to_numpy(float), g["max_cube"].to_numpy(float)
+    edges, heights, kinds = request_pieces(g)
+    widths = np.diff(edges)
+    for kind, (label, colour) in OUTCOMES.items():
+        mask = (kinds == kind) & (widths > EPS)
+        if mask.any():
+            ax.stairs(np.where(mask, heights, np.nan), edges, fill=True, color=colour, label=label, linewidth=0)
+    if len(g):  # each request's outline, so neighbours at one fee stay two requests
+        ax.stairs(fees, np.concatenate([[0.0], np.cumsum(asked)]), color="#333333", linewidth=0.6)
     price = prices.loc[(round_, storage_type), "clearing_price"] if (round_, storage_type) in prices.index else np.nan
     if pd.notna(price):
-        ax.axhline(price, color="#27ae60", linestyle="--", linewidth=1.2, label=f"clearing price ${price:,.2f}")
-    ax.set_xlabel("cube requested (cumulative)")
-    ax.set_ylabel("$ per cube")
-    ax.set_title(f"round {round_}, {storage_type}: {int((g['granted_cube'] > EPS).sum())} of {len(g)} requests granted")
-    ax.set_xlim(0, max(float(x[-1]), supply) * 1.05 or 1.0)
+        ax.axhline(price, color="#111111", linestyle="--", linewidth=1.2, label=f"clearing price ${price:,.2f}")
+    ax.set_xlabel("cube asked (per month it names), highest fee first")
+    ax.set_ylabel("fee offered, $ per cube")
+    ax.set_title(f"round {round_}, {storage_type}: {int((g['granted_cube'] > EPS).sum())} of {len(g)} requests granted", loc="left")
+    ax.set_xlim(0, float(edges[-1]) * 1.02 or 1.0)
     ax.set_ylim(0, (fees.max() if len(fees) else 1.0) * 1.1)
-    ax.legend(fontsize=7, frameon=False, loc="upper right")
+    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+
+    # Pools after the round: share used per FC x month ("full" where nothing is left; no pool drawn blank).
+    used = (p["held_cube"] + p["granted_cube"]) / p["pool_cube"].where(p["pool_cube"] > EPS)
+    share = used.clip(upper=1.0).groupby([p["fc_id"], p["month"]]).first().unstack("month")
+    full = (p["pool_after"] <= EPS) & (p["pool_cube"] > EPS)
+    full = full.groupby([p["fc_id"], p["month"]]).first().unstack("month").reindex_like(share).fillna(False)
+    if len(share) > rows:
+        order = share.mean(axis=1).sort_values(ascending=False, kind="stable").index[:rows]
+        share, full = share.loc[sorted(order)], full.loc[sorted(order)]
+    pax.imshow(share.to_numpy(float), cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    for (i, j), value in np.ndenumerate(share.to_numpy(float)):
+        if np.isfinite(value):
+            text = "full" if full.iat[i, j] else f"{value:.0%}"
+            pax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if value > 0.6 else "#222222")
+    pax.set_xticks(range(share.shape[1]), list(share.columns), fontsize=8)
+    pax.set_yticks(range(share.shape[0]), list(share.index), fontsize=8)
+    pax.tick_params(length=0)
+    for side in pax.spines.values():
+        side.set_visible(False)
+    shown = "" if fc_count <= rows else f" ({rows} fullest of {fc_count} FCs)"
+    pax.set_title(f"pool used after the round{shown}", loc="left")
     return _svg(fig)
 
 
@@ -290,13 +342,15 @@ def period_section(view: PeriodView) -> str:
     parts.append(_kpis(kpis))
 
     if "grants" in t and "pools" in t and "round_prices" in t:
-        parts.append("<h3>Supply and demand, by round and storage type</h3>")
-        parts.append('<p class="note">Requests of the round sorted by fee, highest first (steps); shaded: cube granted. '
-                     "Red: pool left for the round (average per month, after earlier rounds' grants). Green: the clearing price, "
-                     "the lowest fee granted. A request can lose above the price when its FCs or months are full or its min_cube "
-                     "did not fit.</p>")
+        parts.append("<h3>Each round's market, by storage type</h3>")
+        parts.append('<p class="note">Left: every request of the round as a step at its fee, as wide as the cube it asked for, '
+                     "highest fee first (then earliest: the order the priority rule grants in). Green: the cube it was granted; the "
+                     "rest is coloured by why it was not. Dashed: the clearing price, the lowest fee granted, which every winner pays "
+                     "at most. Right: each FC's pool per month after the round, the share used by earlier rounds' grants and this "
+                     "round's. A request that lost above the price found its FCs full in one of its months (right), or its "
+                     "min_cube did not fit.</p>")
         prices = t["round_prices"]
-        charts = [_figure(supply_demand_chart(t["grants"], t["pools"], prices, int(r), str(k)), f"supply-demand {r} {k}") for r, k in prices.index]
+        charts = [_figure(market_chart(t["grants"], t["pools"], prices, int(r), str(k)), f"market {r} {k}") for r, k in prices.index]
         parts.append('<div class="grid">' + "".join(charts) + "</div>")
         parts.append(_table(prices.drop(columns=["objective"], errors="ignore"), "round_prices"))
     if "fc_prices" in t:

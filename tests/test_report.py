@@ -105,3 +105,82 @@ def test_a_run_that_died_is_reported_as_killed_with_what_it_committed(tmp_path, 
     text = page.read_text()
     assert "killed" in text and "running" not in text
     assert "round 1, standard:" in text and "round 2," not in text  # round 1's charts, none of round 2 (rolled back)
+
+
+# ---------------------------------------------------------------- the market chart tells what happened
+
+
+def _tables(folder):
+    import pandas as pd
+
+    grants = pd.read_csv(folder / "grants.csv", keep_default_na=False, na_values=[""]).set_index(["round", "request_id"])
+    pools = pd.read_csv(folder / "pools.csv").set_index(["round", "fc_id", "storage_type", "month"])
+    prices = pd.read_csv(folder / "round_prices.csv").set_index(["round", "storage_type"])
+    return grants, pools, prices
+
+
+def test_the_chart_has_a_colour_for_every_reason_a_request_can_lose():
+    from optalloc.clearing import data
+    from optalloc.report import OUTCOMES
+
+    reasons = {data.OUTBID, data.BELOW_RESERVE, data.MIN_CUBE, data.OVER_CAP, data.NO_POOL, data.EXHAUSTED}
+    assert set(OUTCOMES) == reasons | {"granted"}
+    assert len({colour for _, colour in OUTCOMES.values()}) == len(OUTCOMES)  # each told apart
+
+
+def test_each_request_is_drawn_as_its_granted_cube_then_the_rest_by_its_reason(solved):
+    """Round 2 standard of small_network: the green steps add up to the round's granted cube, every other colour to
+    the cube its requests did not get for that reason, and the steps run highest fee first."""
+    import numpy as np
+
+    from optalloc.report import request_pieces
+
+    grants, _, prices = _tables(solved)
+    g = grants.loc[2]
+    g = g[g["storage_type"] == "standard"].reset_index().sort_values(["max_fee_per_cube", "submitted_at", "request_id"],
+                                                                        ascending=[False, True, True], kind="stable")
+    edges, heights, kinds = request_pieces(g)
+    widths = np.diff(edges)
+    assert widths[kinds == "granted"].sum() == pytest.approx(prices.loc[(2, "standard"), "granted_cube"])
+    lost = (g["max_cube"] - g["granted_cube"]).groupby(g["reason"]).sum()
+    for reason, cube in lost.items():
+        if reason:
+            assert widths[kinds == reason].sum() == pytest.approx(cube), reason
+    assert set(kinds[widths > 0]) == {"granted", "outbid", "pool_exhausted", "min_cube_did_not_fit"}
+    assert (np.diff(heights) <= 0).all() and edges[-1] == pytest.approx(g["max_cube"].sum())
+
+
+def test_the_pool_panel_marks_full_exactly_where_nothing_was_left(solved):
+    import pandas as pd
+
+    from optalloc.report import market_chart
+
+    grants, pools, prices = _tables(solved)
+    for (round_, storage_type) in prices.index:
+        svg = market_chart(grants, pools, prices, round_, storage_type)
+        p = pools.loc[round_].xs(storage_type, level="storage_type")
+        full = int(((p["pool_after"] <= 1e-6) & (p["pool_cube"] > 0)).sum())
+        assert len(re.findall(r">full<|>\s*full\s*<", svg)) == full, (round_, storage_type)
+        assert f"round {round_}, {storage_type}: " in svg
+        g = grants.loc[round_]
+        lost = set(g.loc[(g["storage_type"] == storage_type) & (g["granted_cube"] < g["max_cube"]), "reason"].dropna())
+        for reason in lost - {""}:
+            from optalloc.report import OUTCOMES
+
+            assert OUTCOMES[reason][0] in svg, (round_, storage_type, reason)  # in the legend
+        price = prices.loc[(round_, storage_type), "clearing_price"]
+        assert pd.isna(price) or f"clearing price ${price:,.2f}" in svg
+
+
+def test_a_market_of_many_fcs_shows_its_fullest_and_says_so(solved):
+    """A pool panel stays readable: past 24 FCs it shows the 24 fullest and says how many there are."""
+    import pandas as pd
+
+    from optalloc.report import market_chart
+
+    grants, pools, prices = _tables(solved)
+    p = pools.loc[[1]].reset_index()
+    p = p[p["storage_type"] == "standard"]
+    many = pd.concat([p.assign(fc_id=p["fc_id"] + f"-{i:02d}") for i in range(6)]).set_index(["round", "fc_id", "storage_type", "month"])
+    svg = market_chart(grants, many, prices, 1, "standard")
+    assert "(24 fullest of 36 FCs)" in svg
