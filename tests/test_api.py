@@ -99,6 +99,7 @@ def test_settings_solver_options_and_what_ifs(key, value):
     call(optalloc.SolverOptions, **{key: value})
     call(WORKED.with_settings, **{key: value})
     call(optalloc.Scenario(WORKED).with_settings, **{key: value})
+    call(optalloc.Scenario(WORKED).with_pool_share, value)
 
 
 @QUICK
