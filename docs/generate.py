@@ -4,7 +4,8 @@
     python docs/generate.py --check   # exit 1, naming the page, where a page differs (tests/test_docs.py does this)
 
 A block is `<!-- table NAME -->` ... `<!-- /table -->` (one written table's columns, units and meanings) or
-`<!-- units -->` ... `<!-- /units -->` (every unit with its decimals and the columns that have it).
+`<!-- units -->` ... `<!-- /units -->` (every unit with its decimals and the columns that have it) or `<!-- rules -->` ...
+`<!-- /rules -->` (the built-in clearing rules of the registry, optalloc.rules, with what each does).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
-BLOCK = re.compile(r"(<!-- (table (?P<name>[a-z_]+)|units) -->\n)(.*?)(<!-- /(table|units) -->)", re.S)
+BLOCK = re.compile(r"(<!-- (table (?P<name>[a-z_]+)|units|rules) -->\n)(.*?)(<!-- /(table|units|rules) -->)", re.S)
 
 
 def units_table() -> str:
@@ -30,11 +31,22 @@ def units_table() -> str:
     return "\n".join(["| unit | decimals | columns |", "|---|---|---|", *rows])
 
 
+def rules_table() -> str:
+    from optalloc import rules
+
+    rows = [f"| `{name}`{' (default)' if name == rules.DEFAULT else ''} | {rules.DESCRIPTIONS[name].removesuffix(' (the default)')} |"
+            for name in rules.BUILT_IN]
+    return "\n".join(["| clearing_rule | what it does |", "|---|---|", *rows])
+
+
 def render(text: str) -> str:
     from optalloc import tables
 
     def block(m: re.Match) -> str:
-        body = tables.docs_table(tables.WRITTEN[m["name"]]) if m["name"] else units_table()
+        if m[2] == "rules":
+            body = rules_table()
+        else:
+            body = tables.docs_table(tables.WRITTEN[m["name"]]) if m["name"] else units_table()
         return f"{m[1]}{body}\n{m[5]}"
 
     return BLOCK.sub(block, text)

@@ -24,6 +24,8 @@ _RULES: dict[str, object] = {
     "welfare": "optalloc.clearing.rules:WelfareRule",
     "pro_rata": "optalloc.clearing.rules:ProRataRule",
 }
+BUILT_IN = tuple(_RULES)
+_BUILT_IN_PATHS = dict(_RULES)
 # What each built-in does, for the settings' error messages and the docs without importing the engine.
 DESCRIPTIONS = {
     "priority": "granted starting with the highest fee (then earliest, then smallest request_id), each request as much as fits, "
@@ -56,6 +58,9 @@ def register(rule):
     obj = rule() if isinstance(rule, type) else rule
     if not getattr(obj, "name", None):
         raise ValueError("a clearing rule needs a name")
+    if obj.name in BUILT_IN and f"{type(obj).__module__}:{type(obj).__qualname__}" != _BUILT_IN_PATHS[obj.name]:
+        # a stored period's settings name a built-in: it must mean the same rule in every process
+        raise ValueError(f"{obj.name!r} is a built-in rule; register yours under another name")
     _RULES[obj.name] = obj
     DESCRIPTIONS[obj.name] = getattr(obj, "description", "")
     return rule
@@ -63,7 +68,7 @@ def register(rule):
 
 def unregister(name: str) -> None:
     """Remove a rule registered with `register` (the built-ins stay)."""
-    if isinstance(_RULES.get(name), str) or name == DEFAULT:
+    if name in BUILT_IN:
         raise ValueError(f"{name!r} is a built-in rule")
     _RULES.pop(name, None)
     DESCRIPTIONS.pop(name, None)

@@ -71,3 +71,18 @@ def test_tie_rule_pro_rata_is_the_clearing_rule_it_names_and_cannot_contradict_a
     assert Settings(tie_rule="pro_rata").clearing_rule == "pro_rata"
     with pytest.raises(InputError, match="contradicts clearing_rule 'welfare'"):
         Settings(tie_rule="pro_rata", clearing_rule="welfare")
+
+
+def test_the_built_in_rules_can_be_neither_replaced_nor_removed():
+    """A store's periods name their rule by its name: "welfare" must mean the built-in welfare rule in every process.
+    Removing one was refused only until it had been used once (the registry then held the rule, not its import path)."""
+    from optalloc.clearing.rules import WelfareRule
+
+    rules.get("welfare")  # used: loaded into the registry
+    for name in rules.BUILT_IN:
+        with pytest.raises(ValueError, match="is a built-in rule"):
+            rules.unregister(name)
+    impostor = type("Impostor", (WelfareRule,), {"name": "priority"})
+    with pytest.raises(ValueError, match="'priority' is a built-in rule; register yours under another name"):
+        rules.register(impostor)
+    assert type(rules.get("priority")).__name__ == "PriorityRule" and rules.names()[:3] == ["priority", "welfare", "pro_rata"]
