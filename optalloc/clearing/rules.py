@@ -60,6 +60,18 @@ def _single_pool_sort(d: ClearingData) -> bool:
     return d.single_pool and d.divisible
 
 
+def _forced_or_sort(rule: ClearingRule, d: ClearingData, options: SolverOptions, forced: str | None) -> str | None:
+    """The method forced on a rule whose methods include the sort (the sort only where it is exact), else the sort
+    where it is exact; None leaves the choice to the rule."""
+    if forced == "sort" and not _single_pool_sort(d):
+        _refuse("method 'sort' needs every request to draw from exactly one pool (one FC, one month) and no min_cube")
+    if forced is not None:
+        return ClearingRule.choose_method(rule, d, options, forced)
+    if _single_pool_sort(d) or (d.n == 0 and d.single_pool):
+        return "sort"
+    return None
+
+
 class PriorityRule(ClearingRule):
     name = "priority"
     description = ("granted starting with the highest fee (then earliest, then smallest request_id), each request as much as fits, "
@@ -67,13 +79,7 @@ class PriorityRule(ClearingRule):
     methods = ("sort", "highspy", "pyomo")  # the sort where it is exact; the sequential method; its Pyomo reference
 
     def choose_method(self, d: ClearingData, options: SolverOptions, forced: str | None = None) -> str:
-        if forced == "sort" and not _single_pool_sort(d):
-            _refuse("method 'sort' needs every request to draw from exactly one pool (one FC, one month) and no min_cube")
-        if forced is not None:
-            return super().choose_method(d, options, forced)
-        if _single_pool_sort(d) or (d.n == 0 and d.single_pool):
-            return "sort"
-        return "pyomo" if options.backend == "pyomo" else "highspy"
+        return _forced_or_sort(self, d, options, forced) or ("pyomo" if options.backend == "pyomo" else "highspy")
 
     def solve(self, d: ClearingData, options: SolverOptions, method: str) -> Solution:
         if method == "sort":
@@ -132,12 +138,8 @@ class WelfareRule(ClearingRule):
     methods = ("sort", "highspy", "pyomo")
 
     def choose_method(self, d: ClearingData, options: SolverOptions, forced: str | None = None) -> str:
-        if forced == "sort" and not _single_pool_sort(d):
-            _refuse("method 'sort' needs every request to draw from exactly one pool (one FC, one month) and no min_cube")
-        if forced is not None:
-            return super().choose_method(d, options, forced)
-        if _single_pool_sort(d) or (d.n == 0 and d.single_pool):
-            return "sort"
+        if method := _forced_or_sort(self, d, options, forced):
+            return method
         if d.n == 0:
             return "highspy"  # only earlier grants to place
         if options.backend == "auto":
